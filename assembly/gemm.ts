@@ -1,0 +1,288 @@
+// GEMM: C[M,N] (+)= op(A)[M,K] * op(B)[K,N] (+ bias[N]) (then ReLU).
+//
+// Row-major f32. op(A) = A (M x K) or A^T (A stored K x M); op(B) = B
+// (K x N) or B^T (B stored N x K). The three cases training needs:
+//   NN  Y  = X W        forward (W stored [in, out])
+//   NT  dX = dY W^T     input gradient
+//   TN  dW = X^T dY     weight gradient (K = batch rows)
+//
+// Blocking follows the usual Goto/BLIS scheme: op(B) is packed per k-block of
+// KC rows into 8-wide column panels (zero padded) in `work`; op(A) is read in
+// place with `v128.load32_splat`, which handles A and A^T alike through two
+// byte strides. The register tile is 6x8 (12 f32x4 accumulators + 2 B vectors
+// + 1 A splat = 15 of the 16 XMM registers) in the relaxed-simd build, where
+// `relaxed_madd` needs no temporary; the plain simd build uses 4x8 because
+// mul+add on 6x8 spills (measured ~30 vs ~50 GFLOP/s, TOOLCHAIN.md).
+
+import { fma, loadPartial, storePartial } from "./simd";
+
+/** Width of a packed B panel: two f32x4. */
+const NR: i32 = 8;
+/** k-block: a 256 x 8 panel (8 KiB) stays in L1 while row tiles sweep it. */
+const KC: i32 = 256;
+/** Row block: MC x KC of A (96 KiB) stays in L2 across all panels. */
+const MC: i32 = 96;
+/** Main tile height. */
+const MR: i32 = ASC_FEATURE_RELAXED_SIMD ? 6 : 4;
+
+/** Bytes of `work` that `gemm` needs for inner size K and output width N. */
+export function gemmWorkspaceBytes(K: i32, N: i32): i32 {
+  return (min(K, KC) * (((N + NR - 1) / NR) * NR)) << 2;
+}
+
+/**
+ * C[M,N] = op(A) op(B), or C += op(A) op(B) when `accumulate`; then
+ * C += bias[N] when `bias` is not 0, then ReLU when `relu`.
+ * `work` must hold `gemmWorkspaceBytes(K, N)` bytes. K = 0 writes the
+ * epilogue applied to zero (or leaves C when accumulating without bias/relu).
+ */
+export function gemm(
+  c: usize,
+  a: usize,
+  b: usize,
+  bias: usize,
+  work: usize,
+  M: i32,
+  K: i32,
+  N: i32,
+  transA: bool,
+  transB: bool,
+  accumulate: bool,
+  relu: bool,
+): void {
+  const ldc = <usize>N << 2;
+  const aRow: usize = transA ? 4 : <usize>K << 2;
+  const aK: usize = transA ? <usize>M << 2 : 4;
+  const panels = (N + NR - 1) / NR;
+  if (K == 0) {
+    epilogueOnly(c, bias, M, N, accumulate, relu);
+    return;
+  }
+  for (let k0 = 0; k0 < K; k0 += KC) {
+    const kc = min(KC, K - k0);
+    packB(work, b, k0, kc, K, N, transB);
+    const loadC = accumulate || k0 > 0;
+    const last = k0 + kc == K;
+    const doRelu = last && relu;
+    const aBlock = a + <usize>k0 * aK;
+    for (let i0 = 0; i0 < M; i0 += MC) {
+      const iEnd = min(i0 + MC, M);
+      for (let p = 0; p < panels; p++) {
+        const j = p * NR;
+        const cols = min(NR, N - j);
+        const panel = work + ((<usize>p * <usize>kc * NR) << 2);
+        const biasJ: usize = last && bias != 0 ? bias + (<usize>j << 2) : 0;
+        let i = i0;
+        for (; i + MR <= iEnd; i += MR) {
+          const cp = c + <usize>i * ldc + (<usize>j << 2);
+          const ap = aBlock + <usize>i * aRow;
+          if (MR == 6) {
+            micro6x8(cp, ldc, ap, aRow, aK, panel, kc, cols, biasJ, loadC, doRelu);
+          } else {
+            micro4x8(cp, ldc, ap, aRow, aK, panel, kc, cols, biasJ, loadC, doRelu);
+          }
+        }
+        if (MR == 6 && i + 4 <= iEnd) {
+          const cp = c + <usize>i * ldc + (<usize>j << 2);
+          micro4x8(cp, ldc, aBlock + <usize>i * aRow, aRow, aK, panel, kc, cols, biasJ, loadC, doRelu);
+          i += 4;
+        }
+        for (; i < iEnd; i++) {
+          const cp = c + <usize>i * ldc + (<usize>j << 2);
+          micro1x8(cp, aBlock + <usize>i * aRow, aK, panel, kc, cols, biasJ, loadC, doRelu);
+        }
+      }
+    }
+  }
+}
+
+/** Packs op(B)[k0 : k0+kc, :] into 8-wide panels, [panel][k][8], zero padded. */
+function packB(work: usize, b: usize, k0: i32, kc: i32, K: i32, N: i32, transB: bool): void {
+  const panels = (N + NR - 1) / NR;
+  for (let p = 0; p < panels; p++) {
+    const j = p * NR;
+    const cols = min(NR, N - j);
+    let dst = work + ((<usize>p * <usize>kc * NR) << 2);
+    if (!transB) {
+      // B is K x N: row k of the panel is 8 contiguous floats.
+      const ldb = <usize>N << 2;
+      let src = b + ((<usize>k0 * <usize>N + <usize>j) << 2);
+      if (cols == NR) {
+        for (let k = 0; k < kc; k++) {
+          v128.store(dst, v128.load(src));
+          v128.store(dst, v128.load(src, 16), 16);
+          src += ldb;
+          dst += NR << 2;
+        }
+      } else {
+        for (let k = 0; k < kc; k++) {
+          for (let jj = 0; jj < NR; jj++) {
+            store<f32>(dst + (<usize>jj << 2), jj < cols ? load<f32>(src + (<usize>jj << 2)) : 0);
+          }
+          src += ldb;
+          dst += NR << 2;
+        }
+      }
+    } else {
+      // B is N x K: column jj of the panel is row j+jj of B, contiguous in k.
+      for (let jj = 0; jj < NR; jj++) {
+        const col = dst + (<usize>jj << 2);
+        if (jj < cols) {
+          const src = b + ((<usize>(j + jj) * <usize>K + <usize>k0) << 2);
+          for (let k = 0; k < kc; k++) {
+            store<f32>(col + ((<usize>k * NR) << 2), load<f32>(src + (<usize>k << 2)));
+          }
+        } else {
+          for (let k = 0; k < kc; k++) store<f32>(col + ((<usize>k * NR) << 2), 0);
+        }
+      }
+    }
+  }
+}
+
+/** Writes one tile row: acc (+ C) (+ bias) (ReLU), `cols` of 8 valid. */
+// @ts-ignore: decorator
+@inline
+function finishRow(cp: usize, lo: v128, hi: v128, cols: i32, bias: usize, loadC: bool, relu: bool): void {
+  if (cols == NR) {
+    if (loadC) {
+      lo = f32x4.add(lo, v128.load(cp));
+      hi = f32x4.add(hi, v128.load(cp, 16));
+    }
+    if (bias != 0) {
+      lo = f32x4.add(lo, v128.load(bias));
+      hi = f32x4.add(hi, v128.load(bias, 16));
+    }
+    if (relu) {
+      lo = f32x4.max(lo, f32x4.splat(0));
+      hi = f32x4.max(hi, f32x4.splat(0));
+    }
+    v128.store(cp, lo);
+    v128.store(cp, hi, 16);
+  } else {
+    const loCount = min(cols, 4);
+    const hiCount = cols - loCount;
+    if (loadC) {
+      lo = f32x4.add(lo, loCount == 4 ? v128.load(cp) : loadPartial(cp, loCount));
+      hi = f32x4.add(hi, loadPartial(cp + 16, hiCount));
+    }
+    if (bias != 0) {
+      lo = f32x4.add(lo, loCount == 4 ? v128.load(bias) : loadPartial(bias, loCount));
+      hi = f32x4.add(hi, loadPartial(bias + 16, hiCount));
+    }
+    if (relu) {
+      lo = f32x4.max(lo, f32x4.splat(0));
+      hi = f32x4.max(hi, f32x4.splat(0));
+    }
+    if (loCount == 4) {
+      v128.store(cp, lo);
+      storePartial(cp + 16, hi, hiCount);
+    } else {
+      storePartial(cp, lo, loCount);
+    }
+  }
+}
+
+function micro6x8(
+  c: usize, ldc: usize, a: usize, aRow: usize, aK: usize, pb: usize,
+  kc: i32, cols: i32, bias: usize, loadC: bool, relu: bool,
+): void {
+  const r2 = aRow * 2, r3 = aRow * 3, r4 = aRow * 4, r5 = aRow * 5;
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
+  let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
+  let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
+  let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
+  let c40 = f32x4.splat(0), c41 = f32x4.splat(0);
+  let c50 = f32x4.splat(0), c51 = f32x4.splat(0);
+  for (let k = 0; k < kc; k++) {
+    const b0 = v128.load(pb);
+    const b1 = v128.load(pb, 16);
+    let av = v128.load32_splat(a);
+    c00 = fma(av, b0, c00);
+    c01 = fma(av, b1, c01);
+    av = v128.load32_splat(a + aRow);
+    c10 = fma(av, b0, c10);
+    c11 = fma(av, b1, c11);
+    av = v128.load32_splat(a + r2);
+    c20 = fma(av, b0, c20);
+    c21 = fma(av, b1, c21);
+    av = v128.load32_splat(a + r3);
+    c30 = fma(av, b0, c30);
+    c31 = fma(av, b1, c31);
+    av = v128.load32_splat(a + r4);
+    c40 = fma(av, b0, c40);
+    c41 = fma(av, b1, c41);
+    av = v128.load32_splat(a + r5);
+    c50 = fma(av, b0, c50);
+    c51 = fma(av, b1, c51);
+    a += aK;
+    pb += NR << 2;
+  }
+  finishRow(c, c00, c01, cols, bias, loadC, relu);
+  finishRow(c + ldc, c10, c11, cols, bias, loadC, relu);
+  finishRow(c + ldc * 2, c20, c21, cols, bias, loadC, relu);
+  finishRow(c + ldc * 3, c30, c31, cols, bias, loadC, relu);
+  finishRow(c + ldc * 4, c40, c41, cols, bias, loadC, relu);
+  finishRow(c + ldc * 5, c50, c51, cols, bias, loadC, relu);
+}
+
+function micro4x8(
+  c: usize, ldc: usize, a: usize, aRow: usize, aK: usize, pb: usize,
+  kc: i32, cols: i32, bias: usize, loadC: bool, relu: bool,
+): void {
+  const r2 = aRow * 2, r3 = aRow * 3;
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
+  let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
+  let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
+  let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
+  for (let k = 0; k < kc; k++) {
+    const b0 = v128.load(pb);
+    const b1 = v128.load(pb, 16);
+    let av = v128.load32_splat(a);
+    c00 = fma(av, b0, c00);
+    c01 = fma(av, b1, c01);
+    av = v128.load32_splat(a + aRow);
+    c10 = fma(av, b0, c10);
+    c11 = fma(av, b1, c11);
+    av = v128.load32_splat(a + r2);
+    c20 = fma(av, b0, c20);
+    c21 = fma(av, b1, c21);
+    av = v128.load32_splat(a + r3);
+    c30 = fma(av, b0, c30);
+    c31 = fma(av, b1, c31);
+    a += aK;
+    pb += NR << 2;
+  }
+  finishRow(c, c00, c01, cols, bias, loadC, relu);
+  finishRow(c + ldc, c10, c11, cols, bias, loadC, relu);
+  finishRow(c + ldc * 2, c20, c21, cols, bias, loadC, relu);
+  finishRow(c + ldc * 3, c30, c31, cols, bias, loadC, relu);
+}
+
+function micro1x8(
+  c: usize, a: usize, aK: usize, pb: usize,
+  kc: i32, cols: i32, bias: usize, loadC: bool, relu: bool,
+): void {
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
+  for (let k = 0; k < kc; k++) {
+    const av = v128.load32_splat(a);
+    c00 = fma(av, v128.load(pb), c00);
+    c01 = fma(av, v128.load(pb, 16), c01);
+    a += aK;
+    pb += NR << 2;
+  }
+  finishRow(c, c00, c01, cols, bias, loadC, relu);
+}
+
+/** K = 0: C = epilogue(0) or epilogue(C). */
+function epilogueOnly(c: usize, bias: usize, M: i32, N: i32, accumulate: bool, relu: bool): void {
+  for (let i = 0; i < M; i++) {
+    for (let j = 0; j < N; j++) {
+      const p = c + ((<usize>i * <usize>N + <usize>j) << 2);
+      let v: f32 = accumulate ? load<f32>(p) : 0;
+      if (bias != 0) v += load<f32>(bias + (<usize>j << 2));
+      if (relu) v = max(v, 0);
+      store<f32>(p, v);
+    }
+  }
+}

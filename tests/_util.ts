@@ -1,0 +1,121 @@
+// Test helpers: a bump-allocated test memory per kernel variant, a seeded
+// RNG, closeness assertions and central finite differences.
+import assert from "node:assert/strict";
+import {
+  instantiateKernels,
+  type KernelInstance,
+  type Kernels,
+  type KernelVariant,
+  supportsRelaxedSimd,
+} from "../src/kernels.ts";
+
+/** Every variant this runtime can run (both where relaxed SIMD validates). */
+export const VARIANTS: KernelVariant[] = supportsRelaxedSimd() ? ["relaxed-simd", "simd"] : [
+  "simd",
+];
+
+/** A float or int buffer in the test memory. */
+export interface Buffer<T extends Float32Array | Int32Array> {
+  /** Byte offset in the memory. */
+  ptr: number;
+  /** View over the buffer. */
+  view: T;
+}
+
+/** A kernel instance on a fixed-size memory with a bump allocator. */
+export class TestMemory {
+  readonly instance: KernelInstance;
+  readonly k: Kernels;
+  private next = 64;
+
+  constructor(variant: KernelVariant, megabytes = 64) {
+    const memory = new WebAssembly.Memory({ initial: megabytes * 16 });
+    this.instance = instantiateKernels(memory, variant);
+    this.k = this.instance.exports;
+  }
+
+  /** Allocates `n` f32 (64-byte aligned), filled from `data` if given. */
+  f32(n: number, data?: ArrayLike<number>): Buffer<Float32Array> {
+    const ptr = this.alloc(n * 4);
+    const view = new Float32Array(this.instance.memory.buffer, ptr, n);
+    if (data) view.set(data);
+    return { ptr, view };
+  }
+
+  /** Allocates `n` i32 (64-byte aligned), filled from `data` if given. */
+  i32(n: number, data?: ArrayLike<number>): Buffer<Int32Array> {
+    const ptr = this.alloc(n * 4);
+    const view = new Int32Array(this.instance.memory.buffer, ptr, n);
+    if (data) view.set(data);
+    return { ptr, view };
+  }
+
+  /** Allocates raw bytes (64-byte aligned) and returns the offset. */
+  alloc(bytes: number): number {
+    const ptr = this.next;
+    this.next = ptr + Math.ceil(Math.max(bytes, 1) / 64) * 64 + 64; // + a guard gap
+    if (this.next > this.instance.memory.buffer.byteLength) {
+      throw new RangeError("test memory exhausted");
+    }
+    return ptr;
+  }
+}
+
+/** mulberry32: a small seeded PRNG returning floats in [0, 1). */
+export function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** `n` uniform values in [lo, hi). */
+export function randomArray(n: number, next: () => number, lo = -1, hi = 1): Float64Array {
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * next();
+  return out;
+}
+
+/**
+ * Asserts |actual - expected| <= atol + rtol * |expected| elementwise, naming
+ * the first index that fails.
+ */
+export function assertClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  label: string,
+  { rtol = 1e-5, atol = 1e-6 }: { rtol?: number; atol?: number } = {},
+): void {
+  assert.equal(actual.length, expected.length, `${label}: length`);
+  for (let i = 0; i < actual.length; i++) {
+    const a = actual[i], e = expected[i];
+    const ok = Math.abs(a - e) <= atol + rtol * Math.abs(e) || (Number.isNaN(a) && Number.isNaN(e));
+    if (!ok) assert.fail(`${label}: index ${i}: got ${a}, expected ${e}`);
+  }
+}
+
+/**
+ * Central finite differences of a scalar f64 function of `x` at every index:
+ * (f(x + h e_i) - f(x - h e_i)) / 2h.
+ */
+export function finiteDifferences(
+  x: Float64Array,
+  f: (x: Float64Array) => number,
+  h = 1e-6,
+): Float64Array {
+  const grad = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const saved = x[i];
+    x[i] = saved + h;
+    const plus = f(x);
+    x[i] = saved - h;
+    const minus = f(x);
+    x[i] = saved;
+    grad[i] = (plus - minus) / (2 * h);
+  }
+  return grad;
+}
