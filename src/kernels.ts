@@ -72,6 +72,223 @@ export interface Kernels {
   ): void;
   /** Bytes of scratch `gemm` needs for inner size K and output width N. */
   gemmWorkspaceBytes(K: number, N: number): number;
+
+  // activation.ts
+  /**
+   * y[b,h] = act(x[b,h] + bias[h]) for B x H values (`bias` 0: none). `y`
+   * may equal `x`. `act` is an {@link Activation} code; `slope` is
+   * LeakyReLU's negative slope.
+   */
+  biasActivation(
+    y: number,
+    x: number,
+    bias: number,
+    B: number,
+    H: number,
+    act: number,
+    slope: number,
+  ): void;
+  /**
+   * dx = dy * act'(x) over n values, where `x` is the pre-activation input
+   * (bias included) and `y = act(x)` its output; each activation reads
+   * whichever of the two it needs. `dx` may equal `dy`.
+   */
+  activationBackward(
+    dx: number,
+    dy: number,
+    x: number,
+    y: number,
+    n: number,
+    act: number,
+    slope: number,
+  ): void;
+  /** out[h] += sum over b of x[b,h] (bias gradient), x is B x H. */
+  columnSum(out: number, x: number, B: number, H: number): void;
+
+  // gating.ts
+  /**
+   * gate[b,:] = softmax(logits[b,:]) over E; out[b,:] = sum_e gate[b,e] *
+   * experts[e][b,:]. Expert e starts at `experts + 4 * e * expertStride`
+   * and is B x D. `gate` may equal `logits`.
+   */
+  gateMixtureForward(
+    out: number,
+    gate: number,
+    logits: number,
+    experts: number,
+    B: number,
+    E: number,
+    D: number,
+    expertStride: number,
+  ): void;
+  /**
+   * Backward of gateMixtureForward: dExperts[e][b,:] += gate[b,e] * dOut[b,:];
+   * dLogits[b,e] = gate[b,e] * (dot(dOut[b,:], experts[e][b,:]) - sum_e' ...)
+   * (softmax Jacobian), overwritten. `dLogits` must not alias `gate`.
+   */
+  gateMixtureBackward(
+    dLogits: number,
+    dExperts: number,
+    dOut: number,
+    gate: number,
+    experts: number,
+    B: number,
+    E: number,
+    D: number,
+    expertStride: number,
+  ): void;
+
+  // loss.ts
+  /**
+   * Fused sigmoid + binary cross-entropy with logits over B rows. Returns
+   * sum_i w_i * l_i (f64) with l_i = max(z,0) - z*y + log(1 + exp(-|z|)) and
+   * y smoothed to y(1-s) + s/2; w_i = weights[i] (or 1 when `weights` is 0).
+   * Writes probs[i] = sigmoid(z_i) when `probs` is not 0 and
+   * dLogits[i] = gradScale * w_i * (sigmoid(z_i) - y_i) when `dLogits` is not 0.
+   */
+  sigmoidBinaryCrossEntropy(
+    dLogits: number,
+    probs: number,
+    logits: number,
+    labels: number,
+    weights: number,
+    B: number,
+    labelSmoothing: number,
+    gradScale: number,
+  ): number;
+  /**
+   * tzrec tower loss weights: w_i = sampleWeights[i] (or 1 when 0); if
+   * `indicator` is not 0, w_i *= inWeight when indicator[i] > 0 else
+   * outWeight; w /= mean(w) with non-finite results set to 0; w *= towerWeight.
+   */
+  taskSpaceWeights(
+    w: number,
+    sampleWeights: number,
+    indicator: number,
+    B: number,
+    inWeight: number,
+    outWeight: number,
+    towerWeight: number,
+  ): void;
+
+  // embedding.ts
+  /**
+   * out[b*ldOut + 0..dim] = sum (or mean when `mean`) of table rows
+   * ids[offsets[b] .. offsets[b+1]]; an empty row gives zeros. `out` points at
+   * the feature's first column of the concatenated input (row stride ldOut
+   * floats). `ids` and `offsets` (B+1 entries) are i32.
+   */
+  embeddingGather(
+    out: number,
+    table: number,
+    ids: number,
+    offsets: number,
+    B: number,
+    dim: number,
+    ldOut: number,
+    mean: boolean,
+  ): void;
+  /**
+   * Deduplicates n i32 ids: unique[0..U) in order of first appearance,
+   * inverse[j] = index of ids[j] in unique; returns U. `hashTable` is i32
+   * scratch of `hashCapacity` slots (a power of two >= 2n), cleared here.
+   */
+  embeddingUnique(
+    unique: number,
+    inverse: number,
+    ids: number,
+    n: number,
+    hashTable: number,
+    hashCapacity: number,
+  ): number;
+  /**
+   * Sparse backward of embeddingGather: gradRows[inverse[j]*dim ..] +=
+   * dOut[b*ldOut ..] (divided by the row's id count when `mean`) for every id
+   * j of row b, so duplicate ids are summed into one row.
+   */
+  embeddingBackward(
+    gradRows: number,
+    dOut: number,
+    inverse: number,
+    offsets: number,
+    B: number,
+    dim: number,
+    ldOut: number,
+    mean: boolean,
+  ): void;
+  /** out[b*ldOut + 0..width] = x[b*ldX + 0..width]: a dense feature into the concat. */
+  copyColumns(out: number, x: number, B: number, width: number, ldOut: number, ldX: number): void;
+
+  // optim.ts
+  /**
+   * torch.optim.Adam step over n values (step >= 1 counts this step):
+   * g += wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+   * p -= lr/(1-b1^step) * m / (sqrt(v)/sqrt(1-b2^step) + eps).
+   */
+  adamStep(
+    param: number,
+    grad: number,
+    m: number,
+    v: number,
+    n: number,
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    weightDecay: number,
+    step: number,
+  ): void;
+  /** torch.optim.Adagrad: g += wd*p; G += g^2; p -= lr * g / (sqrt(G) + eps). */
+  adagradStep(
+    param: number,
+    grad: number,
+    accum: number,
+    n: number,
+    lr: number,
+    eps: number,
+    weightDecay: number,
+  ): void;
+  /** torch.optim.SGD (no momentum): p -= lr * (g + wd*p). */
+  sgdStep(param: number, grad: number, n: number, lr: number, weightDecay: number): void;
+  /**
+   * Exact row-wise-sparse Adagrad (fbgemm EXACT_ADAGRAD): for each touched row
+   * r = unique[u] (i32), G[r] += g^2 and table[r] -= lr * g / (sqrt(G[r]) + eps)
+   * elementwise, g = gradRows[u] (dim floats). Untouched rows do not change.
+   */
+  adagradRows(
+    table: number,
+    accum: number,
+    unique: number,
+    gradRows: number,
+    U: number,
+    dim: number,
+    lr: number,
+    eps: number,
+  ): void;
+  /** Sparse Adam on touched rows only, torch Adam formulas with a global step. */
+  adamRows(
+    table: number,
+    m: number,
+    v: number,
+    unique: number,
+    gradRows: number,
+    U: number,
+    dim: number,
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    step: number,
+  ): void;
+  /** Sparse SGD on touched rows: table[unique[u]] -= lr * gradRows[u]. */
+  sgdRows(
+    table: number,
+    unique: number,
+    gradRows: number,
+    U: number,
+    dim: number,
+    lr: number,
+  ): void;
 }
 
 /** A kernel module instantiated on one memory. */
