@@ -6,13 +6,15 @@
 //   NT  dX = dY W^T     input gradient
 //   TN  dW = X^T dY     weight gradient (K = batch rows)
 //
-// Blocking follows the usual Goto/BLIS scheme: op(B) is packed per k-block of
-// KC rows into 8-wide column panels (zero padded) in `work`; op(A) is read in
-// place with `v128.load32_splat`, which handles A and A^T alike through two
-// byte strides. The register tile is 6x8 (12 f32x4 accumulators + 2 B vectors
-// + 1 A splat = 15 of the 16 XMM registers) in the relaxed-simd build, where
-// `relaxed_madd` needs no temporary; the plain simd build uses 4x8 because
-// mul+add on 6x8 spills (measured ~30 vs ~50 GFLOP/s, TOOLCHAIN.md).
+// Blocking follows the Goto/BLIS scheme: per k-block of KC, op(B) is packed
+// into 8-wide column panels [panel][k][8] and, per row block of MC, op(A) into
+// MR-high row panels [panel][k][MR] (both zero padded), so the micro-kernel
+// reads both operands sequentially with constant offsets whatever the
+// transposes (unpacked A^T walks one page per k step and thrashes the TLB).
+// The register tile is 6x8 (12 f32x4 accumulators + 2 B vectors + 1 A splat =
+// 15 of the 16 XMM registers) in the relaxed-simd build, where `relaxed_madd`
+// needs no temporary; the plain simd build uses 4x8 because mul+add on 6x8
+// spills (TOOLCHAIN.md).
 
 import { fma, loadPartial, storePartial } from "./simd";
 
@@ -27,14 +29,17 @@ const MR: i32 = ASC_FEATURE_RELAXED_SIMD ? 6 : 4;
 
 /** Bytes of `work` that `gemm` needs for inner size K and output width N. */
 export function gemmWorkspaceBytes(K: i32, N: i32): i32 {
-  return (min(K, KC) * (((N + NR - 1) / NR) * NR)) << 2;
+  const kc = min(K, KC);
+  const packedB = kc * (((N + NR - 1) / NR) * NR);
+  const packedA = kc * MC;
+  return (packedB + packedA) << 2;
 }
 
 /**
  * C[M,N] = op(A) op(B), or C += op(A) op(B) when `accumulate`; then
  * C += bias[N] when `bias` is not 0, then ReLU when `relu`.
  * `work` must hold `gemmWorkspaceBytes(K, N)` bytes. K = 0 writes the
- * epilogue applied to zero (or leaves C when accumulating without bias/relu).
+ * epilogue applied to zero (or to C when accumulating).
  */
 export function gemm(
   c: usize,
@@ -50,46 +55,36 @@ export function gemm(
   accumulate: bool,
   relu: bool,
 ): void {
-  const ldc = <usize>N << 2;
-  const aRow: usize = transA ? 4 : <usize>K << 2;
-  const aK: usize = transA ? <usize>M << 2 : 4;
-  const panels = (N + NR - 1) / NR;
   if (K == 0) {
     epilogueOnly(c, bias, M, N, accumulate, relu);
     return;
   }
+  const ldc = <usize> N << 2;
+  const panels = (N + NR - 1) / NR;
+  const packedA = work + ((<usize> min(K, KC) * <usize> (panels * NR)) << 2);
   for (let k0 = 0; k0 < K; k0 += KC) {
     const kc = min(KC, K - k0);
     packB(work, b, k0, kc, K, N, transB);
     const loadC = accumulate || k0 > 0;
     const last = k0 + kc == K;
     const doRelu = last && relu;
-    const aBlock = a + <usize>k0 * aK;
     for (let i0 = 0; i0 < M; i0 += MC) {
-      const iEnd = min(i0 + MC, M);
+      const mc = min(MC, M - i0);
+      packA(packedA, a, i0, mc, k0, kc, M, K, transA);
       for (let p = 0; p < panels; p++) {
         const j = p * NR;
         const cols = min(NR, N - j);
-        const panel = work + ((<usize>p * <usize>kc * NR) << 2);
-        const biasJ: usize = last && bias != 0 ? bias + (<usize>j << 2) : 0;
-        let i = i0;
-        for (; i + MR <= iEnd; i += MR) {
-          const cp = c + <usize>i * ldc + (<usize>j << 2);
-          const ap = aBlock + <usize>i * aRow;
+        const panel = work + ((<usize> p * <usize> kc * NR) << 2);
+        const biasJ: usize = last && bias != 0 ? bias + (<usize> j << 2) : 0;
+        for (let i = 0; i < mc; i += MR) {
+          const rows = min(MR, mc - i);
+          const cp = c + <usize> (i0 + i) * ldc + (<usize> j << 2);
+          const ap = packedA + ((<usize> i * <usize> kc) << 2);
           if (MR == 6) {
-            micro6x8(cp, ldc, ap, aRow, aK, panel, kc, cols, biasJ, loadC, doRelu);
+            micro6x8(cp, ldc, ap, panel, kc, rows, cols, biasJ, loadC, doRelu);
           } else {
-            micro4x8(cp, ldc, ap, aRow, aK, panel, kc, cols, biasJ, loadC, doRelu);
+            micro4x8(cp, ldc, ap, panel, kc, rows, cols, biasJ, loadC, doRelu);
           }
-        }
-        if (MR == 6 && i + 4 <= iEnd) {
-          const cp = c + <usize>i * ldc + (<usize>j << 2);
-          micro4x8(cp, ldc, aBlock + <usize>i * aRow, aRow, aK, panel, kc, cols, biasJ, loadC, doRelu);
-          i += 4;
-        }
-        for (; i < iEnd; i++) {
-          const cp = c + <usize>i * ldc + (<usize>j << 2);
-          micro1x8(cp, aBlock + <usize>i * aRow, aK, panel, kc, cols, biasJ, loadC, doRelu);
         }
       }
     }
@@ -102,11 +97,11 @@ function packB(work: usize, b: usize, k0: i32, kc: i32, K: i32, N: i32, transB: 
   for (let p = 0; p < panels; p++) {
     const j = p * NR;
     const cols = min(NR, N - j);
-    let dst = work + ((<usize>p * <usize>kc * NR) << 2);
+    let dst = work + ((<usize> p * <usize> kc * NR) << 2);
     if (!transB) {
       // B is K x N: row k of the panel is 8 contiguous floats.
-      const ldb = <usize>N << 2;
-      let src = b + ((<usize>k0 * <usize>N + <usize>j) << 2);
+      const ldb = <usize> N << 2;
+      let src = b + ((<usize> k0 * <usize> N + <usize> j) << 2);
       if (cols == NR) {
         for (let k = 0; k < kc; k++) {
           v128.store(dst, v128.load(src));
@@ -117,7 +112,7 @@ function packB(work: usize, b: usize, k0: i32, kc: i32, K: i32, N: i32, transB: 
       } else {
         for (let k = 0; k < kc; k++) {
           for (let jj = 0; jj < NR; jj++) {
-            store<f32>(dst + (<usize>jj << 2), jj < cols ? load<f32>(src + (<usize>jj << 2)) : 0);
+            store<f32>(dst + (<usize> jj << 2), jj < cols ? load<f32>(src + (<usize> jj << 2)) : 0);
           }
           src += ldb;
           dst += NR << 2;
@@ -126,15 +121,71 @@ function packB(work: usize, b: usize, k0: i32, kc: i32, K: i32, N: i32, transB: 
     } else {
       // B is N x K: column jj of the panel is row j+jj of B, contiguous in k.
       for (let jj = 0; jj < NR; jj++) {
-        const col = dst + (<usize>jj << 2);
+        const col = dst + (<usize> jj << 2);
         if (jj < cols) {
-          const src = b + ((<usize>(j + jj) * <usize>K + <usize>k0) << 2);
+          const src = b + ((<usize> (j + jj) * <usize> K + <usize> k0) << 2);
           for (let k = 0; k < kc; k++) {
-            store<f32>(col + ((<usize>k * NR) << 2), load<f32>(src + (<usize>k << 2)));
+            store<f32>(col + ((<usize> k * NR) << 2), load<f32>(src + (<usize> k << 2)));
           }
         } else {
-          for (let k = 0; k < kc; k++) store<f32>(col + ((<usize>k * NR) << 2), 0);
+          for (let k = 0; k < kc; k++) store<f32>(col + ((<usize> k * NR) << 2), 0);
         }
+      }
+    }
+  }
+}
+
+/**
+ * Packs op(A)[i0 : i0+mc, k0 : k0+kc] into MR-high row panels,
+ * [panel][k][MR], rows past mc zero.
+ */
+function packA(
+  dst: usize,
+  a: usize,
+  i0: i32,
+  mc: i32,
+  k0: i32,
+  kc: i32,
+  M: i32,
+  K: i32,
+  transA: bool,
+): void {
+  const panelBytes = (<usize> kc * MR) << 2;
+  const tail = mc % MR;
+  if (tail != 0) {
+    // Zero the padding rows of the last panel once.
+    const last = dst + <usize> (mc / MR) * panelBytes;
+    for (let k = 0; k < kc; k++) {
+      for (let r = tail; r < MR; r++) store<f32>(last + ((<usize> (k * MR + r)) << 2), 0);
+    }
+  }
+  if (!transA) {
+    // A is M x K: row i0+i is contiguous in k.
+    for (let i = 0; i < mc; i++) {
+      const col = dst + <usize> (i / MR) * panelBytes + (<usize> (i % MR) << 2);
+      const src = a + ((<usize> (i0 + i) * <usize> K + <usize> k0) << 2);
+      for (let k = 0; k < kc; k++) {
+        store<f32>(col + ((<usize> k * MR) << 2), load<f32>(src + (<usize> k << 2)));
+      }
+    }
+  } else {
+    // A is K x M: op(A) row block [i0, i0+mc) at step k is contiguous, so
+    // walk k outer (one page per k, not one per element).
+    for (let k = 0; k < kc; k++) {
+      const src = a + ((<usize> (k0 + k) * <usize> M + <usize> i0) << 2);
+      const row = dst + ((<usize> k * MR) << 2);
+      let i = 0;
+      for (let panel: usize = 0; i + MR <= mc; panel += panelBytes) {
+        for (let r = 0; r < MR; r++) {
+          store<f32>(row + panel + (<usize> r << 2), load<f32>(src + (<usize> (i + r) << 2)));
+        }
+        i += MR;
+      }
+      for (let r = 0; i < mc; r++, i++) {
+        store<f32>(
+          row + <usize> (i / MR) * panelBytes + (<usize> r << 2),
+          load<f32>(src + (<usize> i << 2)),
+        );
       }
     }
   }
@@ -142,8 +193,16 @@ function packB(work: usize, b: usize, k0: i32, kc: i32, K: i32, N: i32, transB: 
 
 /** Writes one tile row: acc (+ C) (+ bias) (ReLU), `cols` of 8 valid. */
 // @ts-ignore: decorator
-@inline
-function finishRow(cp: usize, lo: v128, hi: v128, cols: i32, bias: usize, loadC: bool, relu: bool): void {
+
+function finishRow(
+  cp: usize,
+  lo: v128,
+  hi: v128,
+  cols: i32,
+  bias: usize,
+  loadC: bool,
+  relu: bool,
+): void {
   if (cols == NR) {
     if (loadC) {
       lo = f32x4.add(lo, v128.load(cp));
@@ -183,11 +242,19 @@ function finishRow(cp: usize, lo: v128, hi: v128, cols: i32, bias: usize, loadC:
   }
 }
 
+/** 6x8 tile over a packed A panel [k][6] and B panel [k][8]; `rows` of 6 stored. */
 function micro6x8(
-  c: usize, ldc: usize, a: usize, aRow: usize, aK: usize, pb: usize,
-  kc: i32, cols: i32, bias: usize, loadC: bool, relu: bool,
+  c: usize,
+  ldc: usize,
+  pa: usize,
+  pb: usize,
+  kc: i32,
+  rows: i32,
+  cols: i32,
+  bias: usize,
+  loadC: bool,
+  relu: bool,
 ): void {
-  const r2 = aRow * 2, r3 = aRow * 3, r4 = aRow * 4, r5 = aRow * 5;
   let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
   let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
   let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
@@ -197,40 +264,48 @@ function micro6x8(
   for (let k = 0; k < kc; k++) {
     const b0 = v128.load(pb);
     const b1 = v128.load(pb, 16);
-    let av = v128.load32_splat(a);
+    let av = v128.load32_splat(pa);
     c00 = fma(av, b0, c00);
     c01 = fma(av, b1, c01);
-    av = v128.load32_splat(a + aRow);
+    av = v128.load32_splat(pa, 4);
     c10 = fma(av, b0, c10);
     c11 = fma(av, b1, c11);
-    av = v128.load32_splat(a + r2);
+    av = v128.load32_splat(pa, 8);
     c20 = fma(av, b0, c20);
     c21 = fma(av, b1, c21);
-    av = v128.load32_splat(a + r3);
+    av = v128.load32_splat(pa, 12);
     c30 = fma(av, b0, c30);
     c31 = fma(av, b1, c31);
-    av = v128.load32_splat(a + r4);
+    av = v128.load32_splat(pa, 16);
     c40 = fma(av, b0, c40);
     c41 = fma(av, b1, c41);
-    av = v128.load32_splat(a + r5);
+    av = v128.load32_splat(pa, 20);
     c50 = fma(av, b0, c50);
     c51 = fma(av, b1, c51);
-    a += aK;
+    pa += 24;
     pb += NR << 2;
   }
   finishRow(c, c00, c01, cols, bias, loadC, relu);
-  finishRow(c + ldc, c10, c11, cols, bias, loadC, relu);
-  finishRow(c + ldc * 2, c20, c21, cols, bias, loadC, relu);
-  finishRow(c + ldc * 3, c30, c31, cols, bias, loadC, relu);
-  finishRow(c + ldc * 4, c40, c41, cols, bias, loadC, relu);
-  finishRow(c + ldc * 5, c50, c51, cols, bias, loadC, relu);
+  if (rows > 1) finishRow(c + ldc, c10, c11, cols, bias, loadC, relu);
+  if (rows > 2) finishRow(c + ldc * 2, c20, c21, cols, bias, loadC, relu);
+  if (rows > 3) finishRow(c + ldc * 3, c30, c31, cols, bias, loadC, relu);
+  if (rows > 4) finishRow(c + ldc * 4, c40, c41, cols, bias, loadC, relu);
+  if (rows > 5) finishRow(c + ldc * 5, c50, c51, cols, bias, loadC, relu);
 }
 
+/** 4x8 tile over a packed A panel [k][4] and B panel [k][8]; `rows` of 4 stored. */
 function micro4x8(
-  c: usize, ldc: usize, a: usize, aRow: usize, aK: usize, pb: usize,
-  kc: i32, cols: i32, bias: usize, loadC: bool, relu: bool,
+  c: usize,
+  ldc: usize,
+  pa: usize,
+  pb: usize,
+  kc: i32,
+  rows: i32,
+  cols: i32,
+  bias: usize,
+  loadC: bool,
+  relu: bool,
 ): void {
-  const r2 = aRow * 2, r3 = aRow * 3;
   let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
   let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
   let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
@@ -238,49 +313,34 @@ function micro4x8(
   for (let k = 0; k < kc; k++) {
     const b0 = v128.load(pb);
     const b1 = v128.load(pb, 16);
-    let av = v128.load32_splat(a);
+    let av = v128.load32_splat(pa);
     c00 = fma(av, b0, c00);
     c01 = fma(av, b1, c01);
-    av = v128.load32_splat(a + aRow);
+    av = v128.load32_splat(pa, 4);
     c10 = fma(av, b0, c10);
     c11 = fma(av, b1, c11);
-    av = v128.load32_splat(a + r2);
+    av = v128.load32_splat(pa, 8);
     c20 = fma(av, b0, c20);
     c21 = fma(av, b1, c21);
-    av = v128.load32_splat(a + r3);
+    av = v128.load32_splat(pa, 12);
     c30 = fma(av, b0, c30);
     c31 = fma(av, b1, c31);
-    a += aK;
+    pa += 16;
     pb += NR << 2;
   }
   finishRow(c, c00, c01, cols, bias, loadC, relu);
-  finishRow(c + ldc, c10, c11, cols, bias, loadC, relu);
-  finishRow(c + ldc * 2, c20, c21, cols, bias, loadC, relu);
-  finishRow(c + ldc * 3, c30, c31, cols, bias, loadC, relu);
-}
-
-function micro1x8(
-  c: usize, a: usize, aK: usize, pb: usize,
-  kc: i32, cols: i32, bias: usize, loadC: bool, relu: bool,
-): void {
-  let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
-  for (let k = 0; k < kc; k++) {
-    const av = v128.load32_splat(a);
-    c00 = fma(av, v128.load(pb), c00);
-    c01 = fma(av, v128.load(pb, 16), c01);
-    a += aK;
-    pb += NR << 2;
-  }
-  finishRow(c, c00, c01, cols, bias, loadC, relu);
+  if (rows > 1) finishRow(c + ldc, c10, c11, cols, bias, loadC, relu);
+  if (rows > 2) finishRow(c + ldc * 2, c20, c21, cols, bias, loadC, relu);
+  if (rows > 3) finishRow(c + ldc * 3, c30, c31, cols, bias, loadC, relu);
 }
 
 /** K = 0: C = epilogue(0) or epilogue(C). */
 function epilogueOnly(c: usize, bias: usize, M: i32, N: i32, accumulate: bool, relu: bool): void {
   for (let i = 0; i < M; i++) {
     for (let j = 0; j < N; j++) {
-      const p = c + ((<usize>i * <usize>N + <usize>j) << 2);
+      const p = c + ((<usize> i * <usize> N + <usize> j) << 2);
       let v: f32 = accumulate ? load<f32>(p) : 0;
-      if (bias != 0) v += load<f32>(bias + (<usize>j << 2));
+      if (bias != 0) v += load<f32>(bias + (<usize> j << 2));
       if (relu) v = max(v, 0);
       store<f32>(p, v);
     }

@@ -85,7 +85,9 @@ async function generate(): Promise<string> {
   for (const variant of VARIANTS) {
     const bytes = await compile(variant.flags);
     lines.push(
-      `/** Kernel module built with \`${variant.flags.join(" ")}\` (${bytes.length} bytes), base64. */`,
+      `/** Kernel module built with \`${
+        variant.flags.join(" ")
+      }\` (${bytes.length} bytes), base64. */`,
       `export const ${variant.constant} =`,
       `  "${base64(bytes)}";`,
       "",

@@ -81,7 +81,9 @@ for (const variant of VARIANTS) {
   for (const [transA, transB] of [[false, false], [false, true], [true, false], [true, true]]) {
     const name = `${transA ? "T" : "N"}${transB ? "T" : "N"}`;
     test(`gemm ${variant} ${name}: every tile edge shape matches the f64 twin`, () => {
-      SHAPES.forEach((shape, i) => checkGemm(variant, shape, transA, transB, false, false, false, i));
+      SHAPES.forEach((shape, i) =>
+        checkGemm(variant, shape, transA, transB, false, false, false, i)
+      );
     });
     test(`gemm ${variant} ${name}: accumulate, bias and ReLU epilogues`, () => {
       let seed = 100;
@@ -119,7 +121,9 @@ for (const variant of VARIANTS) {
     const work = mem.alloc(mem.k.gemmWorkspaceBytes(K, N));
     mem.k.gemm(cPtr, A.ptr, B.ptr, 0, work, M, K, N, false, false, false, false);
     for (let i = 0; i < 16; i++) assert.equal(block.view[i], 42, `before C at ${i}`);
-    for (let i = 16 + M * N; i < M * N + 32; i++) assert.equal(block.view[i], 42, `after C at ${i}`);
+    for (let i = 16 + M * N; i < M * N + 32; i++) {
+      assert.equal(block.view[i], 42, `after C at ${i}`);
+    }
   });
 
   // Linear layer Y = X W: the backward GEMMs (NT for dX, TN for dW) must be
@@ -135,7 +139,9 @@ for (const variant of VARIANTS) {
       gemmTwin(xv, wv, Bn, F, H).reduce((s, y, i) => s + y * g[i], 0);
     const X = mem.f32(Bn * F, x), W = mem.f32(F * H, w), G = mem.f32(Bn * H, g);
     const dX = mem.f32(Bn * F), dW = mem.f32(F * H, new Float32Array(F * H).fill(0.25));
-    const work = mem.alloc(Math.max(mem.k.gemmWorkspaceBytes(H, F), mem.k.gemmWorkspaceBytes(Bn, H)));
+    const work = mem.alloc(
+      Math.max(mem.k.gemmWorkspaceBytes(H, F), mem.k.gemmWorkspaceBytes(Bn, H)),
+    );
     mem.k.gemm(dX.ptr, G.ptr, W.ptr, 0, work, Bn, H, F, false, true, false, false);
     mem.k.gemm(dW.ptr, X.ptr, G.ptr, 0, work, F, Bn, H, true, false, true, false);
     // Twin in f64 on the f32-rounded values the kernel saw.
