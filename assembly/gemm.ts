@@ -193,7 +193,7 @@ function packA(
 
 /** Writes one tile row: acc (+ C) (+ bias) (ReLU), `cols` of 8 valid. */
 // @ts-ignore: decorator
-
+@inline
 function finishRow(
   cp: usize,
   lo: v128,

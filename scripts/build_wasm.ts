@@ -61,6 +61,36 @@ async function compile(flags: readonly string[]): Promise<Uint8Array> {
   return binary;
 }
 
+/**
+ * Kernels get memory only from the caller's arena, which starts at byte 0, so
+ * the module must own no static data: AssemblyScript places such data (e.g.
+ * the lookup table of `Mathf.exp`) at fixed low addresses that the arena
+ * would overwrite. Walks the binary's sections and rejects a data section.
+ */
+function assertNoDataSection(bytes: Uint8Array, flags: readonly string[]): void {
+  let pos = 8; // magic + version
+  const leb = () => {
+    let value = 0, shift = 0, byte;
+    do {
+      byte = bytes[pos++];
+      value += (byte & 0x7f) * 2 ** shift;
+      shift += 7;
+    } while (byte & 0x80);
+    return value;
+  };
+  while (pos < bytes.length) {
+    const id = bytes[pos++];
+    const size = leb();
+    if (id === 11 && size > 1) {
+      throw new Error(
+        `the module built with ${flags.join(" ")} has a data section (${size} bytes): ` +
+          "a kernel uses static data (e.g. Mathf.exp's table); use a table-free routine",
+      );
+    }
+    pos += size;
+  }
+}
+
 function sourceHash(): string {
   const hash = createHash("sha256");
   hash.update(`assemblyscript ${asc.version}\n${COMMON_FLAGS.join(" ")}\n`);
@@ -84,6 +114,7 @@ async function generate(): Promise<string> {
   ];
   for (const variant of VARIANTS) {
     const bytes = await compile(variant.flags);
+    assertNoDataSection(bytes, variant.flags);
     lines.push(
       `/** Kernel module built with \`${
         variant.flags.join(" ")

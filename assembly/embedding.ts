@@ -1,0 +1,225 @@
+// Pooled embedding lookup (torchrec EmbeddingBagCollection, SUM or MEAN
+// pooling) writing straight into the feature's column slice of the DEEP
+// group concat, and its sparse backward.
+//
+// Ids are i32 in CSR form: row b owns ids[offsets[b] .. offsets[b+1]), so
+// offsets has B+1 entries and a row with no ids (a missing value) pools to
+// the zero vector. Tables are rows x dim f32, row-major. Row strides of the
+// concat (`ldOut`, `ldX`) are in floats.
+//
+// Backward is fbgemm's sparse form: ids are deduplicated once per batch
+// (`embeddingUnique`), gradients are summed per unique row into a U x dim
+// block (`embeddingBackward`), and the sparse optimizers (optim.ts) update
+// only those U rows.
+
+/**
+ * out[b*ldOut + 0..dim] = sum (or mean when `mean`) of table rows
+ * ids[offsets[b] .. offsets[b+1]); an empty row writes zeros. Mean divides
+ * the sum by the id count, as torchrec does.
+ */
+export function embeddingGather(
+  out: usize,
+  table: usize,
+  ids: usize,
+  offsets: usize,
+  B: i32,
+  dim: i32,
+  ldOut: i32,
+  mean: bool,
+): void {
+  const rowBytes = <usize> dim << 2;
+  const ldBytes = <usize> ldOut << 2;
+  for (let b = 0; b < B; b++) {
+    const start = load<i32>(offsets + (<usize> b << 2));
+    const count = load<i32>(offsets + (<usize> b << 2), 4) - start;
+    const rowIds = ids + (<usize> start << 2);
+    const o = out + <usize> b * ldBytes;
+    const divide = mean && count > 1;
+    const n = f32x4.splat(<f32> count);
+    let d = 0;
+    // 16 columns (one dim-16 row) per pass: four independent sums over the ids.
+    for (; d + 16 <= dim; d += 16) {
+      let a0 = f32x4.splat(0), a1 = f32x4.splat(0);
+      let a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+      for (let j = 0; j < count; j++) {
+        const row = table + <usize> load<i32>(rowIds + (<usize> j << 2)) * rowBytes +
+          (<usize> d << 2);
+        a0 = f32x4.add(a0, v128.load(row));
+        a1 = f32x4.add(a1, v128.load(row, 16));
+        a2 = f32x4.add(a2, v128.load(row, 32));
+        a3 = f32x4.add(a3, v128.load(row, 48));
+      }
+      if (divide) {
+        a0 = f32x4.div(a0, n);
+        a1 = f32x4.div(a1, n);
+        a2 = f32x4.div(a2, n);
+        a3 = f32x4.div(a3, n);
+      }
+      const op = o + (<usize> d << 2);
+      v128.store(op, a0);
+      v128.store(op, a1, 16);
+      v128.store(op, a2, 32);
+      v128.store(op, a3, 48);
+    }
+    for (; d + 4 <= dim; d += 4) {
+      let a = f32x4.splat(0);
+      for (let j = 0; j < count; j++) {
+        const row = table + <usize> load<i32>(rowIds + (<usize> j << 2)) * rowBytes +
+          (<usize> d << 2);
+        a = f32x4.add(a, v128.load(row));
+      }
+      if (divide) a = f32x4.div(a, n);
+      v128.store(o + (<usize> d << 2), a);
+    }
+    for (; d < dim; d++) {
+      let a: f32 = 0;
+      for (let j = 0; j < count; j++) {
+        const row = table + <usize> load<i32>(rowIds + (<usize> j << 2)) * rowBytes;
+        a += load<f32>(row + (<usize> d << 2));
+      }
+      store<f32>(o + (<usize> d << 2), divide ? a / <f32> count : a);
+    }
+  }
+}
+
+// No `@inline` on helpers: `deno fmt` deletes decorators on function
+// declarations, and binaryen -O3 inlines this one anyway.
+
+/**
+ * murmur3's 32-bit finalizer (fmix32): a bijection on u32 whose low bits
+ * depend on every input bit, so sequential or strided ids spread over the
+ * table instead of clustering under linear probing.
+ */
+function hashId(id: i32): u32 {
+  let h = <u32> id;
+  h ^= h >>> 16;
+  h *= 0x85ebca6b;
+  h ^= h >>> 13;
+  h *= 0xc2b2ae35;
+  h ^= h >>> 16;
+  return h;
+}
+
+/**
+ * Deduplicates n i32 ids: unique[0..U) in order of first appearance (so
+ * results do not depend on the hash), inverse[j] = index of ids[j] in
+ * unique; returns U. Open addressing with linear probing over `hashTable`
+ * (i32 scratch of `hashCapacity` slots, a power of two >= 2n, so the load
+ * factor stays <= 1/2); a slot holds 1 + its id's index in unique, 0 = empty,
+ * and is cleared here.
+ */
+export function embeddingUnique(
+  unique: usize,
+  inverse: usize,
+  ids: usize,
+  n: i32,
+  hashTable: usize,
+  hashCapacity: i32,
+): i32 {
+  memory.fill(hashTable, 0, <usize> hashCapacity << 2);
+  const mask = <u32> hashCapacity - 1;
+  let U = 0;
+  for (let j = 0; j < n; j++) {
+    const id = load<i32>(ids + (<usize> j << 2));
+    let slot = hashId(id) & mask;
+    while (true) {
+      const p = hashTable + (<usize> slot << 2);
+      const entry = load<i32>(p);
+      if (entry == 0) {
+        store<i32>(unique + (<usize> U << 2), id);
+        store<i32>(p, U + 1);
+        store<i32>(inverse + (<usize> j << 2), U);
+        U++;
+        break;
+      }
+      if (load<i32>(unique + (<usize> (entry - 1) << 2)) == id) {
+        store<i32>(inverse + (<usize> j << 2), entry - 1);
+        break;
+      }
+      slot = (slot + 1) & mask;
+    }
+  }
+  return U;
+}
+
+/**
+ * Sparse backward of embeddingGather: for every id j of row b,
+ * gradRows[inverse[j]*dim ..] += dOut[b*ldOut ..] (times 1/count when
+ * `mean`), so duplicate ids, within a row or across rows, sum into one row.
+ * gradRows is U x dim and accumulates.
+ */
+export function embeddingBackward(
+  gradRows: usize,
+  dOut: usize,
+  inverse: usize,
+  offsets: usize,
+  B: i32,
+  dim: i32,
+  ldOut: i32,
+  mean: bool,
+): void {
+  const rowBytes = <usize> dim << 2;
+  const ldBytes = <usize> ldOut << 2;
+  for (let b = 0; b < B; b++) {
+    const start = load<i32>(offsets + (<usize> b << 2));
+    const count = load<i32>(offsets + (<usize> b << 2), 4) - start;
+    if (count <= 0) continue;
+    const rowInverse = inverse + (<usize> start << 2);
+    const dy = dOut + <usize> b * ldBytes;
+    const scale: f32 = mean ? <f32> 1 / <f32> count : 1;
+    const sv = f32x4.splat(scale);
+    let d = 0;
+    for (; d + 16 <= dim; d += 16) {
+      const off = <usize> d << 2;
+      const g0 = f32x4.mul(v128.load(dy + off), sv);
+      const g1 = f32x4.mul(v128.load(dy + off, 16), sv);
+      const g2 = f32x4.mul(v128.load(dy + off, 32), sv);
+      const g3 = f32x4.mul(v128.load(dy + off, 48), sv);
+      for (let j = 0; j < count; j++) {
+        const row = gradRows + <usize> load<i32>(rowInverse + (<usize> j << 2)) * rowBytes + off;
+        v128.store(row, f32x4.add(v128.load(row), g0));
+        v128.store(row, f32x4.add(v128.load(row, 16), g1), 16);
+        v128.store(row, f32x4.add(v128.load(row, 32), g2), 32);
+        v128.store(row, f32x4.add(v128.load(row, 48), g3), 48);
+      }
+    }
+    for (; d + 4 <= dim; d += 4) {
+      const off = <usize> d << 2;
+      const g0 = f32x4.mul(v128.load(dy + off), sv);
+      for (let j = 0; j < count; j++) {
+        const row = gradRows + <usize> load<i32>(rowInverse + (<usize> j << 2)) * rowBytes + off;
+        v128.store(row, f32x4.add(v128.load(row), g0));
+      }
+    }
+    for (; d < dim; d++) {
+      const off = <usize> d << 2;
+      const g0 = load<f32>(dy + off) * scale;
+      for (let j = 0; j < count; j++) {
+        const row = gradRows + <usize> load<i32>(rowInverse + (<usize> j << 2)) * rowBytes + off;
+        store<f32>(row, load<f32>(row) + g0);
+      }
+    }
+  }
+}
+
+/** out[b*ldOut + 0..width] = x[b*ldX + 0..width]: a dense feature into the concat. */
+export function copyColumns(
+  out: usize,
+  x: usize,
+  B: i32,
+  width: i32,
+  ldOut: i32,
+  ldX: i32,
+): void {
+  const ldOutBytes = <usize> ldOut << 2;
+  const ldXBytes = <usize> ldX << 2;
+  for (let b = 0; b < B; b++) {
+    const o = out + <usize> b * ldOutBytes;
+    const s = x + <usize> b * ldXBytes;
+    let d = 0;
+    for (; d + 4 <= width; d += 4) {
+      v128.store(o + (<usize> d << 2), v128.load(s + (<usize> d << 2)));
+    }
+    for (; d < width; d++) store<f32>(o + (<usize> d << 2), load<f32>(s + (<usize> d << 2)));
+  }
+}

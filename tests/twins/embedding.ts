@@ -1,0 +1,68 @@
+// Plain TypeScript twin of assembly/embedding.ts: f64, a JS Map for dedup.
+// Outputs are dense B x dim (no concat stride); tests place them in the slice.
+
+/** out[b,:] = sum (or mean) of table rows ids[offsets[b] .. offsets[b+1]); empty -> zeros. */
+export function embeddingGatherTwin(
+  table: ArrayLike<number>,
+  ids: ArrayLike<number>,
+  offsets: ArrayLike<number>,
+  B: number,
+  dim: number,
+  mean: boolean,
+): Float64Array {
+  const out = new Float64Array(B * dim);
+  for (let b = 0; b < B; b++) {
+    const count = offsets[b + 1] - offsets[b];
+    for (let j = offsets[b]; j < offsets[b + 1]; j++) {
+      for (let d = 0; d < dim; d++) out[b * dim + d] += table[ids[j] * dim + d];
+    }
+    if (mean && count > 0) { for (let d = 0; d < dim; d++) out[b * dim + d] /= count; }
+  }
+  return out;
+}
+
+/** unique ids in order of first appearance and inverse[j] = position of ids[j] in unique. */
+export function embeddingUniqueTwin(ids: ArrayLike<number>): {
+  unique: number[];
+  inverse: number[];
+} {
+  const position = new Map<number, number>();
+  const unique: number[] = [];
+  const inverse: number[] = [];
+  for (let j = 0; j < ids.length; j++) {
+    let u = position.get(ids[j]);
+    if (u === undefined) {
+      u = unique.length;
+      position.set(ids[j], u);
+      unique.push(ids[j]);
+    }
+    inverse.push(u);
+  }
+  return { unique, inverse };
+}
+
+/**
+ * gradRows[inverse[j],:] += dOut[b,:] (/ count when mean) for every id j of
+ * row b; gradRows is U x dim, starting from `gradRows0` or zeros.
+ */
+export function embeddingBackwardTwin(
+  dOut: ArrayLike<number>,
+  inverse: ArrayLike<number>,
+  offsets: ArrayLike<number>,
+  B: number,
+  dim: number,
+  U: number,
+  mean: boolean,
+  gradRows0?: ArrayLike<number>,
+): Float64Array {
+  const gradRows = gradRows0 ? Float64Array.from(gradRows0) : new Float64Array(U * dim);
+  for (let b = 0; b < B; b++) {
+    const count = offsets[b + 1] - offsets[b];
+    for (let j = offsets[b]; j < offsets[b + 1]; j++) {
+      for (let d = 0; d < dim; d++) {
+        gradRows[inverse[j] * dim + d] += mean ? dOut[b * dim + d] / count : dOut[b * dim + d];
+      }
+    }
+  }
+  return gradRows;
+}
