@@ -11,6 +11,7 @@
  *
  * @example Multiply two 2x2 matrices
  * ```ts
+ * import assert from "node:assert/strict";
  * import { instantiateKernels } from "./kernels.ts";
  * const memory = new WebAssembly.Memory({ initial: 1 });
  * const { exports: k } = instantiateKernels(memory);
@@ -18,7 +19,7 @@
  * f.set([1, 2, 3, 4], 0); // A at byte 0
  * f.set([5, 6, 7, 8], 4); // B at byte 16
  * k.gemm(32, 0, 16, 0, 64, 2, 2, 2, false, false, false, false);
- * console.log(Array.from(f.subarray(8, 12))); // [19, 22, 43, 50]
+ * assert.deepEqual(Array.from(f.subarray(8, 12)), [19, 22, 43, 50]);
  * ```
  * @module
  */
@@ -171,6 +172,114 @@ export interface Kernels {
     towerWeight: number,
   ): void;
 
+  // norm.ts
+  /**
+   * BatchNorm1d over B x H (per column h). Training: batch mean and biased
+   * variance normalise; mean[h] and invStd[h] = 1/sqrt(var + eps) are saved
+   * for the backward; runningMean/runningVar move by `momentum` toward the
+   * batch mean and the UNBIASED batch variance (torch). Eval (`training`
+   * false): normalise with the running statistics (mean/invStd are written
+   * from them). y = gamma * (x - mean) * invStd + beta; `y` may equal `x`.
+   */
+  batchNormForward(
+    y: number,
+    mean: number,
+    invStd: number,
+    runningMean: number,
+    runningVar: number,
+    x: number,
+    gamma: number,
+    beta: number,
+    B: number,
+    H: number,
+    momentum: number,
+    eps: number,
+    training: boolean,
+  ): void;
+  /**
+   * Backward of batchNormForward in training mode: dx overwritten, dGamma and
+   * dBeta accumulated (+=). `x` is the forward input.
+   */
+  batchNormBackward(
+    dx: number,
+    dGamma: number,
+    dBeta: number,
+    dy: number,
+    x: number,
+    gamma: number,
+    mean: number,
+    invStd: number,
+    B: number,
+    H: number,
+  ): void;
+  /**
+   * LayerNorm over each row of B x H: y = gamma * (x - mean_b) * invStd_b +
+   * beta, biased variance; mean[b] and invStd[b] saved. `y` may equal `x`.
+   */
+  layerNormForward(
+    y: number,
+    mean: number,
+    invStd: number,
+    x: number,
+    gamma: number,
+    beta: number,
+    B: number,
+    H: number,
+    eps: number,
+  ): void;
+  /** Backward of layerNormForward: dx overwritten, dGamma/dBeta accumulated. */
+  layerNormBackward(
+    dx: number,
+    dGamma: number,
+    dBeta: number,
+    dy: number,
+    x: number,
+    gamma: number,
+    mean: number,
+    invStd: number,
+    B: number,
+    H: number,
+  ): void;
+  /**
+   * Inverted dropout over n values: mask[i] = 0 with probability `ratio`, else
+   * 1/(1-ratio), drawn from a counter-based hash of (seed, i) so a step is
+   * reproducible; y = x * mask (`y` may equal `x`). The backward is
+   * {@link Kernels.multiply}(dx, dy, mask, n).
+   */
+  dropoutForward(y: number, mask: number, x: number, n: number, ratio: number, seed: number): void;
+  /** out[i] = a[i] * b[i] over n values (`out` may equal `a` or `b`). */
+  multiply(out: number, a: number, b: number, n: number): void;
+
+  /**
+   * Softmax cross-entropy over B rows of C logits; labels are class indices
+   * stored as f32. Returns sum_i w_i * l_i (f64) with label smoothing s
+   * (target = (1-s) onehot + s/C, torch). Writes probs (B x C) when not 0 and
+   * dLogits = gradScale * w_i * (softmax - target) when not 0.
+   */
+  softmaxCrossEntropy(
+    dLogits: number,
+    probs: number,
+    logits: number,
+    labels: number,
+    weights: number,
+    B: number,
+    C: number,
+    labelSmoothing: number,
+    gradScale: number,
+  ): number;
+  /**
+   * Squared error over B rows: returns sum_i w_i (y_i - label_i)^2 (f64);
+   * writes dY = gradScale * w_i * 2 (y_i - label_i) when `dY` is not 0.
+   */
+  squaredError(
+    dY: number,
+    y: number,
+    labels: number,
+    weights: number,
+    B: number,
+    gradScale: number,
+  ): number;
+
   // embedding.ts
   /**
    * out[b*ldOut + 0..dim] = sum (or mean when `mean`) of table rows
@@ -315,9 +424,10 @@ const modules = new Map<KernelVariant, WebAssembly.Module>();
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { kernelModule } from "./kernels.ts";
  * const module = kernelModule("simd");
- * console.log(WebAssembly.Module.exports(module).some((e) => e.name === "gemm")); // true
+ * assert.ok(WebAssembly.Module.exports(module).some((e) => e.name === "gemm"));
  * ```
  */
 export function kernelModule(variant: KernelVariant): WebAssembly.Module {
@@ -337,8 +447,10 @@ let relaxedSupported: boolean | undefined;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { supportsRelaxedSimd } from "./kernels.ts";
- * console.log(typeof supportsRelaxedSimd()); // "boolean"
+ * // V8 (Deno, Node 22+) and JavaScriptCore (Bun) both validate relaxed SIMD today.
+ * assert.equal(typeof supportsRelaxedSimd(), "boolean");
  * ```
  */
 export function supportsRelaxedSimd(): boolean {
@@ -351,8 +463,9 @@ export function supportsRelaxedSimd(): boolean {
  *
  * @example
  * ```ts
- * import { bestKernelVariant } from "./kernels.ts";
- * console.log(["relaxed-simd", "simd"].includes(bestKernelVariant())); // true
+ * import assert from "node:assert/strict";
+ * import { bestKernelVariant, supportsRelaxedSimd } from "./kernels.ts";
+ * assert.equal(bestKernelVariant(), supportsRelaxedSimd() ? "relaxed-simd" : "simd");
  * ```
  */
 export function bestKernelVariant(): KernelVariant {
@@ -366,9 +479,10 @@ export function bestKernelVariant(): KernelVariant {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { instantiateKernels } from "./kernels.ts";
  * const kernels = instantiateKernels(new WebAssembly.Memory({ initial: 1 }), "simd");
- * console.log(kernels.variant); // "simd"
+ * assert.equal(kernels.variant, "simd");
  * ```
  */
 export function instantiateKernels(
