@@ -1118,7 +1118,12 @@ export class MMoEModel {
 
   // --------------------------------------------------------------- optimizer
 
-  private optimizerStep(): void {
+  /**
+   * One optimizer step from the gradients of the last
+   * {@link MMoEModel.forwardBackward}: dense optimizer over the dense block,
+   * sparse optimizer over the touched embedding rows.
+   */
+  applyGradients(): void {
     const k = this.kernels;
     this.step++;
     const dense = this.config.denseOptimizer;
@@ -1193,7 +1198,7 @@ export class MMoEModel {
    */
   trainStep(batch: EncodedBatch): StepLosses {
     const losses = this.forwardBackward(batch);
-    this.optimizerStep();
+    this.applyGradients();
     return losses;
   }
 
