@@ -600,6 +600,41 @@ export class MMoEModel {
     };
   }
 
+  /**
+   * Optimizer state tensors for checkpoints, named after the parameter they
+   * belong to (`<param>.exp_avg`, `<param>.exp_avg_sq`, `<param>.sum`), with
+   * the parameter's shape. The step count is {@link MMoEModel.step}.
+   */
+  optimizerState(): { name: string; shape: number[]; offset: number }[] {
+    const state: { name: string; shape: number[]; offset: number }[] = [];
+    for (const p of this.parameters) {
+      if (p.kind === "dense") {
+        const at = (block: number) => block + (p.offset - this.denseStart);
+        if (this.denseM !== 0) {
+          state.push({ name: `${p.name}.exp_avg`, shape: p.shape, offset: at(this.denseM) });
+        }
+        if (this.denseV !== 0) {
+          state.push({ name: `${p.name}.exp_avg_sq`, shape: p.shape, offset: at(this.denseV) });
+        }
+        if (this.denseAccum !== 0) {
+          state.push({ name: `${p.name}.sum`, shape: p.shape, offset: at(this.denseAccum) });
+        }
+      } else if (p.kind === "embedding") {
+        const table = this.tables[this.parameters.filter((q) => q.kind === "embedding").indexOf(p)];
+        if (table.accum !== 0) {
+          state.push({ name: `${p.name}.sum`, shape: p.shape, offset: table.accum });
+        }
+        if (table.adamM !== 0) {
+          state.push({ name: `${p.name}.exp_avg`, shape: p.shape, offset: table.adamM });
+        }
+        if (table.adamV !== 0) {
+          state.push({ name: `${p.name}.exp_avg_sq`, shape: p.shape, offset: table.adamV });
+        }
+      }
+    }
+    return state;
+  }
+
   // -------------------------------------------------------------------- init
 
   private initParameters(): void {
