@@ -303,7 +303,7 @@ export class MMoEModel {
       },
       acts: new ArenaLayout(),
     };
-    this.build(counting, maxBatch, idsPerRow);
+    this.#build(counting, maxBatch, idsPerRow);
 
     const layout = new ArenaLayout();
     this.denseCount = denseCount;
@@ -330,7 +330,7 @@ export class MMoEModel {
       },
       acts: layout,
     };
-    const built = this.build(real, maxBatch, idsPerRow);
+    const built = this.#build(real, maxBatch, idsPerRow);
     this.x = built.x;
     this.dx = built.dx;
     this.experts = built.experts;
@@ -348,12 +348,12 @@ export class MMoEModel {
     this.kernels = instance.exports;
     this.f32 = new Float32Array(this.memory.buffer);
     this.i32 = new Int32Array(this.memory.buffer);
-    this.initParameters();
+    this.#initParameters();
   }
 
   // ------------------------------------------------------------------ layout
 
-  private build(b: Builder, maxBatch: number, idsPerRow: number) {
+  #build(b: Builder, maxBatch: number, idsPerRow: number) {
     const config = this.config;
     const acts = b.acts;
     const B = maxBatch;
@@ -637,7 +637,7 @@ export class MMoEModel {
 
   // -------------------------------------------------------------------- init
 
-  private initParameters(): void {
+  #initParameters(): void {
     const random = seededRandom(this.seed ^ 0x5eed);
     for (const p of this.parameters) {
       const size = p.shape.reduce((a, b) => a * b, 1);
@@ -653,14 +653,14 @@ export class MMoEModel {
       } else {
         // nn.Linear default (kaiming_uniform a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
         // weight [out, in] and bias [out] alike.
-        const fanIn = p.name.endsWith("weight") ? p.shape[1] : this.fanInOfBias(p.name);
+        const fanIn = p.name.endsWith("weight") ? p.shape[1] : this.#fanInOfBias(p.name);
         const bound = 1 / Math.sqrt(fanIn);
         for (let i = 0; i < size; i++) view[i] = (random() * 2 - 1) * bound;
       }
     }
   }
 
-  private fanInOfBias(name: string): number {
+  #fanInOfBias(name: string): number {
     const weight = this.parameters.find((q) => q.name === name.replace(/bias$/, "weight"));
     return weight!.shape[1];
   }
@@ -703,7 +703,7 @@ export class MMoEModel {
 
   // ------------------------------------------------------------ batch input
 
-  private loadBatch(batch: EncodedBatch): void {
+  #loadBatch(batch: EncodedBatch): void {
     const B = batch.size;
     if (!Number.isInteger(B) || B <= 0 || B > this.maxBatch) {
       throw new RangeError(
@@ -776,7 +776,7 @@ export class MMoEModel {
 
   // ----------------------------------------------------------------- forward
 
-  private linearForward(
+  #linearForward(
     out: number,
     input: number,
     weight: number,
@@ -790,7 +790,7 @@ export class MMoEModel {
     this.kernels.gemm(out, input, weight, bias, this.work, B, inW, outW, false, true, false, relu);
   }
 
-  private mlpForward(
+  #mlpForward(
     block: MLPBlock,
     input: number,
     B: number,
@@ -802,9 +802,9 @@ export class MMoEModel {
     block.layers.forEach((l, i) => {
       const n = B * l.outWidth;
       if (l.fused) {
-        this.linearForward(l.y, x, l.weight, l.bias, B, l.inWidth, l.outWidth, true);
+        this.#linearForward(l.y, x, l.weight, l.bias, B, l.inWidth, l.outWidth, true);
       } else {
-        this.linearForward(l.z, x, l.weight, l.bias, B, l.inWidth, l.outWidth, false);
+        this.#linearForward(l.z, x, l.weight, l.bias, B, l.inWidth, l.outWidth, false);
         if (l.useBn) {
           k.batchNormForward(
             l.a,
@@ -835,17 +835,17 @@ export class MMoEModel {
     });
   }
 
-  private forward(B: number, training: boolean): void {
+  #forward(B: number, training: boolean): void {
     const k = this.kernels;
     const E = this.config.numExpert;
     const D = this.config.expertMlp.hiddenUnits[this.config.expertMlp.hiddenUnits.length - 1];
     const stepSeed = (this.seed * 1000003 + this.step) >>> 0;
     this.experts.forEach((expert, e) =>
-      this.mlpForward(expert, this.x, B, training, stepSeed + 101 * e)
+      this.#mlpForward(expert, this.x, B, training, stepSeed + 101 * e)
     );
     this.towers.forEach((t, i) => {
-      if (t.gateMlp) this.mlpForward(t.gateMlp, this.x, B, training, stepSeed + 7919 * (i + 1));
-      this.linearForward(
+      if (t.gateMlp) this.#mlpForward(t.gateMlp, this.x, B, training, stepSeed + 7919 * (i + 1));
+      this.#linearForward(
         t.gateLogits,
         t.gateIn,
         t.gateWeight,
@@ -867,11 +867,11 @@ export class MMoEModel {
       );
       let h = t.taskIn, hWidth = D;
       if (t.mlp) {
-        this.mlpForward(t.mlp, t.taskIn, B, training, stepSeed + 104729 * (i + 1));
+        this.#mlpForward(t.mlp, t.taskIn, B, training, stepSeed + 104729 * (i + 1));
         h = t.mlp.out;
         hWidth = t.mlp.layers[t.mlp.layers.length - 1].outWidth;
       }
-      this.linearForward(
+      this.#linearForward(
         t.logits,
         h,
         t.linearWeight,
@@ -885,7 +885,7 @@ export class MMoEModel {
   }
 
   /** Loss of every tower (writes probs and, when `withGrad`, dLogits). */
-  private loss(B: number, withGrad: boolean): StepLosses {
+  #loss(B: number, withGrad: boolean): StepLosses {
     const k = this.kernels;
     const losses: Record<string, number> = {};
     let total = 0;
@@ -941,7 +941,7 @@ export class MMoEModel {
 
   // ---------------------------------------------------------------- backward
 
-  private linearBackward(
+  #linearBackward(
     dInput: number,
     accumulateInput: boolean,
     dOut: number,
@@ -977,7 +977,7 @@ export class MMoEModel {
   }
 
   /** Backward through an MLP whose output gradient is in block.dOut. */
-  private mlpBackward(
+  #mlpBackward(
     block: MLPBlock,
     input: number,
     dInput: number,
@@ -1021,7 +1021,7 @@ export class MMoEModel {
       }
       const layerInput = i === 0 ? input : block.layers[i - 1].y;
       const dLayerInput = i === 0 ? dInput : block.layers[i - 1].dy;
-      this.linearBackward(
+      this.#linearBackward(
         dLayerInput,
         i === 0 ? accumulateInput : false,
         l.dz,
@@ -1036,7 +1036,7 @@ export class MMoEModel {
     }
   }
 
-  private backward(B: number): void {
+  #backward(B: number): void {
     const k = this.kernels;
     const E = this.config.numExpert;
     const D = this.config.expertMlp.hiddenUnits[this.config.expertMlp.hiddenUnits.length - 1];
@@ -1055,7 +1055,7 @@ export class MMoEModel {
         dh = t.mlp.dOut;
         hWidth = t.mlp.layers[t.mlp.layers.length - 1].outWidth;
       }
-      this.linearBackward(
+      this.#linearBackward(
         dh,
         false,
         t.dLogits,
@@ -1067,7 +1067,7 @@ export class MMoEModel {
         hWidth,
         t.config.numClass,
       );
-      if (t.mlp) this.mlpBackward(t.mlp, t.taskIn, t.dTaskIn, false, B, true);
+      if (t.mlp) this.#mlpBackward(t.mlp, t.taskIn, t.dTaskIn, false, B, true);
       // Mixture and gate: dExperts accumulate over tasks.
       k.gateMixtureBackward(
         t.dGateLogits,
@@ -1081,7 +1081,7 @@ export class MMoEModel {
         this.expertStride,
       );
       if (t.gateMlp) {
-        this.linearBackward(
+        this.#linearBackward(
           t.dGateIn,
           false,
           t.dGateLogits,
@@ -1093,9 +1093,9 @@ export class MMoEModel {
           t.gateInWidth,
           E,
         );
-        this.mlpBackward(t.gateMlp, this.x, this.dx, true, B, true);
+        this.#mlpBackward(t.gateMlp, this.x, this.dx, true, B, true);
       } else {
-        this.linearBackward(
+        this.#linearBackward(
           this.dx,
           true,
           t.dGateLogits,
@@ -1109,7 +1109,7 @@ export class MMoEModel {
         );
       }
     });
-    this.experts.forEach((expert) => this.mlpBackward(expert, this.x, this.dx, true, B, true));
+    this.experts.forEach((expert) => this.#mlpBackward(expert, this.x, this.dx, true, B, true));
     // Embeddings: sparse row gradients with duplicate ids summed per table.
     this.tables.forEach((table, ti) => {
       // Features of a table occupy consecutive slices; unused tails hold stale ids, so
@@ -1243,18 +1243,18 @@ export class MMoEModel {
    * {@link MMoEModel.embeddingGradient}). For gradient checks and parity tests.
    */
   forwardBackward(batch: EncodedBatch): StepLosses {
-    this.loadBatch(batch);
-    this.forward(batch.size, true);
-    const losses = this.loss(batch.size, true);
-    this.backward(batch.size);
+    this.#loadBatch(batch);
+    this.#forward(batch.size, true);
+    const losses = this.#loss(batch.size, true);
+    this.#backward(batch.size);
     return losses;
   }
 
   /** Forward in eval mode (no dropout, BN running stats) and the losses. */
   evalStep(batch: EncodedBatch): StepLosses {
-    this.loadBatch(batch);
-    this.forward(batch.size, false);
-    return this.loss(batch.size, false);
+    this.#loadBatch(batch);
+    this.#forward(batch.size, false);
+    return this.#loss(batch.size, false);
   }
 
   /**

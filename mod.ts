@@ -1,0 +1,42 @@
+/**
+ * denorec: TorchEasyRec's MMoE multi-task recommendation model for Deno, Bun
+ * and the edge, with its math in WebAssembly SIMD kernels compiled from
+ * AssemblyScript.
+ *
+ * - {@link resolveConfig}: a tzrec pipeline config (typed object) with tzrec's
+ *   defaults applied and validated;
+ * - {@link MMoEModel}: the model on one Wasm arena, `trainStep`, `evalStep`,
+ *   `outputs` (`logits_<t>`, `probs_<t>`);
+ * - {@link train} and {@link evaluate}: loops with tzrec's loss and metric
+ *   names (`auc_ctr`, binned exactly like torchmetrics);
+ * - {@link modelCheckpoint} / {@link loadCheckpoint}: safetensors checkpoints
+ *   with tzrec state_dict names;
+ * - {@link instantiateKernels}: the kernels themselves (GEMM NN/NT/TN with a
+ *   fused bias + ReLU epilogue, activations, softmax gating fused with the
+ *   expert mixture, sigmoid + BCE, embedding gather/scatter, optimizers).
+ *
+ * @example Multiply a 2x3 matrix by a 3x2 matrix
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { instantiateKernels } from "@denorec/mmoe";
+ *
+ * const memory = new WebAssembly.Memory({ initial: 1 });
+ * const { exports: k } = instantiateKernels(memory);
+ * const f32 = new Float32Array(memory.buffer);
+ * const a = 0, b = 64, c = 128, work = 192; // byte offsets
+ * f32.set([1, 2, 3, 4, 5, 6], a / 4);
+ * f32.set([1, 0, 0, 1, 1, 1], b / 4);
+ * k.gemm(c, a, b, 0, work, 2, 3, 2, false, false, false, false);
+ * assert.deepEqual(Array.from(f32.subarray(c / 4, c / 4 + 4)), [4, 5, 10, 11]);
+ * ```
+ * @module
+ */
+export * from "./src/kernels.ts";
+export * from "./src/config.ts";
+export * from "./src/mmoe.ts";
+export * from "./src/trainer.ts";
+export * from "./src/metrics.ts";
+export * from "./src/checkpoint.ts";
+export * from "./src/report.ts";
+export * from "./src/records.ts";
+export { ArenaLayout, createArenaMemory } from "./src/arena.ts";
