@@ -10,14 +10,15 @@
 // output y (so a forward may run in place, y == x), LeakyReLU, GELU and SiLU
 // the input x.
 //
-// exp, tanh and erf are f32x4 polynomials written here, not `Mathf`: scalar
+// tanh and erf are f32x4 polynomials written here, on the shared f32x4 exp
+// (`expNonPositiveVec` in simd.ts, 1.02 ulp), not `Mathf`: scalar
 // `Mathf.expm1` costs ~28 ns per value (slower than V8's Math.exp, 7x slower
 // than these), and at -O3 `Mathf.exp` is table-based, its 256-byte table a data
 // segment that instantiation would write into the caller's arena. Polynomial
 // coefficients are least-squares fits on Chebyshev nodes (numpy), checked in
-// f32 against exact values: exp within 1.02 ulp, tanh 1.5 ulp, erf 1.2e-7 abs.
+// f32 against exact values: tanh 1.5 ulp, erf 1.2e-7 abs.
 
-import { loadPartial, storePartial } from "./simd";
+import { expNonPositiveVec, horner, loadPartial, storePartial } from "./simd";
 
 const IDENTITY: i32 = 0;
 const RELU: i32 = 1;
@@ -31,12 +32,6 @@ const SILU: i32 = 6;
 const SQRT1_2: f32 = 0.70710677;
 /** 1/sqrt(2 pi), the standard normal density at 0. */
 const INV_SQRT_2PI: f32 = 0.3989423;
-/** Past this e^-a is below the smallest normal f32 and is returned as 0. */
-const EXP_LIMIT: f32 = 87.3;
-const LOG2E: f32 = 1.442695;
-/** ln 2 split so n * LN2_HI is exact for |n| < 2^15 (Cody-Waite reduction). */
-const LN2_HI: f32 = 0.693359375;
-const LN2_LO: f32 = -0.00021219444;
 /** |v| below this takes the tanh polynomial, above it (1 - e^-2|v|) / (1 + e^-2|v|). */
 const TANH_SPLIT: f32 = 0.625;
 /** |v| below this takes the erf polynomial, above it 1 - exp(Q(|v|)). */
@@ -50,36 +45,6 @@ function splat(x: f32): v128 {
   return f32x4.splat(x);
 }
 
-/** p * x + c on four lanes (plain mul + add: both builds give the same bits). */
-// @ts-ignore: decorator
-@inline
-function horner(p: v128, x: v128, c: f32): v128 {
-  return f32x4.add(f32x4.mul(p, x), splat(c));
-}
-
-/**
- * e^-a on four lanes for a >= 0 (or NaN), within 1.02 ulp; 0 past a = 87.3.
- * e^-a = 2^n e^r with n = round(-a log2 e), |r| <= ln2/2, e^r = 1 + r + r^2
- * P(r), and 2^n built in the exponent bits (n in [-126, 0] on every lane that
- * is not masked to 0 at the end).
- */
-// @ts-ignore: decorator
-@inline
-function expNeg(a: v128): v128 {
-  const x = f32x4.neg(a);
-  const n = f32x4.nearest(f32x4.mul(x, splat(LOG2E)));
-  let r = f32x4.sub(x, f32x4.mul(n, splat(LN2_HI)));
-  r = f32x4.sub(r, f32x4.mul(n, splat(LN2_LO)));
-  let p = splat(0.0013934551);
-  p = horner(p, r, 0.008363779);
-  p = horner(p, r, 0.041666456);
-  p = horner(p, r, 0.16666573);
-  p = horner(p, r, 0.5);
-  const er = f32x4.add(f32x4.add(f32x4.mul(f32x4.mul(r, r), p), r), splat(1));
-  const scale = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23);
-  return v128.andnot(f32x4.mul(er, scale), f32x4.gt(a, splat(EXP_LIMIT)));
-}
-
 /** Sign bit of each lane of `v` put on the non-negative lanes of `magnitude`. */
 // @ts-ignore: decorator
 @inline
@@ -91,7 +56,7 @@ function withSign(magnitude: v128, v: v128): v128 {
 // @ts-ignore: decorator
 @inline
 function sigmoid(v: v128): v128 {
-  const e = expNeg(f32x4.abs(v));
+  const e = expNonPositiveVec(f32x4.neg(f32x4.abs(v)));
   const r = f32x4.div(splat(1), f32x4.add(splat(1), e));
   return v128.bitselect(r, f32x4.mul(e, r), f32x4.ge(v, splat(0)));
 }
@@ -111,7 +76,7 @@ function tanh(v: v128): v128 {
   p = horner(p, s, 0.13332888);
   p = horner(p, s, -0.3333333);
   const small = f32x4.add(t, f32x4.mul(f32x4.mul(t, s), p));
-  const e = expNeg(f32x4.add(t, t));
+  const e = expNonPositiveVec(f32x4.neg(f32x4.add(t, t)));
   const large = f32x4.div(f32x4.sub(splat(1), e), f32x4.add(splat(1), e));
   return withSign(v128.bitselect(small, large, f32x4.lt(t, splat(TANH_SPLIT))), v);
 }
@@ -143,7 +108,7 @@ function erf(v: v128): v128 {
   q = horner(q, u, -0.6319563);
   q = horner(q, u, -1.1301551);
   q = horner(q, u, 0.00030026032);
-  const large = f32x4.sub(splat(1), expNeg(f32x4.neg(q)));
+  const large = f32x4.sub(splat(1), expNonPositiveVec(q));
   return withSign(v128.bitselect(small, large, f32x4.lt(t, splat(ERF_SPLIT))), v);
 }
 
@@ -160,8 +125,8 @@ function gelu(v: v128): v128 {
 @inline
 function geluGrad(v: v128): v128 {
   const cdf = f32x4.mul(splat(0.5), f32x4.add(splat(1), erf(f32x4.mul(v, splat(SQRT1_2)))));
-  const halfSquare = f32x4.mul(f32x4.mul(splat(0.5), v), v);
-  const pdf = f32x4.mul(expNeg(halfSquare), splat(INV_SQRT_2PI));
+  const minusHalfSquare = f32x4.mul(f32x4.mul(splat(-0.5), v), v);
+  const pdf = f32x4.mul(expNonPositiveVec(minusHalfSquare), splat(INV_SQRT_2PI));
   return f32x4.add(cdf, f32x4.mul(v, pdf));
 }
 
@@ -173,7 +138,7 @@ function geluGrad(v: v128): v128 {
 // @ts-ignore: decorator
 @inline
 function siluGrad(v: v128): v128 {
-  const e = expNeg(f32x4.abs(v));
+  const e = expNonPositiveVec(f32x4.neg(f32x4.abs(v)));
   const r = f32x4.div(splat(1), f32x4.add(splat(1), e));
   const er = f32x4.mul(e, r);
   const positive = f32x4.ge(v, splat(0));

@@ -8,7 +8,7 @@
 // the expert MLPs can write their last layer straight into one arena block.
 // dExperts uses the same layout and stride.
 
-import { fma, hsum } from "./simd";
+import { expNonPositive, fma, hsum } from "./simd";
 
 /**
  * gate[b,:] = softmax(logits[b,:]) over E (max-subtracted, so logits of any
@@ -93,39 +93,6 @@ function softmaxRow(g: usize, z: usize, E: i32): void {
     const p = g + (<usize> e << 2);
     store<f32>(p, load<f32>(p) / sum);
   }
-}
-
-/**
- * e^x for x <= 0 (softmax after max subtraction): musl's table-free expf
- * (Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2, rational approximation
- * of e^r; < 1 ulp). Results below e^-87 (~1.6e-38, near FLT_MIN) flush to 0.
- * Table-free on purpose: AssemblyScript's Mathf.exp reads a lookup table from
- * a data segment at a fixed low address, and the caller's arena owns all of
- * memory.
- */
-function expNonPositive(x: f32): f32 {
-  if (x < -87) return 0;
-  const ln2hi = reinterpret<f32>(0x3f317200); // 6.9314575195e-1
-  const ln2lo = reinterpret<f32>(0x35bfbe8e); // 1.4286067653e-6
-  const invln2 = reinterpret<f32>(0x3fb8aa3b); // 1.4426950216
-  const P1 = reinterpret<f32>(0x3e2aaa8f); // 1.6666625440e-1
-  const P2 = reinterpret<f32>(0xbb355215); // -2.7667332906e-3
-  let k = 0;
-  let hi = x;
-  let lo: f32 = 0;
-  if (x < -0.34657359) {
-    // |x| > ln2/2: k = round(x / ln2) <= -1, and >= -126 since x >= -87.
-    k = <i32> (invln2 * x - 0.5);
-    hi = x - <f32> k * ln2hi;
-    lo = <f32> k * ln2lo;
-    x = hi - lo;
-  } else if (x > -1.2207031e-4) {
-    return 1 + x; // |x| < 2^-13: e^x = 1 + x to f32 precision
-  }
-  const xx = x * x;
-  const c = x - xx * (P1 + xx * P2);
-  const y: f32 = 1 + ((x * c) / (2 - c) - lo + hi);
-  return y * reinterpret<f32>(<u32> (0x7f + k) << 23);
 }
 
 /**
