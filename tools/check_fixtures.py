@@ -182,6 +182,35 @@ def linspace_exact(n):
     return [np.float32(i / (n - 1)) for i in range(n)]
 
 
+def linspace_symmetric_fma(n):
+    """One rounding from the nearer end (CUDA): f32(i * step) for i < n // 2,
+    else f32(1 - (n - 1 - i) * step), with the product and difference exact."""
+    f = np.float32
+    step = np.float64(f(1) / f(n - 1))
+    return [f(step * i) if i < n // 2 else f(1.0 - step * (n - 1 - i)) for i in range(n)]
+
+
+def linspace_scalar(n):
+    """src/metrics.ts torchLinspace (torch 2.x scalar kernel): the product is
+    rounded to f32 before the subtraction in the back half; ends exact."""
+    f = np.float32
+    step = f(f(1) / f(n - 1))
+    out = [f(f(0) + f(step * f(i))) if i < n // 2 else f(f(1) - f(step * f(n - 1 - i)))
+           for i in range(n)]
+    out[0], out[-1] = f(0), f(1)
+    return out
+
+
+def roc_counts(probs, labels, thresholds):
+    """(TP, FP) at every threshold, by binary search on the sorted f32 probs."""
+    p = np.asarray(probs, dtype=np.float32)
+    y = np.asarray(labels)
+    pos, neg = np.sort(p[y == 1]), np.sort(p[y == 0])
+    thr = np.asarray(thresholds, dtype=np.float32)
+    return list(zip((len(pos) - np.searchsorted(pos, thr, side="left")).tolist(),
+                    (len(neg) - np.searchsorted(neg, thr, side="left")).tolist()))
+
+
 def binned_auc_loop(probs, labels, n, thresholds=None):
     thr = thresholds if thresholds is not None else linspace_exact(n)
     P = sum(labels)
@@ -325,8 +354,24 @@ def check_metrics():
         want = linspace_torch_avx2(n)
         if any(np.float32(a) != b for a, b in zip(got, want)):
             failures.append(f"thresholds_{n} differ from the AVX2 linspace emulation")
+    variants = {
+        n: {
+            "torch 1.13 (fixture)": [np.float32(v) for v in fx[f"thresholds_{n}"]],
+            "f32(i/(n-1))": linspace_exact(n),
+            "symmetric FMA": linspace_symmetric_fma(n),
+            "torchLinspace scalar": linspace_scalar(n),
+        }
+        for n in (200, 1000)
+    }
     for s in fx["sets"]:
         for n in (200, 1000):
+            # Every row must fall in the same bin whichever linspace is used, so
+            # the ROC counts (and so auc_N) are identical under every variant.
+            ref = roc_counts(s["probs"], s["labels"], variants[n]["torch 1.13 (fixture)"])
+            for vname, thr in variants[n].items():
+                if roc_counts(s["probs"], s["labels"], thr) != ref:
+                    failures.append(f"metrics {s['name']}: ROC counts at {n} thresholds "
+                                    f"differ under the {vname} linspace")
             got = binned_auc_loop(s["probs"], s["labels"], n, [np.float32(v) for v in fx[f"thresholds_{n}"]])
             close(f"metrics {s['name']} auc_{n}", got, s[f"auc_{n}"], rtol=1e-5, atol=1e-6)
             got = binned_auc_loop(s["probs"], s["labels"], n, linspace_exact(n))

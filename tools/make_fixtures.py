@@ -604,6 +604,7 @@ def eval_block(model: MMoEModel, batches, metric_towers) -> Dict[str, Any]:
             if "auc" in m:
                 n = m["auc"].get("thresholds", 200)
                 out[f"auc_{name}"] = binned_auc(p, y, n)
+                check_auc_variants(f"auc_{name}", p, y, n, out[f"auc_{name}"])
                 margin = min_threshold_margin(p, n)
                 # A prob this close to a threshold could fall in the other bin under
                 # another float32 implementation; the seeds are chosen to avoid it.
@@ -842,14 +843,42 @@ def bn_gate_fixture() -> Dict[str, Any]:
 
 
 # ------------------------------------------------------------ metrics.json
+def linspace_scalar(n: int) -> np.ndarray:
+    """float32 linspace(0, 1, n) exactly as src/metrics.ts `torchLinspace`
+    computes it (torch 2.x's scalar kernel): step = f32(f32(end - start) /
+    f32(n - 1)); index i < n // 2 is f32(start + f32(step * i)), the rest
+    f32(end - f32(step * (n - 1 - i))), every operation rounded to float32
+    (two roundings in the back half, no FMA); both ends exact."""
+    f = np.float32
+    start, end = f(0.0), f(1.0)
+    step = f(f(end - start) / f(n - 1))
+    half = n // 2
+    out = np.empty(n, dtype=np.float32)
+    for i in range(n):
+        if i < half:
+            out[i] = f(start + f(step * f(i)))
+        else:
+            out[i] = f(end - f(step * f(n - 1 - i)))
+    out[0], out[n - 1] = start, end
+    return out
+
+
 def linspace_variants(n: int) -> Dict[str, torch.Tensor]:
     """float32 linspace(0, 1, n) as different implementations compute it.
 
-    torch's CPU kernel on this build (AVX2) works in chunks of 2 x 8 lanes:
-    each 8-lane vector starts at an FMA from the nearer end and its lanes are
-    base + f32(j * step); the tail uses the scalar path. CUDA (and the CPU
-    scalar path) use the symmetric FMA formula. They differ by 1 ulp at some
-    indices. The fixture only puts probabilities on indices where all agree.
+    - "torch": this machine's torch.linspace. torch 1.13's CPU kernel (AVX2)
+      works in chunks of 2 x 8 lanes: each 8-lane vector starts at an FMA
+      from the nearer end and its lanes are base + f32(j * step); the tail
+      uses the scalar path.
+    - "exact": correctly rounded f32(i / (n - 1)).
+    - "symmetric_fma": one rounding of start + step * i (front half) or
+      end - step * (n - 1 - i) (back half), as CUDA does.
+    - "scalar": src/metrics.ts `torchLinspace` (torch 2.x's scalar kernel),
+      the same formula with the product rounded before the subtraction.
+
+    They differ by 1 ulp at some indices. The fixture only puts probabilities
+    on indices where all of them agree, and every AUC must be the same under
+    each of them.
     """
     idx = np.arange(n, dtype=np.float64)
     step = np.float64(np.float32(1.0) / np.float32(n - 1))
@@ -859,7 +888,19 @@ def linspace_variants(n: int) -> Dict[str, torch.Tensor]:
         "torch": torch.linspace(0, 1, n),
         "exact": torch.from_numpy((idx / (n - 1)).astype(np.float32)),
         "symmetric_fma": torch.from_numpy(sym),
+        "scalar": torch.from_numpy(linspace_scalar(n)),
     }
+
+
+def check_auc_variants(what: str, probs: torch.Tensor, labels: torch.Tensor, n: int,
+                       auc: np.float32) -> None:
+    """Raises unless the binned AUC is `auc` under every linspace variant."""
+    for vname, thr in linspace_variants(n).items():
+        other = binned_auc_with(probs, labels, thr)
+        if other != auc:
+            raise RuntimeError(
+                f"{what}: auc_{n} depends on the linspace ({vname}: {other} != {auc})"
+            )
 
 
 def binned_auc_with(probs, labels, thresholds: torch.Tensor) -> np.float32:
@@ -881,7 +922,9 @@ def metrics_fixture() -> Dict[str, Any]:
 
     def agreed(n: int) -> torch.Tensor:
         v = variants[n]
-        same = (v["torch"] == v["exact"]) & (v["torch"] == v["symmetric_fma"])
+        same = torch.ones(n, dtype=torch.bool)
+        for thr in v.values():
+            same &= thr == v["torch"]
         return torch.nonzero(same).flatten()
 
     grid200, grid1000 = agreed(200), agreed(1000)
@@ -898,10 +941,7 @@ def metrics_fixture() -> Dict[str, Any]:
         }
         for n in (200, 1000):
             auc = binned_auc(probs, labels, n)
-            for vname, thr in variants[n].items():
-                other = binned_auc_with(probs, labels, thr)
-                if other != auc:
-                    raise RuntimeError(f"{name}: auc_{n} depends on the linspace ({vname})")
+            check_auc_variants(name, probs, labels, n, auc)
             entry[f"auc_{n}"] = auc
         entry["exact_auc"] = exact_auc(probs.tolist(), labels.tolist())
         sets.append(entry)
@@ -936,7 +976,8 @@ def metrics_fixture() -> Dict[str, Any]:
     p[q] = thr200[nearest]
     add("ctr_like", p, labels,
         "1000 rows, sigmoid(N(-1,1.5)) probs, correlated labels; 300 probs snapped "
-        "exactly onto linspace(0,1,200) thresholds")
+        "exactly onto linspace(0,1,200) thresholds where every float32 linspace variant "
+        "agrees")
 
     # 3. small hand-made sets.
     add("torchmetrics_doc", torch.tensor([0.0, 0.5, 0.7, 0.8]), torch.tensor([0, 1, 1, 0]),
@@ -954,7 +995,8 @@ def metrics_fixture() -> Dict[str, Any]:
             "Binned AUROC as torchmetrics BinaryAUROC(thresholds=N) in float32 "
             "(thresholds = torch.linspace(0,1,N), positive iff prob >= tau), and exact "
             "rank AUC (ties averaged, float64). Every auc_N is the same whichever float32 "
-            "linspace is used (torch CPU, correctly rounded i/(N-1), symmetric FMA)."
+            "linspace is used (torch 1.13 CPU AVX2, correctly rounded i/(N-1), symmetric "
+            "FMA, torch 2.x scalar kernel)."
         ),
         "torch_version": torch.__version__,
         "thresholds_200": F32(thr200.tolist()),
