@@ -199,7 +199,10 @@ export interface OptimizerConfig extends LearningRateConfig {
     beta2?: number;
     weightDecay?: number;
   };
-  /** SGD (this library supports momentum 0 only). */
+  /**
+   * SGD. tzrec's dense SGD defaults to momentum 0.9, which this library does
+   * not implement yet: set `momentum: 0` explicitly (the sparse SGD has none).
+   */
   sgdOptimizer?: { lr: number; momentum?: number; weightDecay?: number };
 }
 
@@ -448,6 +451,7 @@ export const DEFAULTS = {
   rawFeature: { valueDim: 1, separator: "\x1d" },
   adam: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 },
   denseAdagradEps: 1e-10,
+  denseSgdMomentum: 0.9,
   sparseAdagradEps: 1e-8,
   sparseOptimizer: { adagradOptimizer: { lr: 0.002 } } as OptimizerConfig,
   denseOptimizer: { adamOptimizer: { lr: 0.002 } } as OptimizerConfig,
@@ -624,8 +628,12 @@ function resolveOptimizer(
       schedule,
     };
   }
-  if (kind === "sgdOptimizer" && (config.sgdOptimizer!.momentum ?? 0) !== 0) {
-    throw new ConfigError(`${bodyPath}.momentum`, "momentum > 0 is not supported yet (set 0)");
+  const momentum = config.sgdOptimizer?.momentum ?? (sparse ? 0 : DEFAULTS.denseSgdMomentum);
+  if (kind === "sgdOptimizer" && momentum !== 0) {
+    throw new ConfigError(
+      `${bodyPath}.momentum`,
+      `momentum ${momentum} is not supported yet (tzrec's dense SGD defaults to 0.9; set momentum: 0)`,
+    );
   }
   return {
     kind: kind === "adagradOptimizer" ? "adagrad" : "sgd",

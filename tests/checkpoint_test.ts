@@ -146,7 +146,7 @@ const OPTIMIZERS: { label: string; dense: OptimizerConfig; sparse: OptimizerConf
   },
   {
     label: "sgd dense, sgd sparse",
-    dense: { sgdOptimizer: { lr: 0.05 } },
+    dense: { sgdOptimizer: { lr: 0.05, momentum: 0 } },
     sparse: { sgdOptimizer: { lr: 0.05 } },
   },
 ];

@@ -382,7 +382,12 @@ test("optimizer errors", () => {
   rejects(
     (c) => c.trainConfig = { denseOptimizer: { sgdOptimizer: { lr: 0.1, momentum: 0.9 } } },
     "train_config.dense_optimizer.sgd_optimizer.momentum",
-    /momentum > 0 is not supported yet \(set 0\)/,
+    /momentum 0.9 is not supported yet \(tzrec's dense SGD defaults to 0.9; set momentum: 0\)/,
+  );
+  rejects(
+    (c) => c.trainConfig = { denseOptimizer: { sgdOptimizer: { lr: 0.1 } } },
+    "train_config.dense_optimizer.sgd_optimizer.momentum",
+    /momentum 0.9 is not supported yet/,
   );
   rejects(
     (c) => c.trainConfig = { sparseOptimizer: {} },
