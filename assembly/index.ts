@@ -5,3 +5,4 @@ export * from "./embedding";
 export * from "./activation";
 export * from "./loss";
 export * from "./optim";
+export * from "./norm";

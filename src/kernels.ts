@@ -198,7 +198,8 @@ export interface Kernels {
   ): void;
   /**
    * Backward of batchNormForward in training mode: dx overwritten, dGamma and
-   * dBeta accumulated (+=). `x` is the forward input.
+   * dBeta accumulated (+=). `x` is the forward input. `dx` must not alias
+   * `dy` or `x` (its first two rows are scratch between the two passes).
    */
   batchNormBackward(
     dx: number,
