@@ -1,7 +1,6 @@
 // PyTorch parity: fixtures written by tools/make_fixtures.py (torch 1.13,
 // tzrec module structure and semantics). See tools/README.md for the schema.
 import { test } from "node:test";
-import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { type PipelineConfig, resolveConfig } from "../src/config.ts";
 import { BinnedAuc, ExactAuc } from "../src/metrics.ts";
