@@ -1,13 +1,53 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { type PipelineConfig, resolveConfig } from "../src/config.ts";
-import { type EncodedBatch, MMoEModel } from "../src/mmoe.ts";
+import { type PipelineConfig, resolveConfig, type TaskTower } from "../src/config.ts";
+import { type EncodedBatch, learningRate, MMoEModel } from "../src/mmoe.ts";
 import { rng, VARIANTS } from "./_util.ts";
 
 /** A tiny config: two id features sharing nothing, one dense feature, 2 experts, 2 towers. */
 function tinyConfig(
-  options: { useBn?: boolean; gateMlp?: boolean; activation?: string } = {},
+  options: {
+    useBn?: boolean;
+    useLn?: boolean;
+    gateMlp?: boolean;
+    activation?: string;
+    /** ctr as a 3-class softmax tower with smoothing, cvr as a weighted l2 tower. */
+    otherLosses?: boolean;
+  } = {},
 ): PipelineConfig {
+  const towers: TaskTower[] = options.otherLosses
+    ? [
+      {
+        towerName: "ctr",
+        labelName: "clk",
+        numClass: 3,
+        mlp: { hiddenUnits: [4], activation: options.activation ?? "nn.Tanh" },
+        losses: [{ softmaxCrossEntropy: { labelSmoothing: 0.1 } }],
+      },
+      {
+        towerName: "cvr",
+        labelName: "buy",
+        losses: [{ l2Loss: {} }],
+        sampleWeightName: "clk",
+        weight: 0.5,
+      },
+    ]
+    : [
+      {
+        towerName: "ctr",
+        labelName: "clk",
+        mlp: { hiddenUnits: [4], activation: options.activation ?? "nn.Tanh" },
+        losses: [{ binaryCrossEntropy: {} }],
+      },
+      {
+        towerName: "cvr",
+        labelName: "buy",
+        losses: [{ binaryCrossEntropy: {} }],
+        taskSpaceIndicatorLabel: "clk",
+        inTaskSpaceWeight: 1,
+        outTaskSpaceWeight: 0,
+      },
+    ];
   return {
     featureConfigs: [
       {
@@ -31,27 +71,13 @@ function tinyConfig(
           hiddenUnits: [6, 5],
           activation: options.activation ?? "nn.Tanh",
           useBn: options.useBn,
+          useLn: options.useLn,
         },
         gateMlp: options.gateMlp
           ? { hiddenUnits: [3], activation: options.activation ?? "nn.Tanh" }
           : undefined,
         numExpert: 2,
-        taskTowers: [
-          {
-            towerName: "ctr",
-            labelName: "clk",
-            mlp: { hiddenUnits: [4], activation: options.activation ?? "nn.Tanh" },
-            losses: [{ binaryCrossEntropy: {} }],
-          },
-          {
-            towerName: "cvr",
-            labelName: "buy",
-            losses: [{ binaryCrossEntropy: {} }],
-            taskSpaceIndicatorLabel: "clk",
-            inTaskSpaceWeight: 1,
-            outTaskSpaceWeight: 0,
-          },
-        ],
+        taskTowers: towers,
       },
     },
   };
@@ -144,7 +170,54 @@ for (const variant of VARIANTS) {
   test(`mmoe ${variant}: whole-model gradient matches finite differences (BatchNorm experts)`, () => {
     gradientCheck({ useBn: true, gateMlp: true }, variant);
   });
+  test(`mmoe ${variant}: gradient check with LayerNorm + GELU, softmax CE and weighted l2 towers`, () => {
+    gradientCheck({ useLn: true, activation: "nn.GELU", otherLosses: true }, variant);
+  });
+  test(`mmoe ${variant}: gradient check with SiLU and LeakyReLU layers`, () => {
+    gradientCheck({ activation: "nn.SiLU", gateMlp: true }, variant);
+    gradientCheck({ activation: "nn.LeakyReLU(negative_slope=0.2)", otherLosses: true }, variant);
+  });
 }
+
+test("mmoe: softmax towers give probs rows summing to 1 and probs1 only for 2 classes; l2 gives y_", () => {
+  const model = new MMoEModel(resolveConfig(tinyConfig({ otherLosses: true })), { maxBatch: 8 });
+  const batch = tinyBatch(5);
+  model.evalStep(batch);
+  const out = model.outputs(batch.size);
+  assert.deepEqual(Object.keys(out).sort(), ["logits_ctr", "probs_ctr", "y_cvr"]);
+  for (let b = 0; b < batch.size; b++) {
+    const row = out.probs_ctr.subarray(3 * b, 3 * b + 3);
+    assert.ok(Math.abs(row[0] + row[1] + row[2] - 1) < 1e-6);
+  }
+});
+
+test("mmoe: exponential decay learning rate follows tzrec's staircase/continuous schedule", () => {
+  const base = {
+    kind: "adam" as const,
+    lr: 0.1,
+    beta1: 0.9,
+    beta2: 0.999,
+    eps: 1e-8,
+    weightDecay: 0,
+  };
+  const staircase = {
+    ...base,
+    schedule: {
+      kind: "exponential_decay" as const,
+      decaySize: 10,
+      decayFactor: 0.5,
+      staircase: true,
+      minLearningRate: 0.02,
+    },
+  };
+  assert.equal(learningRate(staircase, 1), 0.1);
+  assert.equal(learningRate(staircase, 10), 0.1);
+  assert.equal(learningRate(staircase, 11), 0.05);
+  assert.equal(learningRate(staircase, 31), 0.02); // 0.0125 floored at min_learning_rate
+  const smooth = { ...staircase, schedule: { ...staircase.schedule, staircase: false } };
+  assert.ok(Math.abs(learningRate(smooth, 6) - 0.1 * Math.pow(0.5, 0.5)) < 1e-12);
+  assert.equal(learningRate({ ...base, schedule: { kind: "constant" } }, 1000), 0.1);
+});
 
 test("mmoe: gates are softmax rows and a missing multi-value row embeds to zero", () => {
   const config = resolveConfig(tinyConfig());
