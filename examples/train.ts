@@ -7,8 +7,11 @@
  *     [--train_input_path data/taobao_train.csv] [--eval_input_path data/taobao_eval.csv] \
  *     [--model_dir experiments/mmoe_taobao] [--continue_train] [--num_epochs N]
  *
- * Flags override the config, as in tzrec (plus `--batch_size`, and
- * `--train_rows`/`--eval_rows`/`--seed` for generated data). When neither
+ * Flags override the config, as in tzrec (plus `--batch_size`,
+ * `--skip_bad_rows` (count and skip malformed CSV rows instead of stopping),
+ * `--clamp_out_of_range` (clamp num_buckets ids into range and report counts),
+ * and `--train_rows`/`--eval_rows`/`--seed` for generated data). Inputs are
+ * CSV, or Parquet when the path ends in `.parquet`. When neither
  * input file exists, Taobao-schema data is generated into those paths first
  * (src/synthetic.ts) and each task's AUC is printed next to the oracle AUC of
  * the generator's true probabilities. With no arguments at all it trains the
@@ -19,8 +22,9 @@
  * (`bun examples/train.ts`).
  *
  * At the end, like tzrec, `<model_dir>/train_eval_result.txt` holds one JSON
- * line with every eval metric; the checkpoint is `<model_dir>/model.safetensors`
- * and the report `<model_dir>/report.html`.
+ * line with every eval metric and `<model_dir>/pipeline.config` the config
+ * used; the checkpoint is `<model_dir>/model.safetensors` and the report
+ * `<model_dir>/report.html`.
  */
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -39,9 +43,9 @@ import {
   train,
   type TrainLog,
 } from "../mod.ts";
-import { loadPipelineConfig } from "../src/config_text.ts";
+import { loadPipelineConfig, toPipelineConfigText } from "../src/config_text.ts";
 import { batchRecords, FeatureEncoder } from "../src/features.ts";
-import { csvHeader, readCsv } from "../src/data.ts";
+import { checkColumns, records, status } from "./_cli.ts";
 import { TAOBAO_COLUMNS, type TaobaoStats, writeTaobaoCsv } from "../src/synthetic.ts";
 
 const args = process.argv.slice(2);
@@ -58,6 +62,8 @@ const { values: flags } = parseArgs({
     train_rows: { type: "string", default: "200000" },
     eval_rows: { type: "string", default: "50000" },
     seed: { type: "string", default: "1" },
+    skip_bad_rows: { type: "boolean", default: false },
+    clamp_out_of_range: { type: "boolean", default: false },
   },
 });
 
@@ -107,15 +113,12 @@ if (!existsSync(trainInputPath) && !existsSync(evalInputPath)) {
 }
 
 // Check every needed column before training starts.
-const encoder = new FeatureEncoder(config, { outOfRange: "error" });
-for (const path of [trainInputPath, evalInputPath]) {
-  const header = new Set(await csvHeader(path));
-  for (const { column, neededBy } of encoder.requiredColumns) {
-    if (!header.has(column)) {
-      throw new Error(`${path}: missing column '${column}' (needed by ${neededBy})`);
-    }
-  }
-}
+const encoder = new FeatureEncoder(config, {
+  outOfRange: flags.clamp_out_of_range ? "clamp" : "error",
+});
+const delimiter = config.data.delimiter;
+await checkColumns([trainInputPath, evalInputPath], encoder, delimiter);
+const input = (path: string) => records(path, delimiter, flags.skip_bad_rows);
 
 const batchSize = config.data.batchSize;
 const model = new MMoEModel(config, { maxBatch: batchSize, seed });
@@ -124,24 +127,20 @@ if (flags.continue_train && existsSync(checkpointPath)) {
   loadCheckpoint(model, await readCheckpoint(checkpointPath));
   console.log(`continuing from ${checkpointPath} at step ${model.step}`);
 }
-const dataOptions = { delimiter: config.data.delimiter };
 
-// Progress: a live line on a terminal, plain log lines otherwise.
-const tty = process.stdout.isTTY === true;
 const logs: TrainLog[] = [];
 const onLog = (log: TrainLog) => {
   logs.push(log);
   const losses = Object.entries(log.losses).map(([k, v]) => `${k} ${v.toFixed(5)}`).join(", ");
   const line = `epoch ${log.epoch} step ${log.step}: ${losses}, ` +
     `${Math.round(log.samplesPerSecond)} samples/s, ${log.elapsed.toFixed(1)} s`;
-  if (tty) process.stdout.write(`\r\x1b[2K${line}`);
-  else console.log(line);
+  status(line);
 };
 
 const summary = await train(
   model,
   (epoch) =>
-    batchRecords(readCsv(trainInputPath, dataOptions), encoder, {
+    batchRecords(input(trainInputPath), encoder, {
       batchSize,
       dropRemainder: config.data.dropRemainder,
       shuffleBufferSize: config.data.shuffle ? 8 * batchSize : 0,
@@ -149,7 +148,7 @@ const summary = await train(
     }),
   { onLog: (log) => onLog(log), logStepCountSteps: Math.min(config.train.logStepCountSteps, 10) },
 );
-if (tty) console.log();
+status("", true);
 console.log(
   `trained ${summary.samples} samples in ${summary.steps} steps, ${summary.seconds.toFixed(1)} s ` +
     `(${Math.round(summary.samples / summary.seconds)} samples/s)`,
@@ -163,7 +162,7 @@ let evalRows = 0;
 const evalStarted = performance.now();
 const metrics = await evaluate(
   model,
-  batchRecords(readCsv(evalInputPath, dataOptions), encoder, { batchSize }),
+  batchRecords(input(evalInputPath), encoder, { batchSize }),
   {
     onBatch: (outputs, batch) => {
       towers.forEach((t, i) => {
@@ -198,6 +197,11 @@ for (const [name, value] of Object.entries(metrics)) {
 mkdirSync(modelDir, { recursive: true });
 await saveCheckpoint(checkpointPath, modelCheckpoint(model, { withOptimizer: true }));
 writeFileSync(join(modelDir, "train_eval_result.txt"), JSON.stringify(metrics) + "\n");
+writeFileSync(join(modelDir, "pipeline.config"), toPipelineConfigText(pipeline));
+const clamped = Object.entries(encoder.clampCounts).filter(([, n]) => n > 0);
+if (clamped.length > 0) {
+  console.log(`clamped out-of-range ids: ${clamped.map(([f, n]) => `${f} ${n}`).join(", ")}`);
+}
 const notes: Record<string, string> = {
   "train samples/s": String(Math.round(summary.samples / summary.seconds)),
   "steps": String(model.step),

@@ -1035,3 +1035,68 @@ export async function writeParquet(
   });
   return count;
 }
+
+// -------------------------------------------------------- either format
+
+/** Whether `path` names Parquet input (by its `.parquet` / `.pq` extension). */
+function isParquet(path: string): boolean {
+  return /\.(parquet|pq)$/i.test(path);
+}
+
+/**
+ * Reads CSV or Parquet input, chosen by the first path's extension
+ * (`.parquet`/`.pq` is Parquet, anything else CSV with the given options).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { mkdtemp, rm, writeFile } from "node:fs/promises";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ * import { readRecords, writeParquet } from "./data.ts";
+ * const dir = await mkdtemp(join(tmpdir(), "denorec-"));
+ * await writeFile(join(dir, "a.csv"), "clk,x\n1,2\n");
+ * await writeParquet(join(dir, "a.parquet"), ["clk", "x"], [{ clk: 1, x: 2 }]);
+ * for (const name of ["a.csv", "a.parquet"]) {
+ *   const rows = [];
+ *   for await (const { record } of readRecords(join(dir, name))) rows.push(record);
+ *   assert.equal(Number(rows[0].x), 2);
+ * }
+ * await rm(dir, { recursive: true });
+ * ```
+ */
+export function readRecords(
+  paths: string | readonly string[],
+  options: CsvReadOptions = {},
+): AsyncIterable<LocatedRecord> {
+  const first = typeof paths === "string" ? paths : paths[0] ?? "";
+  return isParquet(first) ? readParquet(paths) : readCsv(paths, options);
+}
+
+/**
+ * The column names of CSV or Parquet input (the CSV header, or the columns of
+ * the first Parquet record), to check before training that every needed
+ * column is there.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { mkdtemp, rm, writeFile } from "node:fs/promises";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ * import { inputColumns } from "./data.ts";
+ * const dir = await mkdtemp(join(tmpdir(), "denorec-"));
+ * await writeFile(join(dir, "a.csv"), "clk,user_id\n1,2\n");
+ * assert.deepEqual(await inputColumns(join(dir, "a.csv")), ["clk", "user_id"]);
+ * await rm(dir, { recursive: true });
+ * ```
+ */
+export async function inputColumns(
+  paths: string | readonly string[],
+  options: Pick<CsvReadOptions, "delimiter"> = {},
+): Promise<string[]> {
+  const first = typeof paths === "string" ? paths : paths[0] ?? "";
+  if (!isParquet(first)) return await csvHeader(paths, options);
+  for await (const { record } of readParquet(paths)) return Object.keys(record);
+  return [];
+}

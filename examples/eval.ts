@@ -1,0 +1,76 @@
+/**
+ * Evaluate a trained model, like `python -m tzrec.eval`:
+ *
+ *   deno run -A examples/eval.ts --model_dir experiments/mmoe_taobao \
+ *     [--pipeline_config_path <model_dir>/pipeline.config] [--eval_input_path data/taobao_eval.csv]
+ *
+ * Loads `<model_dir>/model.safetensors`, evaluates every configured metric and
+ * loss on the eval input (CSV, or Parquet by extension) and writes them as one
+ * JSON line to `<model_dir>/eval_result.txt`.
+ */
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { evaluate, loadCheckpoint, MMoEModel, readCheckpoint, resolveConfig } from "../mod.ts";
+import { loadPipelineConfig } from "../src/config_text.ts";
+import { batchRecords, FeatureEncoder } from "../src/features.ts";
+import { checkColumns, records, status } from "./_cli.ts";
+
+const { values: flags } = parseArgs({
+  args: process.argv.slice(2),
+  options: {
+    pipeline_config_path: { type: "string" },
+    eval_input_path: { type: "string" },
+    model_dir: { type: "string" },
+    batch_size: { type: "string" },
+    skip_bad_rows: { type: "boolean", default: false },
+  },
+});
+if (!flags.model_dir && !flags.pipeline_config_path) {
+  throw new Error(
+    "give --model_dir (holding pipeline.config and model.safetensors) or --pipeline_config_path",
+  );
+}
+const pipeline = await loadPipelineConfig(
+  flags.pipeline_config_path ?? join(flags.model_dir!, "pipeline.config"),
+);
+if (flags.eval_input_path) pipeline.evalInputPath = flags.eval_input_path;
+if (flags.model_dir) pipeline.modelDir = flags.model_dir;
+if (flags.batch_size) {
+  pipeline.dataConfig = { ...pipeline.dataConfig, batchSize: Number(flags.batch_size) };
+}
+const config = resolveConfig(pipeline);
+const { evalInputPath, modelDir } = config.paths;
+
+const encoder = new FeatureEncoder(config);
+await checkColumns([evalInputPath], encoder, config.data.delimiter);
+const model = new MMoEModel(config, { maxBatch: config.data.batchSize });
+loadCheckpoint(model, await readCheckpoint(join(modelDir, "model.safetensors")), {
+  withOptimizer: false,
+});
+
+let rows = 0;
+const started = performance.now();
+const metrics = await evaluate(
+  model,
+  batchRecords(records(evalInputPath, config.data.delimiter, flags.skip_bad_rows), encoder, {
+    batchSize: config.data.batchSize,
+  }),
+  {
+    onBatch: (_, batch) => {
+      rows += batch.size;
+      status(`evaluated ${rows} rows`);
+    },
+  },
+);
+const seconds = (performance.now() - started) / 1000;
+status(
+  `evaluated ${rows} rows in ${seconds.toFixed(1)} s (${Math.round(rows / seconds)} rows/s)`,
+  true,
+);
+for (const [name, value] of Object.entries(metrics)) {
+  console.log(`  ${name.padEnd(28)} ${value.toFixed(6)}`);
+}
+writeFileSync(join(modelDir, "eval_result.txt"), JSON.stringify(metrics) + "\n");
+console.log(`wrote ${join(modelDir, "eval_result.txt")}`);
