@@ -118,6 +118,28 @@ function lineChart(
   return parts.join("");
 }
 
+/** Horizontal bars of named values in [0, 1] (e.g. AUCs from one evaluation). */
+function barChart(title: string, bars: { name: string; value: number }[]): string {
+  const left = 150, barH = 22, width = W, height = PAD.top + 16 + bars.length * (barH + 8) + 10;
+  const scale = (v: number) => Math.max(0, Math.min(1, v)) * (width - left - 60);
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="11">`,
+    `<text x="${width / 2}" y="14" text-anchor="middle" font-weight="bold">${escape(title)}</text>`,
+  ];
+  bars.forEach(({ name, value }, i) => {
+    const y = PAD.top + 8 + i * (barH + 8);
+    parts.push(
+      `<text x="${left - 6}" y="${y + barH / 2 + 4}" text-anchor="end">${escape(name)}</text>`,
+      `<rect x="${left}" y="${y}" width="${scale(value).toFixed(1)}" height="${barH}" fill="${
+        COLORS[i % COLORS.length]
+      }"/>`,
+      `<text x="${left + scale(value) + 4}" y="${y + barH / 2 + 4}">${value.toFixed(4)}</text>`,
+    );
+  });
+  parts.push("</svg>");
+  return parts.join("");
+}
+
 /** A heatmap of gate weights: rows are towers, columns experts. */
 function gateHeatmap(gates: NonNullable<ReportData["gates"]>): string {
   const cell = 56, left = 70, top = 40;
@@ -182,14 +204,21 @@ export function renderReport(data: ReportData): string {
   const aucNames = [...new Set(data.evals.flatMap((e) => Object.keys(e.metrics)))].filter((n) =>
     n.includes("auc")
   );
-  const auc = lineChart(
-    "Eval AUC",
-    aucNames.map((name) => ({
-      name,
-      points: data.evals.filter((e) => name in e.metrics).map((e) => [e.step, e.metrics[name]]),
-    })),
-    { xLabel: "step" },
-  );
+  const evalSteps = new Set(data.evals.map((e) => e.step));
+  const last = data.evals[data.evals.length - 1];
+  const auc = evalSteps.size >= 2
+    ? lineChart(
+      "Eval AUC",
+      aucNames.map((name) => ({
+        name,
+        points: data.evals.filter((e) => name in e.metrics).map((e) => [e.step, e.metrics[name]]),
+      })),
+      { xLabel: "step" },
+    )
+    : barChart(
+      `Eval AUC${last ? ` (step ${last.step})` : ""}`,
+      aucNames.map((name) => ({ name, value: last.metrics[name] })),
+    );
   const rocs = Object.entries(data.rocs).map(([tower, curve]) => {
     const points: [number, number][] = Array.from(curve.fpr, (x, i) => [x, curve.tpr[i]]);
     points.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
@@ -202,7 +231,6 @@ export function renderReport(data: ReportData): string {
       square: true,
     });
   });
-  const last = data.evals[data.evals.length - 1];
   const rows = [
     ...Object.entries(last?.metrics ?? {}).map(([k, v]) => [k, v.toFixed(6)]),
     ...Object.entries(data.notes ?? {}),
