@@ -11,6 +11,9 @@
  *   names (`auc_ctr`, binned exactly like torchmetrics);
  * - {@link modelCheckpoint} / {@link loadCheckpoint}: safetensors checkpoints
  *   with tzrec state_dict names;
+ * - {@link Predictor}: serving from bytes (config text + checkpoint), raw
+ *   records in, `probs_<t>` out, with errors that name the row and column;
+ *   {@link parsePipelineConfig} and {@link FeatureEncoder} underneath;
  * - {@link instantiateKernels}: the kernels themselves (GEMM NN/NT/TN with a
  *   fused bias + ReLU epilogue, activations, softmax gating fused with the
  *   expert mixture, sigmoid + BCE, embedding gather/scatter, optimizers).
@@ -39,4 +42,8 @@ export * from "./src/metrics.ts";
 export * from "./src/checkpoint.ts";
 export * from "./src/report.ts";
 export * from "./src/records.ts";
+export * from "./src/features.ts";
+export * from "./src/config_text.ts";
+export * from "./src/inference.ts";
+export * from "./src/onnx.ts";
 export { ArenaLayout, createArenaMemory } from "./src/arena.ts";

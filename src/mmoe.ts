@@ -56,6 +56,21 @@ export interface ModelOptions {
   variant?: KernelVariant;
   /** Capacity of ids per row per sparse feature (multi-value features). Default 4. */
   idsPerRow?: number;
+  /**
+   * Serve only (default false): the arena holds parameters, buffers and
+   * forward activations, but no gradients, optimizer state or backward
+   * buffers (for the Taobao config that drops the Adagrad accumulators, as
+   * large as the embedding tables). `evalStep`, `predict` and checkpoint
+   * loading work; `trainStep`, `forwardBackward`, `applyGradients` and the
+   * gradient and optimizer-state accessors throw a `TypeError`.
+   */
+  inference?: boolean;
+  /**
+   * Draw the initial parameters (default true). False leaves every parameter
+   * and buffer zero, for a model whose next step is loading a checkpoint (it
+   * saves ~16 ns per parameter: ~0.8 s for the Taobao tables).
+   */
+  initialize?: boolean;
 }
 
 /** One sparse feature of a batch: CSR ids (table rows) per row. */
@@ -260,6 +275,8 @@ export class MMoEModel {
   readonly parameters: ParameterInfo[] = [];
   /** Training steps taken (optimizer step count). */
   step = 0;
+  /** Built with {@link ModelOptions.inference}: forward only. */
+  readonly inference: boolean;
 
   private readonly f32: Float32Array;
   private readonly i32: Int32Array;
@@ -291,6 +308,7 @@ export class MMoEModel {
     this.config = config;
     this.maxBatch = maxBatch;
     this.seed = options.seed ?? 0;
+    this.inference = options.inference ?? false;
     const idsPerRow = options.idsPerRow ?? 4;
 
     // Pass 1 counts dense parameters so their block (and its gradient and
@@ -308,8 +326,9 @@ export class MMoEModel {
     const layout = new ArenaLayout();
     this.denseCount = denseCount;
     this.denseStart = layout.floats(denseCount);
-    this.gradStart = layout.floats(denseCount);
-    const dense = config.denseOptimizer.kind;
+    const training = !this.inference;
+    this.gradStart = training ? layout.floats(denseCount) : 0;
+    const dense = training ? config.denseOptimizer.kind : "none";
     this.denseM = dense === "adam" ? layout.floats(denseCount) : 0;
     this.denseV = dense === "adam" ? layout.floats(denseCount) : 0;
     this.denseAccum = dense === "adagrad" ? layout.floats(denseCount) : 0;
@@ -320,7 +339,7 @@ export class MMoEModel {
         let offset: number, grad = 0;
         if (kind === "dense") {
           offset = this.denseStart + denseCursor * 4;
-          grad = this.gradStart + denseCursor * 4;
+          grad = training ? this.gradStart + denseCursor * 4 : 0;
           denseCursor += Math.ceil(size / 16) * 16;
         } else {
           offset = layout.floats(size);
@@ -348,7 +367,7 @@ export class MMoEModel {
     this.kernels = instance.exports;
     this.f32 = new Float32Array(this.memory.buffer);
     this.i32 = new Int32Array(this.memory.buffer);
-    this.#initParameters();
+    if (options.initialize ?? true) this.#initParameters();
   }
 
   // ------------------------------------------------------------------ layout
@@ -358,11 +377,20 @@ export class MMoEModel {
     const acts = b.acts;
     const B = maxBatch;
     const F = config.inputWidth;
+    const training = !this.inference;
+    /** A region only backward and the optimizers use: 0 (none) in an inference model. */
+    const backward = (count: number) => training ? acts.floats(count) : 0;
     let workBytes = 0;
     const needWork = (K: number, N: number) => {
       // The kernels' gemmWorkspaceBytes: min(K, 256) * roundUp(N, 8) + min(K, 256) * 96 floats.
       const kc = Math.min(K, 256);
       workBytes = Math.max(workBytes, (kc * (Math.ceil(N / 8) * 8) + kc * 96) * 4);
+    };
+    /** The two backward GEMMs of a Linear [outW, inW]: input gradient NN, weight gradient TN. */
+    const needBackwardWork = (inW: number, outW: number) => {
+      if (!training) return;
+      needWork(outW, inW);
+      needWork(B, inW);
     };
 
     // Embedding tables (state_dict order follows the group).
@@ -385,7 +413,7 @@ export class MMoEModel {
         uniqueCount: 0,
       };
     });
-    const sparse = config.sparseOptimizer.kind;
+    const sparse = training ? config.sparseOptimizer.kind : "none";
     for (const t of tables) {
       const size = t.rows * t.dim;
       if (sparse === "adagrad") t.accum = acts.floats(size);
@@ -426,18 +454,18 @@ export class MMoEModel {
     });
     for (const t of tables) {
       t.ids = acts.floats(t.capacity);
-      t.unique = acts.floats(t.capacity);
-      t.inverse = acts.floats(t.capacity);
-      t.gradRows = acts.floats(t.capacity * t.dim);
-      t.hashCapacity = 1 << Math.ceil(Math.log2(Math.max(2, 2 * t.capacity)));
-      t.hash = acts.floats(t.hashCapacity);
+      t.unique = backward(t.capacity);
+      t.inverse = backward(t.capacity);
+      t.gradRows = backward(t.capacity * t.dim);
+      t.hashCapacity = training ? 1 << Math.ceil(Math.log2(Math.max(2, 2 * t.capacity))) : 0;
+      t.hash = backward(t.hashCapacity);
     }
     for (const f of features) {
       if (f.table >= 0) f.ids = tables[f.table].ids + f.idStart * 4;
     }
 
     const x = acts.floats(B * F);
-    const dx = acts.floats(B * F);
+    const dx = backward(B * F);
 
     const mlp = (
       spec: ResolvedMLP,
@@ -463,13 +491,13 @@ export class MMoEModel {
         const fused = !norm && spec.activation === Activation.relu && dropout === 0;
         const last = l === spec.hiddenUnits.length - 1;
         const y = last && out !== undefined ? out : acts.floats(B * width);
-        const dy = last && dOut !== undefined ? dOut : acts.floats(B * width);
+        const dy = last && dOut !== undefined ? dOut : backward(B * width);
         const z = fused ? y : acts.floats(B * width);
         const a = norm ? acts.floats(B * width) : z;
-        const h = dropout > 0 ? acts.floats(B * width) : y;
+        // Dropout only runs in training: eval writes the activation straight into y.
+        const h = dropout > 0 && training ? acts.floats(B * width) : y;
         needWork(inW, width); // forward NT: K = in, N = out
-        needWork(width, inW); // input gradient NN: K = out, N = in
-        needWork(B, inW); // weight gradient TN: K = batch, N = in
+        needBackwardWork(inW, width); // NN: K = out, N = in; TN: K = batch, N = in
         layers.push({
           inWidth: inW,
           outWidth: width,
@@ -495,9 +523,9 @@ export class MMoEModel {
           y,
           mean: norm ? acts.floats(spec.useBn ? width : B) : 0,
           invStd: norm ? acts.floats(spec.useBn ? width : B) : 0,
-          mask: dropout > 0 ? acts.floats(B * width) : 0,
+          mask: dropout > 0 ? backward(B * width) : 0,
           dy,
-          dz: norm ? acts.floats(B * width) : dy,
+          dz: norm ? backward(B * width) : dy,
         });
       });
       const lastLayer = layers[layers.length - 1];
@@ -510,7 +538,7 @@ export class MMoEModel {
     const D = config.expertMlp.hiddenUnits[config.expertMlp.hiddenUnits.length - 1];
     const expertStride = B * D;
     const expertOut = acts.floats(E * expertStride);
-    const dExpertOut = acts.floats(E * expertStride);
+    const dExpertOut = backward(E * expertStride);
     const experts: MLPBlock[] = [];
     for (let e = 0; e < E; e++) {
       experts.push(
@@ -519,7 +547,7 @@ export class MMoEModel {
           F,
           `mmoe.expert_mlps.${e}`,
           expertOut + e * expertStride * 4,
-          dExpertOut + e * expertStride * 4,
+          training ? dExpertOut + e * expertStride * 4 : 0,
         ),
       );
     }
@@ -534,8 +562,7 @@ export class MMoEModel {
       const w = b.param(`mmoe.gate_finals.${t}.weight`, [E, gateInWidth], "dense");
       const bias = b.param(`mmoe.gate_finals.${t}.bias`, [E], "dense");
       needWork(gateInWidth, E);
-      needWork(E, gateInWidth);
-      needWork(B, gateInWidth);
+      needBackwardWork(gateInWidth, E);
       return { w, bias };
     });
 
@@ -552,13 +579,12 @@ export class MMoEModel {
       const lw = b.param(`_task_tower.${t}.linear.weight`, [C, linearIn], "dense");
       const lb = b.param(`_task_tower.${t}.linear.bias`, [C], "dense");
       needWork(linearIn, C);
-      needWork(C, linearIn);
-      needWork(B, linearIn);
+      needBackwardWork(linearIn, C);
       column(tower.label);
       column(tower.sampleWeightName);
       column(tower.taskSpaceIndicatorLabel);
       const taskIn = acts.floats(B * D);
-      const dTaskIn = acts.floats(B * D);
+      const dTaskIn = backward(B * D);
       return {
         config: tower,
         gateMlp,
@@ -570,7 +596,7 @@ export class MMoEModel {
         gateInWidth,
         gateLogits: acts.floats(B * E),
         gate: acts.floats(B * E),
-        dGateLogits: acts.floats(B * E),
+        dGateLogits: backward(B * E),
         dGateIn: gateMlp ? gateMlp.dOut : 0,
         taskIn,
         dTaskIn,
@@ -581,7 +607,7 @@ export class MMoEModel {
         dLinearBias: lb.grad,
         logits: acts.floats(B * C),
         probs: acts.floats(B * C),
-        dLogits: acts.floats(B * C),
+        dLogits: backward(B * C),
         weights: acts.floats(B),
       };
     });
@@ -606,6 +632,7 @@ export class MMoEModel {
    * the parameter's shape. The step count is {@link MMoEModel.step}.
    */
   optimizerState(): { name: string; shape: number[]; offset: number }[] {
+    this.#requireTraining("optimizerState");
     const state: { name: string; shape: number[]; offset: number }[] = [];
     for (const p of this.parameters) {
       if (p.kind === "dense") {
@@ -681,6 +708,7 @@ export class MMoEModel {
 
   /** The dense gradient view of a dense parameter by name (after a backward). */
   gradient(name: string): Float32Array {
+    this.#requireTraining("gradient");
     const p = this.parameters.find((q) => q.name === name);
     if (!p || p.kind !== "dense") {
       throw new RangeError(`no dense parameter named ${JSON.stringify(name)}`);
@@ -693,6 +721,7 @@ export class MMoEModel {
    * their gradient rows (duplicates summed).
    */
   embeddingGradient(t: number): { rows: Int32Array; grads: Float32Array } {
+    this.#requireTraining("embeddingGradient");
     const table = this.tables[t];
     const U = table.uniqueCount;
     return {
@@ -703,7 +732,7 @@ export class MMoEModel {
 
   // ------------------------------------------------------------ batch input
 
-  #loadBatch(batch: EncodedBatch): void {
+  #loadBatch(batch: EncodedBatch, labels = true): void {
     const B = batch.size;
     if (!Number.isInteger(B) || B <= 0 || B > this.maxBatch) {
       throw new RangeError(
@@ -765,6 +794,7 @@ export class MMoEModel {
         state.mean,
       );
     });
+    if (!labels) return;
     for (const [name, offset] of this.columns) {
       const values = batch.columns[name];
       if (!values || values.length < B) {
@@ -1159,6 +1189,7 @@ export class MMoEModel {
    * sparse optimizer over the touched embedding rows.
    */
   applyGradients(): void {
+    this.#requireTraining("applyGradients");
     const k = this.kernels;
     this.step++;
     const dense = this.config.denseOptimizer;
@@ -1232,6 +1263,7 @@ export class MMoEModel {
    * Returns the per-tower losses of this batch (before the update).
    */
   trainStep(batch: EncodedBatch): StepLosses {
+    this.#requireTraining("trainStep");
     const losses = this.forwardBackward(batch);
     this.applyGradients();
     return losses;
@@ -1243,6 +1275,7 @@ export class MMoEModel {
    * {@link MMoEModel.embeddingGradient}). For gradient checks and parity tests.
    */
   forwardBackward(batch: EncodedBatch): StepLosses {
+    this.#requireTraining("forwardBackward");
     this.#loadBatch(batch);
     this.#forward(batch.size, true);
     const losses = this.#loss(batch.size, true);
@@ -1255,6 +1288,43 @@ export class MMoEModel {
     this.#loadBatch(batch);
     this.#forward(batch.size, false);
     return this.#loss(batch.size, false);
+  }
+
+  /**
+   * Forward in eval mode without labels (the batch's label, indicator and
+   * weight columns are not read, so a `FeatureEncoder` built with
+   * `labels: false` feeds it) and its {@link MMoEModel.outputs}. The outputs
+   * equal those of {@link MMoEModel.evalStep} on the same features.
+   */
+  predict(batch: EncodedBatch): Record<string, Float32Array> {
+    this.#loadBatch(batch, false);
+    this.#forward(batch.size, false);
+    this.#probabilities(batch.size);
+    return this.outputs(batch.size);
+  }
+
+  /** Probabilities of every classification tower from its logits (the loss kernels, no gradient). */
+  #probabilities(B: number): void {
+    const k = this.kernels;
+    for (const t of this.towers) {
+      const c = t.config;
+      // The label column is read but only enters the loss sum, which is dropped.
+      const labels = this.columns.get(c.label)!;
+      if (c.loss.kind === "binary_cross_entropy") {
+        k.sigmoidBinaryCrossEntropy(0, t.probs, t.logits, labels, 0, B, 0, 0);
+      } else if (c.loss.kind === "softmax_cross_entropy") {
+        k.softmaxCrossEntropy(0, t.probs, t.logits, labels, 0, B, c.numClass, 0, 0);
+      }
+    }
+  }
+
+  #requireTraining(method: string): void {
+    if (this.inference) {
+      throw new TypeError(
+        `MMoEModel.${method}: this model was built with inference: true and has no ` +
+          "gradients or optimizer state; build it without inference to train",
+      );
+    }
   }
 
   /**

@@ -1,0 +1,554 @@
+/**
+ * Serving: a {@link Predictor} built from bytes alone (the `pipeline.config`
+ * text or typed config, and safetensors checkpoint bytes), no file system or
+ * network, so it runs on Deno Deploy, in Bun and in a Deno program importing
+ * the package from JSR with no permissions.
+ *
+ * {@link loadPredictor} takes the config text or the typed config;
+ * `new Predictor` takes the typed config only, so that this module does not
+ * load the protobuf text parser (`config_text.ts`, `@bufbuild/protobuf`):
+ * importing that costs more than the whole model load of a small model, and a
+ * server that embeds the typed config (`examples/embed_model.ts`) never needs it.
+ *
+ * `predict(records)` takes raw records (objects keyed by input column, the
+ * same values as the CSV or JSON numbers, booleans, `null` and arrays) and
+ * returns tzrec's output names: `logits_<t>` and `probs_<t>` per
+ * classification tower, `probs1_<t>` for a 2-class softmax tower, `y_<t>` per
+ * regression tower.
+ *
+ * - The model is built with `inference: true`: its arena holds parameters and
+ *   forward activations only, and is reused by every call.
+ * - Requests larger than `maxBatch` rows are scored in `maxBatch` chunks;
+ *   `maxRows` (unbounded by default) refuses larger requests.
+ * - Bad input throws a {@link PredictError} naming the row and column:
+ *   `row 3: column 'user_id': "abc" is not an integer id`. A column the model
+ *   does not read is an error unless `unknownColumns: "ignore"` (label and
+ *   sample-weight columns of the config are always accepted and ignored);
+ *   a feature column that is absent is a missing value, as an empty CSV cell.
+ *
+ * @example Score two candidates with a freshly initialised model
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { loadPredictor, MMoEModel, modelCheckpoint, parsePipelineConfig, resolveConfig } from "../mod.ts";
+ * const text = `
+ *   feature_configs { id_feature { feature_name: "user_id" expression: "user:user_id" num_buckets: 100 embedding_dim: 4 } }
+ *   feature_configs { raw_feature { feature_name: "price" expression: "item:price" } }
+ *   model_config {
+ *     feature_groups { group_name: "all" feature_names: ["user_id", "price"] group_type: DEEP }
+ *     mmoe {
+ *       expert_mlp { hidden_units: [8] }
+ *       num_expert: 2
+ *       task_towers { tower_name: "ctr" label_name: "clk" losses { binary_cross_entropy {} } }
+ *     }
+ *   }`;
+ * const trained = new MMoEModel(resolveConfig(parsePipelineConfig(text)), { maxBatch: 4, seed: 1 });
+ * const predictor = await loadPredictor(text, modelCheckpoint(trained));
+ * const scores = predictor.predict([{ user_id: 7, price: 9.5 }, { user_id: "12", price: "" }]);
+ * assert.deepEqual(Object.keys(scores), ["logits_ctr", "probs_ctr"]);
+ * assert.equal(scores.probs_ctr.length, 2);
+ * assert.throws(() => predictor.predict([{ user_id: "abc" }]), {
+ *   message: `row 0: column 'user_id': "abc" is not an integer id`,
+ * });
+ * ```
+ * @module
+ */
+import { loadCheckpoint } from "./checkpoint.ts";
+import { type PipelineConfig, resolveConfig, type ResolvedConfig } from "./config.ts";
+import { FeatureEncoder, FeatureError } from "./features.ts";
+import type { KernelVariant } from "./kernels.ts";
+import { type DenseInput, type EncodedBatch, MMoEModel, type SparseInput } from "./mmoe.ts";
+import type { LocatedRecord, RawRecord } from "./records.ts";
+
+/**
+ * Options of a {@link Predictor}.
+ *
+ * @example A server's settings: one chunk per request, extra columns allowed
+ * ```ts
+ * import type { PredictorOptions } from "./inference.ts";
+ * const options: PredictorOptions = { maxBatch: 256, maxRows: 256, unknownColumns: "ignore" };
+ * ```
+ */
+export interface PredictorOptions {
+  /**
+   * Rows the arena scores per model call (default 1024). Larger requests are
+   * split into chunks of this size; the arena never grows.
+   */
+  maxBatch?: number;
+  /**
+   * Rows one {@link Predictor.predict} call accepts (default unbounded);
+   * more throws a {@link PredictError} with code `tooManyRows`.
+   */
+  maxRows?: number;
+  /** Kernel build; default the fastest the runtime validates. */
+  variant?: KernelVariant;
+  /**
+   * Average ids per row the arena holds per multi-value feature (default 4):
+   * a chunk may carry up to `maxBatch * idsPerRow` ids per feature.
+   */
+  idsPerRow?: number;
+  /**
+   * A column the model does not read: `"error"` (default, catches misspelt
+   * column names, which would otherwise score as missing values) or
+   * `"ignore"`. Label, task-space indicator and sample-weight columns of the
+   * config are always accepted and ignored.
+   */
+  unknownColumns?: "error" | "ignore";
+  /**
+   * A `num_buckets` id outside `[0, num_buckets)`: `"error"` (default) or
+   * `"clamp"` to the nearest row (as `FeatureEncoder`).
+   */
+  outOfRange?: "error" | "clamp";
+}
+
+/**
+ * What was wrong with a request; see {@link PredictError}: more rows than
+ * `maxRows`, a row that is not an object, a column the model does not read,
+ * a value of the wrong type or unparsable, more multi-value ids than the
+ * arena holds.
+ *
+ * @example
+ * ```ts
+ * import type { PredictErrorCode } from "./inference.ts";
+ * const clientError: PredictErrorCode[] = ["badValue", "unknownColumn"];
+ * ```
+ */
+export type PredictErrorCode =
+  | "tooManyRows"
+  | "notAnObject"
+  | "unknownColumn"
+  | "badValue"
+  | "tooManyIds";
+
+/**
+ * Bad input to {@link Predictor.predict}: the message names the row (0-based
+ * index in the request) and the column, e.g. `row 3: column 'user_id': "abc"
+ * is not an integer id`. `row` is -1 and `column` "" when the error is about
+ * the whole request (`tooManyRows`).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { PredictError } from "./inference.ts";
+ * const error = new PredictError("row 2: unknown column 'userid'", "unknownColumn", 2, "userid");
+ * assert.ok(error instanceof Error);
+ * assert.equal(error.code, "unknownColumn");
+ * assert.equal(error.row, 2);
+ * ```
+ */
+export class PredictError extends Error {
+  /** The kind of problem. */
+  readonly code: PredictErrorCode;
+  /** 0-based row of the request, or -1. */
+  readonly row: number;
+  /** Input column, or "". */
+  readonly column: string;
+  /** Creates the error with its full message. */
+  constructor(
+    message: string,
+    code: PredictErrorCode,
+    row: number,
+    column: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = "PredictError";
+    this.code = code;
+    this.row = row;
+    this.column = column;
+  }
+}
+
+/** Cached `row <i>` location strings (the encoder's error prefix) for the first rows. */
+const LOCATION_CACHE = 4096;
+const EMPTY_RECORD: RawRecord = {};
+
+/** What a value that is not a string, finite number, boolean, bigint, null or flat array is. */
+function describe(value: unknown): string {
+  if (Array.isArray(value)) return "an array";
+  if (value === null) return "null";
+  if (typeof value === "object") return "an object";
+  if (typeof value === "number") return `the number ${value}`;
+  return `a ${typeof value}`;
+}
+
+/** Why `value` cannot be a feature value, or "" when it can. */
+function valueProblem(value: unknown): string {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+    case "bigint":
+    case "undefined":
+      return "";
+    case "number":
+      return Number.isFinite(value) ? "" : `${value} is not a finite number`;
+    case "object": {
+      if (value === null) return "";
+      if (!Array.isArray(value)) {
+        return "expected a string, number, boolean, null or an array of strings and numbers, " +
+          "got an object";
+      }
+      for (let i = 0; i < value.length; i++) {
+        const item: unknown = value[i];
+        const type = typeof item;
+        if (type === "string" || type === "bigint" || item === null) continue;
+        if (type === "number" && Number.isFinite(item)) continue;
+        return `item ${i}: expected a string or a finite number, got ${describe(item)}`;
+      }
+      return "";
+    }
+    default:
+      return `expected a string, number, boolean, null or an array, got ${describe(value)}`;
+  }
+}
+
+/** The output names of a config's towers (tzrec's), with values per row. */
+function outputWidths(config: ResolvedConfig): Map<string, number> {
+  const widths = new Map<string, number>();
+  for (const t of config.towers) {
+    if (t.loss.kind === "l2_loss") {
+      widths.set(`y_${t.name}`, t.numClass);
+      continue;
+    }
+    widths.set(`logits_${t.name}`, t.numClass);
+    widths.set(`probs_${t.name}`, t.numClass);
+    if (t.loss.kind === "softmax_cross_entropy" && t.numClass === 2) {
+      widths.set(`probs1_${t.name}`, 1);
+    }
+  }
+  return widths;
+}
+
+/**
+ * A trained MMoE ready to score raw records, built from bytes: the typed
+ * {@link PipelineConfig} (`parsePipelineConfig` of the `pipeline.config`
+ * text; {@link loadPredictor} takes the text itself) and the safetensors
+ * checkpoint `examples/train.ts` writes (`modelCheckpoint`; any optimizer
+ * state in it is skipped). Throws a `ConfigError` for a bad config and a
+ * `RangeError` listing the mismatches for a checkpoint of another
+ * architecture.
+ *
+ * @example Requests larger than maxBatch are split; maxRows refuses
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { MMoEModel, modelCheckpoint, parsePipelineConfig, PredictError, Predictor, resolveConfig } from "../mod.ts";
+ * const config = parsePipelineConfig(`
+ *   feature_configs { id_feature { feature_name: "item" expression: "item:item" hash_bucket_size: 50 embedding_dim: 4 } }
+ *   model_config {
+ *     feature_groups { group_name: "all" feature_names: "item" group_type: DEEP }
+ *     mmoe {
+ *       expert_mlp { hidden_units: [8] }
+ *       num_expert: 2
+ *       task_towers { tower_name: "ctr" label_name: "clk" losses { binary_cross_entropy {} } }
+ *       task_towers { tower_name: "cvr" label_name: "buy" losses { binary_cross_entropy {} } }
+ *     }
+ *   }`);
+ * const bytes = modelCheckpoint(new MMoEModel(resolveConfig(config), { maxBatch: 8, seed: 3 }));
+ * const predictor = new Predictor(config, bytes, { maxBatch: 4, maxRows: 10 });
+ * const rows = Array.from({ length: 10 }, (_, i) => ({ item: `item-${i}`, clk: 1 }));
+ * const all = predictor.predict(rows);
+ * assert.equal(all.probs_cvr.length, 10);
+ * assert.deepEqual(predictor.predict(rows.slice(8)).probs_cvr, all.probs_cvr.slice(8));
+ * assert.throws(() => predictor.predict([...rows, ...rows]), (e) =>
+ *   e instanceof PredictError && e.code === "tooManyRows" &&
+ *   e.message === "too many rows: 20, the limit is 10 per request");
+ * ```
+ */
+export class Predictor {
+  /** The resolved config. */
+  readonly config: ResolvedConfig;
+  /** The inference model (its arena is reused by every call). */
+  readonly model: MMoEModel;
+  /** Rows per model call. */
+  readonly maxBatch: number;
+  /** Rows per {@link Predictor.predict} call (Infinity: unbounded). */
+  readonly maxRows: number;
+  /** Input columns the features read, in group order (duplicates removed). */
+  readonly columns: readonly string[];
+  /** Output names {@link Predictor.predict} returns, in order. */
+  readonly outputs: readonly string[];
+
+  readonly #encoder: FeatureEncoder;
+  readonly #widths: Map<string, number>;
+  /** Feature columns. */
+  readonly #featureColumns: Set<string>;
+  /** Label, indicator and sample-weight columns: accepted, not read. */
+  readonly #ignoredColumns: Set<string>;
+  readonly #rejectUnknown: boolean;
+  readonly #idCapacity: number;
+  readonly #idsPerRow: number;
+  /** Reused encoder input: wrappers and the array handed to `encode`. */
+  readonly #wrappers: LocatedRecord[] = [];
+  readonly #located: LocatedRecord[] = [];
+  readonly #locations: string[] = [];
+
+  /** Resolves the config, builds the inference arena and loads the checkpoint. */
+  constructor(
+    config: PipelineConfig,
+    checkpoint: Uint8Array,
+    options: PredictorOptions = {},
+  ) {
+    const maxBatch = options.maxBatch ?? 1024;
+    const maxRows = options.maxRows ?? Infinity;
+    const idsPerRow = options.idsPerRow ?? 4;
+    if (!Number.isInteger(maxBatch) || maxBatch <= 0) {
+      throw new RangeError(`maxBatch must be a positive integer, got ${maxBatch}`);
+    }
+    if (maxRows !== Infinity && (!Number.isInteger(maxRows) || maxRows < 0)) {
+      throw new RangeError(`maxRows must be a non-negative integer or Infinity, got ${maxRows}`);
+    }
+    if (!Number.isInteger(idsPerRow) || idsPerRow <= 0) {
+      throw new RangeError(`idsPerRow must be a positive integer, got ${idsPerRow}`);
+    }
+    const unknown = options.unknownColumns ?? "error";
+    if (unknown !== "error" && unknown !== "ignore") {
+      throw new TypeError(
+        `unknownColumns must be "error" or "ignore", got ${JSON.stringify(unknown)}`,
+      );
+    }
+    if (!(checkpoint instanceof Uint8Array)) {
+      throw new TypeError("checkpoint must be the safetensors bytes as a Uint8Array");
+    }
+    if (typeof config !== "object" || config === null) {
+      throw new TypeError(
+        "config must be a typed PipelineConfig (use loadPredictor for pipeline.config text)",
+      );
+    }
+    this.config = resolveConfig(config);
+    this.maxBatch = maxBatch;
+    this.maxRows = maxRows;
+    this.#idsPerRow = idsPerRow;
+    this.#idCapacity = maxBatch * idsPerRow;
+    // Every parameter comes from the checkpoint, so drawing initial values would be wasted.
+    this.model = new MMoEModel(this.config, {
+      maxBatch,
+      variant: options.variant,
+      idsPerRow,
+      inference: true,
+      initialize: false,
+    });
+    loadCheckpoint(this.model, checkpoint, { withOptimizer: false });
+    this.#encoder = new FeatureEncoder(this.config, {
+      labels: false,
+      outOfRange: options.outOfRange ?? "error",
+    });
+    this.#featureColumns = new Set(this.config.features.map((f) => f.column));
+    this.columns = [...this.#featureColumns];
+    this.#ignoredColumns = new Set(new FeatureEncoder(this.config).columns);
+    this.#rejectUnknown = unknown === "error";
+    this.#widths = outputWidths(this.config);
+    this.outputs = [...this.#widths.keys()];
+  }
+
+  /**
+   * Scores `records` (at most {@link Predictor.maxRows}): one value per row
+   * (per class for multi-class towers, row-major) under each name of
+   * {@link Predictor.outputs}. Everything but the returned arrays and the
+   * encoded batch is reused between calls. Throws a {@link PredictError} for
+   * bad input, naming the row and column.
+   *
+   * @example Bad records name the row and column
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { MMoEModel, modelCheckpoint, parsePipelineConfig, Predictor, resolveConfig } from "../mod.ts";
+   * const config = parsePipelineConfig(`
+   *   feature_configs { id_feature { feature_name: "user_id" expression: "user:user_id" num_buckets: 10 embedding_dim: 4 } }
+   *   model_config {
+   *     feature_groups { group_name: "all" feature_names: "user_id" group_type: DEEP }
+   *     mmoe {
+   *       expert_mlp { hidden_units: [4] }
+   *       num_expert: 2
+   *       task_towers { tower_name: "ctr" label_name: "clk" losses { binary_cross_entropy {} } }
+   *     }
+   *   }`);
+   * const bytes = modelCheckpoint(new MMoEModel(resolveConfig(config), { maxBatch: 2 }));
+   * const predictor = new Predictor(config, bytes);
+   * assert.throws(() => predictor.predict([{ user_id: 1 }, { userid: 2 }]), {
+   *   message: "row 1: unknown column 'userid' (the model reads user_id; " +
+   *     "label and weight columns clk are accepted and ignored)",
+   * });
+   * assert.throws(() => predictor.predict(JSON.parse('[{ "user_id": { "id": 1 } }]')), {
+   *   message: "row 0: column 'user_id': expected a string, number, boolean, null or an array " +
+   *     "of strings and numbers, got an object",
+   * });
+   * assert.throws(() => predictor.predict([{ user_id: 10 }]), {
+   *   message: "row 0: column 'user_id': id 10 is out of range [0, 10)",
+   * });
+   * assert.equal(predictor.predict([{ user_id: 3, clk: 1 }]).probs_ctr.length, 1);
+   * ```
+   */
+  predict(records: readonly RawRecord[]): Record<string, Float32Array> {
+    if (!Array.isArray(records)) {
+      throw new TypeError(`records must be an array of records, got ${describe(records)}`);
+    }
+    const n = records.length;
+    if (n > this.maxRows) {
+      throw new PredictError(
+        `too many rows: ${n}, the limit is ${this.maxRows} per request`,
+        "tooManyRows",
+        -1,
+        "",
+      );
+    }
+    for (let i = 0; i < n; i++) this.#check(records[i], i);
+    if (n <= this.maxBatch) {
+      if (n === 0) {
+        const empty: Record<string, Float32Array> = {};
+        for (const name of this.outputs) empty[name] = new Float32Array(0);
+        return empty;
+      }
+      return this.#score(records, 0, n);
+    }
+    const result: Record<string, Float32Array> = {};
+    for (const [name, width] of this.#widths) result[name] = new Float32Array(n * width);
+    for (let start = 0; start < n; start += this.maxBatch) {
+      const end = Math.min(n, start + this.maxBatch);
+      const chunk = this.#score(records, start, end);
+      for (const [name, width] of this.#widths) result[name].set(chunk[name], start * width);
+    }
+    return result;
+  }
+
+  /** Type checks of one record: an object whose columns are known and whose feature values fit. */
+  #check(record: unknown, row: number): void {
+    if (typeof record !== "object" || record === null || Array.isArray(record)) {
+      throw new PredictError(
+        `row ${row}: expected an object of column values, got ${describe(record)}`,
+        "notAnObject",
+        row,
+        "",
+      );
+    }
+    const values = record as Record<string, unknown>;
+    for (const column in values) {
+      if (this.#featureColumns.has(column)) {
+        const problem = valueProblem(values[column]);
+        if (problem !== "") {
+          throw new PredictError(
+            `row ${row}: column '${column}': ${problem}`,
+            "badValue",
+            row,
+            column,
+          );
+        }
+      } else if (this.#rejectUnknown && !this.#ignoredColumns.has(column)) {
+        const ignored = this.#ignoredColumns.size > 0
+          ? `; label and weight columns ${[...this.#ignoredColumns].join(", ")} are accepted ` +
+            "and ignored"
+          : "";
+        throw new PredictError(
+          `row ${row}: unknown column '${column}' (the model reads ${
+            this.columns.join(", ")
+          }${ignored})`,
+          "unknownColumn",
+          row,
+          column,
+        );
+      }
+    }
+  }
+
+  /** Encodes rows [start, end) (at most maxBatch) through the reused wrappers and scores them. */
+  #score(records: readonly RawRecord[], start: number, end: number): Record<string, Float32Array> {
+    const count = end - start;
+    const wrappers = this.#wrappers, located = this.#located;
+    while (wrappers.length < count) wrappers.push({ record: EMPTY_RECORD, location: "" });
+    located.length = count;
+    for (let i = 0; i < count; i++) {
+      const wrapper = wrappers[i];
+      wrapper.record = records[start + i];
+      wrapper.location = this.#location(start + i);
+      located[i] = wrapper;
+    }
+    let batch: EncodedBatch;
+    try {
+      batch = this.#encoder.encode(located);
+    } catch (error) {
+      if (!(error instanceof FeatureError)) throw error;
+      const row = Number(error.location.slice(4));
+      throw new PredictError(error.message, "badValue", row, error.column, { cause: error });
+    } finally {
+      // Do not keep the request's records alive until the next call.
+      for (let i = 0; i < count; i++) wrappers[i].record = EMPTY_RECORD;
+    }
+    this.#checkBatch(batch, start);
+    return this.model.predict(batch);
+  }
+
+  /** The encoder's location of row `i` ("row 3"), which its errors start with. */
+  #location(i: number): string {
+    if (i >= LOCATION_CACHE) return `row ${i}`;
+    return this.#locations[i] ??= `row ${i}`;
+  }
+
+  /** Refuses what the encoder lets through but the arena cannot hold or should not score. */
+  #checkBatch(batch: EncodedBatch, start: number): void {
+    this.config.features.forEach((f, i) => {
+      const input = batch.features[i];
+      if (f.table >= 0) {
+        const { ids } = input as SparseInput;
+        if (ids.length > this.#idCapacity) {
+          const rows = `rows ${start}..${start + batch.size - 1}`;
+          throw new PredictError(
+            `column '${f.column}': ${ids.length} ids in ${rows} exceed the ${this.#idCapacity} ` +
+              `the predictor holds per call (maxBatch ${this.maxBatch} x idsPerRow ${this.#idsPerRow})`,
+            "tooManyIds",
+            -1,
+            f.column,
+          );
+        }
+        return;
+      }
+      // A string like "1e999" parses to Infinity, and 1e39 overflows f32: neither scores.
+      const { values } = input as DenseInput;
+      for (let j = 0; j < values.length; j++) {
+        if (Number.isFinite(values[j])) continue;
+        const row = start + Math.floor(j / f.width);
+        throw new PredictError(
+          `row ${row}: column '${f.column}': value is not a finite float32`,
+          "badValue",
+          row,
+          f.column,
+        );
+      }
+    });
+  }
+}
+
+/**
+ * A {@link Predictor} from the `pipeline.config` text (parsed with
+ * `parsePipelineConfig`, loaded on first use; errors name
+ * `pipeline.config:line:column`) or the typed config, and the checkpoint
+ * bytes.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { loadPredictor, MMoEModel, modelCheckpoint, parsePipelineConfig, resolveConfig } from "../mod.ts";
+ * const text = `
+ *   feature_configs { id_feature { feature_name: "cate" expression: "item:cate" vocab_list: ["a", "b"] embedding_dim: 4 } }
+ *   model_config {
+ *     feature_groups { group_name: "all" feature_names: "cate" group_type: DEEP }
+ *     mmoe {
+ *       expert_mlp { hidden_units: [4] }
+ *       num_expert: 2
+ *       task_towers { tower_name: "ctr" label_name: "clk" losses { binary_cross_entropy {} } }
+ *     }
+ *   }`;
+ * const bytes = modelCheckpoint(new MMoEModel(resolveConfig(parsePipelineConfig(text)), { maxBatch: 1 }));
+ * const predictor = await loadPredictor(text, bytes, { maxBatch: 64 });
+ * assert.deepEqual(predictor.outputs, ["logits_ctr", "probs_ctr"]);
+ * await assert.rejects(loadPredictor(text.replace("num_expert", "num_experts"), bytes), {
+ *   name: "ConfigTextError",
+ *   message: /^pipeline\.config:7:7: model_config\.mmoe\.num_experts: unknown field/,
+ * });
+ * ```
+ */
+export async function loadPredictor(
+  config: string | PipelineConfig,
+  checkpoint: Uint8Array,
+  options: PredictorOptions = {},
+): Promise<Predictor> {
+  if (typeof config !== "string") return new Predictor(config, checkpoint, options);
+  const { parsePipelineConfig } = await import("./config_text.ts");
+  return new Predictor(parsePipelineConfig(config), checkpoint, options);
+}

@@ -1,0 +1,559 @@
+// examples/serve.ts: the handler called directly with `new Request(...)` for
+// good and bad input, a loopback server (Deno.serve, or Bun.serve under
+// Bun), and the documented commands run as child processes: `deno serve`
+// with the least permissions, and `bun run`.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { modelCheckpoint } from "../src/checkpoint.ts";
+import { resolveConfig } from "../src/config.ts";
+import { parsePipelineConfig } from "../src/config_text.ts";
+import { FeatureEncoder } from "../src/features.ts";
+import { Predictor } from "../src/inference.ts";
+import { MMoEModel } from "../src/mmoe.ts";
+import { embedModel } from "../examples/embed_model.ts";
+import { assertClose } from "./_util.ts";
+
+const CONFIG_TEXT = `
+feature_configs { id_feature { feature_name: "user_id" expression: "user:user_id" num_buckets: 100 embedding_dim: 8 } }
+feature_configs { id_feature { feature_name: "pid" expression: "context:pid" hash_bucket_size: 20 embedding_dim: 8 } }
+feature_configs { id_feature { feature_name: "tags" expression: "item:tags" num_buckets: 10 embedding_dim: 8 separator: "|" } }
+feature_configs { raw_feature { feature_name: "price" expression: "item:price" boundaries: [1, 10, 100] embedding_dim: 8 } }
+model_config {
+  feature_groups { group_name: "all" feature_names: ["user_id", "pid", "tags", "price"] group_type: DEEP }
+  mmoe {
+    expert_mlp { hidden_units: [16, 8] }
+    num_expert: 2
+    task_towers { tower_name: "ctr" label_name: "clk" mlp { hidden_units: [8] } losses { binary_cross_entropy {} } }
+    task_towers { tower_name: "cvr" label_name: "buy" mlp { hidden_units: [8] } losses { binary_cross_entropy {} } }
+  }
+}
+`;
+
+// The model dir of these tests: a tiny model trained a few steps, saved as
+// examples/train.ts saves it (with optimizer state), plus its config.
+const config = resolveConfig(parsePipelineConfig(CONFIG_TEXT));
+const trained = new MMoEModel(config, { maxBatch: 16, seed: 5 });
+const encoder = new FeatureEncoder(config);
+for (let step = 0; step < 5; step++) {
+  trained.trainStep(encoder.encode(Array.from({ length: 16 }, (_, i) => ({
+    record: {
+      user_id: (i * 7 + step) % 100,
+      pid: `p${i % 3}`,
+      tags: "1|2",
+      price: i,
+      clk: i % 2,
+      buy: i % 4 === 0 ? 1 : 0,
+    },
+    location: `row ${i}`,
+  }))));
+}
+const CHECKPOINT = modelCheckpoint(trained, { withOptimizer: true });
+const MODEL_DIR = await mkdtemp(join(tmpdir(), "denorec-serve-"));
+await writeFile(join(MODEL_DIR, "pipeline.config"), CONFIG_TEXT);
+await writeFile(join(MODEL_DIR, "model.safetensors"), CHECKPOINT);
+
+// The default export loads DENOREC_MODEL_DIR at import: set it first.
+process.env.DENOREC_MODEL_DIR = MODEL_DIR;
+const serve = await import("../examples/serve.ts");
+const fetchDefault = serve.default.fetch;
+
+const reference = new Predictor(parsePipelineConfig(CONFIG_TEXT), CHECKPOINT);
+const ROWS = [
+  { user_id: 3, pid: "430548_1007", tags: "1|5", price: 9.5 },
+  { user_id: "42", pid: "430539_1007", tags: [2], price: "120" },
+  { user_id: 7, tags: null, price: null },
+];
+
+const URL_BASE = "http://denorec.test";
+
+function post(body: BodyInit | null, headers: Record<string, string> = {}): Request {
+  return new Request(`${URL_BASE}/predict`, {
+    method: "POST",
+    body,
+    headers: { "content-type": "application/json", ...headers },
+  });
+}
+
+async function expectError(response: Response, status: number, error: string | RegExp) {
+  assert.equal(response.status, status);
+  assert.match(response.headers.get("content-type") ?? "", /^application\/json/);
+  const body = await response.json();
+  if (typeof error === "string") assert.equal(body.error, error);
+  else assert.match(body.error, error);
+  return body;
+}
+
+/** The JSON the service returns for ROWS-like rows: the reference predictor's outputs as arrays. */
+function expectedScores(rows: Record<string, unknown>[]): Record<string, number[]> {
+  const scores = reference.predict(rows as Parameters<Predictor["predict"]>[0]);
+  return Object.fromEntries(Object.entries(scores).map(([k, v]) => [k, Array.from(v)]));
+}
+
+test("serve: POST /predict scores rows; GET /healthz describes the model", async () => {
+  const response = await fetchDefault(post(JSON.stringify({ rows: ROWS })));
+  assert.equal(response.status, 200);
+  const body = await response.json();
+  assert.deepEqual(Object.keys(body), ["logits_ctr", "probs_ctr", "logits_cvr", "probs_cvr"]);
+  assert.deepEqual(body, expectedScores(ROWS));
+  assert.equal(body.probs_ctr.length, 3);
+  // Label columns ride along and are ignored; an empty request gives empty arrays.
+  const labelled = ROWS.map((r) => ({ ...r, clk: 1, buy: 0 }));
+  assert.deepEqual(
+    await (await fetchDefault(post(JSON.stringify({ rows: labelled })))).json(),
+    body,
+  );
+  const empty = await fetchDefault(post('{"rows": []}'));
+  assert.deepEqual(await empty.json(), {
+    logits_ctr: [],
+    probs_ctr: [],
+    logits_cvr: [],
+    probs_cvr: [],
+  });
+
+  const health = await fetchDefault(new Request(`${URL_BASE}/healthz`));
+  assert.equal(health.status, 200);
+  const info = await health.json();
+  assert.equal(info.status, "ok");
+  assert.equal(info.source, `dir ${MODEL_DIR}`);
+  assert.deepEqual(info.towers, ["ctr", "cvr"]);
+  assert.deepEqual(info.columns, ["user_id", "pid", "tags", "price"]);
+  assert.deepEqual(info.limits, { maxBodyBytes: 1048576, maxRows: 1024, maxDepth: 4 });
+  const head = await fetchDefault(new Request(`${URL_BASE}/healthz`, { method: "HEAD" }));
+  assert.equal(head.status, 200);
+  assert.equal(await head.text(), "");
+});
+
+test("serve: each bad input is a 400 with a message, never a 500", async () => {
+  const limit = 1 << 20;
+  const cases: [string, Request, string | RegExp][] = [
+    [
+      // A Request built in process may carry no content-length: then the streamed count refuses it.
+      "oversized body",
+      post("x".repeat(limit + 1)),
+      /^request body (of 1048577 bytes )?is over the 1048576-byte limit$/,
+    ],
+    [
+      "too many rows",
+      post(JSON.stringify({ rows: Array.from({ length: 1025 }, () => ({ user_id: 1 })) })),
+      "too many rows: 1025, the limit is 1024 per request",
+    ],
+    ["truncated JSON", post('{"rows": [{"user_id": 1}'), /^body is not valid JSON: /],
+    ["empty body", post(""), /^body is not valid JSON: /],
+    ["no body", post(null), 'empty body: send JSON {"rows": [...]}'],
+    ["invalid UTF-8", post(Uint8Array.of(0x7b, 0xff, 0x7d)), "request body is not valid UTF-8"],
+    [
+      "JSON deeper than the request shape",
+      post('{"rows": [{"tags": [[1]]}]}'),
+      'JSON is nested deeper than 4 levels (expected {"rows": [{"column": value}]})',
+    ],
+    [
+      "JSON nested 100000 deep",
+      post("[".repeat(100000) + "]".repeat(100000)),
+      'JSON is nested deeper than 4 levels (expected {"rows": [{"column": value}]})',
+    ],
+    ["an array body", post("[]"), 'body must be a JSON object {"rows": [...]}, got an array'],
+    ["a number body", post("3"), 'body must be a JSON object {"rows": [...]}, got number'],
+    ["null body", post("null"), 'body must be a JSON object {"rows": [...]}, got null'],
+    ["misspelt key", post('{"row": []}'), `unknown key 'row' (the body has only "rows")`],
+    [
+      "rows not an array",
+      post('{"rows": {"user_id": 1}}'),
+      '"rows" must be an array of row objects',
+    ],
+    ["missing rows", post("{}"), '"rows" must be an array of row objects'],
+    [
+      "a row that is not an object",
+      post('{"rows": [{"user_id": 1}, 7]}'),
+      "row 1: expected an object of column values, got the number 7",
+    ],
+    [
+      "a value of the wrong type",
+      post('{"rows": [{"user_id": {"id": 1}}]}'),
+      "row 0: column 'user_id': expected a string, number, boolean, null or an array of strings " +
+      "and numbers, got an object",
+    ],
+    [
+      "an id that is not an integer",
+      post('{"rows": [{"user_id": 1}, {"user_id": 2}, {"user_id": 3}, {"user_id": "abc"}]}'),
+      `row 3: column 'user_id': "abc" is not an integer id`,
+    ],
+    [
+      "an id out of range",
+      post('{"rows": [{"user_id": 100}]}'),
+      "row 0: column 'user_id': id 100 is out of range [0, 100)",
+    ],
+    [
+      "a number that overflows to Infinity",
+      post('{"rows": [{"price": 1e999}]}'),
+      "row 0: column 'price': Infinity is not a finite number",
+    ],
+    [
+      "an unknown column",
+      post('{"rows": [{"userid": 3}]}'),
+      "row 0: unknown column 'userid' (the model reads user_id, pid, tags, price; label and " +
+      "weight columns clk, buy are accepted and ignored)",
+    ],
+    [
+      "more multi-value ids than the arena holds",
+      post(JSON.stringify({ rows: [{ tags: Array.from({ length: 5000 }, () => 1) }] })),
+      "column 'tags': 5000 ids in rows 0..0 exceed the 4096 the predictor holds per call " +
+      "(maxBatch 1024 x idsPerRow 4)",
+    ],
+  ];
+  for (const [name, request, error] of cases) {
+    const response = await fetchDefault(request);
+    assert.equal(response.status, 400, name);
+    await expectError(response, 400, error);
+  }
+  // Row and column are separate fields when one row is at fault.
+  const body = await expectError(
+    await fetchDefault(post('{"rows": [{"user_id": 1}, {"price": "cheap"}]}')),
+    400,
+    `row 1: column 'price': "cheap" is not a number`,
+  );
+  assert.equal(body.row, 1);
+  assert.equal(body.column, "price");
+  // Brackets inside strings are not nesting.
+  const quoted = await fetchDefault(post('{"rows": [{"pid": "[[[[{{{{\\"]]"}]}'));
+  assert.equal(quoted.status, 200);
+});
+
+test("serve: an endless body is refused after the limit, while it streams in", async () => {
+  let pulled = 0;
+  const chunk = new Uint8Array(64 * 1024).fill(0x20);
+  const endless = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      pulled++;
+      controller.enqueue(chunk);
+    },
+  });
+  const request = new Request(`${URL_BASE}/predict`, {
+    method: "POST",
+    body: endless,
+    // Node and Bun want this for a stream body; Deno ignores it.
+    duplex: "half",
+  } as RequestInit);
+  await expectError(
+    await fetchDefault(request),
+    400,
+    "request body is over the 1048576-byte limit",
+  );
+  // 1 MiB is 16 chunks: reading stopped right after the limit (allowing read-ahead).
+  assert.ok(pulled >= 17 && pulled <= 24, `pulled ${pulled} chunks`);
+});
+
+test("serve: unknown routes are 404, wrong methods 405 with Allow", async () => {
+  await expectError(
+    await fetchDefault(new Request(`${URL_BASE}/predictions`)),
+    404,
+    "no route /predictions: POST /predict, GET /healthz",
+  );
+  await expectError(
+    await fetchDefault(new Request(`${URL_BASE}/`, { method: "POST", body: "{}" })),
+    404,
+    "no route /: POST /predict, GET /healthz",
+  );
+  const get = await fetchDefault(new Request(`${URL_BASE}/predict`));
+  await expectError(get, 405, "use POST");
+  assert.equal(get.headers.get("allow"), "POST");
+  const put = await fetchDefault(new Request(`${URL_BASE}/healthz`, { method: "PUT", body: "x" }));
+  await expectError(put, 405, "use GET");
+  assert.equal(put.headers.get("allow"), "GET, HEAD");
+});
+
+test("serve: a model that fails to load gives 503 with the reason, logged once", async () => {
+  const logged: unknown[][] = [];
+  const original = console.error;
+  console.error = (...args: unknown[]) => void logged.push(args);
+  try {
+    const missing = join(MODEL_DIR, "missing");
+    const handler = serve.createHandler(serve.loadModelDir(missing));
+    for (const request of [post('{"rows": []}'), new Request(`${URL_BASE}/healthz`), post("{")]) {
+      await expectError(await handler(request), 503, /^model not loaded: .*ENOENT|No such file/i);
+    }
+    assert.equal(logged.length, 1);
+    assert.match(String(logged[0][0]), /^denorec serve: model not loaded: /);
+    // A checkpoint of another architecture is a load failure too, with the mismatch named.
+    const other = serve.createHandler(
+      Promise.resolve().then(() =>
+        serve.loadEmbeddedModel(
+          parsePipelineConfig(CONFIG_TEXT.replace("[16, 8]", "[16, 4]")),
+          Buffer.from(CHECKPOINT).toString("base64"),
+        )
+      ),
+    );
+    await expectError(
+      await other(new Request(`${URL_BASE}/healthz`)),
+      503,
+      /^model not loaded: checkpoint does not match the model:[\s\S]*checkpoint shape \[8, 16\], model \[4, 16\]/,
+    );
+    assert.equal(logged.length, 2);
+  } finally {
+    console.error = original;
+  }
+});
+
+test("serve: a model embedded by examples/embed_model.ts loads with no file access", async () => {
+  // What the script writes, through JSON as serve.ts imports it.
+  const embedded = JSON.parse(JSON.stringify(embedModel(CONFIG_TEXT, CHECKPOINT, "test")));
+  // The typed config is embedded, so serving never parses protobuf text.
+  assert.deepEqual(embedded.config, parsePipelineConfig(CONFIG_TEXT));
+  // Optimizer state dropped: the embedded checkpoint is smaller than the trained one.
+  assert.ok(Buffer.from(embedded.checkpoint, "base64").length < CHECKPOINT.length);
+  const loaded = serve.loadEmbeddedModel(embedded.config, embedded.checkpoint);
+  assert.equal(loaded.source, "embedded");
+  const handler = serve.createHandler(Promise.resolve(loaded));
+  const response = await handler(post(JSON.stringify({ rows: ROWS })));
+  assert.deepEqual(await response.json(), expectedScores(ROWS));
+});
+
+interface LoopbackServer {
+  url: string;
+  close(): Promise<void>;
+}
+
+/** The default export on 127.0.0.1, port 0: Deno.serve under Deno, Bun.serve under Bun. */
+function listen(fetch: (request: Request) => Promise<Response>): Promise<LoopbackServer> {
+  const host = globalThis as {
+    Deno?: typeof Deno;
+    Bun?: {
+      serve(options: { port: number; hostname: string; fetch: typeof fetch }): {
+        port: number;
+        stop(force?: boolean): Promise<void>;
+      };
+    };
+  };
+  if (host.Deno !== undefined) {
+    const controller = new AbortController();
+    return new Promise((resolve) => {
+      const server = host.Deno!.serve({
+        port: 0,
+        hostname: "127.0.0.1",
+        signal: controller.signal,
+        onListen: ({ port }) =>
+          resolve({
+            url: `http://127.0.0.1:${port}`,
+            close: async () => {
+              controller.abort();
+              await server.finished;
+            },
+          }),
+      }, fetch);
+    });
+  }
+  const server = host.Bun!.serve({ port: 0, hostname: "127.0.0.1", fetch });
+  return Promise.resolve({
+    url: `http://127.0.0.1:${server.port}`,
+    close: () => server.stop(true),
+  });
+}
+
+test("serve: loopback on 127.0.0.1 (Deno.serve, or Bun.serve under Bun)", async () => {
+  const server = await listen(fetchDefault);
+  try {
+    const ok = await fetch(`${server.url}/predict`, {
+      method: "POST",
+      body: JSON.stringify({ rows: ROWS }),
+      headers: { "content-type": "application/json" },
+    });
+    assert.equal(ok.status, 200);
+    assert.deepEqual(await ok.json(), expectedScores(ROWS));
+    const bad = await fetch(`${server.url}/predict`, { method: "POST", body: "{" });
+    assert.equal(bad.status, 400);
+    await bad.body?.cancel();
+    // Over the wire the declared length is refused before the body is read.
+    const big = await fetch(`${server.url}/predict`, {
+      method: "POST",
+      body: new Uint8Array(2 << 20).fill(0x20),
+    });
+    await expectError(big, 400, "request body of 2097152 bytes is over the 1048576-byte limit");
+    const health = await fetch(`${server.url}/healthz`);
+    assert.equal((await health.json()).status, "ok");
+  } finally {
+    await server.close();
+  }
+});
+
+/** A child process's output callbacks, exit and kill, from whichever API spawns it faithfully. */
+interface Child {
+  onOutput(listener: (text: string) => void): void;
+  exited: Promise<number | null>;
+  kill(): void;
+}
+
+/**
+ * Spawns `command`. Under Deno through `Deno.Command`: Deno's node:child_process
+ * treats its own executable as `node` and runs it with every permission, which
+ * would hide a missing permission flag.
+ */
+function spawnChild(command: string, args: string[], env: Record<string, string>): Child {
+  const deno = (globalThis as { Deno?: typeof Deno }).Deno;
+  if (deno !== undefined) {
+    const child = new deno.Command(command, { args, env, stdout: "piped", stderr: "piped" })
+      .spawn();
+    const listeners: ((text: string) => void)[] = [];
+    for (const stream of [child.stdout, child.stderr]) {
+      stream.pipeThrough(new TextDecoderStream()).pipeTo(
+        new WritableStream({ write: (text) => listeners.forEach((l) => l(text)) }),
+      ).catch(() => {});
+    }
+    return {
+      onOutput: (listener) => listeners.push(listener),
+      exited: child.status.then((status) => status.code),
+      kill: () => {
+        try {
+          child.kill();
+        } catch {
+          // already exited
+        }
+      },
+    };
+  }
+  const child = spawn(command, args, {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  return {
+    onOutput: (listener) => {
+      child.stdout!.on("data", (data: Uint8Array) => listener(new TextDecoder().decode(data)));
+      child.stderr!.on("data", (data: Uint8Array) => listener(new TextDecoder().decode(data)));
+    },
+    exited: new Promise((resolve) => child.on("exit", resolve)),
+    kill: () => child.kill(),
+  };
+}
+
+/**
+ * Runs `command` until it prints a listening port (`pattern`'s group 1),
+ * calls `check` with the base URL and the output so far, and stops it (by
+ * its own pid).
+ */
+async function withServerProcess(
+  command: string,
+  args: string[],
+  env: Record<string, string>,
+  pattern: RegExp,
+  check: (base: string, output: () => string) => Promise<void>,
+): Promise<void> {
+  const child = spawnChild(command, args, env);
+  let output = "";
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const base = await new Promise<string>((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`no listening line in 20 s:\n${output}`)), 20000);
+      child.onOutput((text) => {
+        output += text;
+        const match = output.match(pattern);
+        if (match) resolve(`http://127.0.0.1:${match[1]}`);
+      });
+      child.exited.then((code) => reject(new Error(`exited with ${code}:\n${output}`)));
+    });
+    clearTimeout(timer);
+    await check(base, () => output);
+  } finally {
+    clearTimeout(timer);
+    child.kill();
+    await child.exited;
+  }
+}
+
+/** POST ROWS and GET /healthz against a served model dir. */
+async function scoresFromServer(base: string, output: () => string): Promise<void> {
+  const response = await fetch(`${base}/predict`, {
+    method: "POST",
+    body: JSON.stringify({ rows: ROWS }),
+  });
+  assert.equal(response.status, 200, output());
+  // Another runtime may round differently: relaxed SIMD lets V8 fuse multiply-add where
+  // JavaScriptCore does not, so outputs agree to float32 rounding, not bit for bit.
+  const scores = await response.json();
+  for (const [name, expected] of Object.entries(expectedScores(ROWS))) {
+    assertClose(scores[name], expected, name, { rtol: 1e-5, atol: 1e-6 });
+  }
+  const health = await fetch(`${base}/healthz`);
+  assert.equal((await health.json()).source, `dir ${MODEL_DIR}`);
+  assert.doesNotMatch(output(), /not loaded|error/i);
+}
+
+// The runtimes' own binaries, not node_modules/.bin/deno (a Node wrapper that would outlive
+// a kill and leave the server running).
+const runtime = globalThis as { Deno?: typeof Deno; Bun?: unknown };
+const DENO_BIN = runtime.Deno?.execPath() ?? join(process.cwd(), "node_modules/deno/deno");
+const BUN_BIN = runtime.Bun !== undefined
+  ? process.execPath
+  : join(process.cwd(), "node_modules/bun/bin/bun.exe");
+
+test(
+  "serve: the documented least-permission `deno serve` command serves the model",
+  { skip: existsSync(DENO_BIN) ? false : "no deno binary (npm install deno)" },
+  () =>
+    withServerProcess(
+      DENO_BIN,
+      [
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        `--allow-read=${MODEL_DIR}`,
+        "--allow-env=DENOREC_MODEL_DIR",
+        "examples/serve.ts",
+      ],
+      { DENOREC_MODEL_DIR: MODEL_DIR },
+      /Listening on http:\/\/127\.0\.0\.1:(\d+)/,
+      scoresFromServer,
+    ),
+);
+
+test(
+  "serve: `deno serve` with no permissions answers 503 naming what is missing, without prompting",
+  { skip: existsSync(DENO_BIN) ? false : "no deno binary (npm install deno)" },
+  () =>
+    withServerProcess(
+      DENO_BIN,
+      ["serve", "--host", "127.0.0.1", "--port", "0", "examples/serve.ts"],
+      { DENOREC_MODEL_DIR: MODEL_DIR },
+      /Listening on http:\/\/127\.0\.0\.1:(\d+)/,
+      async (base, output) => {
+        for (const path of ["/healthz", "/predict"]) {
+          const response = await fetch(`${base}${path}`, {
+            method: path === "/predict" ? "POST" : "GET",
+            body: path === "/predict" ? '{"rows": []}' : undefined,
+          });
+          await expectError(
+            response,
+            503,
+            "model not loaded: no model: set DENOREC_MODEL_DIR to a directory with " +
+              "pipeline.config and model.safetensors (and allow reading it and the variable), " +
+              "or embed one with examples/embed_model.ts",
+          );
+        }
+        // Logged once, at start.
+        assert.equal(output().match(/model not loaded/g)?.length, 1, output());
+      },
+    ),
+);
+
+test(
+  "serve: `bun run examples/serve.ts` serves the same file",
+  { skip: existsSync(BUN_BIN) ? false : "no bun binary (npm install bun)" },
+  () =>
+    withServerProcess(
+      BUN_BIN,
+      ["run", "examples/serve.ts"],
+      { DENOREC_MODEL_DIR: MODEL_DIR, HOST: "127.0.0.1", PORT: "0" },
+      /server: http:\/\/[\w.]+:(\d+)/,
+      scoresFromServer,
+    ),
+);
+
+test("serve: clean up the model dir", async () => {
+  await rm(MODEL_DIR, { recursive: true });
+});
