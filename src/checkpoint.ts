@@ -356,8 +356,11 @@ export function decodeSafetensors(bytes: Uint8Array): DecodedSafetensors {
 
   const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
   for (const t of infos) {
-    // slice() copies into a fresh, 4-byte aligned buffer.
-    const data = new Float32Array(bytes.slice(dataStart + t.begin, dataStart + t.end).buffer);
+    // Uint8Array.prototype.slice copies into a fresh, 4-byte aligned buffer (called
+    // directly: a Node Buffer's own slice() returns a view of its pooled buffer).
+    const data = new Float32Array(
+      Uint8Array.prototype.slice.call(bytes, dataStart + t.begin, dataStart + t.end).buffer,
+    );
     tensors.set(t.name, { shape: t.shape, data });
   }
   return { tensors, metadata };

@@ -4,6 +4,7 @@ import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
+import { Buffer } from "node:buffer";
 import {
   decodeSafetensors,
   encodeSafetensors,
@@ -534,3 +535,13 @@ test(
     });
   },
 );
+
+test("checkpoint: decoding a Node Buffer (readFileSync) gives tensors of their own size", () => {
+  const bytes = encodeSafetensors([
+    { name: "a", shape: [2], data: Float32Array.of(1, 2) },
+    { name: "b", shape: [3], data: Float32Array.of(3, 4, 5) },
+  ]);
+  const { tensors } = decodeSafetensors(Buffer.from(bytes));
+  assert.deepEqual(Array.from(tensors.get("a")!.data), [1, 2]);
+  assert.deepEqual(Array.from(tensors.get("b")!.data), [3, 4, 5]);
+});

@@ -68,6 +68,39 @@ test("cli: train.ts generates data, trains, evaluates and writes train_eval_resu
     assert.ok(existsSync(join(modelDir, "model.safetensors")));
     const report = readFileSync(join(modelDir, "report.html"), "utf8");
     assert.ok(report.includes("Mean gate weight") && report.includes("ROC ctr"));
+    // eval.ts on the saved model reproduces the training run's evaluation.
+    runExample("examples/eval.ts", [
+      "--model_dir",
+      modelDir,
+      "--eval_input_path",
+      join(dir, "eval.csv"),
+    ]);
+    const evalResult = JSON.parse(readFileSync(join(modelDir, "eval_result.txt"), "utf8"));
+    for (const [name, value] of Object.entries(result)) {
+      assert.ok(
+        Math.abs(evalResult[name] - (value as number)) < 1e-9,
+        `${name}: ${evalResult[name]} vs ${value}`,
+      );
+    }
+    // predict.ts writes reserved columns and scores for every row.
+    const predictions = join(dir, "predictions.csv");
+    runExample("examples/predict.ts", [
+      "--model_dir",
+      modelDir,
+      "--predict_input_path",
+      join(dir, "eval.csv"),
+      "--predict_output_path",
+      predictions,
+      "--reserved_columns",
+      "user_id,clk",
+      "--output_columns",
+      "probs_ctr,probs_cvr",
+    ]);
+    const lines = readFileSync(predictions, "utf8").trimEnd().split("\n");
+    assert.equal(lines[0], "user_id,clk,probs_ctr,probs_cvr");
+    assert.equal(lines.length, 30_001);
+    const [, , pCtr, pCvr] = lines[1].split(",").map(Number);
+    assert.ok(pCtr > 0 && pCtr < 1 && pCvr > 0 && pCvr < 1);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
