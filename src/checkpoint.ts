@@ -48,9 +48,11 @@
  * ```
  * @module
  */
-import { randomUUID } from "node:crypto";
-import { open, readFile, rename, rm } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+// The file helpers import node:fs and friends on first use: the codec and
+// loadCheckpoint run on Deno Deploy and in edge isolates, where pulling in
+// Deno's Node layer at import time costs ~30 ms of cold start.
+const nodeFs = () => import("node:fs/promises");
+const nodePath = () => import("node:path");
 
 /**
  * What checkpoints read and write of a model: its tensor table (names,
@@ -603,8 +605,13 @@ export function loadCheckpoint(
  * ```
  */
 export async function saveCheckpoint(path: string, bytes: Uint8Array): Promise<void> {
+  const [{ open, rename, rm }, { basename, dirname, join }] = await Promise.all([
+    nodeFs(),
+    nodePath(),
+  ]);
   const directory = dirname(path);
-  const temporary = join(directory, `.${basename(path)}.${randomUUID().slice(0, 8)}.tmp`);
+  const suffix = crypto.randomUUID().slice(0, 8);
+  const temporary = join(directory, `.${basename(path)}.${suffix}.tmp`);
   try {
     const file = await open(temporary, "wx");
     try {
@@ -642,6 +649,7 @@ export async function saveCheckpoint(path: string, bytes: Uint8Array): Promise<v
  * ```
  */
 export async function readCheckpoint(path: string): Promise<Uint8Array> {
+  const { readFile } = await nodeFs();
   const buffer = await readFile(path);
   return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
 }
