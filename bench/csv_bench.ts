@@ -16,29 +16,11 @@ import csvParser from "csv-parser";
 import { parse as fastCsvParse } from "@fast-csv/parse";
 import { inferSchema, initParser } from "udsv";
 import { readCsv } from "../src/data.ts";
+import { TAOBAO_COLUMNS } from "../src/synthetic.ts";
 
 const ROWS = 1_000_000;
 const CHUNK_BYTES = 1 << 20;
-const COLUMNS = [
-  "clk",
-  "buy",
-  "user_id",
-  "cms_segid",
-  "cms_group_id",
-  "final_gender_code",
-  "age_level",
-  "pvalue_level",
-  "shopping_level",
-  "occupation",
-  "new_user_class_level",
-  "adgroup_id",
-  "cate_id",
-  "campaign_id",
-  "customer",
-  "brand",
-  "price",
-  "pid",
-];
+const COLUMNS = [...TAOBAO_COLUMNS];
 
 /** Writes the benchmark file unless it already exists; returns its path. */
 function taobaoCsv(rows: number): string {

@@ -13,6 +13,7 @@ import {
   writeCsv,
   writeParquet,
 } from "../src/data.ts";
+import { TAOBAO_COLUMNS } from "../src/synthetic.ts";
 
 async function withDir(run: (dir: string) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "denorec-data-"));
@@ -41,26 +42,7 @@ async function rejectsWith(rows: AsyncIterable<LocatedRecord>, message: string |
   await assert.rejects(collect(rows), { message });
 }
 
-const TAOBAO = [
-  "clk",
-  "buy",
-  "user_id",
-  "cms_segid",
-  "cms_group_id",
-  "final_gender_code",
-  "age_level",
-  "pvalue_level",
-  "shopping_level",
-  "occupation",
-  "new_user_class_level",
-  "adgroup_id",
-  "cate_id",
-  "campaign_id",
-  "customer",
-  "brand",
-  "price",
-  "pid",
-];
+const TAOBAO = TAOBAO_COLUMNS;
 
 function taobaoLine(i: number): string {
   return [
