@@ -5,6 +5,10 @@
 //   NN  Y  = X W        forward (W stored [in, out])
 //   NT  dX = dY W^T     input gradient
 //   TN  dW = X^T dY     weight gradient (K = batch rows)
+// `lda` is A's row stride as stored (K, or the full M of A^T), so a call can
+// address a row range of op(A) and C: every output row is computed by the
+// same instructions in the same k order whichever rows share the call, so
+// splitting rows across threads is bit-identical to one call.
 //
 // Blocking follows the Goto/BLIS scheme: per k-block of KC, op(B) is packed
 // into 8-wide column panels [panel][k][8] and, per row block of MC, op(A) into
@@ -37,7 +41,9 @@ export function gemmWorkspaceBytes(K: i32, N: i32): i32 {
 
 /**
  * C[M,N] = op(A) op(B), or C += op(A) op(B) when `accumulate`; then
- * C += bias[N] when `bias` is not 0, then ReLU when `relu`.
+ * C += bias[N] when `bias` is not 0, then ReLU when `relu`. `lda` is the
+ * row stride of A as stored: K (A is M x K) or, when `transA`, the row count
+ * of the whole A^T (A is K x lda, this call covers its first M columns).
  * `work` must hold `gemmWorkspaceBytes(K, N)` bytes. K = 0 writes the
  * epilogue applied to zero (or to C when accumulating).
  */
@@ -50,6 +56,7 @@ export function gemm(
   M: i32,
   K: i32,
   N: i32,
+  lda: i32,
   transA: bool,
   transB: bool,
   accumulate: bool,
@@ -70,7 +77,7 @@ export function gemm(
     const doRelu = last && relu;
     for (let i0 = 0; i0 < M; i0 += MC) {
       const mc = min(MC, M - i0);
-      packA(packedA, a, i0, mc, k0, kc, M, K, transA);
+      packA(packedA, a, i0, mc, k0, kc, lda, transA);
       for (let p = 0; p < panels; p++) {
         const j = p * NR;
         const cols = min(NR, N - j);
@@ -146,8 +153,7 @@ function packA(
   mc: i32,
   k0: i32,
   kc: i32,
-  M: i32,
-  K: i32,
+  lda: i32,
   transA: bool,
 ): void {
   const panelBytes = (<usize> kc * MR) << 2;
@@ -160,19 +166,19 @@ function packA(
     }
   }
   if (!transA) {
-    // A is M x K: row i0+i is contiguous in k.
+    // A is M x K (row stride lda): row i0+i is contiguous in k.
     for (let i = 0; i < mc; i++) {
       const col = dst + <usize> (i / MR) * panelBytes + (<usize> (i % MR) << 2);
-      const src = a + ((<usize> (i0 + i) * <usize> K + <usize> k0) << 2);
+      const src = a + ((<usize> (i0 + i) * <usize> lda + <usize> k0) << 2);
       for (let k = 0; k < kc; k++) {
         store<f32>(col + ((<usize> k * MR) << 2), load<f32>(src + (<usize> k << 2)));
       }
     }
   } else {
-    // A is K x M: op(A) row block [i0, i0+mc) at step k is contiguous, so
+    // A is K x lda: op(A) row block [i0, i0+mc) at step k is contiguous, so
     // walk k outer (one page per k, not one per element).
     for (let k = 0; k < kc; k++) {
-      const src = a + ((<usize> (k0 + k) * <usize> M + <usize> i0) << 2);
+      const src = a + ((<usize> (k0 + k) * <usize> lda + <usize> i0) << 2);
       const row = dst + ((<usize> k * MR) << 2);
       let i = 0;
       for (let panel: usize = 0; i + MR <= mc; panel += panelBytes) {

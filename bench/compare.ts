@@ -408,7 +408,11 @@ function oursGemm(M: number, K: number, N: number): { variant: string; rates: nu
   const a = 1024, b = a + M * K * 4, c = b + K * N * 4, work = c + M * N * 4;
   for (let i = a / 4; i < c / 4; i++) f32[i] = Math.sin(i) * 0.5;
   const rates = GEMM.map(([, tA, tB]) =>
-    timeGflops(() => k.gemm(c, a, b, 0, work, M, K, N, tA, tB, false, false), 2 * M * K * N, 400)
+    timeGflops(
+      () => k.gemm(c, a, b, 0, work, M, K, N, tA ? M : K, tA, tB, false, false),
+      2 * M * K * N,
+      400,
+    )
   );
   return { variant, rates };
 }

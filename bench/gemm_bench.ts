@@ -1,7 +1,16 @@
 // GEMM throughput: NN (forward), NT (input gradient), TN (weight gradient) on
 // the MMoE shapes M x K x N. GFLOP/s = 2*M*K*N / time; `deno task bench:report`
 // prints it. The scalar TypeScript loop over the same memory is the baseline.
-import { instantiateKernels, type Kernels, type KernelVariant } from "../src/kernels.ts";
+// The best variant also runs on 2 threads (rows split across a Worker pool
+// on a shared memory, src/threads.ts).
+import { createArenaMemory } from "../src/arena.ts";
+import {
+  bestKernelVariant,
+  instantiateKernels,
+  type Kernels,
+  type KernelVariant,
+} from "../src/kernels.ts";
+import { GemmPool, threadsSupported } from "../src/threads.ts";
 import { VARIANTS } from "../tests/_util.ts";
 
 const SHAPES: [number, number, number][] = [
@@ -22,14 +31,25 @@ interface Setup {
   work: number;
 }
 
-function setup(variant: KernelVariant, [M, K, N]: [number, number, number]): Setup {
-  const bytes = (M * K + K * N + M * N) * 4 + (1 << 20) + 4096;
-  const memory = new WebAssembly.Memory({ initial: Math.ceil(bytes / 65536) + 1 });
+/** Scratch per thread: gemmWorkspaceBytes of the largest shape is ~0.6 MiB. */
+const WORK_BYTES = 1 << 20;
+
+function setup(
+  variant: KernelVariant,
+  [M, K, N]: [number, number, number],
+  threads = 1,
+): Setup & { pool: GemmPool | null } {
+  const bytes = (M * K + K * N + M * N) * 4 + threads * WORK_BYTES + 4096;
+  const memory = threads > 1
+    ? createArenaMemory(bytes + 65536, { shared: true })
+    : new WebAssembly.Memory({ initial: Math.ceil(bytes / 65536) + 1 });
   const { exports: k } = instantiateKernels(memory, variant);
   const f32 = new Float32Array(memory.buffer);
   const a = 1024, b = a + M * K * 4, c = b + K * N * 4, work = c + M * N * 4;
   for (let i = a / 4; i < c / 4; i++) f32[i] = Math.sin(i) * 0.5;
-  return { k, f32, a, b, c, work };
+  const works = Array.from({ length: threads - 1 }, (_, t) => work + (t + 1) * WORK_BYTES);
+  const pool = threads > 1 ? new GemmPool(memory, variant, works) : null;
+  return { k, f32, a, b, c, work, pool };
 }
 
 /** The plain version: triple loop, f32 memory, no blocking. */
@@ -74,9 +94,22 @@ for (const shape of SHAPES) {
         name: `${group} wasm ${variant}`,
         group,
         fn: () => {
-          s.k.gemm(s.c, s.a, s.b, 0, s.work, M, K, N, transA, transB, false, false);
+          s.k.gemm(s.c, s.a, s.b, 0, s.work, M, K, N, transA ? M : K, transA, transB, false, false);
         },
       });
+    }
+    if (threadsSupported()) {
+      const s = setup(bestKernelVariant(), shape, 2);
+      await s.pool!.start();
+      Deno.bench({
+        name: `${group} wasm ${bestKernelVariant()} 2 threads`,
+        group,
+        fn: () => {
+          const lda = transA ? M : K;
+          s.pool!.gemm(s.k, s.c, s.a, s.b, 0, s.work, M, K, N, lda, transA, transB, false, false);
+        },
+      });
+      globalThis.addEventListener("unload", () => s.pool!.close());
     }
   }
 }

@@ -80,7 +80,7 @@ for (let i = F * H + H; i < sizes.params; i++) params[i] = (random() * 2 - 1) / 
 
 function forward(rows: number, x: Float32Array, first: number): void {
   view("x").set(x.subarray(first * F, (first + rows) * F));
-  k.gemm(offsets.hidden, offsets.x, W1, b1, offsets.work, rows, F, H, false, false, false, true);
+  k.gemm(offsets.hidden, offsets.x, W1, b1, offsets.work, rows, F, H, F, false, false, false, true);
   k.gemm(
     offsets.logits,
     offsets.hidden,
@@ -90,6 +90,7 @@ function forward(rows: number, x: Float32Array, first: number): void {
     rows,
     H,
     1,
+    H,
     false,
     false,
     false,
@@ -125,6 +126,7 @@ for (let epoch = 1; epoch <= EPOCHS; epoch++) {
       H,
       B,
       1,
+      H,
       true,
       false,
       true,
@@ -140,6 +142,7 @@ for (let epoch = 1; epoch <= EPOCHS; epoch++) {
       B,
       1,
       H,
+      1,
       false,
       true,
       false,
@@ -154,7 +157,7 @@ for (let epoch = 1; epoch <= EPOCHS; epoch++) {
       Activation.relu,
       0,
     );
-    k.gemm(dW1, offsets.x, offsets.dHidden, 0, offsets.work, F, B, H, true, false, true, false);
+    k.gemm(dW1, offsets.x, offsets.dHidden, 0, offsets.work, F, B, H, F, true, false, true, false);
     k.columnSum(db1, offsets.dHidden, B, H);
     k.adamStep(
       offsets.params,

@@ -1,6 +1,7 @@
 /**
- * Builds the AssemblyScript kernels in `assembly/` into two Wasm binaries
- * (relaxed-simd and plain simd) and writes them base64-inlined to
+ * Builds the AssemblyScript kernels in `assembly/` into four Wasm binaries
+ * (relaxed-simd and plain simd, each on an unshared and a shared memory
+ * import) and writes them base64-inlined to
  * `src/wasm/kernels_wasm.ts`, so the library loads them with no file access
  * (JSR, Bun, Deno Deploy).
  *
@@ -33,9 +34,21 @@ const COMMON_FLAGS = [
   "abort=",
 ];
 
+/**
+ * Shared-memory builds for the worker pool (src/threads.ts): the import is
+ * declared `shared` with the wasm32 maximum of 65536 pages, so any arena
+ * memory (whose maximum is its own size) satisfies it.
+ */
+const SHARED_FLAGS = ["--enable", "threads", "--sharedMemory", "--maximumMemory", "65536"];
+
 const VARIANTS = [
   { constant: "RELAXED_SIMD_WASM", flags: ["--enable", "simd", "--enable", "relaxed-simd"] },
   { constant: "SIMD_WASM", flags: ["--enable", "simd"] },
+  {
+    constant: "RELAXED_SIMD_SHARED_WASM",
+    flags: ["--enable", "simd", "--enable", "relaxed-simd", ...SHARED_FLAGS],
+  },
+  { constant: "SIMD_SHARED_WASM", flags: ["--enable", "simd", ...SHARED_FLAGS] },
 ] as const;
 
 async function compile(flags: readonly string[]): Promise<Uint8Array> {

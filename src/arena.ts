@@ -53,6 +53,16 @@ export class ArenaLayout {
 /** Largest memory a wasm32 module can address: 65536 pages of 64 KiB. */
 export const MAX_WASM_BYTES = 65536 * 65536;
 
+/** Options of {@link createArenaMemory}. */
+export interface ArenaMemoryOptions {
+  /**
+   * A shared memory (SharedArrayBuffer-backed) that Workers can run the
+   * kernels on. Default false. Its maximum is its own size (the threads
+   * builds declare 65536 pages, and a provided maximum may be lower).
+   */
+  shared?: boolean;
+}
+
 /**
  * Creates a memory of at least `bytes` bytes (never grown afterwards).
  *
@@ -61,9 +71,14 @@ export const MAX_WASM_BYTES = 65536 * 65536;
  * import assert from "node:assert/strict";
  * import { createArenaMemory } from "./arena.ts";
  * assert.equal(createArenaMemory(100_000).buffer.byteLength, 2 * 65536);
+ * const shared = createArenaMemory(100_000, { shared: true });
+ * assert.ok(shared.buffer instanceof SharedArrayBuffer);
  * ```
  */
-export function createArenaMemory(bytes: number): WebAssembly.Memory {
+export function createArenaMemory(
+  bytes: number,
+  options: ArenaMemoryOptions = {},
+): WebAssembly.Memory {
   if (bytes > MAX_WASM_BYTES) {
     throw new RangeError(
       `the model needs ${
@@ -73,5 +88,9 @@ export function createArenaMemory(bytes: number): WebAssembly.Memory {
     );
   }
   const pages = Math.max(1, Math.ceil(bytes / 65536));
-  return new WebAssembly.Memory({ initial: pages, maximum: pages });
+  return new WebAssembly.Memory({
+    initial: pages,
+    maximum: pages,
+    shared: options.shared ?? false,
+  });
 }

@@ -325,6 +325,9 @@ export class Predictor {
       idsPerRow,
       inference: true,
       initialize: false,
+      // One thread until the Predictor has a close() (issue 6): a pool's
+      // Workers would keep a Deno process alive.
+      threads: 1,
     });
     loadCheckpoint(this.model, checkpoint, { withOptimizer: false });
     this.#encoder = new FeatureEncoder(this.config, {

@@ -18,14 +18,22 @@
  * const f = new Float32Array(memory.buffer);
  * f.set([1, 2, 3, 4], 0); // A at byte 0
  * f.set([5, 6, 7, 8], 4); // B at byte 16
- * k.gemm(32, 0, 16, 0, 64, 2, 2, 2, false, false, false, false);
+ * k.gemm(32, 0, 16, 0, 64, 2, 2, 2, 2, false, false, false, false);
  * assert.deepEqual(Array.from(f.subarray(8, 12)), [19, 22, 43, 50]);
  * ```
  * @module
  */
-import { RELAXED_SIMD_WASM, SIMD_WASM } from "./wasm/kernels_wasm.ts";
+import {
+  RELAXED_SIMD_SHARED_WASM,
+  RELAXED_SIMD_WASM,
+  SIMD_SHARED_WASM,
+  SIMD_WASM,
+} from "./wasm/kernels_wasm.ts";
 
-/** The two builds of the kernel module. */
+/**
+ * The two builds of the kernel module (each exists for an unshared and a
+ * shared memory import; the loader picks by the memory it is given).
+ */
 export type KernelVariant = "relaxed-simd" | "simd";
 
 /** Activation codes shared by the activation kernels and the config. */
@@ -56,6 +64,11 @@ export interface Kernels {
    * C[M,N] (+)= op(A)[M,K] op(B)[K,N] (+ bias[N]) (then ReLU). op(A) = A^T
    * (A stored K x M) when `transA`; op(B) = B^T (B stored N x K) when
    * `transB`. `bias` 0 means none; `work` holds `gemmWorkspaceBytes(K, N)`.
+   * `lda` is A's row stride as stored: K, or (when `transA`) the column
+   * count of the whole K x lda matrix. With it a call can cover rows
+   * [r0, r0+M) of a larger product (c + 4*r0*N, a + 4*r0*lda, or a + 4*r0
+   * when `transA`) with results bit-identical to the full call: the
+   * threaded GEMM (src/threads.ts) splits rows this way.
    */
   gemm(
     c: number,
@@ -66,6 +79,7 @@ export interface Kernels {
     M: number,
     K: number,
     N: number,
+    lda: number,
     transA: boolean,
     transB: boolean,
     accumulate: boolean,
@@ -409,6 +423,8 @@ export interface KernelInstance {
   readonly memory: WebAssembly.Memory;
   /** Which build runs. */
   readonly variant: KernelVariant;
+  /** Whether the memory is shared (the threads build runs). */
+  readonly shared: boolean;
 }
 
 function decodeBase64(text: string): Uint8Array<ArrayBuffer> {
@@ -418,10 +434,17 @@ function decodeBase64(text: string): Uint8Array<ArrayBuffer> {
   return bytes;
 }
 
-const modules = new Map<KernelVariant, WebAssembly.Module>();
+const modules = new Map<string, WebAssembly.Module>();
+
+/** Whether `memory` is a shared memory (its buffer a SharedArrayBuffer). */
+export function isSharedMemory(memory: WebAssembly.Memory): boolean {
+  return typeof SharedArrayBuffer !== "undefined" && memory.buffer instanceof SharedArrayBuffer;
+}
 
 /**
  * The compiled module of one variant (compiled once per process, synchronously).
+ * `shared` selects the build that imports a shared memory (maximum 65536
+ * pages), for `createArenaMemory(bytes, { shared: true })` (src/arena.ts).
  *
  * @example
  * ```ts
@@ -431,12 +454,15 @@ const modules = new Map<KernelVariant, WebAssembly.Module>();
  * assert.ok(WebAssembly.Module.exports(module).some((e) => e.name === "gemm"));
  * ```
  */
-export function kernelModule(variant: KernelVariant): WebAssembly.Module {
-  let module = modules.get(variant);
+export function kernelModule(variant: KernelVariant, shared = false): WebAssembly.Module {
+  const key = `${variant}${shared ? "+shared" : ""}`;
+  let module = modules.get(key);
   if (module === undefined) {
-    const bytes = decodeBase64(variant === "relaxed-simd" ? RELAXED_SIMD_WASM : SIMD_WASM);
-    module = new WebAssembly.Module(bytes);
-    modules.set(variant, module);
+    const text = variant === "relaxed-simd"
+      ? (shared ? RELAXED_SIMD_SHARED_WASM : RELAXED_SIMD_WASM)
+      : (shared ? SIMD_SHARED_WASM : SIMD_WASM);
+    module = new WebAssembly.Module(decodeBase64(text));
+    modules.set(key, module);
   }
   return module;
 }
@@ -476,7 +502,8 @@ export function bestKernelVariant(): KernelVariant {
 /**
  * Instantiates the kernels on `memory` (imported as `env.memory`).
  * The memory must already be as large as the caller's arena: kernels never
- * grow it, and growing it would detach every typed-array view.
+ * grow it, and growing it would detach every typed-array view. A shared
+ * memory gets the threads build of `variant`.
  *
  * @example
  * ```ts
@@ -490,6 +517,7 @@ export function instantiateKernels(
   memory: WebAssembly.Memory,
   variant: KernelVariant = bestKernelVariant(),
 ): KernelInstance {
-  const instance = new WebAssembly.Instance(kernelModule(variant), { env: { memory } });
-  return { exports: instance.exports as unknown as Kernels, memory, variant };
+  const shared = isSharedMemory(memory);
+  const instance = new WebAssembly.Instance(kernelModule(variant, shared), { env: { memory } });
+  return { exports: instance.exports as unknown as Kernels, memory, variant, shared };
 }

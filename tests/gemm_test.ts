@@ -51,6 +51,7 @@ function checkGemm(
     M,
     K,
     N,
+    transA ? M : K,
     transA,
     transB,
     accumulate,
@@ -103,9 +104,9 @@ for (const variant of VARIANTS) {
     const mem = new TestMemory(variant, 1);
     const C = mem.f32(6, [1, -2, 3, -4, 5, -6]);
     const bias = mem.f32(3, [0.5, 0.5, 0.5]);
-    mem.k.gemm(C.ptr, 0, 0, bias.ptr, 0, 2, 0, 3, false, false, true, true);
+    mem.k.gemm(C.ptr, 0, 0, bias.ptr, 0, 2, 0, 3, 0, false, false, true, true);
     assert.deepEqual(Array.from(C.view), [1.5, 0, 3.5, 0, 5.5, 0]);
-    mem.k.gemm(C.ptr, 0, 0, 0, 0, 2, 0, 3, false, false, false, false);
+    mem.k.gemm(C.ptr, 0, 0, 0, 0, 2, 0, 3, 0, false, false, false, false);
     assert.deepEqual(Array.from(C.view), [0, 0, 0, 0, 0, 0]);
   });
 
@@ -119,7 +120,7 @@ for (const variant of VARIANTS) {
     block.view.fill(42);
     const cPtr = block.ptr + 16 * 4;
     const work = mem.alloc(mem.k.gemmWorkspaceBytes(K, N));
-    mem.k.gemm(cPtr, A.ptr, B.ptr, 0, work, M, K, N, false, false, false, false);
+    mem.k.gemm(cPtr, A.ptr, B.ptr, 0, work, M, K, N, K, false, false, false, false);
     for (let i = 0; i < 16; i++) assert.equal(block.view[i], 42, `before C at ${i}`);
     for (let i = 16 + M * N; i < M * N + 32; i++) {
       assert.equal(block.view[i], 42, `after C at ${i}`);
@@ -142,8 +143,8 @@ for (const variant of VARIANTS) {
     const work = mem.alloc(
       Math.max(mem.k.gemmWorkspaceBytes(H, F), mem.k.gemmWorkspaceBytes(Bn, H)),
     );
-    mem.k.gemm(dX.ptr, G.ptr, W.ptr, 0, work, Bn, H, F, false, true, false, false);
-    mem.k.gemm(dW.ptr, X.ptr, G.ptr, 0, work, F, Bn, H, true, false, true, false);
+    mem.k.gemm(dX.ptr, G.ptr, W.ptr, 0, work, Bn, H, F, H, false, true, false, false);
+    mem.k.gemm(dW.ptr, X.ptr, G.ptr, 0, work, F, Bn, H, F, true, false, true, false);
     // Twin in f64 on the f32-rounded values the kernel saw.
     const xf = Float64Array.from(X.view), wf = Float64Array.from(W.view);
     const dxRef = finiteDifferences(xf, (v) => loss(v, wf));
@@ -151,4 +152,37 @@ for (const variant of VARIANTS) {
     assertClose(dX.view, dxRef, "dX", { rtol: 1e-4, atol: 1e-4 });
     assertClose(dW.view, dwRef, "dW (accumulated onto 0.25)", { rtol: 1e-4, atol: 1e-4 });
   });
+}
+
+// Row ranges: with `lda`, a call over rows [r0, r1) of op(A) and C gives
+// those rows of the full call bit for bit (the threaded GEMM relies on it).
+// Ranges start on and off the tile height, and cross MC = 96 and KC = 256.
+for (const variant of VARIANTS) {
+  for (const [transA, transB] of [[false, false], [false, true], [true, false]] as const) {
+    const name = `${transA ? "T" : "N"}${transB ? "T" : "N"}`;
+    test(`gemm ${variant} ${name}: a row range equals those rows of the full call`, () => {
+      const [M, K, N] = [203, 300, 21];
+      const mem = new TestMemory(variant, 4);
+      const next = rng(77);
+      const A = mem.f32(M * K, randomArray(M * K, next));
+      const B = mem.f32(K * N, randomArray(K * N, next));
+      const bias = mem.f32(N, randomArray(N, next));
+      const c0 = randomArray(M * N, next);
+      const full = mem.f32(M * N, c0);
+      const part = mem.f32(M * N, c0);
+      const work = mem.alloc(mem.k.gemmWorkspaceBytes(K, N));
+      const lda = transA ? M : K;
+      mem.k.gemm(full.ptr, A.ptr, B.ptr, bias.ptr, work, M, K, N, lda, transA, transB, true, true);
+      for (const [r0, r1] of [[0, 5], [5, 12], [12, 109], [109, 110], [110, 203]]) {
+        const a = A.ptr + 4 * (transA ? r0 : r0 * lda);
+        const c = part.ptr + 4 * r0 * N;
+        mem.k.gemm(c, a, B.ptr, bias.ptr, work, r1 - r0, K, N, lda, transA, transB, true, true);
+      }
+      for (let i = 0; i < M * N; i++) {
+        if (!Object.is(part.view[i], full.view[i])) {
+          assert.fail(`C[${i}] = ${part.view[i]} by ranges, ${full.view[i]} in one call`);
+        }
+      }
+    });
+  }
 }
