@@ -64,7 +64,7 @@ const metrics = await evaluate(
     },
   },
 );
-model.close(); // stops the GEMM workers, which would keep the process alive
+model.close(); // frees the GEMM workers
 const seconds = (performance.now() - started) / 1000;
 status(
   `evaluated ${rows} rows in ${seconds.toFixed(1)} s (${Math.round(rows / seconds)} rows/s)`,

@@ -230,4 +230,4 @@ console.log(
     join(modelDir, "report.html")
   }`,
 );
-model.close(); // stops the GEMM workers, which would keep the process alive
+model.close(); // frees the GEMM workers

@@ -1,26 +1,19 @@
 /**
- * Worker entry of the GEMM pool (src/threads.ts): receives the shared arena
- * once, then runs row ranges of GEMMs posted through the control block.
+ * Worker entry of the GEMM pool (src/threads.ts), a `node:worker_threads`
+ * Worker: receives the shared arena once, then runs row ranges of GEMMs
+ * posted through the control block until the pool stops it.
  *
  * @module
  */
+import { parentPort } from "node:worker_threads";
 import { instantiateKernels } from "./kernels.ts";
 import { type GemmWorkerInit, runGemmWorker } from "./threads.ts";
 
-/** The parts of the worker global scope used here. */
-interface WorkerScope {
-  onmessage: ((event: MessageEvent<GemmWorkerInit>) => void) | null;
-  postMessage(message: unknown): void;
-  close(): void;
-}
-
-const scope = globalThis as unknown as WorkerScope;
-scope.onmessage = (event) => {
-  scope.onmessage = null;
+parentPort!.once("message", (init: GemmWorkerInit) => {
   runGemmWorker(
-    event.data,
+    init,
     (memory, variant) => instantiateKernels(memory, variant).exports,
-    () => scope.postMessage("ready"),
+    () => parentPort!.postMessage("ready"),
   );
-  scope.close();
-};
+  parentPort!.close();
+});

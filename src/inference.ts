@@ -325,8 +325,8 @@ export class Predictor {
       idsPerRow,
       inference: true,
       initialize: false,
-      // One thread until the Predictor has a close() (issue 6): a pool's
-      // Workers would keep a Deno process alive.
+      // One thread: requests of a few hundred rows are too small to split
+      // (and an edge isolate has no workers); a pool's wake-up costs more.
       threads: 1,
     });
     loadCheckpoint(this.model, checkpoint, { withOptimizer: false });

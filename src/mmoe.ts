@@ -82,9 +82,10 @@ export interface ModelOptions {
    * Threads for the GEMMs of forward and backward (rows split across a pool
    * of Workers on a shared arena; results are bit-identical for any count).
    * Default: `navigator.hardwareConcurrency` capped at 8 where shared memory,
-   * Workers and `Atomics.wait` exist, else 1; 1 disables the pool. Above 1,
-   * call {@link MMoEModel.close} when done: in Deno the workers otherwise
-   * keep the process alive. Falls back to 1 where threads are unsupported.
+   * Workers and `Atomics.wait` exist, else 1; 1 disables the pool. The
+   * workers are unref'd once started, so they never keep a process alive;
+   * {@link MMoEModel.close} frees them early. Falls back to 1 where threads
+   * are unsupported.
    */
   threads?: number;
 }
@@ -1442,8 +1443,8 @@ export class MMoEModel {
   }
 
   /**
-   * Terminates the GEMM workers (a model with `threads` > 1 must be closed,
-   * or Deno keeps the process alive). The model stays usable on one thread.
+   * Terminates the GEMM workers (they would otherwise live, idle and
+   * unref'd, until the process exits). The model stays usable on one thread.
    * Idempotent.
    */
   close(): void {

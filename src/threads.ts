@@ -18,8 +18,10 @@
  * Workers that have not finished starting are skipped (the main thread
  * takes their rows), so the first steps never wait for a worker to boot.
  *
- * Workers keep the process alive: call {@link GemmPool.close} (the model's
- * `close()`) when done. Bun's Workers are `unref`'d, Deno's cannot be.
+ * The workers are `node:worker_threads` Workers (Deno and Bun both have
+ * them, imported on first use) and are `unref`'d: a program that forgets
+ * the model's `close()` still exits. Web Workers could not be (Deno's have
+ * no `unref`).
  *
  * @example
  * ```ts
@@ -30,6 +32,7 @@
  * ```
  * @module
  */
+import type { Worker as NodeWorker } from "node:worker_threads";
 import type { Kernels, KernelVariant } from "./kernels.ts";
 
 /** Row ranges are multiples of this: both tile heights (6 and 4) divide it. */
@@ -111,7 +114,7 @@ export class GemmPool {
   readonly #variant: KernelVariant;
   readonly #works: number[];
   readonly #control: Int32Array;
-  #workers: Worker[] = [];
+  #workers: NodeWorker[] = [];
   #generation = 0;
   #closed = false;
   #ready: Promise<void> | null = null;
@@ -132,22 +135,35 @@ export class GemmPool {
   start(): Promise<void> {
     if (this.#ready) return this.#ready;
     if (this.#closed) return Promise.resolve();
+    this.#ready = this.#spawn();
+    return this.#ready;
+  }
+
+  async #spawn(): Promise<void> {
+    let Worker: typeof NodeWorker;
+    try {
+      ({ Worker } = await import("node:worker_threads"));
+    } catch {
+      return; // no worker threads here: the caller computes every row
+    }
     const started: Promise<void>[] = [];
-    for (let slot = 0; slot < this.#works.length; slot++) {
-      let worker: Worker;
+    for (let slot = 0; slot < this.#works.length && !this.#closed; slot++) {
+      let worker: NodeWorker;
       try {
-        worker = new Worker(new URL("./gemm_worker.ts", import.meta.url), { type: "module" });
+        worker = new Worker(new URL("./gemm_worker.ts", import.meta.url));
       } catch {
         break; // no Workers here after all: the caller computes every row
       }
-      (worker as unknown as { unref?: () => void }).unref?.();
       started.push(
         new Promise<void>((resolve) => {
-          worker.onmessage = () => resolve();
-          worker.onerror = (event) => {
-            event.preventDefault?.();
-            resolve(); // never marked ready: its rows stay on the caller
-          };
+          // Referenced while starting (so awaiting ready() keeps the event loop
+          // alive), unref'd once ready (so a forgotten close() cannot hang exit).
+          worker.once("message", () => {
+            worker.unref();
+            resolve();
+          });
+          // A worker that fails never marks its slot ready: its rows stay on the caller.
+          worker.once("error", () => resolve());
         }),
       );
       const init: GemmWorkerInit = {
@@ -159,8 +175,7 @@ export class GemmPool {
       worker.postMessage(init);
       this.#workers.push(worker);
     }
-    this.#ready = Promise.all(started).then(() => {});
-    return this.#ready;
+    await Promise.all(started);
   }
 
   /**
