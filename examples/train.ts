@@ -59,7 +59,7 @@ const { values: flags } = parseArgs({
     continue_train: { type: "boolean", default: false },
     num_epochs: { type: "string" },
     batch_size: { type: "string" },
-    train_rows: { type: "string", default: "200000" },
+    train_rows: { type: "string", default: "300000" },
     eval_rows: { type: "string", default: "50000" },
     seed: { type: "string", default: "1" },
     skip_bad_rows: { type: "boolean", default: false },
