@@ -6,13 +6,14 @@
  * Prints the loss per epoch and the eval AUC next to the oracle AUC of the
  * true probabilities.
  *
- *   deno run -A examples/kernels_demo.ts [--epochs 5] [--seed 7]
+ *   deno run -A examples/kernels_demo.ts [--epochs 5] [--seed 7]   (or: bun examples/kernels_demo.ts)
  */
+import process from "node:process";
 import { parseArgs } from "node:util";
 import { Activation, instantiateKernels } from "../mod.ts";
 
 const { values } = parseArgs({
-  args: Deno.args,
+  args: process.argv.slice(2),
   options: { epochs: { type: "string", default: "5" }, seed: { type: "string", default: "7" } },
 });
 const EPOCHS = Number(values.epochs), SEED = Number(values.seed);
