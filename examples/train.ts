@@ -129,11 +129,22 @@ if (flags.continue_train && existsSync(checkpointPath)) {
 }
 
 const logs: TrainLog[] = [];
+// Rows to train when known (num_steps, or data generated here) give an ETA.
+const totalSamples = config.train.numSteps > 0
+  ? config.train.numSteps * batchSize
+  : oracle
+  ? oracle.train.rows * config.train.numEpochs
+  : 0;
 const onLog = (log: TrainLog) => {
   logs.push(log);
   const losses = Object.entries(log.losses).map(([k, v]) => `${k} ${v.toFixed(5)}`).join(", ");
+  const eta = totalSamples > 0
+    ? `, ETA ${
+      Math.max(0, (totalSamples - log.samples) / (log.samples / log.elapsed)).toFixed(0)
+    } s`
+    : "";
   const line = `epoch ${log.epoch} step ${log.step}: ${losses}, ` +
-    `${Math.round(log.samplesPerSecond)} samples/s, ${log.elapsed.toFixed(1)} s`;
+    `${Math.round(log.samplesPerSecond)} samples/s, ${log.elapsed.toFixed(1)} s${eta}`;
   status(line);
 };
 
