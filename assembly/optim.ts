@@ -172,6 +172,45 @@ export function sgdStep(param: usize, grad: usize, n: i32, lr: f64, weightDecay:
 }
 
 /**
+ * torch.optim.SGD with momentum (dampening 0, not Nesterov; tzrec's dense
+ * SGD defaults to momentum 0.9): g += wd p; buf = g on the first step, else
+ * buf = momentum buf + g; p -= lr buf.
+ */
+export function sgdMomentumStep(
+  param: usize,
+  grad: usize,
+  buf: usize,
+  n: i32,
+  lr: f64,
+  momentum: f64,
+  weightDecay: f64,
+  first: bool,
+): void {
+  const lr32 = <f32>lr, mu = <f32>momentum, wd32 = <f32>weightDecay;
+  const lrV = f32x4.splat(lr32);
+  const muV = f32x4.splat(first ? 0 : mu);
+  const wd = f32x4.splat(wd32);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const off = <usize>i << 2;
+    const p = v128.load(param + off);
+    const g = f32x4.add(v128.load(grad + off), f32x4.mul(wd, p));
+    // On the first step buf may hold anything (even NaN): select g, do not scale.
+    const b = first ? g : f32x4.add(f32x4.mul(muV, v128.load(buf + off)), g);
+    v128.store(buf + off, b);
+    v128.store(param + off, f32x4.sub(p, f32x4.mul(lrV, b)));
+  }
+  for (; i < n; i++) {
+    const off = <usize>i << 2;
+    const p = load<f32>(param + off);
+    const g = load<f32>(grad + off) + wd32 * p;
+    const b = first ? g : mu * load<f32>(buf + off) + g;
+    store<f32>(buf + off, b);
+    store<f32>(param + off, p - lr32 * b);
+  }
+}
+
+/**
  * Exact sparse Adagrad (fbgemm EXACT_ADAGRAD, tzrec's sparse optimizer): for
  * each touched row r = unique[u], elementwise G[r] += g^2 and table[r] -= lr *
  * (g / (sqrt(G[r]) + eps)), g = gradRows[u] (dim floats; fbgemm rounds

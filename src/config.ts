@@ -200,8 +200,8 @@ export interface OptimizerConfig extends LearningRateConfig {
     weightDecay?: number;
   };
   /**
-   * SGD. tzrec's dense SGD defaults to momentum 0.9, which this library does
-   * not implement yet: set `momentum: 0` explicitly (the sparse SGD has none).
+   * SGD (torch, dampening 0). Dense momentum defaults to 0.9 as in tzrec;
+   * the sparse (embedding) SGD has no momentum.
    */
   sgdOptimizer?: { lr: number; momentum?: number; weightDecay?: number };
 }
@@ -380,6 +380,8 @@ export interface ResolvedOptimizer {
   eps: number;
   /** L2 weight decay added to the gradient (torch). */
   weightDecay: number;
+  /** SGD momentum (torch, dampening 0); 0 for the other optimizers and sparse SGD. */
+  momentum: number;
   /** Learning-rate schedule. */
   schedule:
     | { kind: "constant" }
@@ -625,15 +627,26 @@ function resolveOptimizer(
       beta2: finiteNumber(adam.beta2 ?? DEFAULTS.adam.beta2, `${bodyPath}.beta2`),
       eps: DEFAULTS.adam.eps,
       weightDecay,
+      momentum: 0,
       schedule,
     };
   }
-  const momentum = config.sgdOptimizer?.momentum ?? (sparse ? 0 : DEFAULTS.denseSgdMomentum);
-  if (kind === "sgdOptimizer" && momentum !== 0) {
-    throw new ConfigError(
-      `${bodyPath}.momentum`,
-      `momentum ${momentum} is not supported yet (tzrec's dense SGD defaults to 0.9; set momentum: 0)`,
-    );
+  let momentum = 0;
+  if (kind === "sgdOptimizer") {
+    const given = config.sgdOptimizer!.momentum;
+    if (sparse && given !== undefined && given !== 0) {
+      // tzrec's FusedSGDOptimizer (embeddings) has no momentum field.
+      throw new ConfigError(
+        `${bodyPath}.momentum`,
+        "the sparse (embedding) SGD has no momentum in tzrec",
+      );
+    }
+    momentum = sparse
+      ? 0
+      : finiteNumber(given ?? DEFAULTS.denseSgdMomentum, `${bodyPath}.momentum`);
+    if (!(momentum >= 0 && momentum < 1)) {
+      throw new ConfigError(`${bodyPath}.momentum`, `must be in [0, 1), got ${momentum}`);
+    }
   }
   return {
     kind: kind === "adagradOptimizer" ? "adagrad" : "sgd",
@@ -642,6 +655,7 @@ function resolveOptimizer(
     beta2: 0,
     eps: sparse ? DEFAULTS.sparseAdagradEps : DEFAULTS.denseAdagradEps,
     weightDecay,
+    momentum,
     schedule,
   };
 }

@@ -375,6 +375,20 @@ export interface Kernels {
   /** torch.optim.SGD (no momentum): p -= lr * (g + wd*p). */
   sgdStep(param: number, grad: number, n: number, lr: number, weightDecay: number): void;
   /**
+   * torch.optim.SGD with momentum (dampening 0): g += wd*p; buf = g when
+   * `first`, else buf = momentum*buf + g; p -= lr*buf.
+   */
+  sgdMomentumStep(
+    param: number,
+    grad: number,
+    buf: number,
+    n: number,
+    lr: number,
+    momentum: number,
+    weightDecay: number,
+    first: boolean,
+  ): void;
+  /**
    * Exact row-wise-sparse Adagrad (fbgemm EXACT_ADAGRAD): for each touched row
    * r = unique[u] (i32), G[r] += g^2 and table[r] -= lr * g / (sqrt(G[r]) + eps)
    * elementwise, g = gradRows[u] (dim floats). Untouched rows do not change.

@@ -306,6 +306,7 @@ export class MMoEModel {
   private readonly denseM: number;
   private readonly denseV: number;
   private readonly denseAccum: number;
+  private readonly denseMomentum: number;
   private readonly x: number;
   private readonly dx: number;
   private readonly work: number;
@@ -357,6 +358,9 @@ export class MMoEModel {
     this.denseM = dense === "adam" ? layout.floats(denseCount) : 0;
     this.denseV = dense === "adam" ? layout.floats(denseCount) : 0;
     this.denseAccum = dense === "adagrad" ? layout.floats(denseCount) : 0;
+    this.denseMomentum = dense === "sgd" && config.denseOptimizer.momentum > 0
+      ? layout.floats(denseCount)
+      : 0;
     let denseCursor = 0;
     const real: Builder = {
       param: (name, shape, kind) => {
@@ -677,6 +681,13 @@ export class MMoEModel {
         }
         if (this.denseAccum !== 0) {
           state.push({ name: `${p.name}.sum`, shape: p.shape, offset: at(this.denseAccum) });
+        }
+        if (this.denseMomentum !== 0) {
+          state.push({
+            name: `${p.name}.momentum_buffer`,
+            shape: p.shape,
+            offset: at(this.denseMomentum),
+          });
         }
       } else if (p.kind === "embedding") {
         const table = this.tables[this.parameters.filter((q) => q.kind === "embedding").indexOf(p)];
@@ -1286,6 +1297,17 @@ export class MMoEModel {
         lr,
         dense.eps,
         dense.weightDecay,
+      );
+    } else if (this.denseMomentum !== 0) {
+      k.sgdMomentumStep(
+        this.denseStart,
+        this.gradStart,
+        this.denseMomentum,
+        this.denseCount,
+        lr,
+        dense.momentum,
+        dense.weightDecay,
+        this.step === 1,
       );
     } else {
       k.sgdStep(this.denseStart, this.gradStart, this.denseCount, lr, dense.weightDecay);

@@ -150,6 +150,11 @@ const OPTIMIZERS: { label: string; dense: OptimizerConfig; sparse: OptimizerConf
     dense: { sgdOptimizer: { lr: 0.05, momentum: 0 } },
     sparse: { sgdOptimizer: { lr: 0.05 } },
   },
+  {
+    label: "sgd dense with tzrec's default momentum 0.9",
+    dense: { sgdOptimizer: { lr: 0.05 } },
+    sparse: { adagradOptimizer: { lr: 0.1 } },
+  },
 ];
 
 for (const { label, dense, sparse } of OPTIMIZERS) {

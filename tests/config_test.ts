@@ -378,16 +378,25 @@ test("softmax towers with num_class > 1 resolve", () => {
   });
 });
 
+test("dense SGD momentum defaults to tzrec's 0.9", () => {
+  const config = resolveConfig({
+    ...base(),
+    trainConfig: { denseOptimizer: { sgdOptimizer: { lr: 0.1 } } },
+  });
+  assert.equal(config.denseOptimizer.momentum, 0.9);
+  assert.equal(config.sparseOptimizer.momentum, 0);
+});
+
 test("optimizer errors", () => {
   rejects(
-    (c) => c.trainConfig = { denseOptimizer: { sgdOptimizer: { lr: 0.1, momentum: 0.9 } } },
+    (c) => c.trainConfig = { denseOptimizer: { sgdOptimizer: { lr: 0.1, momentum: 1 } } },
     "train_config.dense_optimizer.sgd_optimizer.momentum",
-    /momentum 0.9 is not supported yet \(tzrec's dense SGD defaults to 0.9; set momentum: 0\)/,
+    /must be in \[0, 1\), got 1/,
   );
   rejects(
-    (c) => c.trainConfig = { denseOptimizer: { sgdOptimizer: { lr: 0.1 } } },
-    "train_config.dense_optimizer.sgd_optimizer.momentum",
-    /momentum 0.9 is not supported yet/,
+    (c) => c.trainConfig = { sparseOptimizer: { sgdOptimizer: { lr: 0.1, momentum: 0.5 } } },
+    "train_config.sparse_optimizer.sgd_optimizer.momentum",
+    /the sparse \(embedding\) SGD has no momentum in tzrec/,
   );
   rejects(
     (c) => c.trainConfig = { sparseOptimizer: {} },

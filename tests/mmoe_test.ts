@@ -199,6 +199,7 @@ test("mmoe: exponential decay learning rate follows tzrec's staircase/continuous
     beta2: 0.999,
     eps: 1e-8,
     weightDecay: 0,
+    momentum: 0,
   };
   const staircase = {
     ...base,
@@ -278,4 +279,27 @@ test("mmoe: bad batches are refused with the feature named", () => {
   const noLabel = tinyBatch(5);
   delete (noLabel.columns as Record<string, Float32Array>).buy;
   assert.throws(() => model.trainStep(noLabel), /no column "buy"/);
+});
+
+test("mmoe: dense SGD with tzrec's default momentum 0.9 follows torch's update over two steps", () => {
+  const config = tinyConfig();
+  config.trainConfig = { denseOptimizer: { sgdOptimizer: { lr: 0.1 } } };
+  const model = new MMoEModel(resolveConfig(config), { maxBatch: 8, seed: 2 });
+  const name = "_task_tower.0.linear.weight";
+  const p0 = Float64Array.from(model.parameter(name));
+  model.forwardBackward(tinyBatch(1));
+  const g1 = Float64Array.from(model.gradient(name));
+  model.applyGradients();
+  model.forwardBackward(tinyBatch(2));
+  const g2 = Float64Array.from(model.gradient(name));
+  model.applyGradients();
+  // buf1 = g1, p1 = p0 - lr g1; buf2 = 0.9 buf1 + g2, p2 = p1 - lr buf2.
+  const expected = p0.map((p, i) => p - 0.1 * g1[i] - 0.1 * (Math.fround(0.9) * g1[i] + g2[i]));
+  const actual = model.parameter(name);
+  for (let i = 0; i < expected.length; i++) {
+    assert.ok(
+      Math.abs(actual[i] - expected[i]) < 1e-6,
+      `${name}[${i}]: ${actual[i]} vs ${expected[i]}`,
+    );
+  }
 });

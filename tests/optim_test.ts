@@ -8,6 +8,7 @@ import {
   adamRowsTwin,
   type AdamState,
   adamStepTwin,
+  sgdMomentumStepTwin,
   sgdRowsTwin,
   sgdStepTwin,
 } from "./twins/optim.ts";
@@ -146,6 +147,25 @@ for (const variant of VARIANTS) {
       mem.k.sgdStep(p.ptr, grad.ptr, n, 0.1, 0);
       sgdStepTwin(expected, grad.view, 0.1, 0);
       assertClose(p.view, expected, `n=${n} no decay`, { rtol: 1e-6, atol: 1e-7 });
+    }
+  });
+
+  test(`sgdMomentumStep ${variant}: torch SGD momentum over 4 steps, first step ignores the buffer`, () => {
+    const mem = new TestMemory(variant, 1);
+    const next = rng(14);
+    for (const n of SIZES) {
+      const p0 = randomArray(n, next);
+      const p = mem.f32(n, p0), grad = mem.f32(n), buf = mem.f32(n);
+      buf.view.fill(NaN); // garbage before the first step must not leak in
+      const expected = Float64Array.from(Float32Array.from(p0));
+      const expectedBuf = new Float64Array(n);
+      for (let step = 0; step < 4; step++) {
+        grad.view.set(randomArray(n, next));
+        mem.k.sgdMomentumStep(p.ptr, grad.ptr, buf.ptr, n, 0.1, 0.9, 0.01, step === 0);
+        sgdMomentumStepTwin(expected, expectedBuf, grad.view, 0.1, 0.9, 0.01, step === 0);
+        assertClose(p.view, expected, `n=${n} step ${step}`, { rtol: 1e-5, atol: 1e-6 });
+        assertClose(buf.view, expectedBuf, `n=${n} buf step ${step}`, { rtol: 1e-5, atol: 1e-6 });
+      }
     }
   });
 

@@ -62,6 +62,23 @@ export function sgdStepTwin(
   for (let i = 0; i < p.length; i++) p[i] -= lr * (grad[i] + weightDecay * p[i]);
 }
 
+/** torch SGD with momentum (dampening 0): buf = g (first) or mu buf + g; p -= lr buf. */
+export function sgdMomentumStepTwin(
+  p: Float64Array,
+  buf: Float64Array,
+  grad: ArrayLike<number>,
+  lr: number,
+  momentum: number,
+  weightDecay: number,
+  first: boolean,
+): void {
+  for (let i = 0; i < p.length; i++) {
+    const g = grad[i] + weightDecay * p[i];
+    buf[i] = first ? g : momentum * buf[i] + g;
+    p[i] -= lr * buf[i];
+  }
+}
+
 /** Sparse exact Adagrad: rows unique[u] of the table (row-major, dim wide). */
 export function adagradRowsTwin(
   table: Float64Array,
