@@ -10,18 +10,13 @@ import { batchRecords, FeatureEncoder } from "../src/features.ts";
 import type { EncodedBatch } from "../src/mmoe.ts";
 import type { LocatedRecord, RawValue } from "../src/records.ts";
 import { taobaoConfig } from "./taobao.ts";
+import { mulberry32 } from "../src/random.ts";
 
 const ROWS = 100_000;
 const config = resolveConfig(taobaoConfig(8192));
 
 function syntheticRecords(count: number, seed: number): LocatedRecord[] {
-  let state = seed >>> 0;
-  const random = () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(state ^ (state >>> 15), state | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const random = mulberry32(seed);
   const pids = ["430548_1007", "430539_1007"];
   return Array.from({ length: count }, (_, i) => {
     const record: Record<string, string> = {};

@@ -4,6 +4,7 @@ import { readFileSync } from "node:fs";
 import type { PipelineConfig } from "../src/config.ts";
 import { parsePipelineConfig } from "../src/config_text.ts";
 import type { EncodedBatch } from "../src/mmoe.ts";
+import { mulberry32 } from "../src/random.ts";
 
 const CONFIG_PATH = new URL("../configs/mmoe_taobao.config", import.meta.url).pathname;
 
@@ -16,13 +17,7 @@ export function taobaoConfig(batchSize: number): PipelineConfig {
 
 /** Uniformly random ids within each feature's rows (one per feature per row) and labels. */
 export function randomTaobaoBatch(size: number, seed: number): EncodedBatch {
-  let state = seed >>> 0;
-  const random = () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(state ^ (state >>> 15), state | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const random = mulberry32(seed);
   const config = taobaoConfig(size);
   const features = new Map(config.featureConfigs.map((f) => {
     const id = f.idFeature, raw = f.rawFeature;

@@ -11,6 +11,7 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { Activation, instantiateKernels } from "../mod.ts";
+import { mulberry32 } from "../src/random.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -19,14 +20,8 @@ const { values } = parseArgs({
 const EPOCHS = Number(values.epochs), SEED = Number(values.seed);
 const F = 32, H = 64, B = 256, TRAIN = 40_000, EVAL = 10_000;
 
-// Seeded RNG (mulberry32) and a hidden teacher: logit = x.w + 2 x0 x1 - 0.5.
-let state = SEED >>> 0;
-function random(): number {
-  state = (state + 0x6d2b79f5) >>> 0;
-  let t = Math.imul(state ^ (state >>> 15), state | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
+// Seeded RNG and a hidden teacher: logit = x.w + 2 x0 x1 - 0.5.
+const random = mulberry32(SEED);
 const teacher = Float64Array.from({ length: F }, () => (random() - 0.5) * 0.8);
 function makeData(n: number) {
   const x = new Float32Array(n * F), y = new Float32Array(n), p = new Float64Array(n);

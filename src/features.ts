@@ -64,6 +64,7 @@ import type {
 } from "./config.ts";
 import type { DenseInput, EncodedBatch, SparseInput } from "./mmoe.ts";
 import type { LocatedRecord, RawRecord, RawValue } from "./records.ts";
+import { mulberry32 } from "./random.ts";
 
 // The types in this module's signatures, so that its docs are complete.
 export type {
@@ -861,17 +862,6 @@ export interface BatchOptions {
   shuffleBufferSize?: number;
   /** Seed of the shuffle; pass e.g. `seed + epoch` for a new order per epoch. Default 0. */
   seed?: number;
-}
-
-/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(state ^ (state >>> 15), state | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**

@@ -52,6 +52,7 @@ import {
   type KernelVariant,
 } from "./kernels.ts";
 import { defaultThreads, GemmPool, threadsSupported } from "./threads.ts";
+import { mulberry32 } from "./random.ts";
 
 /** Model construction options. */
 export interface ModelOptions {
@@ -261,17 +262,6 @@ export function learningRate(optimizer: ResolvedOptimizer, step: number): number
   const progress = (step - 1) / s.decaySize;
   const exponent = s.staircase ? Math.floor(progress) : progress;
   return Math.max(optimizer.lr * Math.pow(s.decayFactor, exponent), s.minLearningRate);
-}
-
-/** mulberry32 seeded uniform [0, 1). */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(state ^ (state >>> 15), state | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**
@@ -708,7 +698,7 @@ export class MMoEModel {
   // -------------------------------------------------------------------- init
 
   #initParameters(): void {
-    const random = seededRandom(this.seed ^ 0x5eed);
+    const random = mulberry32(this.seed ^ 0x5eed);
     for (const p of this.parameters) {
       const size = p.shape.reduce((a, b) => a * b, 1);
       const view = this.f32.subarray(p.offset / 4, p.offset / 4 + size);

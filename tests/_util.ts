@@ -8,6 +8,7 @@ import {
   type KernelVariant,
   supportsRelaxedSimd,
 } from "../src/kernels.ts";
+import { mulberry32 } from "../src/random.ts";
 
 /** Every variant this runtime can run (both where relaxed SIMD validates). */
 export const VARIANTS: KernelVariant[] = supportsRelaxedSimd() ? ["relaxed-simd", "simd"] : [
@@ -62,16 +63,7 @@ export class TestMemory {
 }
 
 /** mulberry32: a small seeded PRNG returning floats in [0, 1). */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng: (seed: number) => () => number = mulberry32;
 
 /** `n` uniform values in [lo, hi). */
 export function randomArray(n: number, next: () => number, lo = -1, hi = 1): Float64Array {
