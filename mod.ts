@@ -34,16 +34,16 @@
  * ```
  * @module
  */
-export * from "./src/kernels.ts";
-export * from "./src/config.ts";
-export * from "./src/mmoe.ts";
-export * from "./src/trainer.ts";
-export * from "./src/metrics.ts";
-export * from "./src/checkpoint.ts";
-export * from "./src/report.ts";
-export * from "./src/records.ts";
-export * from "./src/features.ts";
-export * from "./src/config_text.ts";
-export * from "./src/inference.ts";
-export * from "./src/onnx.ts";
-export { ArenaLayout, type ArenaMemoryOptions, createArenaMemory } from "./src/arena.ts";
+export * from "./src/kernels/kernels.ts";
+export * from "./src/config/config.ts";
+export * from "./src/model/mmoe.ts";
+export * from "./src/train/trainer.ts";
+export * from "./src/train/metrics.ts";
+export * from "./src/io/checkpoint.ts";
+export * from "./src/train/report.ts";
+export * from "./src/core/records.ts";
+export * from "./src/data/features.ts";
+export * from "./src/config/config_text.ts";
+export * from "./src/serve/inference.ts";
+export * from "./src/io/onnx.ts";
+export { ArenaLayout, type ArenaMemoryOptions, createArenaMemory } from "./src/kernels/arena.ts";

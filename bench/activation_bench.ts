@@ -10,7 +10,7 @@ import {
   instantiateKernels,
   type Kernels,
   type KernelVariant,
-} from "../src/kernels.ts";
+} from "../src/kernels/kernels.ts";
 import { VARIANTS } from "../tests/_util.ts";
 
 const B = 8192, H = 512, N = B * H;

@@ -75,9 +75,14 @@ import wt from "node:worker_threads";
 import { createRequire } from "node:module";
 import * as tf from "@tensorflow/tfjs";
 import * as tfwasm from "@tensorflow/tfjs-backend-wasm";
-import { resolveConfig, type ResolvedConfig } from "../src/config.ts";
-import { instantiateKernels } from "../src/kernels.ts";
-import { type EncodedBatch, MMoEModel, type ModelOptions, type SparseInput } from "../src/mmoe.ts";
+import { resolveConfig, type ResolvedConfig } from "../src/config/config.ts";
+import { instantiateKernels } from "../src/kernels/kernels.ts";
+import {
+  type EncodedBatch,
+  MMoEModel,
+  type ModelOptions,
+  type SparseInput,
+} from "../src/model/mmoe.ts";
 import { randomTaobaoBatch, taobaoConfig } from "./taobao.ts";
 
 // ------------------------------------------------------------------ options

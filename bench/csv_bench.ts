@@ -15,8 +15,8 @@ import { parse as csvParse } from "csv-parse";
 import csvParser from "csv-parser";
 import { parse as fastCsvParse } from "@fast-csv/parse";
 import { inferSchema, initParser } from "udsv";
-import { readCsv } from "../src/data.ts";
-import { TAOBAO_COLUMNS } from "../src/synthetic.ts";
+import { readCsv } from "../src/data/readers.ts";
+import { TAOBAO_COLUMNS } from "../src/data/synthetic.ts";
 
 const ROWS = 1_000_000;
 const CHUNK_BYTES = 1 << 20;

@@ -6,7 +6,7 @@
 // the same memory (the baseline). `[8192 samples]` in the names lets
 // `deno run -A bench/report.ts bench/embedding_bench.ts` print samples/s;
 // gather moves 8192 x 16 x 64 B = 8.4 MB of table rows per call.
-import { instantiateKernels, type Kernels, type KernelVariant } from "../src/kernels.ts";
+import { instantiateKernels, type Kernels, type KernelVariant } from "../src/kernels/kernels.ts";
 import { rng, VARIANTS } from "../tests/_util.ts";
 
 const B = 8192, DIM = 16, LD = 256;

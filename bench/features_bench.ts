@@ -5,12 +5,12 @@
 // batchRecords; the baseline is the obvious encoder (split, Number, push,
 // BigInt hash). `deno run -A bench/report.ts bench/features_bench.ts` prints
 // rows/s.
-import { resolveConfig, type ResolvedConfig } from "../src/config.ts";
-import { batchRecords, FeatureEncoder } from "../src/features.ts";
-import type { EncodedBatch } from "../src/mmoe.ts";
-import type { LocatedRecord, RawValue } from "../src/records.ts";
+import { resolveConfig, type ResolvedConfig } from "../src/config/config.ts";
+import { batchRecords, FeatureEncoder } from "../src/data/features.ts";
+import type { EncodedBatch } from "../src/model/mmoe.ts";
+import type { LocatedRecord, RawValue } from "../src/core/records.ts";
 import { taobaoConfig } from "./taobao.ts";
-import { mulberry32 } from "../src/random.ts";
+import { mulberry32 } from "../src/core/random.ts";
 
 const ROWS = 100_000;
 const config = resolveConfig(taobaoConfig(8192));

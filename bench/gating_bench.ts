@@ -5,7 +5,7 @@
 // Bytes moved per call: forward reads E*B*D*4 = 12.6 MB of experts and writes
 // B*D*4 = 4.2 MB; backward reads dOut + experts + dExperts (21 MB) and writes
 // dExperts (12.6 MB), so GB/s = bytes / avg.
-import { instantiateKernels, type Kernels, type KernelVariant } from "../src/kernels.ts";
+import { instantiateKernels, type Kernels, type KernelVariant } from "../src/kernels/kernels.ts";
 import { VARIANTS } from "../tests/_util.ts";
 
 const B = 8192, E = 3, D = 128;

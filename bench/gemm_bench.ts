@@ -3,14 +3,14 @@
 // prints it. The scalar TypeScript loop over the same memory is the baseline.
 // The best variant also runs on 2 threads (rows split across a Worker pool
 // on a shared memory, src/threads.ts).
-import { createArenaMemory } from "../src/arena.ts";
+import { createArenaMemory } from "../src/kernels/arena.ts";
 import {
   bestKernelVariant,
   instantiateKernels,
   type Kernels,
   type KernelVariant,
-} from "../src/kernels.ts";
-import { GemmPool, threadsSupported } from "../src/threads.ts";
+} from "../src/kernels/kernels.ts";
+import { GemmPool, threadsSupported } from "../src/kernels/threads.ts";
 import { VARIANTS } from "../tests/_util.ts";
 
 const SHAPES: [number, number, number][] = [

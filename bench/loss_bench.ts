@@ -3,7 +3,7 @@
 // task-space weights, against a scalar TypeScript loop over the same memory
 // (the baseline). `[8192 samples]` in the names lets
 // `deno run -A bench/report.ts bench/loss_bench.ts` print samples/s.
-import { instantiateKernels, type Kernels, type KernelVariant } from "../src/kernels.ts";
+import { instantiateKernels, type Kernels, type KernelVariant } from "../src/kernels/kernels.ts";
 import { rng, VARIANTS } from "../tests/_util.ts";
 
 const B = 8192;

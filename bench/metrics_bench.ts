@@ -3,7 +3,7 @@
 // per-threshold loop (O(N) per row, torchmetrics' `_update_loop` done row by
 // row), for tzrec's default 200 and the cvr 1000 thresholds; ExactAuc's
 // O(rows log rows) compute for scale. `deno task bench:report` prints rows/s.
-import { BinnedAuc, ExactAuc, torchLinspace } from "../src/metrics.ts";
+import { BinnedAuc, ExactAuc, torchLinspace } from "../src/train/metrics.ts";
 import { rng } from "../tests/_util.ts";
 
 const ROWS = 1_000_000;

@@ -6,7 +6,7 @@
 // Bytes per call: batchNormForward streams x twice (statistics, then y) and
 // writes y, 48 MiB; batchNormBackward reads dy and x twice and writes dx,
 // 80 MiB; layerNormForward reads x once (rows stay in L1) and writes y, 32 MiB.
-import { instantiateKernels, type Kernels, type KernelVariant } from "../src/kernels.ts";
+import { instantiateKernels, type Kernels, type KernelVariant } from "../src/kernels/kernels.ts";
 import { VARIANTS } from "../tests/_util.ts";
 
 const B = 8192, H = 512;

@@ -9,7 +9,7 @@
 // 3.14M-row Taobao tables (201 MB per table-shaped array), so nearly every row
 // misses cache as in training. Adagrad rows move 3 x 64 B read + 2 x 64 B
 // written per row (16.8 MB), Adam rows 4 + 3.
-import { instantiateKernels, type Kernels, type KernelVariant } from "../src/kernels.ts";
+import { instantiateKernels, type Kernels, type KernelVariant } from "../src/kernels/kernels.ts";
 import { rng, VARIANTS } from "../tests/_util.ts";
 
 const PARAMS = 1_037_448;

@@ -4,8 +4,8 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { readCsv, readParquet, writeParquet } from "../src/data.ts";
-import { TAOBAO_COLUMNS, taobaoRows, writeTaobaoCsv } from "../src/synthetic.ts";
+import { readCsv, readParquet, writeParquet } from "../src/data/readers.ts";
+import { TAOBAO_COLUMNS, taobaoRows, writeTaobaoCsv } from "../src/data/synthetic.ts";
 
 const ROWS = 200_000;
 const dir = mkdtempSync(join(tmpdir(), "denorec-parquet-bench-"));

@@ -6,7 +6,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { taobaoRows, writeTaobaoCsv } from "../src/synthetic.ts";
+import { taobaoRows, writeTaobaoCsv } from "../src/data/synthetic.ts";
 
 const ROWS = 100_000;
 const group = "synthetic taobao rows";

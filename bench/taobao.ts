@@ -1,10 +1,10 @@
 // The Taobao-schema MMoE of configs/mmoe_taobao.config (read from the file)
 // and random batches with its vocabularies, for benchmarks.
 import { readFileSync } from "node:fs";
-import type { PipelineConfig } from "../src/config.ts";
-import { parsePipelineConfig } from "../src/config_text.ts";
-import type { EncodedBatch } from "../src/mmoe.ts";
-import { mulberry32 } from "../src/random.ts";
+import type { PipelineConfig } from "../src/config/config.ts";
+import { parsePipelineConfig } from "../src/config/config_text.ts";
+import type { EncodedBatch } from "../src/model/mmoe.ts";
+import { mulberry32 } from "../src/core/random.ts";
 
 const CONFIG_PATH = new URL("../configs/mmoe_taobao.config", import.meta.url).pathname;
 

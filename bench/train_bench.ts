@@ -3,8 +3,8 @@
 // 3.14M embedding rows x 16) on 1 and 2 threads (GEMM rows split across a
 // Worker pool, src/threads.ts). `deno task bench:report bench/train_bench.ts`
 // prints samples/s.
-import { resolveConfig } from "../src/config.ts";
-import { MMoEModel } from "../src/mmoe.ts";
+import { resolveConfig } from "../src/config/config.ts";
+import { MMoEModel } from "../src/model/mmoe.ts";
 import { randomTaobaoBatch, taobaoConfig } from "./taobao.ts";
 
 for (const threads of [1, 2]) {

@@ -1,9 +1,9 @@
 // Shared pieces of the example CLIs (train.ts, eval.ts, predict.ts): input
 // reading by extension, column checks before any work, progress output.
 import process from "node:process";
-import { inputColumns, readRecords } from "../src/data.ts";
-import type { FeatureEncoder } from "../src/features.ts";
-import type { LocatedRecord } from "../src/records.ts";
+import { inputColumns, readRecords } from "../src/data/readers.ts";
+import type { FeatureEncoder } from "../src/data/features.ts";
+import type { LocatedRecord } from "../src/core/records.ts";
 
 /** CSV (with the config's delimiter) or Parquet records, skipping and counting bad CSV rows if asked. */
 export function records(

@@ -21,7 +21,7 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import process from "node:process";
-import type { PipelineConfig } from "../src/config.ts";
+import type { PipelineConfig } from "../src/config/config.ts";
 import { modelCheckpoint, parsePipelineConfig, Predictor, readCheckpoint } from "../mod.ts";
 
 /** The shape of `model_embedded.json`: both null when no model is embedded. */

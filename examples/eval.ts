@@ -13,8 +13,8 @@ import { join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { evaluate, loadCheckpoint, MMoEModel, readCheckpoint, resolveConfig } from "../mod.ts";
-import { loadPipelineConfig } from "../src/config_text.ts";
-import { batchRecords, FeatureEncoder } from "../src/features.ts";
+import { loadPipelineConfig } from "../src/config/config_text.ts";
+import { batchRecords, FeatureEncoder } from "../src/data/features.ts";
 import { checkColumns, records, status } from "./_cli.ts";
 
 const { values: flags } = parseArgs({

@@ -11,7 +11,7 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { Activation, instantiateKernels } from "../mod.ts";
-import { mulberry32 } from "../src/random.ts";
+import { mulberry32 } from "../src/core/random.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),

@@ -15,10 +15,10 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { parsePipelineConfig } from "../src/config_text.ts";
-import { writeCsv, writeParquet } from "../src/data.ts";
-import { Predictor } from "../src/inference.ts";
-import type { RawRecord } from "../src/records.ts";
+import { parsePipelineConfig } from "../src/config/config_text.ts";
+import { writeCsv, writeParquet } from "../src/data/readers.ts";
+import { Predictor } from "../src/serve/inference.ts";
+import type { RawRecord } from "../src/core/records.ts";
 import { records, status } from "./_cli.ts";
 
 const { values: flags } = parseArgs({

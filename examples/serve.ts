@@ -31,9 +31,9 @@
 // protobuf text parser (~60 ms) and the Node compatibility layer (~30 ms, still pulled in
 // by src/checkpoint.ts) cost more start-up time than loading a small model
 // (bench/serve_load.ts). The text parser is loaded only for a model dir.
-import type { PipelineConfig } from "../src/config.ts";
-import { loadPredictor, PredictError, Predictor } from "../src/inference.ts";
-import { bestKernelVariant } from "../src/kernels.ts";
+import type { PipelineConfig } from "../src/config/config.ts";
+import { loadPredictor, PredictError, Predictor } from "../src/serve/inference.ts";
+import { bestKernelVariant } from "../src/kernels/kernels.ts";
 import type { EmbeddedModel } from "./embed_model.ts";
 import embeddedJson from "./model_embedded.json" with { type: "json" };
 

@@ -43,10 +43,10 @@ import {
   train,
   type TrainLog,
 } from "../mod.ts";
-import { loadPipelineConfig, toPipelineConfigText } from "../src/config_text.ts";
-import { batchRecords, FeatureEncoder } from "../src/features.ts";
+import { loadPipelineConfig, toPipelineConfigText } from "../src/config/config_text.ts";
+import { batchRecords, FeatureEncoder } from "../src/data/features.ts";
 import { checkColumns, records, status } from "./_cli.ts";
-import { TAOBAO_COLUMNS, type TaobaoStats, writeTaobaoCsv } from "../src/synthetic.ts";
+import { TAOBAO_COLUMNS, type TaobaoStats, writeTaobaoCsv } from "../src/data/synthetic.ts";
 
 const args = process.argv.slice(2);
 const { values: flags } = parseArgs({

@@ -2,7 +2,7 @@
  * Builds the AssemblyScript kernels in `assembly/` into four Wasm binaries
  * (relaxed-simd and plain simd, each on an unshared and a shared memory
  * import) and writes them base64-inlined to
- * `src/wasm/kernels_wasm.ts`, so the library loads them with no file access
+ * `src/kernels/kernels_wasm.ts`, so the library loads them with no file access
  * (JSR, Bun, Deno Deploy).
  *
  * Usage:
@@ -19,7 +19,7 @@ import { join } from "node:path";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const ASSEMBLY = join(ROOT, "assembly");
-const OUTPUT = join(ROOT, "src", "wasm", "kernels_wasm.ts");
+const OUTPUT = join(ROOT, "src", "kernels", "kernels_wasm.ts");
 
 /** Flags shared by every variant: pointer kernels, no runtime, imported memory. */
 const COMMON_FLAGS = [
@@ -35,7 +35,7 @@ const COMMON_FLAGS = [
 ];
 
 /**
- * Shared-memory builds for the worker pool (src/threads.ts): the import is
+ * Shared-memory builds for the worker pool (src/kernels/threads.ts): the import is
  * declared `shared` with the wasm32 maximum of 65536 pages, so any arena
  * memory (whose maximum is its own size) satisfies it.
  */

@@ -7,8 +7,8 @@ import {
   type Kernels,
   type KernelVariant,
   supportsRelaxedSimd,
-} from "../src/kernels.ts";
-import { mulberry32 } from "../src/random.ts";
+} from "../src/kernels/kernels.ts";
+import { mulberry32 } from "../src/core/random.ts";
 
 /** Every variant this runtime can run (both where relaxed SIMD validates). */
 export const VARIANTS: KernelVariant[] = supportsRelaxedSimd() ? ["relaxed-simd", "simd"] : [

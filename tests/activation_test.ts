@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Activation } from "../src/kernels.ts";
+import { Activation } from "../src/kernels/kernels.ts";
 import {
   activationBackwardTwin,
   activationTwin,

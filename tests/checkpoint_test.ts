@@ -12,9 +12,9 @@ import {
   modelCheckpoint,
   readCheckpoint,
   saveCheckpoint,
-} from "../src/checkpoint.ts";
-import { type OptimizerConfig, type PipelineConfig, resolveConfig } from "../src/config.ts";
-import { type EncodedBatch, MMoEModel } from "../src/mmoe.ts";
+} from "../src/io/checkpoint.ts";
+import { type OptimizerConfig, type PipelineConfig, resolveConfig } from "../src/config/config.ts";
+import { type EncodedBatch, MMoEModel } from "../src/model/mmoe.ts";
 import { rng } from "./_util.ts";
 
 /**

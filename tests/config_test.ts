@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ConfigError, DEFAULTS, type PipelineConfig, resolveConfig } from "../src/config.ts";
-import { Activation } from "../src/kernels.ts";
+import { ConfigError, DEFAULTS, type PipelineConfig, resolveConfig } from "../src/config/config.ts";
+import { Activation } from "../src/kernels/kernels.ts";
 
 /** Two id features (one vocab), a bucketized and a dense raw feature, 2 experts, 2 towers. */
 function base(): PipelineConfig {

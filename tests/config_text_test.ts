@@ -1,13 +1,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
-import { ConfigError, resolveConfig } from "../src/config.ts";
+import { ConfigError, resolveConfig } from "../src/config/config.ts";
 import {
   ConfigTextError,
   loadPipelineConfig,
   parsePipelineConfig,
   toPipelineConfigText,
-} from "../src/config_text.ts";
+} from "../src/config/config_text.ts";
 
 const TAOBAO = "configs/mmoe_taobao.config";
 

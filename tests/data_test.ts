@@ -12,8 +12,8 @@ import {
   readParquet,
   writeCsv,
   writeParquet,
-} from "../src/data.ts";
-import { TAOBAO_COLUMNS } from "../src/synthetic.ts";
+} from "../src/data/readers.ts";
+import { TAOBAO_COLUMNS } from "../src/data/synthetic.ts";
 
 async function withDir(run: (dir: string) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "denorec-data-"));

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { type FeatureConfig, type PipelineConfig, resolveConfig } from "../src/config.ts";
+import { type FeatureConfig, type PipelineConfig, resolveConfig } from "../src/config/config.ts";
 import {
   batchRecords,
   type EncoderOptions,
@@ -8,9 +8,9 @@ import {
   FeatureError,
   hashBucket,
   stringHash64,
-} from "../src/features.ts";
-import { type EncodedBatch, MMoEModel, type SparseInput } from "../src/mmoe.ts";
-import type { LocatedRecord, RawRecord } from "../src/records.ts";
+} from "../src/data/features.ts";
+import { type EncodedBatch, MMoEModel, type SparseInput } from "../src/model/mmoe.ts";
+import type { LocatedRecord, RawRecord } from "../src/core/records.ts";
 
 /** A one-tower config over the given features (all in the group, in order). */
 function pipeline(features: FeatureConfig[], tower: Record<string, unknown> = {}): PipelineConfig {

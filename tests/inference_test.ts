@@ -1,12 +1,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { loadCheckpoint, modelCheckpoint } from "../src/checkpoint.ts";
-import { resolveConfig } from "../src/config.ts";
-import { ConfigTextError, parsePipelineConfig } from "../src/config_text.ts";
-import { FeatureEncoder } from "../src/features.ts";
-import { loadPredictor, PredictError, Predictor } from "../src/inference.ts";
-import { type EncodedBatch, MMoEModel } from "../src/mmoe.ts";
-import type { RawRecord } from "../src/records.ts";
+import { loadCheckpoint, modelCheckpoint } from "../src/io/checkpoint.ts";
+import { resolveConfig } from "../src/config/config.ts";
+import { ConfigTextError, parsePipelineConfig } from "../src/config/config_text.ts";
+import { FeatureEncoder } from "../src/data/features.ts";
+import { loadPredictor, PredictError, Predictor } from "../src/serve/inference.ts";
+import { type EncodedBatch, MMoEModel } from "../src/model/mmoe.ts";
+import type { RawRecord } from "../src/core/records.ts";
 import { rng, VARIANTS } from "./_util.ts";
 
 /**

@@ -11,7 +11,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { BinnedAuc, ExactAuc, torchLinspace } from "../src/metrics.ts";
+import { BinnedAuc, ExactAuc, torchLinspace } from "../src/train/metrics.ts";
 
 /** One eval set of the fixture. */
 interface MetricsSet {

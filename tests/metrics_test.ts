@@ -10,8 +10,8 @@ import {
   MeanSquaredError,
   torchLinspace,
   WeightedMean,
-} from "../src/metrics.ts";
-import type { ResolvedMetric } from "../src/config.ts";
+} from "../src/train/metrics.ts";
+import type { ResolvedMetric } from "../src/config/config.ts";
 import { rng } from "./_util.ts";
 
 const f32 = (values: number[]) => new Float32Array(values);

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { type PipelineConfig, resolveConfig, type TaskTower } from "../src/config.ts";
-import { type EncodedBatch, learningRate, MMoEModel } from "../src/mmoe.ts";
+import { type PipelineConfig, resolveConfig, type TaskTower } from "../src/config/config.ts";
+import { type EncodedBatch, learningRate, MMoEModel } from "../src/model/mmoe.ts";
 import { rng, VARIANTS } from "./_util.ts";
 
 /** A tiny config: two id features sharing nothing, one dense feature, 2 experts, 2 towers. */

@@ -4,15 +4,20 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { fromBinary } from "@bufbuild/protobuf";
-import { type MLP, type PipelineConfig, resolveConfig, type TaskTower } from "../src/config.ts";
-import { type EncodedBatch, MMoEModel } from "../src/mmoe.ts";
+import {
+  type MLP,
+  type PipelineConfig,
+  resolveConfig,
+  type TaskTower,
+} from "../src/config/config.ts";
+import { type EncodedBatch, MMoEModel } from "../src/model/mmoe.ts";
 import {
   exportOnnx,
   type OnnxExportOptions,
   onnxFeeds,
   onnxInputNames,
   onnxOutputNames,
-} from "../src/onnx.ts";
+} from "../src/io/onnx.ts";
 import { ModelProtoSchema } from "../src/proto/onnx/onnx_pb.ts";
 import { rng } from "./_util.ts";
 

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import type { KernelVariant } from "../src/kernels.ts";
+import type { KernelVariant } from "../src/kernels/kernels.ts";
 import {
   adagradRowsTwin,
   adagradStepTwin,

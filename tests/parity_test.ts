@@ -2,9 +2,9 @@
 // tzrec module structure and semantics). See tools/README.md for the schema.
 import { test } from "node:test";
 import { readFileSync } from "node:fs";
-import { type PipelineConfig, resolveConfig } from "../src/config.ts";
-import { BinnedAuc, ExactAuc } from "../src/metrics.ts";
-import { type EncodedBatch, MMoEModel } from "../src/mmoe.ts";
+import { type PipelineConfig, resolveConfig } from "../src/config/config.ts";
+import { BinnedAuc, ExactAuc } from "../src/train/metrics.ts";
+import { type EncodedBatch, MMoEModel } from "../src/model/mmoe.ts";
 import { assertClose, VARIANTS } from "./_util.ts";
 
 interface Tensor {

@@ -11,12 +11,12 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
-import { modelCheckpoint } from "../src/checkpoint.ts";
-import { resolveConfig } from "../src/config.ts";
-import { parsePipelineConfig } from "../src/config_text.ts";
-import { FeatureEncoder } from "../src/features.ts";
-import { Predictor } from "../src/inference.ts";
-import { MMoEModel } from "../src/mmoe.ts";
+import { modelCheckpoint } from "../src/io/checkpoint.ts";
+import { resolveConfig } from "../src/config/config.ts";
+import { parsePipelineConfig } from "../src/config/config_text.ts";
+import { FeatureEncoder } from "../src/data/features.ts";
+import { Predictor } from "../src/serve/inference.ts";
+import { MMoEModel } from "../src/model/mmoe.ts";
 import { embedModel } from "../examples/embed_model.ts";
 import { assertClose } from "./_util.ts";
 

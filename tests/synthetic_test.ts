@@ -12,7 +12,7 @@ import {
   type TaobaoRow,
   taobaoRows,
   writeTaobaoCsv,
-} from "../src/synthetic.ts";
+} from "../src/data/synthetic.ts";
 
 const ROWS = 100_000;
 let cached: TaobaoRow[] | undefined;

@@ -1,10 +1,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { type PipelineConfig, resolveConfig } from "../src/config.ts";
-import { createArenaMemory } from "../src/arena.ts";
-import { instantiateKernels } from "../src/kernels.ts";
-import { type EncodedBatch, MMoEModel } from "../src/mmoe.ts";
-import { GemmPool, ROW_GRAIN, SPLIT_MIN_MACS, threadsSupported } from "../src/threads.ts";
+import { type PipelineConfig, resolveConfig } from "../src/config/config.ts";
+import { createArenaMemory } from "../src/kernels/arena.ts";
+import { instantiateKernels } from "../src/kernels/kernels.ts";
+import { type EncodedBatch, MMoEModel } from "../src/model/mmoe.ts";
+import { GemmPool, ROW_GRAIN, SPLIT_MIN_MACS, threadsSupported } from "../src/kernels/threads.ts";
 import { randomArray, rng, VARIANTS } from "./_util.ts";
 
 // Shapes large enough that the pool splits the GEMMs (M*K*N >= SPLIT_MIN_MACS):

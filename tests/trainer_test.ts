@@ -1,9 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { resolveConfig } from "../src/config.ts";
-import { ExactAuc } from "../src/metrics.ts";
-import { type EncodedBatch, MMoEModel } from "../src/mmoe.ts";
-import { evaluate, train, type TrainLog } from "../src/trainer.ts";
+import { resolveConfig } from "../src/config/config.ts";
+import { ExactAuc } from "../src/train/metrics.ts";
+import { type EncodedBatch, MMoEModel } from "../src/model/mmoe.ts";
+import { evaluate, train, type TrainLog } from "../src/train/trainer.ts";
 import { rng } from "./_util.ts";
 
 const USERS = 200, ITEMS = 100, CATEGORIES = 10;

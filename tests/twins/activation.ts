@@ -1,5 +1,5 @@
 // Plain TypeScript twin of assembly/activation.ts: f64, textbook formulas.
-import { Activation } from "../../src/kernels.ts";
+import { Activation } from "../../src/kernels/kernels.ts";
 
 /**
  * erf in f64 from the all-positive series erf(x) = (2/sqrt(pi)) e^(-x^2)

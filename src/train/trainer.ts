@@ -9,8 +9,8 @@
  * @example Train and evaluate a tiny model
  * ```ts
  * import assert from "node:assert/strict";
- * import { resolveConfig } from "./config.ts";
- * import { MMoEModel } from "./mmoe.ts";
+ * import { resolveConfig } from "../config/config.ts";
+ * import { MMoEModel } from "../model/mmoe.ts";
  * import { evaluate, train } from "./trainer.ts";
  * const config = resolveConfig({
  *   featureConfigs: [{ idFeature: { featureName: "item", expression: "item:item", numBuckets: 2, embeddingDim: 4 } }],
@@ -44,7 +44,8 @@
  * @module
  */
 import { createMetric, type Metric, WeightedMean } from "./metrics.ts";
-import type { EncodedBatch, MMoEModel, SparseInput } from "./mmoe.ts";
+import type { EncodedBatch, SparseInput } from "../core/batch.ts";
+import type { MMoEModel } from "../model/mmoe.ts";
 
 /** Batches of one pass over the data. */
 export type BatchSource = Iterable<EncodedBatch> | AsyncIterable<EncodedBatch>;
@@ -100,8 +101,8 @@ export interface TrainSummary {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { resolveConfig } from "./config.ts";
- * import { MMoEModel } from "./mmoe.ts";
+ * import { resolveConfig } from "../config/config.ts";
+ * import { MMoEModel } from "../model/mmoe.ts";
  * import { train } from "./trainer.ts";
  * const config = resolveConfig({
  *   featureConfigs: [{ rawFeature: { featureName: "x", expression: "item:x" } }],
@@ -199,8 +200,8 @@ export interface EvaluateOptions {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { resolveConfig } from "./config.ts";
- * import { MMoEModel } from "./mmoe.ts";
+ * import { resolveConfig } from "../config/config.ts";
+ * import { MMoEModel } from "../model/mmoe.ts";
  * import { evaluate } from "./trainer.ts";
  * const config = resolveConfig({
  *   featureConfigs: [{ rawFeature: { featureName: "x", expression: "item:x" } }],

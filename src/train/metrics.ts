@@ -32,7 +32,7 @@
  * ```
  * @module
  */
-import type { ResolvedMetric } from "./config.ts";
+import type { ResolvedMetric } from "../config/config.ts";
 
 export type { ResolvedMetric };
 

@@ -32,8 +32,8 @@
  * ```ts
  * import assert from "node:assert/strict";
  * import * as ort from "onnxruntime-web";
- * import { resolveConfig } from "./config.ts";
- * import { MMoEModel } from "./mmoe.ts";
+ * import { resolveConfig } from "../config/config.ts";
+ * import { MMoEModel } from "../model/mmoe.ts";
  * import { exportOnnx, onnxFeeds } from "./onnx.ts";
  *
  * const config = resolveConfig({
@@ -74,9 +74,10 @@
  * @module
  */
 import { create, toBinary } from "@bufbuild/protobuf";
-import type { ResolvedConfig, ResolvedMLP } from "./config.ts";
-import { Activation } from "./kernels.ts";
-import type { DenseInput, EncodedBatch, MMoEModel, SparseInput } from "./mmoe.ts";
+import type { ResolvedConfig, ResolvedMLP } from "../config/config.ts";
+import { Activation } from "../core/activation.ts";
+import type { DenseInput, EncodedBatch, SparseInput } from "../core/batch.ts";
+import type { MMoEModel } from "../model/mmoe.ts";
 import {
   AttributeProto_AttributeType,
   type AttributeProtoSchema,
@@ -85,7 +86,7 @@ import {
   TensorProto_DataType,
   type TensorProtoSchema,
   type ValueInfoProtoSchema,
-} from "./proto/onnx/onnx_pb.ts";
+} from "../proto/onnx/onnx_pb.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 
 /** Lowest ai.onnx opset {@link exportOnnx} writes (Softmax, ReduceSum, Unsqueeze semantics of 13). */
@@ -161,7 +162,7 @@ export interface OnnxFeatureInputs {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { resolveConfig } from "./config.ts";
+ * import { resolveConfig } from "../config/config.ts";
  * import { onnxInputNames } from "./onnx.ts";
  * const config = resolveConfig({
  *   featureConfigs: [
@@ -200,7 +201,7 @@ export function onnxInputNames(config: ResolvedConfig): OnnxFeatureInputs[] {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { resolveConfig } from "./config.ts";
+ * import { resolveConfig } from "../config/config.ts";
  * import { onnxOutputNames } from "./onnx.ts";
  * const config = resolveConfig({
  *   featureConfigs: [{ rawFeature: { featureName: "age", expression: "user:age" } }],
@@ -239,7 +240,7 @@ export function onnxOutputNames(config: ResolvedConfig): string[] {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { resolveConfig } from "./config.ts";
+ * import { resolveConfig } from "../config/config.ts";
  * import { onnxFeeds } from "./onnx.ts";
  * const config = resolveConfig({
  *   featureConfigs: [{ idFeature: { featureName: "tags", expression: "item:tags", numBuckets: 9, embeddingDim: 2, pooling: "mean" } }],
@@ -624,10 +625,10 @@ class Exporter {
  * ```ts
  * import assert from "node:assert/strict";
  * import { fromBinary } from "@bufbuild/protobuf";
- * import { resolveConfig } from "./config.ts";
- * import { MMoEModel } from "./mmoe.ts";
+ * import { resolveConfig } from "../config/config.ts";
+ * import { MMoEModel } from "../model/mmoe.ts";
  * import { exportOnnx } from "./onnx.ts";
- * import { ModelProtoSchema } from "./proto/onnx/onnx_pb.ts";
+ * import { ModelProtoSchema } from "../proto/onnx/onnx_pb.ts";
  * const config = resolveConfig({
  *   featureConfigs: [{ idFeature: { featureName: "item", expression: "item:item", numBuckets: 4, embeddingDim: 2 } }],
  *   modelConfig: {

@@ -26,7 +26,7 @@
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { resolveConfig } from "./config.ts";
+ * import { resolveConfig } from "../config/config.ts";
  * import { FeatureEncoder } from "./features.ts";
  * const config = resolveConfig({
  *   featureConfigs: [
@@ -61,10 +61,10 @@ import type {
   ResolvedOptimizer,
   ResolvedTable,
   ResolvedTower,
-} from "./config.ts";
-import type { DenseInput, EncodedBatch, SparseInput } from "./mmoe.ts";
-import type { LocatedRecord, RawRecord, RawValue } from "./records.ts";
-import { mulberry32 } from "./random.ts";
+} from "../config/config.ts";
+import type { DenseInput, EncodedBatch, SparseInput } from "../core/batch.ts";
+import type { LocatedRecord, RawRecord, RawValue } from "../core/records.ts";
+import { mulberry32 } from "../core/random.ts";
 
 // The types in this module's signatures, so that its docs are complete.
 export type {
@@ -626,7 +626,7 @@ function labelValue(value: RawValue, column: string, location: string): number {
  * @example Clamp out-of-range ids and count them
  * ```ts
  * import assert from "node:assert/strict";
- * import { resolveConfig } from "./config.ts";
+ * import { resolveConfig } from "../config/config.ts";
  * import { FeatureEncoder, FeatureError } from "./features.ts";
  * const config = resolveConfig({
  *   featureConfigs: [{ idFeature: { featureName: "user_id", expression: "user:user_id", numBuckets: 100, embeddingDim: 4 } }],
@@ -731,7 +731,7 @@ export class FeatureEncoder {
    * @example
    * ```ts
    * import assert from "node:assert/strict";
-   * import { resolveConfig } from "./config.ts";
+   * import { resolveConfig } from "../config/config.ts";
    * import { FeatureEncoder } from "./features.ts";
    * const config = resolveConfig({
    *   featureConfigs: [{ idFeature: { featureName: "brand", expression: "item:brand", numBuckets: 10, embeddingDim: 4 } }],
@@ -774,7 +774,7 @@ export class FeatureEncoder {
    * @example Multi-value ids from a string, an array and a missing value
    * ```ts
    * import assert from "node:assert/strict";
-   * import { resolveConfig } from "./config.ts";
+   * import { resolveConfig } from "../config/config.ts";
    * import { FeatureEncoder } from "./features.ts";
    * const config = resolveConfig({
    *   featureConfigs: [{ idFeature: { featureName: "cate", expression: "item:cate", vocabList: ["a", "b"], embeddingDim: 4 } }],
@@ -872,7 +872,7 @@ export interface BatchOptions {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { resolveConfig } from "./config.ts";
+ * import { resolveConfig } from "../config/config.ts";
  * import { batchRecords, FeatureEncoder } from "./features.ts";
  * const config = resolveConfig({
  *   featureConfigs: [{ idFeature: { featureName: "item", expression: "item:item", numBuckets: 10, embeddingDim: 4 } }],

@@ -44,7 +44,7 @@
  * import { mkdtemp, rm } from "node:fs/promises";
  * import { tmpdir } from "node:os";
  * import { join } from "node:path";
- * import { readCsv, writeCsv } from "./data.ts";
+ * import { readCsv, writeCsv } from "./readers.ts";
  * const dir = await mkdtemp(join(tmpdir(), "denorec-"));
  * const path = join(dir, "train.csv");
  * await writeCsv(path, ["clk", "user_id", "pid"], [
@@ -73,7 +73,7 @@ import {
 } from "hyparquet";
 import type { SchemaElement } from "hyparquet";
 import { ByteWriter, parquetWriteRows } from "hyparquet-writer";
-import type { LocatedRecord, RawRecord, RawValue } from "./records.ts";
+import type { LocatedRecord, RawRecord, RawValue } from "../core/records.ts";
 
 export type { LocatedRecord, RawRecord, RawValue };
 
@@ -105,7 +105,7 @@ const WILDCARD = /[*?]/;
  * import { mkdtemp, rm, writeFile } from "node:fs/promises";
  * import { tmpdir } from "node:os";
  * import { join } from "node:path";
- * import { expandPaths } from "./data.ts";
+ * import { expandPaths } from "./readers.ts";
  * const dir = await mkdtemp(join(tmpdir(), "denorec-"));
  * for (const name of ["part-1.csv", "part-0.csv", "part-0.txt", "eval.csv"]) {
  *   await writeFile(join(dir, name), "a\n1\n");
@@ -394,7 +394,7 @@ function compareHeaders(path: string, header: string[], firstPath: string, first
  * import { mkdtemp, rm, writeFile } from "node:fs/promises";
  * import { tmpdir } from "node:os";
  * import { join } from "node:path";
- * import { readCsv } from "./data.ts";
+ * import { readCsv } from "./readers.ts";
  * const dir = await mkdtemp(join(tmpdir(), "denorec-"));
  * const path = join(dir, "train.csv");
  * await writeFile(path, 'clk;title\n1;"a; b"\n0\n1;"two\nlines"\n');
@@ -473,7 +473,7 @@ export function readCsv(
  * import { mkdtemp, rm, writeFile } from "node:fs/promises";
  * import { tmpdir } from "node:os";
  * import { join } from "node:path";
- * import { csvHeader } from "./data.ts";
+ * import { csvHeader } from "./readers.ts";
  * const dir = await mkdtemp(join(tmpdir(), "denorec-"));
  * await writeFile(join(dir, "train.csv"), "\ufeffclk,buy,user_id\r\n1,0,17\r\n");
  * assert.deepEqual(await csvHeader(join(dir, "train.csv")), ["clk", "buy", "user_id"]);
@@ -553,7 +553,7 @@ export interface CsvWriteOptions {
  * import { mkdtemp, readFile, rm } from "node:fs/promises";
  * import { tmpdir } from "node:os";
  * import { join } from "node:path";
- * import { writeCsv } from "./data.ts";
+ * import { writeCsv } from "./readers.ts";
  * const dir = await mkdtemp(join(tmpdir(), "denorec-"));
  * const path = join(dir, "predictions.csv");
  * async function* predictions() {
@@ -708,7 +708,7 @@ function rawValue(value: unknown, path: string, column: string): RawValue {
  * import { mkdtemp, rm } from "node:fs/promises";
  * import { tmpdir } from "node:os";
  * import { join } from "node:path";
- * import { readParquet, writeParquet } from "./data.ts";
+ * import { readParquet, writeParquet } from "./readers.ts";
  * const dir = await mkdtemp(join(tmpdir(), "denorec-"));
  * const path = join(dir, "train.parquet");
  * await writeParquet(path, ["clk", "user_id", "tags"], [
@@ -954,7 +954,7 @@ class FileByteWriter extends ByteWriter {
  * import { mkdtemp, rm } from "node:fs/promises";
  * import { tmpdir } from "node:os";
  * import { join } from "node:path";
- * import { readParquet, writeParquet } from "./data.ts";
+ * import { readParquet, writeParquet } from "./readers.ts";
  * const dir = await mkdtemp(join(tmpdir(), "denorec-"));
  * const path = join(dir, "train.parquet");
  * const csvRecords = [{ clk: "1", price: "9.9", pid: "430548_1007" }, { clk: "0", price: "", pid: "x" }];
@@ -1053,7 +1053,7 @@ function isParquet(path: string): boolean {
  * import { mkdtemp, rm, writeFile } from "node:fs/promises";
  * import { tmpdir } from "node:os";
  * import { join } from "node:path";
- * import { readRecords, writeParquet } from "./data.ts";
+ * import { readRecords, writeParquet } from "./readers.ts";
  * const dir = await mkdtemp(join(tmpdir(), "denorec-"));
  * await writeFile(join(dir, "a.csv"), "clk,x\n1,2\n");
  * await writeParquet(join(dir, "a.parquet"), ["clk", "x"], [{ clk: 1, x: 2 }]);
@@ -1084,7 +1084,7 @@ export function readRecords(
  * import { mkdtemp, rm, writeFile } from "node:fs/promises";
  * import { tmpdir } from "node:os";
  * import { join } from "node:path";
- * import { inputColumns } from "./data.ts";
+ * import { inputColumns } from "./readers.ts";
  * const dir = await mkdtemp(join(tmpdir(), "denorec-"));
  * await writeFile(join(dir, "a.csv"), "clk,user_id\n1,2\n");
  * assert.deepEqual(await inputColumns(join(dir, "a.csv")), ["clk", "user_id"]);

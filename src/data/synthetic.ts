@@ -82,8 +82,8 @@
 import { randomUUID } from "node:crypto";
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { ExactAuc } from "./metrics.ts";
-import type { RawRecord, RawValue } from "./records.ts";
+import { ExactAuc } from "../train/metrics.ts";
+import type { RawRecord, RawValue } from "../core/records.ts";
 
 export type { RawRecord, RawValue };
 

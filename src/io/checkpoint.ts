@@ -18,8 +18,8 @@
  * @example Save a trained model with its optimizer state and resume it
  * ```ts
  * import assert from "node:assert/strict";
- * import { resolveConfig } from "./config.ts";
- * import { MMoEModel } from "./mmoe.ts";
+ * import { resolveConfig } from "../config/config.ts";
+ * import { MMoEModel } from "../model/mmoe.ts";
  * import { loadCheckpoint, modelCheckpoint } from "./checkpoint.ts";
  * const config = resolveConfig({
  *   featureConfigs: [{ idFeature: { featureName: "item", expression: "item:item", numBuckets: 4, embeddingDim: 4 } }],
@@ -432,8 +432,8 @@ const sizeOf = (shape: readonly number[]): number => shape.reduce((a, b) => a * 
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { resolveConfig } from "./config.ts";
- * import { MMoEModel } from "./mmoe.ts";
+ * import { resolveConfig } from "../config/config.ts";
+ * import { MMoEModel } from "../model/mmoe.ts";
  * import { decodeSafetensors, modelCheckpoint } from "./checkpoint.ts";
  * const config = resolveConfig({
  *   featureConfigs: [{ idFeature: { featureName: "item", expression: "item:item", numBuckets: 4, embeddingDim: 4 } }],
@@ -490,8 +490,8 @@ export function modelCheckpoint(
  * @example A checkpoint of a wider tower is refused
  * ```ts
  * import assert from "node:assert/strict";
- * import { resolveConfig } from "./config.ts";
- * import { MMoEModel } from "./mmoe.ts";
+ * import { resolveConfig } from "../config/config.ts";
+ * import { MMoEModel } from "../model/mmoe.ts";
  * import { loadCheckpoint, modelCheckpoint } from "./checkpoint.ts";
  * const configWith = (width: number) =>
  *   resolveConfig({

@@ -16,7 +16,7 @@
  * @example Train a tiny MMoE for a few steps
  * ```ts
  * import assert from "node:assert/strict";
- * import { resolveConfig } from "./config.ts";
+ * import { resolveConfig } from "../config/config.ts";
  * import { MMoEModel } from "./mmoe.ts";
  * const config = resolveConfig({
  *   featureConfigs: [{ idFeature: { featureName: "item", expression: "item:item", numBuckets: 4, embeddingDim: 4 } }],
@@ -42,17 +42,25 @@
  * ```
  * @module
  */
-import { ArenaLayout, createArenaMemory } from "./arena.ts";
-import type { ResolvedConfig, ResolvedMLP, ResolvedOptimizer, ResolvedTower } from "./config.ts";
+import { ArenaLayout, createArenaMemory } from "../kernels/arena.ts";
+import type {
+  ResolvedConfig,
+  ResolvedMLP,
+  ResolvedOptimizer,
+  ResolvedTower,
+} from "../config/config.ts";
 import {
   Activation,
   bestKernelVariant,
   instantiateKernels,
   type Kernels,
   type KernelVariant,
-} from "./kernels.ts";
-import { defaultThreads, GemmPool, threadsSupported } from "./threads.ts";
-import { mulberry32 } from "./random.ts";
+} from "../kernels/kernels.ts";
+import { defaultThreads, GemmPool, threadsSupported } from "../kernels/threads.ts";
+import { mulberry32 } from "../core/random.ts";
+import type { DenseInput, EncodedBatch, SparseInput } from "../core/batch.ts";
+
+export type { DenseInput, EncodedBatch, SparseInput };
 
 /** Model construction options. */
 export interface ModelOptions {
@@ -89,30 +97,6 @@ export interface ModelOptions {
    * are unsupported.
    */
   threads?: number;
-}
-
-/** One sparse feature of a batch: CSR ids (table rows) per row. */
-export interface SparseInput {
-  /** Table row of every id, rows concatenated. */
-  ids: Int32Array;
-  /** size + 1 entries: row b owns ids[offsets[b] .. offsets[b+1]). */
-  offsets: Int32Array;
-}
-
-/** One dense feature of a batch: size x width values. */
-export interface DenseInput {
-  /** Row-major values. */
-  values: Float32Array;
-}
-
-/** An encoded batch: features in group order, plus label/weight columns. */
-export interface EncodedBatch {
-  /** Rows. */
-  size: number;
-  /** One entry per feature of the group, in group order. */
-  features: (SparseInput | DenseInput)[];
-  /** Label, indicator and sample-weight columns by name (size values each). */
-  columns: Record<string, Float32Array>;
 }
 
 /** Losses of one step: per tower by loss name, and their sum. */

@@ -61,7 +61,7 @@ import {
   type TaskTower,
   type TrainConfig,
 } from "./config.ts";
-import { EasyRecConfigSchema } from "./proto/tzrec/protos/pipeline_pb.ts";
+import { EasyRecConfigSchema } from "../proto/tzrec/protos/pipeline_pb.ts";
 
 // The types in this module's signatures, so that its docs are complete.
 export { ConfigError };

@@ -29,7 +29,7 @@
  * @example Score two candidates with a freshly initialised model
  * ```ts
  * import assert from "node:assert/strict";
- * import { loadPredictor, MMoEModel, modelCheckpoint, parsePipelineConfig, resolveConfig } from "../mod.ts";
+ * import { loadPredictor, MMoEModel, modelCheckpoint, parsePipelineConfig, resolveConfig } from "../../mod.ts";
  * const text = `
  *   feature_configs { id_feature { feature_name: "user_id" expression: "user:user_id" num_buckets: 100 embedding_dim: 4 } }
  *   feature_configs { raw_feature { feature_name: "price" expression: "item:price" } }
@@ -52,12 +52,13 @@
  * ```
  * @module
  */
-import { loadCheckpoint } from "./checkpoint.ts";
-import { type PipelineConfig, resolveConfig, type ResolvedConfig } from "./config.ts";
-import { FeatureEncoder, FeatureError } from "./features.ts";
-import type { KernelVariant } from "./kernels.ts";
-import { type DenseInput, type EncodedBatch, MMoEModel, type SparseInput } from "./mmoe.ts";
-import type { LocatedRecord, RawRecord } from "./records.ts";
+import { loadCheckpoint } from "../io/checkpoint.ts";
+import { type PipelineConfig, resolveConfig, type ResolvedConfig } from "../config/config.ts";
+import { FeatureEncoder, FeatureError } from "../data/features.ts";
+import type { KernelVariant } from "../kernels/kernels.ts";
+import type { DenseInput, EncodedBatch, SparseInput } from "../core/batch.ts";
+import { MMoEModel } from "../model/mmoe.ts";
+import type { LocatedRecord, RawRecord } from "../core/records.ts";
 
 /**
  * Options of a {@link Predictor}.
@@ -230,7 +231,7 @@ function outputWidths(config: ResolvedConfig): Map<string, number> {
  * @example Requests larger than maxBatch are split; maxRows refuses
  * ```ts
  * import assert from "node:assert/strict";
- * import { MMoEModel, modelCheckpoint, parsePipelineConfig, PredictError, Predictor, resolveConfig } from "../mod.ts";
+ * import { MMoEModel, modelCheckpoint, parsePipelineConfig, PredictError, Predictor, resolveConfig } from "../../mod.ts";
  * const config = parsePipelineConfig(`
  *   feature_configs { id_feature { feature_name: "item" expression: "item:item" hash_bucket_size: 50 embedding_dim: 4 } }
  *   model_config {
@@ -352,7 +353,7 @@ export class Predictor {
    * @example Bad records name the row and column
    * ```ts
    * import assert from "node:assert/strict";
-   * import { MMoEModel, modelCheckpoint, parsePipelineConfig, Predictor, resolveConfig } from "../mod.ts";
+   * import { MMoEModel, modelCheckpoint, parsePipelineConfig, Predictor, resolveConfig } from "../../mod.ts";
    * const config = parsePipelineConfig(`
    *   feature_configs { id_feature { feature_name: "user_id" expression: "user:user_id" num_buckets: 10 embedding_dim: 4 } }
    *   model_config {
@@ -526,7 +527,7 @@ export class Predictor {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { loadPredictor, MMoEModel, modelCheckpoint, parsePipelineConfig, resolveConfig } from "../mod.ts";
+ * import { loadPredictor, MMoEModel, modelCheckpoint, parsePipelineConfig, resolveConfig } from "../../mod.ts";
  * const text = `
  *   feature_configs { id_feature { feature_name: "cate" expression: "item:cate" vocab_list: ["a", "b"] embedding_dim: 4 } }
  *   model_config {
@@ -552,6 +553,6 @@ export async function loadPredictor(
   options: PredictorOptions = {},
 ): Promise<Predictor> {
   if (typeof config !== "string") return new Predictor(config, checkpoint, options);
-  const { parsePipelineConfig } = await import("./config_text.ts");
+  const { parsePipelineConfig } = await import("../config/config_text.ts");
   return new Predictor(parsePipelineConfig(config), checkpoint, options);
 }

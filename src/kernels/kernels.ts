@@ -28,31 +28,16 @@ import {
   RELAXED_SIMD_WASM,
   SIMD_SHARED_WASM,
   SIMD_WASM,
-} from "./wasm/kernels_wasm.ts";
+} from "./kernels_wasm.ts";
+import { Activation } from "../core/activation.ts";
+
+export { Activation };
 
 /**
  * The two builds of the kernel module (each exists for an unshared and a
  * shared memory import; the loader picks by the memory it is given).
  */
 export type KernelVariant = "relaxed-simd" | "simd";
-
-/** Activation codes shared by the activation kernels and the config. */
-export const Activation = {
-  /** f(x) = x */
-  identity: 0,
-  /** nn.ReLU */
-  relu: 1,
-  /** nn.Sigmoid */
-  sigmoid: 2,
-  /** nn.Tanh */
-  tanh: 3,
-  /** nn.LeakyReLU(negative_slope) */
-  leakyRelu: 4,
-  /** nn.GELU (exact, erf form, PyTorch default) */
-  gelu: 5,
-  /** nn.SiLU */
-  silu: 6,
-} as const;
 
 /**
  * The kernel exports. Pointers are byte offsets into the instance memory,

@@ -33,7 +33,7 @@
  * ```
  * @module
  */
-import { Activation } from "./kernels.ts";
+import { Activation } from "../core/activation.ts";
 
 // ---------------------------------------------------------------- input types
 
