@@ -177,7 +177,7 @@ const metrics = await evaluate(
   {
     onBatch: (outputs, batch) => {
       towers.forEach((t, i) => {
-        if (t.loss.kind === "binary_cross_entropy") {
+        if (t.losses[0].kind === "binary_cross_entropy") {
           rocs[i].update(
             outputs[`probs_${t.name}`],
             batch.columns[t.label].subarray(0, batch.size),

@@ -100,7 +100,7 @@ test("the base config resolves with tzrec's defaults", () => {
   assert.equal(r.towers[0].numClass, 1);
   assert.equal(r.towers[0].hasWeight, false);
   assert.deepEqual(r.towers[0].metrics, [{ kind: "auc", name: "auc_ctr", thresholds: 200 }]);
-  assert.equal(r.towers[1].loss.name, "binary_cross_entropy_cvr");
+  assert.equal(r.towers[1].losses[0].name, "binary_cross_entropy_cvr");
   assert.equal(r.sparseOptimizer.kind, "adagrad");
   assert.equal(r.sparseOptimizer.lr, 0.002);
   assert.equal(r.sparseOptimizer.eps, DEFAULTS.sparseAdagradEps);
@@ -371,7 +371,7 @@ test("softmax towers with num_class > 1 resolve", () => {
   });
   const tower = resolveConfig(config).towers[0];
   assert.equal(tower.numClass, 3);
-  assert.deepEqual(tower.loss, {
+  assert.deepEqual(tower.losses[0], {
     kind: "softmax_cross_entropy",
     name: "softmax_cross_entropy_ctr",
     labelSmoothing: 0.1,

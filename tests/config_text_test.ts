@@ -127,7 +127,7 @@ test("mmoe_taobao.config parses unchanged and resolves to the Taobao model", asy
   assert.deepEqual(resolved.towers.map((t) => [t.name, t.label]), [["ctr", "clk"], ["cvr", "buy"]]);
   for (const tower of resolved.towers) {
     assert.deepEqual(tower.mlp?.hiddenUnits, [256, 128, 64]);
-    assert.equal(tower.loss.kind, "binary_cross_entropy");
+    assert.equal(tower.losses[0].kind, "binary_cross_entropy");
     assert.equal(tower.hasWeight, false);
   }
   assert.deepEqual(resolved.towers[0].metrics, [{ kind: "auc", name: "auc_ctr", thresholds: 200 }]);

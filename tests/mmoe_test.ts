@@ -200,6 +200,9 @@ test("mmoe: exponential decay learning rate follows tzrec's staircase/continuous
     eps: 1e-8,
     weightDecay: 0,
     momentum: 0,
+    dampening: 0,
+    nesterov: false,
+    initialAccumulatorValue: 0,
   };
   const staircase = {
     ...base,

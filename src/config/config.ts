@@ -29,7 +29,7 @@
  *   },
  * });
  * assert.equal(resolved.inputWidth, 9); // 8 (embedding) + 1 (dense price)
- * assert.equal(resolved.towers[0].loss.kind, "binary_cross_entropy");
+ * assert.equal(resolved.towers[0].losses[0].kind, "binary_cross_entropy");
  * ```
  * @module
  */
@@ -309,6 +309,11 @@ export interface ResolvedFeature {
   vocab: Map<string, number>;
   /** Mean pooling instead of sum. */
   mean: boolean;
+  /**
+   * tzrec `id_feature.weighted`: every id carries a weight (`id:weight`
+   * inputs) and pooling sums weight x embedding row.
+   */
+  weighted: boolean;
   /** Multi-value separator. */
   separator: string;
 }
@@ -334,6 +339,16 @@ export type ResolvedMetric =
   | { kind: "mean_squared_error"; name: string }
   | { kind: "accuracy"; name: string; threshold: number };
 
+/** A tower loss with defaults applied. */
+export interface ResolvedLoss {
+  /** Loss kind (tzrec's `LossConfig` field name). */
+  kind: "binary_cross_entropy" | "l2_loss" | "softmax_cross_entropy";
+  /** Reported name, `<kind>_<tower>` (`binary_cross_entropy_ctr`). */
+  name: string;
+  /** Label smoothing (BCE and softmax cross-entropy; 0 otherwise). */
+  labelSmoothing: number;
+}
+
 /** A tower with defaults applied. */
 export interface ResolvedTower {
   /** Tower name. */
@@ -344,12 +359,8 @@ export interface ResolvedTower {
   numClass: number;
   /** Optional tower MLP. */
   mlp: ResolvedMLP | null;
-  /** The tower's loss and its reported name (`binary_cross_entropy_ctr`). */
-  loss: {
-    kind: "binary_cross_entropy" | "l2_loss" | "softmax_cross_entropy";
-    name: string;
-    labelSmoothing: number;
-  };
+  /** The tower's losses in config order (tzrec sums them), each with its reported name. */
+  losses: ResolvedLoss[];
   /** Eval metrics. */
   metrics: ResolvedMetric[];
   /** tzrec's has-weight rule: weight, sample weight or indicator set explicitly. */
@@ -380,8 +391,14 @@ export interface ResolvedOptimizer {
   eps: number;
   /** L2 weight decay added to the gradient (torch). */
   weightDecay: number;
-  /** SGD momentum (torch, dampening 0); 0 for the other optimizers and sparse SGD. */
+  /** SGD momentum (torch); 0 for the other optimizers and sparse SGD. */
   momentum: number;
+  /** SGD dampening (torch `dampening`); 0 otherwise. */
+  dampening: number;
+  /** SGD Nesterov momentum (torch `nesterov`); false otherwise. */
+  nesterov: boolean;
+  /** Adagrad's starting accumulator (torch/fbgemm `initial_accumulator_value`); 0 otherwise. */
+  initialAccumulatorValue: number;
   /** Learning-rate schedule. */
   schedule:
     | { kind: "constant" }
@@ -628,6 +645,9 @@ function resolveOptimizer(
       eps: DEFAULTS.adam.eps,
       weightDecay,
       momentum: 0,
+      dampening: 0,
+      nesterov: false,
+      initialAccumulatorValue: 0,
       schedule,
     };
   }
@@ -656,6 +676,9 @@ function resolveOptimizer(
     eps: sparse ? DEFAULTS.sparseAdagradEps : DEFAULTS.denseAdagradEps,
     weightDecay,
     momentum,
+    dampening: 0,
+    nesterov: false,
+    initialAccumulatorValue: 0,
     schedule,
   };
 }
@@ -792,6 +815,7 @@ export function resolveConfig(config: PipelineConfig): ResolvedConfig {
         boundaries: [],
         vocab,
         mean: pooling === "mean",
+        weighted: false,
         separator: f.separator ?? DEFAULTS.idFeature.separator,
       };
       tableName = f.embeddingName ?? `${name}_emb`;
@@ -818,6 +842,7 @@ export function resolveConfig(config: PipelineConfig): ResolvedConfig {
           boundaries: [...f.boundaries],
           vocab: new Map(),
           mean: false,
+          weighted: false,
           separator,
         };
         tableName = f.embeddingName ?? `${name}_emb`;
@@ -834,6 +859,7 @@ export function resolveConfig(config: PipelineConfig): ResolvedConfig {
           boundaries: [],
           vocab: new Map(),
           mean: false,
+          weighted: false,
           separator,
         };
       }
@@ -888,7 +914,7 @@ export function resolveConfig(config: PipelineConfig): ResolvedConfig {
       "l2_loss",
       "softmax_cross_entropy",
     ]);
-    const kind = snake(lossKind) as ResolvedTower["loss"]["kind"];
+    const kind = snake(lossKind) as ResolvedLoss["kind"];
     if ((kind === "softmax_cross_entropy") !== (numClass > 1)) {
       throw new ConfigError(
         `${tp}.num_class`,
@@ -952,7 +978,7 @@ export function resolveConfig(config: PipelineConfig): ResolvedConfig {
       label: nonEmptyString(t.labelName, `${tp}.label_name`),
       numClass,
       mlp: t.mlp ? resolveMlp(t.mlp, `${tp}.mlp`) : null,
-      loss: { kind, name: `${kind}_${name}`, labelSmoothing: smoothing },
+      losses: [{ kind, name: `${kind}_${name}`, labelSmoothing: smoothing }],
       metrics,
       hasWeight: t.weight !== undefined || t.sampleWeightName !== undefined ||
         t.taskSpaceIndicatorLabel !== undefined,

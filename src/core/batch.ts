@@ -23,6 +23,8 @@ export interface SparseInput {
   ids: Int32Array;
   /** size + 1 entries: row b owns ids[offsets[b] .. offsets[b+1]). */
   offsets: Int32Array;
+  /** Weighted features only (tzrec `id_feature.weighted`): one weight per id. */
+  weights?: Float32Array;
 }
 
 /** One dense feature of a batch: size x width values. */

@@ -222,9 +222,9 @@ export function onnxInputNames(config: ResolvedConfig): OnnxFeatureInputs[] {
  */
 export function onnxOutputNames(config: ResolvedConfig): string[] {
   return config.towers.flatMap((t) => {
-    if (t.loss.kind === "l2_loss") return [`y_${t.name}`];
+    if (t.losses[0].kind === "l2_loss") return [`y_${t.name}`];
     const names = [`logits_${t.name}`, `probs_${t.name}`];
-    if (t.loss.kind === "softmax_cross_entropy" && t.numClass === 2) {
+    if (t.losses[0].kind === "softmax_cross_entropy" && t.numClass === 2) {
       names.push(`probs1_${t.name}`);
     }
     return names;
@@ -732,10 +732,10 @@ export function exportOnnx(model: MMoEModel, options: OnnxExportOptions = {}): U
     );
     const name = tower.name, C = tower.numClass;
     const float = TensorProto_DataType.FLOAT;
-    if (tower.loss.kind === "l2_loss") {
+    if (tower.losses[0].kind === "l2_loss") {
       g.squeeze(linear, 1, `y_${name}`);
       outputs.push(valueInfo(`y_${name}`, float, [BATCH]));
-    } else if (tower.loss.kind === "binary_cross_entropy") {
+    } else if (tower.losses[0].kind === "binary_cross_entropy") {
       g.squeeze(linear, 1, `logits_${name}`);
       g.node("Sigmoid", [`logits_${name}`], `probs_${name}`);
       outputs.push(valueInfo(`logits_${name}`, float, [BATCH]));

@@ -991,7 +991,7 @@ export class MMoEModel {
       const labels = this.columns.get(c.label)!;
       const dLogits = withGrad ? t.dLogits : 0;
       let sum: number;
-      if (c.loss.kind === "binary_cross_entropy") {
+      if (c.losses[0].kind === "binary_cross_entropy") {
         sum = k.sigmoidBinaryCrossEntropy(
           dLogits,
           t.probs,
@@ -999,10 +999,10 @@ export class MMoEModel {
           labels,
           weights,
           B,
-          c.loss.labelSmoothing,
+          c.losses[0].labelSmoothing,
           1 / B,
         );
-      } else if (c.loss.kind === "softmax_cross_entropy") {
+      } else if (c.losses[0].kind === "softmax_cross_entropy") {
         sum = k.softmaxCrossEntropy(
           dLogits,
           t.probs,
@@ -1011,13 +1011,13 @@ export class MMoEModel {
           weights,
           B,
           c.numClass,
-          c.loss.labelSmoothing,
+          c.losses[0].labelSmoothing,
           1 / B,
         );
       } else {
         sum = k.squaredError(dLogits, t.logits, labels, weights, B, 1 / B);
       }
-      losses[c.loss.name] = sum / B;
+      losses[c.losses[0].name] = sum / B;
       total += sum / B;
     }
     return { losses, total };
@@ -1375,9 +1375,9 @@ export class MMoEModel {
       const c = t.config;
       // The label column is read but only enters the loss sum, which is dropped.
       const labels = this.columns.get(c.label)!;
-      if (c.loss.kind === "binary_cross_entropy") {
+      if (c.losses[0].kind === "binary_cross_entropy") {
         k.sigmoidBinaryCrossEntropy(0, t.probs, t.logits, labels, 0, B, 0, 0);
-      } else if (c.loss.kind === "softmax_cross_entropy") {
+      } else if (c.losses[0].kind === "softmax_cross_entropy") {
         k.softmaxCrossEntropy(0, t.probs, t.logits, labels, 0, B, c.numClass, 0, 0);
       }
     }
@@ -1400,7 +1400,8 @@ export class MMoEModel {
   outputs(size: number): Record<string, Float32Array> {
     const out: Record<string, Float32Array> = {};
     for (const t of this.towers) {
-      const { name, numClass: C, loss } = t.config;
+      const { name, numClass: C, losses } = t.config;
+      const loss = losses[0];
       const logits = this.f32.slice(t.logits / 4, t.logits / 4 + size * C);
       if (loss.kind === "l2_loss") {
         out[`y_${name}`] = logits;

@@ -206,13 +206,13 @@ function valueProblem(value: unknown): string {
 function outputWidths(config: ResolvedConfig): Map<string, number> {
   const widths = new Map<string, number>();
   for (const t of config.towers) {
-    if (t.loss.kind === "l2_loss") {
+    if (t.losses[0].kind === "l2_loss") {
       widths.set(`y_${t.name}`, t.numClass);
       continue;
     }
     widths.set(`logits_${t.name}`, t.numClass);
     widths.set(`probs_${t.name}`, t.numClass);
-    if (t.loss.kind === "softmax_cross_entropy" && t.numClass === 2) {
+    if (t.losses[0].kind === "softmax_cross_entropy" && t.numClass === 2) {
       widths.set(`probs1_${t.name}`, 1);
     }
   }

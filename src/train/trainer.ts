@@ -239,14 +239,14 @@ export async function evaluate(
       }
       return { metric, groupFeature };
     }),
-    loss: new WeightedMean(tower.loss.name),
+    loss: new WeightedMean(tower.losses[0].name),
   }));
   for await (const batch of batches) {
     const { losses } = model.evalStep(batch);
     const outputs = model.outputs(batch.size);
     for (const { tower, metrics, loss } of towers) {
-      loss.update(losses[tower.loss.name], batch.size);
-      const preds = tower.loss.kind === "l2_loss"
+      loss.update(losses[tower.losses[0].name], batch.size);
+      const preds = tower.losses[0].kind === "l2_loss"
         ? outputs[`y_${tower.name}`]
         : tower.numClass === 2
         ? outputs[`probs1_${tower.name}`]
