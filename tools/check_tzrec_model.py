@@ -85,14 +85,18 @@ def read_safetensors(path):
     with open(path, "rb") as f:
         data = f.read()
     n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + n])
+    header = json.loads(data[8 : 8 + n])
     meta = header.pop("__metadata__", {})
     dtypes = {"F32": "<f4", "I64": "<i8"}
     out = {}
     for name, info in header.items():
         b, e = info["data_offsets"]
-        out[name] = (info["dtype"], np.frombuffer(data[8 + n + b:8 + n + e], dtypes[info["dtype"]])
-                     .reshape(info["shape"]))
+        out[name] = (
+            info["dtype"],
+            np.frombuffer(data[8 + n + b : 8 + n + e], dtypes[info["dtype"]]).reshape(
+                info["shape"]
+            ),
+        )
     return out, meta
 
 
@@ -114,8 +118,11 @@ def features_of(cfg):
         else:  # vocab_list without default_bucketize_value: 0 default, 1 <OOV>
             rows = len(f["vocab_list"]) + 2
         feats[name] = {
-            "kind": "sparse", "rows": rows, "dim": one(f, "embedding_dim"),
-            "table": one(f, "embedding_name", f"{name}_emb"), "pooling": one(f, "pooling", "sum"),
+            "kind": "sparse",
+            "rows": rows,
+            "dim": one(f, "embedding_dim"),
+            "table": one(f, "embedding_name", f"{name}_emb"),
+            "pooling": one(f, "pooling", "sum"),
             "weighted": one(f, "weighted", False),
         }
     return feats
@@ -201,7 +208,9 @@ def encode(feats, group, rows, sep):
                 weights = [1.0] * len(ids)
             for k, w in zip(ids, weights):
                 if not 0 <= k < f["rows"]:
-                    raise ValueError(f"rows.csv row {i + 2} {name}: id {k} outside [0, {f['rows']})")
+                    raise ValueError(
+                        f"rows.csv row {i + 2} {name}: id {k} outside [0, {f['rows']})"
+                    )
                 pooled[i] += w * f["W"][k]
             if f["pooling"] == "mean" and ids:
                 pooled[i] /= len(ids)
@@ -211,7 +220,9 @@ def encode(feats, group, rows, sep):
 
 def close(what, got, want, rtol, atol):
     # the JSON holds float32 values in their shortest decimal form
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float32).astype(np.float64)
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float32).astype(
+        np.float64
+    )
     if got.shape != want.shape:
         failures.append(f"{what}: shape {got.shape} != {want.shape}")
         return 0.0
@@ -237,7 +248,9 @@ def main():
     got = {k: (dt, list(a.shape)) for k, (dt, a) in tensors.items()}
     for k in sorted(set(want) | set(got)):
         if want.get(k) != got.get(k):
-            failures.append(f"{k}: tzrec rules give {want.get(k)}, model.safetensors has {got.get(k)}")
+            failures.append(
+                f"{k}: tzrec rules give {want.get(k)}, model.safetensors has {got.get(k)}"
+            )
     # 2. num_batches_tracked
     for k, (dt, a) in tensors.items():
         if k.endswith("num_batches_tracked") and int(a) != expected["steps"]:
@@ -251,7 +264,9 @@ def main():
     P = {k: a.astype(np.float64) for k, (_, a) in tensors.items()}
     for f in feats.values():
         if f["kind"] == "sparse":
-            f["W"] = P[f"model.embedding_group.emb_impls.__BASE__.ebc.embedding_bags.{f['table']}.weight"]
+            f["W"] = P[
+                f"model.embedding_group.emb_impls.__BASE__.ebc.embedding_bags.{f['table']}.weight"
+            ]
     with open(os.path.join(FIXTURE, "rows.csv"), encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f, delimiter=one(data_cfg, "delimiter", ",")))
     sep = one(data_cfg, "fg_encoded_multival_sep", "\x03")
@@ -259,27 +274,50 @@ def main():
     rtol, atol = 1e-5, 1e-6  # float64 here vs torch float32
     worst = {}
     for name in group:
-        worst[f"features.{name}"] = close(f"features.{name}", outs[name], np.reshape(
-            expected["features"][name]["data"], expected["features"][name]["shape"]), rtol, atol)
+        worst[f"features.{name}"] = close(
+            f"features.{name}",
+            outs[name],
+            np.reshape(expected["features"][name]["data"], expected["features"][name]["shape"]),
+            rtol,
+            atol,
+        )
     x = np.concatenate([outs[n] for n in group], axis=1)
-    worst["group_input"] = close("group_input", x, np.reshape(
-        expected["group_input"]["data"], expected["group_input"]["shape"]), rtol, atol)
+    worst["group_input"] = close(
+        "group_input",
+        x,
+        np.reshape(expected["group_input"]["data"], expected["group_input"]["shape"]),
+        rtol,
+        atol,
+    )
     mmoe = one(model_cfg, "mmoe")
-    experts = [mlp_forward(P, f"model.mmoe.expert_mlps.{e}", one(mmoe, "expert_mlp"), x)
-               for e in range(one(mmoe, "num_expert"))]
+    experts = [
+        mlp_forward(P, f"model.mmoe.expert_mlps.{e}", one(mmoe, "expert_mlp"), x)
+        for e in range(one(mmoe, "num_expert"))
+    ]
     for t, tower in enumerate(mmoe["task_towers"]):
         name = one(tower, "tower_name")
-        g = mlp_forward(P, f"model.mmoe.gate_mlps.{t}", one(mmoe, "gate_mlp"), x) if "gate_mlp" in mmoe else x
+        g = (
+            mlp_forward(P, f"model.mmoe.gate_mlps.{t}", one(mmoe, "gate_mlp"), x)
+            if "gate_mlp" in mmoe
+            else x
+        )
         z = g @ P[f"model.mmoe.gate_finals.{t}.weight"].T + P[f"model.mmoe.gate_finals.{t}.bias"]
         gate = np.exp(z - z.max(axis=1, keepdims=True))
         gate /= gate.sum(axis=1, keepdims=True)
-        h = sum(gate[:, e:e + 1] * experts[e] for e in range(len(experts)))
+        h = sum(gate[:, e : e + 1] * experts[e] for e in range(len(experts)))
         if "mlp" in tower:
             h = mlp_forward(P, f"model._task_tower.{t}.tower_mlp", one(tower, "mlp"), h)
-        logits = (h @ P[f"model._task_tower.{t}.linear.weight"].T + P[f"model._task_tower.{t}.linear.bias"])[:, 0]
+        logits = (
+            h @ P[f"model._task_tower.{t}.linear.weight"].T
+            + P[f"model._task_tower.{t}.linear.bias"]
+        )[:, 0]
         probs = 1.0 / (1.0 + np.exp(-logits))
-        worst[f"logits_{name}"] = close(f"logits_{name}", logits, expected[f"logits_{name}"]["data"], rtol, atol)
-        worst[f"probs_{name}"] = close(f"probs_{name}", probs, expected[f"probs_{name}"]["data"], rtol, atol)
+        worst[f"logits_{name}"] = close(
+            f"logits_{name}", logits, expected[f"logits_{name}"]["data"], rtol, atol
+        )
+        worst[f"probs_{name}"] = close(
+            f"probs_{name}", probs, expected[f"probs_{name}"]["data"], rtol, atol
+        )
     for k, v in worst.items():
         print(f"{k}: max abs error {v:.3g}")
     return report()

@@ -77,44 +77,123 @@ CONFIG: Dict[str, Any] = {
         "labelFields": ["clk", "buy", "like"],
     },
     "featureConfigs": [
-        {"idFeature": {"featureName": "user_id", "expression": "user:user_id", "numBuckets": 24,
-                       "embeddingDim": 4, "embeddingName": "user_emb"}},
-        {"idFeature": {"featureName": "friend_id", "expression": "user:friend_id", "numBuckets": 24,
-                       "embeddingDim": 4, "embeddingName": "user_emb"}},
-        {"idFeature": {"featureName": "tag_ids", "expression": "item:tag_ids", "numBuckets": 15,
-                       "embeddingDim": 4}},
-        {"idFeature": {"featureName": "cate_ids", "expression": "item:cate_ids", "numBuckets": 12,
-                       "embeddingDim": 3, "pooling": "mean"}},
-        {"idFeature": {"featureName": "clicked_items", "expression": "user:clicked_items",
-                       "numBuckets": 16, "embeddingDim": 4, "weighted": True}},
-        {"idFeature": {"featureName": "pid_hash", "expression": "context:pid", "hashBucketSize": 10,
-                       "embeddingDim": 3}},
-        {"idFeature": {"featureName": "city", "expression": "user:city",
-                       "vocabList": ["beijing", "shanghai", "hangzhou", "shenzhen"], "embeddingDim": 3}},
+        {
+            "idFeature": {
+                "featureName": "user_id",
+                "expression": "user:user_id",
+                "numBuckets": 24,
+                "embeddingDim": 4,
+                "embeddingName": "user_emb",
+            }
+        },
+        {
+            "idFeature": {
+                "featureName": "friend_id",
+                "expression": "user:friend_id",
+                "numBuckets": 24,
+                "embeddingDim": 4,
+                "embeddingName": "user_emb",
+            }
+        },
+        {
+            "idFeature": {
+                "featureName": "tag_ids",
+                "expression": "item:tag_ids",
+                "numBuckets": 15,
+                "embeddingDim": 4,
+            }
+        },
+        {
+            "idFeature": {
+                "featureName": "cate_ids",
+                "expression": "item:cate_ids",
+                "numBuckets": 12,
+                "embeddingDim": 3,
+                "pooling": "mean",
+            }
+        },
+        {
+            "idFeature": {
+                "featureName": "clicked_items",
+                "expression": "user:clicked_items",
+                "numBuckets": 16,
+                "embeddingDim": 4,
+                "weighted": True,
+            }
+        },
+        {
+            "idFeature": {
+                "featureName": "pid_hash",
+                "expression": "context:pid",
+                "hashBucketSize": 10,
+                "embeddingDim": 3,
+            }
+        },
+        {
+            "idFeature": {
+                "featureName": "city",
+                "expression": "user:city",
+                "vocabList": ["beijing", "shanghai", "hangzhou", "shenzhen"],
+                "embeddingDim": 3,
+            }
+        },
         {"rawFeature": {"featureName": "price", "expression": "item:price"}},
-        {"rawFeature": {"featureName": "age_bucket", "expression": "user:age",
-                        "boundaries": [18.0, 25.0, 35.0, 50.0], "embeddingDim": 3}},
+        {
+            "rawFeature": {
+                "featureName": "age_bucket",
+                "expression": "user:age",
+                "boundaries": [18.0, 25.0, 35.0, 50.0],
+                "embeddingDim": 3,
+            }
+        },
     ],
     "modelConfig": {
-        "featureGroups": [{
-            "groupName": "all",
-            # not the feature_configs order: the group order is the concat order
-            "featureNames": ["price", "user_id", "tag_ids", "friend_id", "clicked_items", "cate_ids",
-                             "age_bucket", "pid_hash", "city"],
-            "groupType": Enum("DEEP"),
-        }],
+        "featureGroups": [
+            {
+                "groupName": "all",
+                # not the feature_configs order: the group order is the concat order
+                "featureNames": [
+                    "price",
+                    "user_id",
+                    "tag_ids",
+                    "friend_id",
+                    "clicked_items",
+                    "cate_ids",
+                    "age_bucket",
+                    "pid_hash",
+                    "city",
+                ],
+                "groupType": Enum("DEEP"),
+            }
+        ],
         "mmoe": {
             "expertMlp": {"hiddenUnits": [8, 6], "useBn": True},
             "gateMlp": {"hiddenUnits": [5]},
             "numExpert": 3,
             "taskTowers": [
-                {"towerName": "ctr", "labelName": "clk", "mlp": {"hiddenUnits": [4], "dropoutRatio": [0.1]},
-                 "metrics": [{"auc": {}}], "losses": [{"binaryCrossEntropy": {}}]},
-                {"towerName": "cvr", "labelName": "buy", "mlp": {"hiddenUnits": [4, 3]},
-                 "metrics": [{"auc": {"thresholds": 1000}}], "losses": [{"binaryCrossEntropy": {}}],
-                 "taskSpaceIndicatorLabel": "clk", "inTaskSpaceWeight": 1.0, "outTaskSpaceWeight": 0.0},
-                {"towerName": "like", "labelName": "like",
-                 "metrics": [{"auc": {}}], "losses": [{"binaryCrossEntropy": {}}]},
+                {
+                    "towerName": "ctr",
+                    "labelName": "clk",
+                    "mlp": {"hiddenUnits": [4], "dropoutRatio": [0.1]},
+                    "metrics": [{"auc": {}}],
+                    "losses": [{"binaryCrossEntropy": {}}],
+                },
+                {
+                    "towerName": "cvr",
+                    "labelName": "buy",
+                    "mlp": {"hiddenUnits": [4, 3]},
+                    "metrics": [{"auc": {"thresholds": 1000}}],
+                    "losses": [{"binaryCrossEntropy": {}}],
+                    "taskSpaceIndicatorLabel": "clk",
+                    "inTaskSpaceWeight": 1.0,
+                    "outTaskSpaceWeight": 0.0,
+                },
+                {
+                    "towerName": "like",
+                    "labelName": "like",
+                    "metrics": [{"auc": {}}],
+                    "losses": [{"binaryCrossEntropy": {}}],
+                },
             ],
         },
     },
@@ -189,8 +268,12 @@ def resolve_features() -> List[Dict[str, Any]]:
         else:
             rows = len(f["vocabList"]) + 2  # [default_value, "<OOV>"] + vocab_list
         by_name[name] = {
-            "name": name, "kind": "sparse", "rows": rows, "dim": f["embeddingDim"],
-            "table": f.get("embeddingName", f"{name}_emb"), "pooling": f.get("pooling", "sum"),
+            "name": name,
+            "kind": "sparse",
+            "rows": rows,
+            "dim": f["embeddingDim"],
+            "table": f.get("embeddingName", f"{name}_emb"),
+            "pooling": f.get("pooling", "sum"),
             "weighted": f.get("weighted", False),
         }
     group = CONFIG["modelConfig"]["featureGroups"][0]
@@ -210,7 +293,8 @@ class EmbeddingBagCollection(nn.Module):
         self.embedding_bags = nn.ModuleDict()
         for t in tables:
             self.embedding_bags[t["table"]] = nn.EmbeddingBag(
-                t["rows"], t["dim"], mode=t["pooling"], include_last_offset=True)
+                t["rows"], t["dim"], mode=t["pooling"], include_last_offset=True
+            )
 
 
 class EmbeddingGroupImpl(nn.Module):
@@ -236,7 +320,8 @@ class EmbeddingGroupImpl(nn.Module):
                 ids, weights, lengths = inputs[f["name"]]
                 offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(lengths, 0)])
                 out = self.ebc.embedding_bags[f["table"]](
-                    ids, offsets, per_sample_weights=weights if f["weighted"] else None)
+                    ids, offsets, per_sample_weights=weights if f["weighted"] else None
+                )
             trace[f"feature_{f['name']}"] = out
             parts.append(out)
         return torch.cat(parts, dim=1)
@@ -266,10 +351,13 @@ class MMoE(nn.Module):
         self.towers = mcfg["taskTowers"]
         self.embedding_group = EmbeddingGroup(FEATURES)
         in_features = sum(f["dim"] for f in FEATURES)
-        self.mmoe = MMoEModule(in_features, mcfg["expertMlp"], mcfg["numExpert"], len(self.towers),
-                               mcfg.get("gateMlp"))
+        self.mmoe = MMoEModule(
+            in_features, mcfg["expertMlp"], mcfg["numExpert"], len(self.towers), mcfg.get("gateMlp")
+        )
         self._task_tower = nn.ModuleList(
-            TaskTower(self.mmoe.output_dim(), t.get("numClass", 1), t.get("mlp")) for t in self.towers)
+            TaskTower(self.mmoe.output_dim(), t.get("numClass", 1), t.get("mlp"))
+            for t in self.towers
+        )
 
     def forward(self, inputs):
         trace: Dict[str, torch.Tensor] = {}
@@ -304,6 +392,7 @@ def number(v: float) -> str:
 def make_rows(gen: torch.Generator, n: int, edge_cases: bool) -> List[Dict[str, str]]:
     """FG_NONE rows as CSV cells: ids already encoded, multi-values joined by
     \\x03, weighted ids as id:weight."""
+
     def ints(hi: int, k: int) -> List[int]:
         return torch.randint(0, hi, (k,), generator=gen).tolist()
 
@@ -322,8 +411,12 @@ def make_rows(gen: torch.Generator, n: int, edge_cases: bool) -> List[Dict[str, 
             "tag_ids": MULTIVAL_SEP.join(map(str, ints(15, count(3)))),
             "cate_ids": MULTIVAL_SEP.join(map(str, ints(12, count(3)))),
             "clicked_items": MULTIVAL_SEP.join(
-                f"{k}:{number(w)}" for k, w in zip(
-                    ints(16, count(3)), (torch.randint(0, 13, (3,), generator=gen) * 0.25 - 0.5).tolist())),
+                f"{k}:{number(w)}"
+                for k, w in zip(
+                    ints(16, count(3)),
+                    (torch.randint(0, 13, (3,), generator=gen) * 0.25 - 0.5).tolist(),
+                )
+            ),
             "pid_hash": str(ints(10, 1)[0]),
             "city": str(ints(6, 1)[0]),
             "price": number(round(float(torch.randn(1, generator=gen)) * 20 + 30, 2)),
@@ -332,7 +425,9 @@ def make_rows(gen: torch.Generator, n: int, edge_cases: bool) -> List[Dict[str, 
         rows.append(row)
     if edge_cases:
         rows[0].update(tag_ids="", cate_ids="", clicked_items="")  # empty bags: zero vectors
-        rows[1].update(tag_ids=MULTIVAL_SEP.join(["7", "7", "2"]), cate_ids=MULTIVAL_SEP.join(["3", "3"]))
+        rows[1].update(
+            tag_ids=MULTIVAL_SEP.join(["7", "7", "2"]), cate_ids=MULTIVAL_SEP.join(["3", "3"])
+        )
         rows[2].update(friend_id="")  # missing single id: no id, zero vector
         rows[3].update(clicked_items=MULTIVAL_SEP.join(["5:0", "5:1.5", "9:-0.25"]))
         rows[4].update(price="0", city="0", pid_hash="9", age_bucket="4")
@@ -366,8 +461,11 @@ def parse_rows(rows: List[Dict[str, str]]) -> Dict[str, Any]:
                 ids.append(int(k))
                 weights.append(np.float32(w) if f["weighted"] else np.float32(1))
             lengths.append(len(items))
-        out[f["name"]] = (torch.tensor(ids, dtype=torch.long), torch.tensor(weights, dtype=torch.float32),
-                          torch.tensor(lengths, dtype=torch.long))
+        out[f["name"]] = (
+            torch.tensor(ids, dtype=torch.long),
+            torch.tensor(weights, dtype=torch.float32),
+            torch.tensor(lengths, dtype=torch.long),
+        )
     return out
 
 
@@ -397,12 +495,16 @@ def is_table(name: str) -> bool:
 def train(wrapper: TrainWrapper, gen: torch.Generator):
     tc = CONFIG["trainConfig"]
     params = list(wrapper.named_parameters())
-    adam = torch.optim.Adam([p for n, p in params if not is_table(n)],
-                            lr=tc["denseOptimizer"]["adamOptimizer"]["lr"])
+    adam = torch.optim.Adam(
+        [p for n, p in params if not is_table(n)], lr=tc["denseOptimizer"]["adamOptimizer"]["lr"]
+    )
     # fbgemm EXACT_ADAGRAD: per element G += g^2, w -= lr g / (sqrt(G) + 1e-8);
     # dense torch Adagrad is the same on rows with no gradient (G and w stay)
-    adagrad = torch.optim.Adagrad([p for n, p in params if is_table(n)],
-                                  lr=tc["sparseOptimizer"]["adagradOptimizer"]["lr"], eps=1e-8)
+    adagrad = torch.optim.Adagrad(
+        [p for n, p in params if is_table(n)],
+        lr=tc["sparseOptimizer"]["adagradOptimizer"]["lr"],
+        eps=1e-8,
+    )
     wrapper.train()
     for _ in range(STEPS):
         rows = make_rows(gen, BATCH, edge_cases=False)
@@ -478,14 +580,17 @@ def main() -> int:
         assert tensors[k].dtype == v.numpy().dtype and np.array_equal(tensors[k], v.numpy()), k
 
     header = "# Generated by tools/make_tzrec_model.py: see tools/README.md (tzrec_model).\n"
-    with open(os.path.join(FIXTURE_DIR, "pipeline.config"), "w", encoding="utf-8", newline="\n") as f:
+    with open(
+        os.path.join(FIXTURE_DIR, "pipeline.config"), "w", encoding="utf-8", newline="\n"
+    ) as f:
         f.write(header + config_text(CONFIG))
     with open(os.path.join(FIXTURE_DIR, "rows.csv"), "w", encoding="utf-8", newline="") as f:
         f.write(text)
     expected: Dict[str, Any] = {
         "description": (
-            f"tzrec MMoE (3 experts [8,6] with BN, gate_mlp [5], towers ctr/cvr/like) trained {STEPS} "
-            f"steps in torch, eval-mode outputs for the {EVAL_ROWS} rows of rows.csv (FG_NONE) with "
+            "tzrec MMoE (3 experts [8,6] with BN, gate_mlp [5], towers ctr/cvr/like) trained "
+            f"{STEPS} steps in torch, eval-mode outputs for the {EVAL_ROWS} rows of rows.csv "
+            "(FG_NONE) with "
             "model.safetensors (= model.ckpt-24/model converted by tools/tzrec_checkpoint.py)."
         ),
         "torch_version": torch.__version__,

@@ -28,8 +28,13 @@ _GOOD = "field(default_factory=TensorProperties)"
 
 class _PatchedSource(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def __init__(self) -> None:
-        self.origin = os.path.join(os.path.dirname(torch.__file__), "distributed", "_shard",
-                                   "sharded_tensor", "metadata.py")
+        self.origin = os.path.join(
+            os.path.dirname(torch.__file__),
+            "distributed",
+            "_shard",
+            "sharded_tensor",
+            "metadata.py",
+        )
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != _TARGET:
@@ -68,11 +73,20 @@ def reader_for_torch2_metadata(path: str):
 
     classes = {
         ("torch.distributed.checkpoint.metadata", name): getattr(metadata, name)
-        for name in ("Metadata", "TensorStorageMetadata", "ChunkStorageMetadata",
-                     "BytesStorageMetadata", "MetadataIndex")
+        for name in (
+            "Metadata",
+            "TensorStorageMetadata",
+            "ChunkStorageMetadata",
+            "BytesStorageMetadata",
+            "MetadataIndex",
+        )
     }
-    classes[("torch.distributed.checkpoint.metadata", "TensorProperties")] = st_metadata.TensorProperties
-    classes[("torch.distributed.checkpoint.metadata", "_MEM_FORMAT_ENCODING")] = st_metadata.MEM_FORMAT_ENCODING
+    classes[
+        ("torch.distributed.checkpoint.metadata", "TensorProperties")
+    ] = st_metadata.TensorProperties
+    classes[
+        ("torch.distributed.checkpoint.metadata", "_MEM_FORMAT_ENCODING")
+    ] = st_metadata.MEM_FORMAT_ENCODING
     classes[("torch.distributed.checkpoint.filesystem", "_StorageInfo")] = filesystem._StorageInfo
 
     class Unpickler(pickle.Unpickler):
@@ -135,7 +149,8 @@ def _save_rank(rank: int, port: int, jobs_path: str) -> None:
                     local.append(Shard(piece, ShardMetadata(offsets, sizes, f"rank:{r}/cpu")))
             state_dict[key] = init_from_local_shards(local, *value.shape)
         pkg.checkpoint.save_state_dict(
-            state_dict, pkg.checkpoint.FileSystemWriter(out_dir, single_file_per_rank=True))
+            state_dict, pkg.checkpoint.FileSystemWriter(out_dir, single_file_per_rank=True)
+        )
     dist.destroy_process_group()
 
 

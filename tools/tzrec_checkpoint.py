@@ -38,7 +38,7 @@ Writing uses ``torch.save`` for the blobs (torch 1.13 or 2.x) and writes
 ``.metadata`` with torch 2.x class paths. See tools/README.md for what was
 verified against which torch.
 
-    /usr/bin/python3 tools/tzrec_checkpoint.py to-safetensors experiments/x/model.ckpt-100 x.safetensors
+    /usr/bin/python3 tools/tzrec_checkpoint.py to-safetensors exp/model.ckpt-100 exp.safetensors
 """
 
 import argparse
@@ -91,8 +91,9 @@ def _little_endian(arr: Any) -> np.ndarray:
 # then the raw little-endian data; the tensors tile the data section.
 
 
-def write_safetensors(path: str, tensors: Dict[str, np.ndarray],
-                      metadata: Optional[Dict[str, str]] = None) -> None:
+def write_safetensors(
+    path: str, tensors: Dict[str, np.ndarray], metadata: Optional[Dict[str, str]] = None
+) -> None:
     """Writes `tensors` (numpy arrays of a dtype in DTYPES, not bfloat16).
 
     As the reference `safetensors.serialize`: tensors ordered by element size
@@ -112,8 +113,11 @@ def write_safetensors(path: str, tensors: Dict[str, np.ndarray],
         header["__metadata__"] = {str(k): str(v) for k, v in sorted(metadata.items())}
     offset = 0
     for name, code, arr in entries:
-        header[name] = {"dtype": code, "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + arr.nbytes]}
+        header[name] = {
+            "dtype": code,
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + arr.nbytes],
+        }
         offset += arr.nbytes
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (-len(text) % 8)
@@ -146,28 +150,34 @@ def read_safetensors(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     if 8 + n > len(data):
         raise ValueError(f"{where}: header length {n} runs past the end ({len(data)} bytes)")
     try:
-        header = json.loads(data[8:8 + n].decode("utf-8"))
+        header = json.loads(data[8 : 8 + n].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{where}: header is not UTF-8 JSON: {e}") from None
     if not isinstance(header, dict):
         raise ValueError(f"{where}: header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
-    body = memoryview(data)[8 + n:]
+    body = memoryview(data)[8 + n :]
     spans = []
     tensors: Dict[str, np.ndarray] = {}
     for name, info in header.items():
         try:
             code, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
         except (TypeError, KeyError, ValueError):
-            raise ValueError(f"{where}: tensor {name!r}: entry {info!r} lacks dtype/shape/data_offsets") from None
+            raise ValueError(
+                f"{where}: tensor {name!r}: entry {info!r} lacks dtype/shape/data_offsets"
+            ) from None
         if code not in SAFETENSORS_TO_TORCH:
-            raise ValueError(f"{where}: tensor {name!r}: dtype {code!r} is not supported "
-                             f"(supported: {', '.join(sorted(SAFETENSORS_TO_TORCH))})")
+            raise ValueError(
+                f"{where}: tensor {name!r}: dtype {code!r} is not supported "
+                f"(supported: {', '.join(sorted(SAFETENSORS_TO_TORCH))})"
+            )
         npd = np.dtype(DTYPES[SAFETENSORS_TO_TORCH[code]][1])
         count = int(np.prod(shape, dtype=np.int64))
         if end - begin != count * npd.itemsize or begin < 0 or end > len(body):
-            raise ValueError(f"{where}: tensor {name!r}: data_offsets [{begin}, {end}] do not hold "
-                             f"{code} {shape} inside the {len(body)}-byte data section")
+            raise ValueError(
+                f"{where}: tensor {name!r}: data_offsets [{begin}, {end}] do not hold "
+                f"{code} {shape} inside the {len(body)}-byte data section"
+            )
         arr = np.frombuffer(body[begin:end], dtype=npd).reshape(shape).copy()
         tensors[name] = bf16_to_f32(arr) if code == "BF16" else arr
         spans.append((begin, end, name))
@@ -175,8 +185,10 @@ def read_safetensors(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     covered = 0
     for begin, end, name in spans:
         if begin != covered:
-            raise ValueError(f"{where}: tensor {name!r} starts at {begin}, expected {covered} "
-                             "(tensors must tile the data section)")
+            raise ValueError(
+                f"{where}: tensor {name!r} starts at {begin}, expected {covered} "
+                "(tensors must tile the data section)"
+            )
         covered = end
     if covered != len(body):
         raise ValueError(f"{where}: {len(body) - covered} trailing data bytes belong to no tensor")
@@ -203,7 +215,8 @@ def _rebuild_tensor(storage: _Storage, offset: int, size, stride, *_ignored) -> 
     arr = storage.array
     item = arr.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(
-        arr[offset:], shape=tuple(size), strides=tuple(s * item for s in stride), writeable=False)
+        arr[offset:], shape=tuple(size), strides=tuple(s * item for s in stride), writeable=False
+    )
     out = np.array(view, dtype=arr.dtype.newbyteorder("<"))
     return bf16_to_f32(out) if storage.dtype == "bfloat16" else out
 
@@ -223,7 +236,10 @@ class _TensorUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
             return _rebuild_tensor
-        if module == "torch._utils" and name in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
+        if module == "torch._utils" and name in (
+            "_rebuild_parameter",
+            "_rebuild_parameter_with_state",
+        ):
             return _rebuild_parameter
         if module == "torch" and name in STORAGE_TO_TORCH:
             return _StorageType(STORAGE_TO_TORCH[name])
@@ -336,13 +352,17 @@ class _MetadataUnpickler(pickle.Unpickler):
 def read_dcp_metadata(dcp_dir: str) -> Record:
     path = os.path.join(dcp_dir, ".metadata")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{dcp_dir}: no .metadata (not a torch distributed checkpoint directory)")
+        raise FileNotFoundError(
+            f"{dcp_dir}: no .metadata (not a torch distributed checkpoint directory)"
+        )
     with open(path, "rb") as f:
         try:
             md = _MetadataUnpickler(f).load()
         except Exception as e:  # a corrupt pickle raises anything from EOFError to KeyError
             raise ValueError(f"{path}: cannot read the DCP metadata pickle: {e!r}") from None
-    if getattr(md, "kind", None) != "Metadata" or not isinstance(getattr(md, "state_dict_metadata", None), dict):
+    if getattr(md, "kind", None) != "Metadata" or not isinstance(
+        getattr(md, "state_dict_metadata", None), dict
+    ):
         raise ValueError(f"{path}: holds {md!r:.200}, not a DCP Metadata")
     return md
 
@@ -386,7 +406,9 @@ def _assemble(dcp_dir: str, fqn: str, entry: Record, storage, files) -> np.ndarr
     for chunk in entry.chunks:
         offsets, sizes = tuple(chunk.offsets), tuple(chunk.sizes)
         where = f"{dcp_dir}: {fqn} chunk at {list(offsets)} of {list(size)}"
-        if len(offsets) != len(size) or any(o < 0 or o + s > d for o, s, d in zip(offsets, sizes, size)):
+        if len(offsets) != len(size) or any(
+            o < 0 or o + s > d for o, s, d in zip(offsets, sizes, size)
+        ):
             raise ValueError(f"{where}: sizes {list(sizes)} fall outside the tensor")
         for other in boxes:
             if all(o1 < o2 + s2 and o2 < o1 + s1 for o1, s1, o2, s2 in zip(offsets, sizes, *other)):
@@ -396,28 +418,38 @@ def _assemble(dcp_dir: str, fqn: str, entry: Record, storage, files) -> np.ndarr
         if info is None:
             raise ValueError(f"{where}: no storage entry for it in .metadata")
         if getattr(info, "transform_descriptors", None):
-            raise ValueError(f"{where}: stored with stream transforms {info.transform_descriptors} "
-                             "(compressed DCP items are not supported)")
+            raise ValueError(
+                f"{where}: stored with stream transforms {info.transform_descriptors} "
+                "(compressed DCP items are not supported)"
+            )
         path = os.path.join(dcp_dir, info.relative_path)
         if path not in files:
             try:
                 files[path] = open(path, "rb")
             except FileNotFoundError:
-                raise FileNotFoundError(f"{where}: stored in {info.relative_path}, which is missing "
-                                        "(copy every rank's .distcp file)") from None
+                raise FileNotFoundError(
+                    f"{where}: stored in {info.relative_path}, which is missing "
+                    "(copy every rank's .distcp file)"
+                ) from None
         f = files[path]
         f.seek(info.offset)
         blob = f.read(info.length)
         if len(blob) != info.length:
-            raise ValueError(f"{where}: {info.relative_path} ends before byte {info.offset + info.length}")
+            raise ValueError(
+                f"{where}: {info.relative_path} ends before byte {info.offset + info.length}"
+            )
         arr = load_torch_tensor(blob, f"{where} ({info.relative_path} @{info.offset})")
         if arr.shape != sizes:
-            raise ValueError(f"{where}: blob has shape {list(arr.shape)}, metadata says {list(sizes)}")
+            raise ValueError(
+                f"{where}: blob has shape {list(arr.shape)}, metadata says {list(sizes)}"
+            )
         full[tuple(slice(o, o + s) for o, s in zip(offsets, sizes))] = arr
         volume += int(np.prod(sizes, dtype=np.int64))
     if volume != int(np.prod(size, dtype=np.int64)):
-        raise ValueError(f"{dcp_dir}: {fqn}: chunks cover {volume} of {int(np.prod(size))} elements "
-                         "(a rank's shards are missing from .metadata)")
+        raise ValueError(
+            f"{dcp_dir}: {fqn}: chunks cover {volume} of {int(np.prod(size))} elements "
+            "(a rank's shards are missing from .metadata)"
+        )
     return full
 
 
@@ -485,16 +517,23 @@ def write_dcp(dcp_dir: str, tensors: Dict[str, Any], planner_paths: Dict[str, tu
             offset = f.tell()
             torch.save(torch.from_numpy(arr.copy()), f)
             zeros = (0,) * arr.ndim
-            state_dict_metadata[name] = _Call(_Ref(_MD, "TensorStorageMetadata"), (
-                _Call(_Ref(_MD, "TensorProperties"), (_Ref("torch", dtype),)),
-                _size(arr.shape),
-                [_Call(_Ref(_MD, "ChunkStorageMetadata"), (_size(zeros), _size(arr.shape)))],
-            ))
+            state_dict_metadata[name] = _Call(
+                _Ref(_MD, "TensorStorageMetadata"),
+                (
+                    _Call(_Ref(_MD, "TensorProperties"), (_Ref("torch", dtype),)),
+                    _size(arr.shape),
+                    [_Call(_Ref(_MD, "ChunkStorageMetadata"), (_size(zeros), _size(arr.shape)))],
+                ),
+            )
             index = _Call(_Ref(_MD, "MetadataIndex"), (name, _size(zeros), 0))
-            storage_data[index] = _Call(_Ref(_FS, "_StorageInfo"), (file_name, offset, f.tell() - offset))
+            storage_data[index] = _Call(
+                _Ref(_FS, "_StorageInfo"), (file_name, offset, f.tell() - offset)
+            )
         f.flush()
         os.fsync(f.fileno())
-    metadata = _Call(_Ref(_MD, "Metadata"), (state_dict_metadata, dict(planner_paths), storage_data))
+    metadata = _Call(
+        _Ref(_MD, "Metadata"), (state_dict_metadata, dict(planner_paths), storage_data)
+    )
     with open(os.path.join(dcp_dir, ".metadata"), "wb") as f:
         _MetadataPickler(f, protocol=2).dump(metadata)
 
@@ -513,20 +552,30 @@ def find_checkpoint(path: str) -> Tuple[str, Optional[str], int]:
         return path, None, 0
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such checkpoint directory")
-    ckpts = [d for d in os.listdir(path) if CKPT_RE.match(d) and os.path.isdir(os.path.join(path, d))]
+    ckpts = [
+        d for d in os.listdir(path) if CKPT_RE.match(d) and os.path.isdir(os.path.join(path, d))
+    ]
     if ckpts:
         path = os.path.join(path, max(ckpts, key=lambda d: int(CKPT_RE.match(d).group(1))))
     m = CKPT_RE.match(os.path.basename(path))
     step = int(m.group(1)) if m else 0
     model = os.path.join(path, "model")
     if not os.path.isfile(os.path.join(model, ".metadata")):
-        raise FileNotFoundError(f"{path}: no model/.metadata (expected a tzrec model_dir, "
-                                "a model.ckpt-N directory or a DCP directory)")
+        raise FileNotFoundError(
+            f"{path}: no model/.metadata (expected a tzrec model_dir, "
+            "a model.ckpt-N directory or a DCP directory)"
+        )
     optimizer = os.path.join(path, "optimizer")
-    return model, (optimizer if os.path.isfile(os.path.join(optimizer, ".metadata")) else None), step
+    return (
+        model,
+        (optimizer if os.path.isfile(os.path.join(optimizer, ".metadata")) else None),
+        step,
+    )
 
 
-def tzrec_to_safetensors(src: str, out: str, with_optimizer: bool = True, log=print) -> Dict[str, np.ndarray]:
+def tzrec_to_safetensors(
+    src: str, out: str, with_optimizer: bool = True, log=print
+) -> Dict[str, np.ndarray]:
     model_dir, optimizer_dir, step = find_checkpoint(src)
     tensors, dtypes, skipped = read_dcp(model_dir)
     if with_optimizer and optimizer_dir:
@@ -541,11 +590,20 @@ def tzrec_to_safetensors(src: str, out: str, with_optimizer: bool = True, log=pr
         if dtype in ("float16", "bfloat16"):
             log(f"{name}: {dtype} -> float32")
     if skipped:
-        log(f"skipped {len(skipped)} non-tensor entries: {', '.join(skipped[:8])}{' ...' if len(skipped) > 8 else ''}")
-    metadata = {"source": "tzrec", "checkpoint": os.path.basename(os.path.dirname(model_dir)), "step": str(step)}
+        log(
+            f"skipped {len(skipped)} non-tensor entries: {', '.join(skipped[:8])}"
+            + (" ..." if len(skipped) > 8 else "")
+        )
+    metadata = {
+        "source": "tzrec",
+        "checkpoint": os.path.basename(os.path.dirname(model_dir)),
+        "step": str(step),
+    }
     write_safetensors(out, tensors, metadata)
-    log(f"{out}: {len(tensors)} tensors from {model_dir}"
-        f"{' and ' + optimizer_dir if with_optimizer and optimizer_dir else ''}, step {step}")
+    log(
+        f"{out}: {len(tensors)} tensors from {model_dir}"
+        f"{' and ' + optimizer_dir if with_optimizer and optimizer_dir else ''}, step {step}"
+    )
     return tensors
 
 
@@ -562,8 +620,9 @@ def _model_key(name: str) -> str:
     return "model." + name
 
 
-def tzrec_names(tensors: Dict[str, np.ndarray], step: int, with_optimizer: bool,
-                log=print) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+def tzrec_names(
+    tensors: Dict[str, np.ndarray], step: int, with_optimizer: bool, log=print
+) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
     """Splits a safetensors file's tensors into tzrec's model and optimizer
     state dicts, keyed as tzrec's DCP keys them.
 
@@ -582,14 +641,16 @@ def tzrec_names(tensors: Dict[str, np.ndarray], step: int, with_optimizer: bool,
         if name.startswith(("state.", "param_groups.")):
             optim[name] = arr
         elif name.startswith("optimizer."):
-            param, _, state = name[len("optimizer."):].rpartition(".")
+            param, _, state = name[len("optimizer.") :].rpartition(".")
             param = _model_key(param)
             table = EMBEDDING_RE.search(param)
             if table and state == "sum":
                 optim[f"state.{param}.{table.group(1)}.momentum1"] = arr
             elif table:
-                raise ValueError(f"{name}: sparse optimizer state {state!r} has no verified torchrec "
-                                 "name (only Adagrad's sum does); convert with --no-optimizer")
+                raise ValueError(
+                    f"{name}: sparse optimizer state {state!r} has no verified torchrec "
+                    "name (only Adagrad's sum does); convert with --no-optimizer"
+                )
             elif state in ("exp_avg", "exp_avg_sq", "sum", "momentum_buffer"):
                 optim[f"state.{param}.{state}"] = arr
                 if state != "momentum_buffer":
@@ -615,15 +676,16 @@ def _planner_path(key: str) -> tuple:
     """Metadata.planner_data: a key's path in the nested state dict
     (`state.<param>.<name>` is state[param][name] of optimizer.state_dict())."""
     if key.startswith("state."):
-        param = key[len("state."):]
+        param = key[len("state.") :]
         m = re.match(r"^(.*\.(?:weight|bias|running_mean|running_var))\.(.+)$", param)
         if m:
             return ("state", m.group(1), m.group(2))
     return (key,)
 
 
-def safetensors_to_tzrec(src: str, out_dir: str, step: Optional[int] = None,
-                         with_optimizer: bool = True, log=print) -> str:
+def safetensors_to_tzrec(
+    src: str, out_dir: str, step: Optional[int] = None, with_optimizer: bool = True, log=print
+) -> str:
     tensors, metadata = read_safetensors(src)
     if step is None:
         step = int(metadata["step"]) if re.fullmatch(r"\d+", metadata.get("step", "")) else 0
@@ -634,7 +696,10 @@ def safetensors_to_tzrec(src: str, out_dir: str, step: Optional[int] = None,
     write_dcp(os.path.join(ckpt, "model"), model, {k: _planner_path(k) for k in model})
     if optim:
         write_dcp(os.path.join(ckpt, "optimizer"), optim, {k: _planner_path(k) for k in optim})
-    log(f"{ckpt}: model ({len(model)} tensors){f', optimizer ({len(optim)} tensors)' if optim else ''}")
+    log(
+        f"{ckpt}: model ({len(model)} tensors)"
+        + (f", optimizer ({len(optim)} tensors)" if optim else "")
+    )
     return ckpt
 
 
@@ -648,7 +713,9 @@ def main(argv: List[str]) -> int:
     b = sub.add_parser("to-tzrec", help="safetensors -> tzrec model.ckpt-N (fine_tune_checkpoint)")
     b.add_argument("input")
     b.add_argument("output_dir")
-    b.add_argument("--step", type=int, help="checkpoint step (default: the file's `step` metadata, else 0)")
+    b.add_argument(
+        "--step", type=int, help="checkpoint step (default: the file's `step` metadata, else 0)"
+    )
     b.add_argument("--no-optimizer", action="store_true", help="leave out the optimizer state")
     args = parser.parse_args(argv)
     try:
