@@ -234,8 +234,7 @@ def config_text(msg: Dict[str, Any], indent: int = 0) -> str:
     for key, value in msg.items():
         name = snake(key)
         if isinstance(value, dict):
-            body = config_text(value, indent + 1)
-            out.append(f"{pad}{name} {{\n{body}{pad}}}\n" if body else f"{pad}{name} {{\n{pad}}}\n")
+            out.append(f"{pad}{name} {{\n{config_text(value, indent + 1)}{pad}}}\n")
         elif isinstance(value, list) and value and isinstance(value[0], dict):
             for item in value:
                 out.append(f"{pad}{name} {{\n{config_text(item, indent + 1)}{pad}}}\n")
