@@ -246,24 +246,36 @@ test("checkpoint: BatchNorm running statistics are saved as buffers", () => {
 });
 
 test("safetensors: the encoder writes the layout the spec defines, byte for byte", () => {
+  // Checksums from Python: format(zlib.crc32(data), "08x") of the f32 bytes, and of
+  // json.dumps([[[key, value], ...], [[name, dtype, shape], ...]], separators=(",", ":"))
+  // for header_crc32 (metadata but header_crc32 sorted by key, tensors by name).
   const bytes = encodeSafetensors([
     { name: "attn.0", shape: [1, 2, 3], data: Float32Array.of(0, 1, 2, 3, 4, 5) },
   ]);
-  const json = '{"attn.0":{"dtype":"F32","shape":[1,2,3],"data_offsets":[0,24]}}';
-  assert.equal(json.length % 8, 0); // no padding needed for this header
-  assert.deepEqual(bytes, rawSafetensors(json, f32Bytes([0, 1, 2, 3, 4, 5])));
+  const json =
+    '{"__metadata__":{"crc32":"{\\"attn.0\\":\\"91e79017\\"}","header_crc32":"f1e8b633"},' +
+    '"attn.0":{"dtype":"F32","shape":[1,2,3],"data_offsets":[0,24]}}';
+  const pad = (header: string) => header + " ".repeat((8 - header.length % 8) % 8);
+  assert.deepEqual(bytes, rawSafetensors(pad(json), f32Bytes([0, 1, 2, 3, 4, 5])));
 
-  // A shorter name: the header is padded with spaces to a multiple of 8.
+  // The header is padded with spaces to a multiple of 8; given metadata is kept.
   const padded = encodeSafetensors([{ name: "a", shape: [1], data: Float32Array.of(2) }], {
     k: "v",
   });
-  const header = '{"__metadata__":{"k":"v"},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}';
-  const spaces = " ".repeat((8 - header.length % 8) % 8);
-  assert.deepEqual(padded, rawSafetensors(header + spaces, f32Bytes([2])));
+  const header = '{"__metadata__":{"crc32":"{\\"a\\":\\"57989e8c\\"}","header_crc32":"61a6a86e",' +
+    '"k":"v"},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}';
+  assert.deepEqual(padded, rawSafetensors(pad(header), f32Bytes([2])));
   assert.equal((padded.length - 4) % 8, 0);
 
-  // Empty: the reference serializer's `{}` padded to 8.
-  assert.deepEqual(encodeSafetensors([]), rawSafetensors("{}      "));
+  // Empty: metadata only.
+  const empty = '{"__metadata__":{"crc32":"{}","header_crc32":"be122726"}}';
+  assert.deepEqual(encodeSafetensors([]), rawSafetensors(pad(empty)));
+  // The CRC is zlib's: the CRC-32 check value of "123456789" is cbf43926.
+  const check = encodeSafetensors([
+    { name: "x", shape: [], data: new Float32Array(new TextEncoder().encode("1234").buffer) },
+  ]);
+  assert.equal(decodeSafetensors(check).checksums, true);
+  assert.match(new TextDecoder().decode(check), /\{\\"x\\":\\"9be3e0a3\\"\}/); // zlib.crc32(b"1234")
 });
 
 test("safetensors: a hand-built file decodes (any key order, unpadded, scalar and empty)", () => {
@@ -274,8 +286,9 @@ test("safetensors: a hand-built file decodes (any key order, unpadded, scalar an
     "empty": { dtype: "F32", shape: [0, 3], data_offsets: [20, 20] },
   });
   const bytes = rawSafetensors(header, f32Bytes([-2.5, 1, 2, 3, 4]));
-  const { tensors, metadata } = decodeSafetensors(bytes);
+  const { tensors, metadata, checksums } = decodeSafetensors(bytes);
   assert.deepEqual(metadata, { format: "pt", note: "hand-built" });
+  assert.equal(checksums, false); // written by another tool: loads unchecked
   assert.deepEqual(tensors.get("weight")!.shape, [2, 2]);
   assert.deepEqual(Array.from(tensors.get("weight")!.data), [1, 2, 3, 4]);
   assert.deepEqual(tensors.get("scalar")!.shape, []);
@@ -287,10 +300,10 @@ test("safetensors: a hand-built file decodes (any key order, unpadded, scalar an
     [...tensors].map(([name, t]) => ({ name, ...t })),
     metadata,
   ));
-  assert.deepEqual(again, { tensors, metadata });
+  assert.deepEqual(again, { tensors, metadata, checksums: true });
   const shifted = new Uint8Array(bytes.length + 1);
   shifted.set(bytes, 1);
-  assert.deepEqual(decodeSafetensors(shifted.subarray(1)), { tensors, metadata });
+  assert.deepEqual(decodeSafetensors(shifted.subarray(1)), { tensors, metadata, checksums });
 });
 
 test("safetensors: malformed input is refused with what is wrong", () => {
@@ -321,12 +334,12 @@ test("safetensors: malformed input is refused with what is wrong", () => {
     [
       "F16",
       rawSafetensors(`{"w":${tensor("F16", [2], [0, 4])}}`, new Uint8Array(4)),
-      /tensor "w": dtype F16 is not supported \(only F32 is\)/,
+      /tensor "w": dtype F16 is not supported \(only F32 and I64 are\)/,
     ],
     [
       "unknown dtype",
       rawSafetensors(`{"w":${tensor("Q7", [2], [0, 4])}}`, new Uint8Array(4)),
-      /tensor "w": unknown dtype "Q7" \(only F32 is supported\)/,
+      /tensor "w": unknown dtype "Q7" \(only F32 and I64 are supported\)/,
     ],
     [
       "overlapping offsets",
@@ -400,7 +413,7 @@ test("checkpoint: other hidden units are refused naming each tensor and both sha
     assert.throws(() => loadCheckpoint(narrow, bytes, { withOptimizer }), (error: Error) => {
       assert.ok(error instanceof RangeError);
       const m = error.message;
-      assert.match(m, /^checkpoint does not match the model:/);
+      assert.match(m, /^checkpoint does not match the model:/); // bytes of no file: no name
       assert.match(m, /_task_tower\.1\.linear\.weight: checkpoint shape \[1, 5\], model \[1, 4\]/);
       assert.match(
         m,
