@@ -107,7 +107,7 @@ function snapshot(model: MMoEModel): { step: number; values: number[] } {
 const trace = (logs: TrainLog[]) =>
   logs.map(({ step, epoch, total, losses }) => ({ step, epoch, total, losses }));
 
-async function withTempDir(body: (dir: string) => Promise<void>): Promise<void> {
+async function withTempDir(body: (dir: string) => void | Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "denorec-resume-"));
   try {
     await body(dir);
@@ -429,7 +429,7 @@ function cliConfig(dir: string, name: string, train: string, lr = "0.003"): stri
 }
 
 test("train.ts: a run resumed with --continue_train writes the uninterrupted run's model, byte for byte", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir((dir) => {
     const data = [
       "--train_input_path",
       join(dir, "train.csv"),
@@ -503,7 +503,7 @@ test("train.ts: a run resumed with --continue_train writes the uninterrupted run
 });
 
 test("train.ts: --model_dir naming a file fails before any data is read or generated", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir((dir) => {
     const file = join(dir, "not_a_dir");
     writeFileSync(file, "");
     const result = runTrain([
@@ -523,7 +523,7 @@ test("train.ts: --model_dir naming a file fails before any data is read or gener
 });
 
 test("train.ts: a diverging run exits 1 naming the step, and the latest checkpoint stays", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir((dir) => {
     const modelDir = join(dir, "model");
     const data = [
       "--model_dir",
