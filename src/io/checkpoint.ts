@@ -690,11 +690,10 @@ function tensorsToSave(model: CheckpointModel, list: readonly ModelTensor[], pre
     const data = model.view(t.offset, sizeOf(t.shape)); // encodeSafetensors copies
     const bad = firstNonFinite(data);
     if (bad) {
+      const name = JSON.stringify(prefix + t.name);
       throw new RangeError(
-        `not saving a diverged model: tensor ${
-          JSON.stringify(prefix + t.name)
-        } holds ${bad.value} ` +
-          `at index ${bad.index} (step ${model.step})`,
+        `not saving a diverged model: tensor ${name} holds ${bad.value} at index ${bad.index} ` +
+          `(step ${model.step})`,
       );
     }
     return { name: prefix + t.name, shape: t.shape, data };
@@ -835,15 +834,15 @@ export function loadCheckpoint(
 
 /**
  * Matches the model's tensors against a checkpoint (one file, or a model file
- * and an optimizer file), then writes them; returns the step count restored
- * (null when the optimizer state was not loaded).
+ * and an optimizer file), then writes them, and the step count with the
+ * optimizer state.
  */
 function loadFiles(
   model: CheckpointModel,
   modelFile: LoadedFile,
   optimizerFile: LoadedFile | null,
   withOptimizerOption: boolean | undefined,
-): number | null {
+): void {
   const { tensors, metadata } = modelFile.decoded;
   const at = (file: LoadedFile) => (file.source ? `${file.source}: ` : "");
   if (metadata.format !== undefined && metadata.format !== CHECKPOINT_FORMAT) {
@@ -898,9 +897,9 @@ function loadFiles(
   if (loadOptimizer && optimizerFile) {
     const state = optimizerFile.decoded.tensors, source = optimizerFile.source;
     const expected = model.optimizerState();
-    const names = new Set(expected.map((s) => s.name));
+    const expectedNames = new Set(expected.map((s) => s.name));
     const absent = expected.filter((s) => !state.has(s.name)).map((s) => s.name);
-    const extra = [...state.keys()].filter((name) => !names.has(name));
+    const extra = [...state.keys()].filter((name) => !expectedNames.has(name));
     if (absent.length > 0) other.push(`missing from ${source}: ${absent.join(", ")}`);
     if (extra.length > 0) other.push(`in ${source} but not the model's: ${extra.join(", ")}`);
     for (const s of expected) if (state.has(s.name)) take(s, s.name, state.get(s.name));
@@ -955,7 +954,6 @@ function loadFiles(
 
   for (const { tensor, data } of writes) model.view(tensor.offset, sizeOf(tensor.shape)).set(data);
   if (step !== null) model.step = step;
-  return step;
 }
 
 // ------------------------------------------------------------------- files
@@ -1382,9 +1380,9 @@ export async function restoreCheckpoint(
     const bytes = await readCheckpoint(files.optimizer);
     optimizerFile = { decoded: decodeSafetensors(bytes), source: files.optimizer };
   }
-  const step = loadFiles(model, modelFile, optimizerFile, options.withOptimizer);
-  const state = optimizerFile
-    ? stateOf(optimizerFile.decoded.metadata, files.optimizer!)
-    : stateOf(modelFile.decoded.metadata, files.model);
-  return { step: step ?? 0, training: optimizerFile ? state.training : null };
+  loadFiles(model, modelFile, optimizerFile, options.withOptimizer);
+  const training = optimizerFile
+    ? stateOf(optimizerFile.decoded.metadata, files.optimizer!).training
+    : null;
+  return { step: model.step, training };
 }
