@@ -103,7 +103,8 @@ test(
       for (let k = 0; k < KILLS; k++) {
         const run = startChild(dir);
         await run.firstSave;
-        await new Promise((resolve) => setTimeout(resolve, next() * 1500));
+        // Anywhere in the next save cycle (encoding, writing, renaming, pruning).
+        await new Promise((resolve) => setTimeout(resolve, next() * 1.2 * run.saves[0].ms));
         run.child.kill("SIGKILL");
         assert.equal(await run.exited, null, `kill ${k}: ${run.stderr()}`); // null: killed by the signal
         saveMs.push(...run.saves.map((s) => s.ms));
