@@ -310,6 +310,17 @@ test("safetensors: the encoder writes the layout the spec defines, byte for byte
   ]);
   assert.equal(decodeSafetensors(check).checksums, true);
   assert.match(new TextDecoder().decode(check), /\{\\"x\\":\\"9be3e0a3\\"\}/); // zlib.crc32(b"1234")
+  // 1028 bytes: 16-byte blocks and a tail, read at every alignment.
+  const values = Float32Array.from({ length: 257 }, (_, i) => ((i * 7919) % 1000) / 7 - 60);
+  const big = encodeSafetensors([{ name: "big", shape: [257], data: values }]);
+  assert.match(new TextDecoder().decode(big), /\{\\"big\\":\\"302ec3ff\\"\}/);
+  for (let shift = 0; shift < 4; shift++) {
+    const copy = new Uint8Array(big.length + shift);
+    copy.set(big, shift);
+    const { tensors, checksums } = decodeSafetensors(copy.subarray(shift));
+    assert.equal(checksums, true, `shift ${shift}`);
+    assert.deepEqual(tensors.get("big")!.data, values);
+  }
 });
 
 test("safetensors: a hand-built file decodes (any key order, unpadded, scalar and empty)", () => {
