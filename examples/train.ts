@@ -21,25 +21,38 @@
  * Runs under Deno (`deno run -A examples/train.ts`) and Bun
  * (`bun examples/train.ts`).
  *
- * At the end, like tzrec, `<model_dir>/train_eval_result.txt` holds one JSON
- * line with every eval metric and `<model_dir>/pipeline.config` the config
- * used; the checkpoint is `<model_dir>/model.safetensors` and the report
- * `<model_dir>/report.html`.
+ * Checkpoints follow tzrec: `<model_dir>/model.ckpt-<step>/` (model and
+ * optimizer state, the position in the data and the seed) every
+ * `save_checkpoints_steps` steps (or `save_checkpoints_epochs` epochs) and at
+ * the end of training, the newest `keep_checkpoint_max` kept. `--continue_train`
+ * resumes the latest one exactly where it stopped (shuffle included, and
+ * `num_steps` counted as a total); without it a `<model_dir>` holding a
+ * checkpoint is refused, as tzrec does. A NaN or infinite loss stops training
+ * with exit code 1 and saves nothing after the last good step.
+ *
+ * When training ends, before evaluating, `<model_dir>/model.safetensors` (the
+ * trained parameters, read by eval.ts, predict.ts and serve.ts) and
+ * `<model_dir>/pipeline.config` (the config used) are written; then, like
+ * tzrec, `<model_dir>/train_eval_result.txt` holds one JSON line with every
+ * eval metric, and the report is `<model_dir>/report.html`.
  */
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { accessSync, constants, existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import {
   BinnedAuc,
+  DivergedError,
   evaluate,
-  loadCheckpoint,
+  latestCheckpoint,
   MMoEModel,
   modelCheckpoint,
-  readCheckpoint,
+  readCheckpointState,
   renderReport,
   resolveConfig,
+  restoreCheckpoint,
   saveCheckpoint,
+  saveTrainingCheckpoint,
   train,
   type TrainLog,
 } from "../mod.ts";
@@ -61,7 +74,7 @@ const { values: flags } = parseArgs({
     batch_size: { type: "string" },
     train_rows: { type: "string", default: "300000" },
     eval_rows: { type: "string", default: "50000" },
-    seed: { type: "string", default: "1" },
+    seed: { type: "string" },
     skip_bad_rows: { type: "boolean", default: false },
     clamp_out_of_range: { type: "boolean", default: false },
   },
@@ -84,7 +97,37 @@ if (flags.num_epochs) {
 }
 const config = resolveConfig(pipeline);
 const { trainInputPath, evalInputPath, modelDir } = config.paths;
-const seed = Number(flags.seed);
+
+// model_dir is checked before anything else runs: a finished training must
+// never fail on a directory it cannot write.
+if (modelDir === "") {
+  throw new Error("no model_dir: give --model_dir or set model_dir in the config");
+}
+if (existsSync(modelDir) && !statSync(modelDir).isDirectory()) {
+  throw new Error(`--model_dir ${modelDir} is a file, not a directory`);
+}
+try {
+  mkdirSync(modelDir, { recursive: true });
+  accessSync(modelDir, constants.W_OK);
+} catch (error) {
+  throw new Error(`--model_dir ${modelDir} cannot be written: ${(error as Error).message}`);
+}
+const latest = await latestCheckpoint(modelDir);
+if (latest !== null && !flags.continue_train) {
+  throw new Error(
+    `--model_dir ${modelDir} already holds a checkpoint (${latest}): pass --continue_train to ` +
+      "continue it, or give another --model_dir",
+  );
+}
+// A resumed run keeps the seed it started with (model init, dropout, shuffle).
+const saved = latest === null ? null : (await readCheckpointState(latest)).training;
+const seed = saved?.seed ?? Number(flags.seed ?? "1");
+if (saved && flags.seed !== undefined && Number(flags.seed) !== saved.seed) {
+  throw new Error(
+    `--seed ${flags.seed}: ${latest} was trained with seed ${saved.seed}; ` +
+      "a resumed run keeps its seed (drop --seed)",
+  );
+}
 
 // Generated Taobao-schema data when neither input exists yet (the example
 // config's columns; any config reading only those columns works).
@@ -122,16 +165,19 @@ const input = (path: string) => records(path, delimiter, flags.skip_bad_rows);
 
 const batchSize = config.data.batchSize;
 const model = new MMoEModel(config, { maxBatch: batchSize, seed });
-const checkpointPath = join(modelDir, "model.safetensors");
-if (flags.continue_train && existsSync(checkpointPath)) {
-  loadCheckpoint(model, await readCheckpoint(checkpointPath));
-  console.log(`continuing from ${checkpointPath} at step ${model.step}`);
+const start = saved?.position;
+if (latest !== null) {
+  await restoreCheckpoint(model, latest);
+  console.log(
+    `continuing from ${latest} at step ${model.step}` +
+      (start ? ` (epoch ${start.epoch}, batch ${start.batchesInEpoch})` : ""),
+  );
 }
 
 const logs: TrainLog[] = [];
 // Rows to train when known (num_steps, or data generated here) give an ETA.
 const totalSamples = config.train.numSteps > 0
-  ? config.train.numSteps * batchSize
+  ? Math.max(0, config.train.numSteps - model.step) * batchSize
   : oracle
   ? oracle.train.rows * config.train.numEpochs
   : 0;
@@ -148,22 +194,51 @@ const onLog = (log: TrainLog) => {
   status(line);
 };
 
-const summary = await train(
-  model,
-  (epoch) =>
-    batchRecords(input(trainInputPath), encoder, {
-      batchSize,
-      dropRemainder: config.data.dropRemainder,
-      shuffleBufferSize: config.data.shuffle ? 8 * batchSize : 0,
-      seed: seed + epoch,
-    }),
-  { onLog: (log) => onLog(log), logStepCountSteps: Math.min(config.train.logStepCountSteps, 10) },
-);
+let summary;
+try {
+  summary = await train(
+    model,
+    (epoch) =>
+      batchRecords(input(trainInputPath), encoder, {
+        batchSize,
+        dropRemainder: config.data.dropRemainder,
+        shuffleBufferSize: config.data.shuffle ? 8 * batchSize : 0,
+        seed: seed + epoch, // the shuffle of epoch e: the same on a resumed run
+      }),
+    {
+      onLog: (log) => onLog(log),
+      logStepCountSteps: Math.min(config.train.logStepCountSteps, 10),
+      start,
+      onCheckpoint: async (position) => {
+        const path = await saveTrainingCheckpoint(modelDir, model, {
+          position,
+          seed,
+          keepCheckpointMax: config.train.keepCheckpointMax,
+        });
+        status(`saved ${path} (step ${model.step})`, true);
+      },
+    },
+  );
+} catch (error) {
+  if (!(error instanceof DivergedError)) throw error;
+  status("", true);
+  const kept = await latestCheckpoint(modelDir);
+  throw new Error(
+    `${error.message}. ${kept ? `The latest checkpoint is ${kept}` : "No checkpoint was saved"}`,
+    { cause: error },
+  );
+}
 status("", true);
 console.log(
   `trained ${summary.samples} samples in ${summary.steps} steps, ${summary.seconds.toFixed(1)} s ` +
     `(${Math.round(summary.samples / summary.seconds)} samples/s)`,
 );
+
+// The trained model for eval.ts, predict.ts and serve.ts, written before
+// evaluating so that no evaluation error can lose it.
+const exportPath = join(modelDir, "model.safetensors");
+await saveCheckpoint(exportPath, modelCheckpoint(model));
+writeFileSync(join(modelDir, "pipeline.config"), toPipelineConfigText(pipeline));
 
 // Evaluate: metrics, plus ROC curves and mean gate weights for the report.
 const towers = config.towers;
@@ -205,10 +280,7 @@ for (const [name, value] of Object.entries(metrics)) {
   );
 }
 
-mkdirSync(modelDir, { recursive: true });
-await saveCheckpoint(checkpointPath, modelCheckpoint(model, { withOptimizer: true }));
 writeFileSync(join(modelDir, "train_eval_result.txt"), JSON.stringify(metrics) + "\n");
-writeFileSync(join(modelDir, "pipeline.config"), toPipelineConfigText(pipeline));
 const clamped = Object.entries(encoder.clampCounts).filter(([, n]) => n > 0);
 if (clamped.length > 0) {
   console.log(`clamped out-of-range ids: ${clamped.map(([f, n]) => `${f} ${n}`).join(", ")}`);
@@ -237,7 +309,7 @@ writeFileSync(
   }),
 );
 console.log(
-  `wrote ${join(modelDir, "train_eval_result.txt")}, ${checkpointPath}, ${
+  `wrote ${join(modelDir, "train_eval_result.txt")}, ${exportPath}, ${
     join(modelDir, "report.html")
   }`,
 );

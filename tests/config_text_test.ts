@@ -321,7 +321,7 @@ test("unsupported tzrec fields that hold tzrec's default, and GPU/logging option
     tower: "metrics { auc { thresholds: 10 } step_decay_rate: 0.9 }",
     top:
       `data_config { dataset_type: CsvDataset num_workers: 4 pin_memory: false fg_mode: FG_NONE with_header: false }
-train_config { use_tensorboard: false cudnn_allow_tf32: false save_checkpoints_steps: 1000 }
+train_config { use_tensorboard: false cudnn_allow_tf32: false save_checkpoints_timestamp_quorum: 0.5 }
 eval_config {}`,
   }));
   assert.deepEqual(config.dataConfig, {});
@@ -567,9 +567,9 @@ test("unsupported features, groups, losses, metrics and options are 'not support
       path: "data_config.with_header",
     },
     {
-      text: tiny({ top: "train_config { save_checkpoints_steps: 10 }" }),
-      at: "save_checkpoints_steps",
-      path: "train_config.save_checkpoints_steps",
+      text: tiny({ top: "train_config { save_checkpoints_timestamp_interval: 10 }" }),
+      at: "save_checkpoints_timestamp_interval",
+      path: "train_config.save_checkpoints_timestamp_interval",
     },
     {
       text: tiny({ top: "train_config { dense_optimizer { adamw_optimizer { lr: 0.1 } } }" }),

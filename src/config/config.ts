@@ -218,6 +218,12 @@ export interface TrainConfig {
   numSteps?: number;
   /** Log every this many steps. Default 100. */
   logStepCountSteps?: number;
+  /** Save a checkpoint every this many steps, 0 = only at the end. Default 1000. */
+  saveCheckpointsSteps?: number;
+  /** Save at every this-many epoch ends instead of by steps, 0 = by steps. Default 0. */
+  saveCheckpointsEpochs?: number;
+  /** Keep the newest this many checkpoints, 0 = all. Default 0. */
+  keepCheckpointMax?: number;
 }
 
 /** tzrec `DataConfig`. */
@@ -432,7 +438,14 @@ export interface ResolvedConfig {
   /** Dense optimizer. */
   denseOptimizer: ResolvedOptimizer;
   /** Training loop options. */
-  train: { numEpochs: number; numSteps: number; logStepCountSteps: number };
+  train: {
+    numEpochs: number;
+    numSteps: number;
+    logStepCountSteps: number;
+    saveCheckpointsSteps: number;
+    saveCheckpointsEpochs: number;
+    keepCheckpointMax: number;
+  };
   /** Input options. */
   data: {
     batchSize: number;
@@ -475,11 +488,22 @@ export const DEFAULTS = {
   sparseOptimizer: { adagradOptimizer: { lr: 0.002 } } as OptimizerConfig,
   denseOptimizer: { adamOptimizer: { lr: 0.002 } } as OptimizerConfig,
   exponentialDecay: { decayFactor: 0.95, staircase: true, minLearningRate: 0 },
-  train: { numEpochs: 1, numSteps: 0, logStepCountSteps: 100 },
+  train: {
+    numEpochs: 1,
+    numSteps: 0,
+    logStepCountSteps: 100,
+    saveCheckpointsSteps: 1000,
+    saveCheckpointsEpochs: 0,
+    keepCheckpointMax: 0,
+  },
   data: { batchSize: 1024, delimiter: ",", shuffle: false, dropRemainder: false },
 } as const;
 
 // ------------------------------------------------------------------ validation
+
+function nonNegativeInt(value: unknown, path: string): number {
+  return value === 0 ? 0 : positiveInt(value, path);
+}
 
 function positiveInt(value: unknown, path: string): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value <= 0) {
@@ -1027,6 +1051,18 @@ export function resolveConfig(config: PipelineConfig): ResolvedConfig {
       logStepCountSteps: positiveInt(
         train.logStepCountSteps ?? DEFAULTS.train.logStepCountSteps,
         "train_config.log_step_count_steps",
+      ),
+      saveCheckpointsSteps: nonNegativeInt(
+        train.saveCheckpointsSteps ?? DEFAULTS.train.saveCheckpointsSteps,
+        "train_config.save_checkpoints_steps",
+      ),
+      saveCheckpointsEpochs: nonNegativeInt(
+        train.saveCheckpointsEpochs ?? DEFAULTS.train.saveCheckpointsEpochs,
+        "train_config.save_checkpoints_epochs",
+      ),
+      keepCheckpointMax: nonNegativeInt(
+        train.keepCheckpointMax ?? DEFAULTS.train.keepCheckpointMax,
+        "train_config.keep_checkpoint_max",
       ),
     },
     data: {

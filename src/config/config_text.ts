@@ -107,6 +107,9 @@ const KEPT: Record<string, readonly string[]> = {
     "num_steps",
     "num_epochs",
     "log_step_count_steps",
+    "save_checkpoints_steps",
+    "save_checkpoints_epochs",
+    "keep_checkpoint_max",
   ],
   "tzrec.protos.EvalConfig": [],
   "tzrec.protos.DataConfig": [

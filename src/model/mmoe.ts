@@ -1325,11 +1325,19 @@ export class MMoEModel {
 
   /**
    * Forward in train mode, losses, backward and one optimizer step.
-   * Returns the per-tower losses of this batch (before the update).
+   * Returns the per-tower losses of this batch (before the update). A NaN or
+   * infinite loss throws a `RangeError` before the update: the parameters
+   * and optimizer state stay as they were.
    */
   trainStep(batch: EncodedBatch): StepLosses {
     this.#requireTraining("trainStep");
     const losses = this.forwardBackward(batch);
+    if (!Number.isFinite(losses.total)) {
+      throw new RangeError(
+        `step ${this.step + 1}: the loss is ${losses.total} (${JSON.stringify(losses.losses)}); ` +
+          "the parameters were not updated",
+      );
+    }
     this.applyGradients();
     return losses;
   }

@@ -45,7 +45,8 @@
  */
 import { createMetric, type Metric, WeightedMean } from "./metrics.ts";
 import type { EncodedBatch, SparseInput } from "../core/batch.ts";
-import type { MMoEModel } from "../model/mmoe.ts";
+import { firstNonFiniteTensor, type TrainingPosition } from "../io/checkpoint.ts";
+import type { MMoEModel, StepLosses } from "../model/mmoe.ts";
 
 /** Batches of one pass over the data. */
 export type BatchSource = Iterable<EncodedBatch> | AsyncIterable<EncodedBatch>;
@@ -70,16 +71,46 @@ export interface TrainLog {
 
 /** Options of {@link train}; defaults come from the model's train_config. */
 export interface TrainOptions {
-  /** Epochs (train_config.num_epochs). */
+  /** Epochs (train_config.num_epochs); ignored when `numSteps` is set. */
   numEpochs?: number;
-  /** Stop after this many steps, 0 = no limit (train_config.num_steps). */
+  /**
+   * Train until the model's step count reaches this total, restarting the
+   * data as often as needed, 0 = epochs instead (train_config.num_steps).
+   */
   numSteps?: number;
   /** Log every this many steps (train_config.log_step_count_steps). */
   logStepCountSteps?: number;
   /** Receives every log record; default none. */
   onLog?: (log: TrainLog) => void;
-  /** Called after each epoch (e.g. to evaluate or checkpoint). */
+  /** Called after each complete epoch (e.g. to evaluate). */
   onEpochEnd?: (epoch: number) => void | Promise<void>;
+  /**
+   * Where to start: a resumed run passes the position saved in its
+   * checkpoint, and the batches of that epoch already trained are skipped.
+   * Default epoch 1, batch 0.
+   */
+  start?: TrainingPosition;
+  /**
+   * Saves a checkpoint of the model, with the position of the next batch:
+   * called every `saveCheckpointsSteps` steps, at every
+   * `saveCheckpointsEpochs`-th epoch end, and once when training ends,
+   * never twice for one step and never for the step training resumed at.
+   * Before each call the updated model is checked: a NaN or infinite loss on
+   * the last batch, or a tensor holding NaN or infinity, throws
+   * {@link DivergedError} and nothing is saved.
+   */
+  onCheckpoint?: (position: TrainingPosition) => void | Promise<void>;
+  /**
+   * Save when the step (tzrec's 0-based `global_step`, `model.step - 1`) is a
+   * positive multiple of this, 0 = only at the end
+   * (train_config.save_checkpoints_steps).
+   */
+  saveCheckpointsSteps?: number;
+  /**
+   * Save at the end of every this-many epochs instead of every
+   * `saveCheckpointsSteps` steps, 0 = by steps (train_config.save_checkpoints_epochs).
+   */
+  saveCheckpointsEpochs?: number;
 }
 
 /** What {@link train} did. */
@@ -92,11 +123,68 @@ export interface TrainSummary {
   seconds: number;
   /** Every log record. */
   logs: TrainLog[];
+  /** Where the data stands after the last step (the next batch). */
+  position: TrainingPosition;
 }
 
 /**
- * Trains `model` for `numEpochs` passes over `epochBatches(epoch)` (or until
- * `numSteps`), one optimizer step per batch.
+ * Training diverged: a step's loss is NaN or infinite (training stops before
+ * that step's update), or the model after a step gives a non-finite loss or
+ * holds NaN or infinity where a checkpoint was due (that step is not saved).
+ * Either way the checkpoints saved so far are those of good steps. The
+ * message names the step, what is not finite and what to try.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { DivergedError } from "./trainer.ts";
+ * const error = new DivergedError(7, 1, "the loss is NaN", "dense adam lr 1e+30");
+ * assert.equal(
+ *   error.message,
+ *   "step 7 (epoch 1): training diverged: the loss is NaN; lower the learning rate " +
+ *     "(dense adam lr 1e+30) or check the inputs for NaN and infinite labels and values",
+ * );
+ * ```
+ */
+export class DivergedError extends RangeError {
+  /** The step (the model's step count once it has run). */
+  readonly step: number;
+  /** Its 1-based epoch. */
+  readonly epoch: number;
+
+  /** `problem` says what is not finite; `learningRates` the rates in use. */
+  constructor(step: number, epoch: number, problem: string, learningRates: string) {
+    super(
+      `step ${step} (epoch ${epoch}): training diverged: ${problem}; lower the learning rate ` +
+        `(${learningRates}) or check the inputs for NaN and infinite labels and values`,
+    );
+    this.name = "DivergedError";
+    this.step = step;
+    this.epoch = epoch;
+  }
+}
+
+const learningRates = (model: MMoEModel): string => {
+  const { denseOptimizer: dense, sparseOptimizer: sparse } = model.config;
+  // Rates come from f32 proto fields: 6 digits show 0.05, not 0.05000000074505806.
+  const lr = (value: number) => String(Number(value.toPrecision(6)));
+  return `dense ${dense.kind} lr ${lr(dense.lr)}, sparse ${sparse.kind} lr ${lr(sparse.lr)}`;
+};
+
+const describeLosses = ({ losses, total }: StepLosses): string =>
+  `the loss is ${total} (${Object.entries(losses).map(([k, v]) => `${k} ${v}`).join(", ")})`;
+
+/**
+ * Trains `model` for `numEpochs` passes over `epochBatches(epoch)`, or until
+ * its step count reaches `numSteps` (the data restarts with the next epoch
+ * as often as needed), one optimizer step per batch. Started at a saved
+ * position with the model restored from the checkpoint saved there (and
+ * `epochBatches` giving each epoch's batches in the same order, e.g.
+ * shuffled with a seed from (seed, epoch)), it continues the interrupted run
+ * exactly: the same losses and the same parameters, bit for bit.
+ *
+ * Each step's loss is checked before the update: a NaN or infinite loss
+ * throws {@link DivergedError} and leaves the parameters as they were.
  *
  * @example
  * ```ts
@@ -120,6 +208,12 @@ export interface TrainSummary {
  * const summary = await train(new MMoEModel(config, { maxBatch: 2 }), () => [batch, batch]);
  * assert.equal(summary.steps, 4);
  * assert.equal(summary.logs.length, 4);
+ *
+ * // num_steps counts the model's steps and restarts the data: 5 steps are epochs 1, 2 and 3.
+ * const model = new MMoEModel(config, { maxBatch: 2 });
+ * const epochs: number[] = [];
+ * await train(model, (epoch) => (epochs.push(epoch), [batch, batch]), { numSteps: 5 });
+ * assert.deepEqual([model.step, ...epochs], [5, 1, 2, 3]);
  * ```
  */
 export async function train(
@@ -127,9 +221,23 @@ export async function train(
   epochBatches: (epoch: number) => BatchSource,
   options: TrainOptions = {},
 ): Promise<TrainSummary> {
-  const numEpochs = options.numEpochs ?? model.config.train.numEpochs;
-  const numSteps = options.numSteps ?? model.config.train.numSteps;
-  const logEvery = options.logStepCountSteps ?? model.config.train.logStepCountSteps;
+  const settings = model.config.train;
+  const numEpochs = options.numEpochs ?? settings.numEpochs;
+  const numSteps = options.numSteps ?? settings.numSteps;
+  const logEvery = options.logStepCountSteps ?? settings.logStepCountSteps;
+  const saveEpochs = options.saveCheckpointsEpochs ?? settings.saveCheckpointsEpochs;
+  const saveSteps = saveEpochs > 0
+    ? 0
+    : options.saveCheckpointsSteps ?? settings.saveCheckpointsSteps;
+  const start = options.start ?? { epoch: 1, batchesInEpoch: 0 };
+  if (!Number.isInteger(start.epoch) || start.epoch < 1) {
+    throw new RangeError(`start.epoch must be a positive integer, got ${start.epoch}`);
+  }
+  if (!Number.isInteger(start.batchesInEpoch) || start.batchesInEpoch < 0) {
+    throw new RangeError(
+      `start.batchesInEpoch must be a non-negative integer, got ${start.batchesInEpoch}`,
+    );
+  }
   const logs: TrainLog[] = [];
   const started = performance.now();
   let lastLog = started, steps = 0, samples = 0, windowSamples = 0;
@@ -156,10 +264,52 @@ export async function train(
     windowSamples = 0;
   };
 
-  outer: for (let epoch = 1; epoch <= numEpochs; epoch++) {
+  // The step resumed at is saved already; tzrec saves a step once.
+  let savedStep = model.step;
+  let lastBatch: EncodedBatch | null = null, lastEpoch = start.epoch;
+  let position: TrainingPosition = { ...start };
+  const save = async () => {
+    if (!options.onCheckpoint || model.step === savedStep || lastBatch === null) return;
+    // A finite loss before an update does not make the updated model usable
+    // (lr 1e30 gives finite 1e30 weights): check it before saving it.
+    const check = model.evalStep(lastBatch);
+    const bad = firstNonFiniteTensor(model);
+    if (!Number.isFinite(check.total) || bad) {
+      const problem = bad
+        ? `after its update ${bad.name} holds ${bad.value} at index ${bad.index}`
+        : `after its update ${describeLosses(check)} on its batch`;
+      throw new DivergedError(
+        model.step,
+        lastEpoch,
+        `${problem}, so it was not saved`,
+        learningRates(model),
+      );
+    }
+    await options.onCheckpoint({ ...position });
+    savedStep = model.step;
+  };
+  const done = () => numSteps > 0 && model.step >= numSteps;
+
+  for (let epoch = start.epoch; numSteps > 0 ? !done() : epoch <= numEpochs; epoch++) {
+    const skip = epoch === start.epoch ? start.batchesInEpoch : 0;
+    let batchesInEpoch = 0;
     for await (const batch of epochBatches(epoch)) {
-      const { losses, total } = model.trainStep(batch);
+      if (batchesInEpoch < skip) {
+        batchesInEpoch++;
+        continue;
+      }
+      const stepLosses = model.forwardBackward(batch);
+      const { losses, total } = stepLosses;
+      if (!Number.isFinite(total)) {
+        const problem = `${describeLosses(stepLosses)}, so the parameters were not updated`;
+        throw new DivergedError(model.step + 1, epoch, problem, learningRates(model));
+      }
+      model.applyGradients();
+      lastBatch = batch;
+      lastEpoch = epoch;
       steps++;
+      batchesInEpoch++;
+      position = { epoch, batchesInEpoch };
       samples += batch.size;
       windowSamples += batch.size;
       for (const [name, value] of Object.entries(losses)) {
@@ -167,15 +317,24 @@ export async function train(
       }
       windowTotal += total * batch.size;
       if (model.step % logEvery === 0) log(epoch);
-      if (numSteps > 0 && steps >= numSteps) {
-        if (windowSamples > 0) log(epoch);
-        break outer;
-      }
+      if (saveSteps > 0 && model.step > 1 && (model.step - 1) % saveSteps === 0) await save();
+      if (done()) break;
     }
     if (windowSamples > 0) log(epoch);
+    if (done()) break;
+    if (batchesInEpoch < skip) {
+      throw new RangeError(
+        `resuming at batch ${skip} of epoch ${epoch}, but that epoch of the training data ` +
+          `has only ${batchesInEpoch} batches: did the data or the batch size change?`,
+      );
+    }
+    if (batchesInEpoch === 0) throw new RangeError(`epoch ${epoch} of the training data is empty`);
+    position = { epoch: epoch + 1, batchesInEpoch: 0 };
     await options.onEpochEnd?.(epoch);
+    if (saveEpochs > 0 && epoch % saveEpochs === 0) await save();
   }
-  return { steps, samples, seconds: (performance.now() - started) / 1000, logs };
+  await save();
+  return { steps, samples, seconds: (performance.now() - started) / 1000, logs, position };
 }
 
 /** Per-row group keys of a grouping feature: its first id per row, 0 when empty (tzrec). */
