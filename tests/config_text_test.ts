@@ -318,7 +318,7 @@ test("unsupported tzrec fields that hold tzrec's default, and GPU/logging option
     feature: `feature_configs { id_feature {
       feature_name: "a" expression: "user:a" num_buckets: 3 embedding_dim: 4
       trainable: true data_type: "FP32" weighted: false value_dim: 0 } }`,
-    tower: "metrics { auc { thresholds: 10 } step_decay_rate: 0.9 }",
+    tower: "metrics { auc { thresholds: 10 } }",
     top:
       `data_config { dataset_type: CsvDataset num_workers: 4 pin_memory: false fg_mode: FG_NONE with_header: false }
 train_config { use_tensorboard: false cudnn_allow_tf32: false save_checkpoints_steps: 1000 }
@@ -500,9 +500,9 @@ test("an unsupported model is 'not supported yet' with its path and line", () =>
     path: "model_config.ple",
     detail: /is not supported yet/,
   });
-  const ranking = tiny({ top: "" }).replace(
-    "  mmoe {",
-    "  deepfm { deep { hidden_units: 1 } }\n  mmoe {",
+  const ranking = tiny().replace(
+    / {2}mmoe \{[\s\S]*\n {2}\}\n\}/,
+    "  deepfm { deep { hidden_units: 1 } }\n}",
   );
   parseError(ranking, {
     line: lineOf(ranking, "deepfm"),

@@ -4,9 +4,9 @@
  * `config.ts`.
  *
  * The text is parsed by `@bufbuild/protobuf`'s `fromText` against
- * `proto/tzrec/protos/*.proto`, a subset of tzrec's schema with tzrec's
- * package, message names, field names, field numbers and proto2 defaults
- * (generated into `src/proto/` by `deno task proto`). The message is then
+ * `proto/tzrec/protos/*.proto`, tzrec's own schema files (package, message
+ * names, field names, field numbers and proto2 defaults; generated into
+ * `src/proto/` by `deno task proto`). The message is then
  * converted to the camelCase {@link PipelineConfig}, copying only the fields
  * that were set so that `resolveConfig` applies the defaults.
  *
@@ -253,86 +253,6 @@ const OPTIONAL_HERE = new Set([
   "tzrec.protos.TrainConfig.dense_optimizer",
 ]);
 
-/**
- * tzrec fields that `proto/tzrec/protos` leaves out (their messages are large
- * or version dependent). Naming one is "not supported yet", not "unknown".
- */
-const TZREC_ONLY_FIELDS: Record<string, readonly string[]> = {
-  "tzrec.protos.EasyRecConfig": ["export_config"],
-  "tzrec.protos.TrainConfig": [
-    "global_embedding_constraints",
-    "grad_scaler",
-    "grad_clipping",
-    "delta_embedding_dump_config",
-  ],
-  "tzrec.protos.EvalConfig": ["eval_online", "evaluator_type"],
-  "tzrec.protos.DataConfig": [
-    "enable_hstu",
-    "negative_sampler",
-    "negative_sampler_v2",
-    "hard_negative_sampler",
-    "hard_negative_sampler_v2",
-    "tdm_sampler",
-  ],
-  "tzrec.protos.FeatureConfig": [
-    "combo_feature",
-    "lookup_feature",
-    "match_feature",
-    "sequence_feature",
-    "expr_feature",
-    "overlap_feature",
-    "tokenize_feature",
-    "custom_feature",
-    "kv_dot_product",
-    "bool_mask_feature",
-    "combine_feature",
-    "sequence_combo_feature",
-    "sequence_lookup_feature",
-    "sequence_match_feature",
-    "sequence_expr_feature",
-    "sequence_overlap_feature",
-    "sequence_tokenize_feature",
-    "sequence_custom_feature",
-    "sequence_kv_dot_product",
-    "sequence_bool_mask_feature",
-    "sequence_combine_feature",
-  ],
-  "tzrec.protos.IdFeature": ["zch", "dynamicemb", "embedding_constraints"],
-  "tzrec.protos.RawFeature": ["autodis", "mlp", "atd", "embedding_constraints"],
-  "tzrec.protos.FeatureGroupConfig": ["sequence_groups", "sequence_encoders"],
-  "tzrec.protos.ModelConfig": [
-    "dlrm",
-    "deepfm",
-    "multi_tower",
-    "multi_tower_din",
-    "mask_net",
-    "wide_and_deep",
-    "dcn_v1",
-    "dcn_v2",
-    "xdeepfm",
-    "wukong",
-    "dbmtl",
-    "dc2vr",
-    "dlrm_hstu",
-    "pepnet",
-    "ultra_hstu",
-    "dssm",
-    "dssm_v2",
-    "dat",
-    "hstu_match",
-    "mind",
-    "tdm",
-    "rocket_launching",
-    "multi_tower_din_trt",
-    "sid_rqvae",
-    "sid_rqkmeans",
-    "generative_qwen",
-    "prompt_generative_qwen",
-    "train_metrics",
-  ],
-  "tzrec.protos.DenseOptimizer": ["param_optimizers"],
-};
-
 /** Extra words for "not supported yet" of the model oneof. */
 const MODEL_HINT = " (the only model this library runs is mmoe)";
 
@@ -542,10 +462,6 @@ class Walker {
       this.context = fieldPath;
       const field = desc.fields.find((f) => f.name === name);
       if (field === undefined) {
-        if (TZREC_ONLY_FIELDS[desc.typeName]?.includes(name)) {
-          const hint = desc.typeName === "tzrec.protos.ModelConfig" ? MODEL_HINT : "";
-          throw new TextProblem(fieldPath, token.start, `is not supported yet${hint}`);
-        }
         throw new TextProblem(
           fieldPath,
           token.start,
