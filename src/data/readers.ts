@@ -614,6 +614,8 @@ export interface CsvWriteOptions {
   delimiter?: string;
   /** Joins the items of a multi-value (array) field; default tzrec's `"\x1d"`. */
   listSeparator?: string;
+  /** Write the header row (default true); false for tzrec's `with_header: false` files. */
+  header?: boolean;
 }
 
 /**
@@ -655,7 +657,7 @@ export async function writeCsv(
   rows: AsyncIterable<RawRecord> | Iterable<RawRecord>,
   options: CsvWriteOptions = {},
 ): Promise<number> {
-  const { delimiter = ",", listSeparator = "\x1d" } = options;
+  const { delimiter = ",", listSeparator = "\x1d", header: withHeader = true } = options;
   csvOptions({ delimiter });
   checkColumns(path, header);
   const needsQuotes = new RegExp(`["\\r\\n]|${delimiter.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`);
@@ -670,7 +672,7 @@ export async function writeCsv(
   const encoder = new TextEncoder();
   let count = 0;
   await writeAtomically(path, "CSV", async (file) => {
-    let text = header.map(field).join(delimiter) + "\n";
+    let text = withHeader ? header.map(field).join(delimiter) + "\n" : "";
     for await (const row of rows) {
       for (let c = 0; c < header.length; c++) {
         if (c > 0) text += delimiter;
