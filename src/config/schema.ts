@@ -477,6 +477,7 @@ export const SCHEMA: { readonly [message: string]: MessageSchema } = {
         "MAP_INT32_DOUBLE",
       ],
       fallback: "INT32",
+      support: "ignored",
     },
   ],
   FeatureConfig: [

@@ -134,6 +134,7 @@ export const SUPPORT: {
   },
   Field: {
     input_name: REQUIRED,
+    input_type: IGNORED,
   },
   FeatureConfig: {
     id_feature: RUN,
@@ -304,7 +305,7 @@ export const NOTES: { readonly [field: string]: string } = {
   "DataConfig.eval_batch_size": "Batch size of evaluation and prediction; default batch_size.",
   "DataConfig.with_header":
     "CSV: false (tzrec's default) with input_fields reads files without a header row.",
-  "DataConfig.input_fields": "CSV column names when with_header is false; input_type is not read.",
+  "DataConfig.input_fields": "CSV column names when with_header is false.",
   "DataConfig.num_workers": "Parallel reader processes.",
   "DataConfig.pin_memory": "CUDA pinned memory.",
   "DataConfig.fg_threads": "pyfg threads.",
@@ -313,6 +314,8 @@ export const NOTES: { readonly [field: string]: string } = {
   "DataConfig.odps_data_quota_name": "MaxCompute reader.",
   "DataConfig.odps_data_compression": "MaxCompute reader.",
   "Field.input_name": "Column name.",
+  "Field.input_type":
+    "pyarrow's parse type of a CSV column: here each cell is parsed by the feature that reads it.",
   "IdFeature.expression": "Required with FG_DAG/FG_NORMAL (`user:column` reads `column`).",
   "IdFeature.weighted":
     "`id:weight` values (FG_NONE: `4:2.3\\x035:2.4`; FG_DAG: `4:0.1\\x1d5:0.2`).",

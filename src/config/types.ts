@@ -254,7 +254,7 @@ export interface DataConfig {
    * same order as data in csv files
    *
    * `input_fields` (repeated message).
-   * CSV column names when with_header is false; input_type is not read.
+   * CSV column names when with_header is false.
    */
   inputFields?: InputField[];
   /**
@@ -357,6 +357,44 @@ export interface InputField {
    * Column name.
    */
   inputName: string;
+  /**
+   * only need specify it when use CsvDataset and
+   * value dtype can not be inferred (all values in the column are null)
+   *
+   * `input_type` (enum), accepted and ignored.
+   * pyarrow's parse type of a CSV column: here each cell is parsed by the feature that reads it.
+   */
+  inputType?:
+    | "INT32"
+    | "INT64"
+    | "STRING"
+    | "FLOAT"
+    | "DOUBLE"
+    | "ARRAY_INT32"
+    | "ARRAY_INT64"
+    | "ARRAY_STRING"
+    | "ARRAY_FLOAT"
+    | "ARRAY_DOUBLE"
+    | "ARRAY_ARRAY_INT32"
+    | "ARRAY_ARRAY_INT64"
+    | "ARRAY_ARRAY_STRING"
+    | "ARRAY_ARRAY_FLOAT"
+    | "ARRAY_ARRAY_DOUBLE"
+    | "MAP_STRING_INT32"
+    | "MAP_STRING_INT64"
+    | "MAP_STRING_STRING"
+    | "MAP_STRING_FLOAT"
+    | "MAP_STRING_DOUBLE"
+    | "MAP_INT64_INT32"
+    | "MAP_INT64_INT64"
+    | "MAP_INT64_STRING"
+    | "MAP_INT64_FLOAT"
+    | "MAP_INT64_DOUBLE"
+    | "MAP_INT32_INT32"
+    | "MAP_INT32_INT64"
+    | "MAP_INT32_STRING"
+    | "MAP_INT32_FLOAT"
+    | "MAP_INT32_DOUBLE";
 }
 
 /**
