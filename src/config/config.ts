@@ -275,7 +275,10 @@ export interface ResolvedConfig {
     delimiter: string;
     /** Shuffle training rows. */
     shuffle: boolean;
-    /** Rows of the shuffle buffer. */
+    /**
+     * tzrec's `shuffle_buffer_size`: batches in its shuffle buffer (tzrec's
+     * reader shuffles the order of whole batches through it).
+     */
     shuffleBufferSize: number;
     /** Drop the last partial batch. */
     dropRemainder: boolean;

@@ -303,6 +303,7 @@ export const NOTES: { readonly [field: string]: string } = {
   "DataConfig.fg_encoded":
     "Deprecated in tzrec: true is FG_NONE, false FG_DAG (fg_threads > 0) or FG_NORMAL.",
   "DataConfig.eval_batch_size": "Batch size of evaluation and prediction; default batch_size.",
+  "DataConfig.shuffle_buffer_size": "In batches: tzrec shuffles the order of whole batches.",
   "DataConfig.with_header":
     "CSV: false (tzrec's default) with input_fields reads files without a header row.",
   "DataConfig.input_fields": "CSV column names when with_header is false.",

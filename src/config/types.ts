@@ -330,6 +330,7 @@ export interface DataConfig {
    * especially when the performance of models is not good.
    *
    * `shuffle_buffer_size` (uint32). Default 32.
+   * In batches: tzrec shuffles the order of whole batches.
    */
   shuffleBufferSize?: number;
   /**
