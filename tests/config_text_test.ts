@@ -81,6 +81,27 @@ function parseError(
   assert.fail("expected a ConfigTextError");
 }
 
+/** Parses and resolves `text`, expecting resolveConfig's ConfigTextError at `source:line`. */
+function resolveError(
+  text: string,
+  expected: { line: number; path: string; detail: RegExp; column?: number },
+): ConfigTextError {
+  const config = parsePipelineConfig(text, "t.config");
+  try {
+    resolveConfig(config);
+  } catch (e) {
+    assert.ok(e instanceof ConfigTextError, `not a ConfigTextError: ${e}`);
+    assert.equal(e.path, expected.path, e.message);
+    assert.equal(e.line, expected.line, e.message);
+    if (expected.column !== undefined) assert.equal(e.column, expected.column, e.message);
+    assert.match(e.detail, expected.detail, e.message);
+    assert.equal(e.message, `t.config:${e.line}:${e.column}: ${expected.path}: ${e.detail}`);
+    assert.ok(!e.message.includes("\n"), e.message);
+    return e;
+  }
+  assert.fail("expected a ConfigTextError from resolveConfig");
+}
+
 // ------------------------------------------------------------------ the example
 
 test("mmoe_taobao.config parses unchanged and resolves to the Taobao model", async () => {
@@ -140,10 +161,12 @@ test("mmoe_taobao.config parses unchanged and resolves to the Taobao model", asy
   assert.equal(resolved.sparseOptimizer.schedule.kind, "constant");
   assert.equal(resolved.denseOptimizer.kind, "adam");
   assert.equal(resolved.denseOptimizer.lr, Math.fround(0.001));
-  assert.equal(resolved.denseOptimizer.beta1, 0.9);
-  assert.equal(resolved.denseOptimizer.beta2, 0.999);
+  assert.equal(resolved.denseOptimizer.beta1, Math.fround(0.9)); // tzrec's float default
+  assert.equal(resolved.denseOptimizer.beta2, Math.fround(0.999));
 
   assert.equal(resolved.data.batchSize, 8192);
+  assert.equal(resolved.data.fgMode, "FG_DAG"); // as tzrec's example
+  assert.equal(resolved.data.datasetType, "CsvDataset");
   assert.deepEqual(resolved.data.labelFields, ["clk", "buy"]);
   assert.equal(resolved.train.numEpochs, 1);
   assert.deepEqual(resolved.paths, {
@@ -155,9 +178,11 @@ test("mmoe_taobao.config parses unchanged and resolves to the Taobao model", asy
 
 test("only fields that are set are copied (resolveConfig applies the defaults)", async () => {
   const config = await loadPipelineConfig(TAOBAO);
-  assert.deepEqual(config.modelConfig.mmoe.expertMlp, { hiddenUnits: [512, 256, 128] });
-  assert.deepEqual(config.modelConfig.mmoe.taskTowers[0].metrics, [{ auc: {} }]);
-  assert.deepEqual(config.modelConfig.mmoe.taskTowers[1].losses, [{ binaryCrossEntropy: {} }]);
+  const mmoe = config.modelConfig.mmoe!;
+  assert.deepEqual(mmoe.expertMlp, { hiddenUnits: [512, 256, 128] });
+  assert.equal(mmoe.numExpert, 3);
+  assert.deepEqual(mmoe.taskTowers[0].metrics, [{ auc: {} }]);
+  assert.deepEqual(mmoe.taskTowers[1].losses, [{ binaryCrossEntropy: {} }]);
   assert.deepEqual(config.featureConfigs[15], {
     idFeature: {
       featureName: "pid",
@@ -168,7 +193,13 @@ test("only fields that are set are copied (resolveConfig applies the defaults)",
   });
   assert.deepEqual(config.modelConfig.featureGroups[0].groupType, "DEEP");
   assert.deepEqual(config.evalConfig, {});
-  assert.deepEqual(config.dataConfig, { batchSize: 8192, labelFields: ["clk", "buy"] });
+  assert.deepEqual(config.dataConfig, {
+    batchSize: 8192,
+    datasetType: "CsvDataset",
+    fgMode: "FG_DAG",
+    labelFields: ["clk", "buy"],
+    numWorkers: 8,
+  });
   assert.deepEqual(config.trainConfig, {
     sparseOptimizer: { adagradOptimizer: { lr: Math.fround(0.001) }, constantLearningRate: {} },
     denseOptimizer: { adamOptimizer: { lr: Math.fround(0.001) }, constantLearningRate: {} },
@@ -200,7 +231,7 @@ test("comments, [a, b] lists and repeated fields written out parse alike", () =>
   assert.deepEqual(listed.dataConfig?.labelFields, ["clk", "buy"]);
 
   const units = (mlp: string) =>
-    parsePipelineConfig(tiny({ tower: `mlp { ${mlp} }` })).modelConfig.mmoe.taskTowers[0].mlp;
+    parsePipelineConfig(tiny({ tower: `mlp { ${mlp} }` })).modelConfig.mmoe!.taskTowers[0].mlp;
   assert.deepEqual(units("hidden_units: [4, 2]"), { hiddenUnits: [4, 2] });
   assert.deepEqual(units("hidden_units: 4 hidden_units: 2"), { hiddenUnits: [4, 2] });
   assert.deepEqual(units("hidden_units: 4; hidden_units: 2;"), { hiddenUnits: [4, 2] });
@@ -211,7 +242,7 @@ test("message syntax variants: optional colon, angle brackets, message lists", (
   const a = parsePipelineConfig(tiny({ tower: "metrics: { auc: < thresholds: 50 > }" }));
   const b = parsePipelineConfig(tiny({ tower: "metrics [{ auc { thresholds: 50 } }]" }));
   assert.deepEqual(a, b);
-  assert.deepEqual(a.modelConfig.mmoe.taskTowers[0].metrics, [{ auc: { thresholds: 50 } }]);
+  assert.deepEqual(a.modelConfig.mmoe!.taskTowers[0].metrics, [{ auc: { thresholds: 50 } }]);
 });
 
 test("strings: single quotes, escapes and adjacent literals", () => {
@@ -242,7 +273,8 @@ test("enums, oneofs and the rest of the typed shape", () => {
       metrics { grouped_auc { grouping_key: "user_id" } }
       metrics { exact_auc {} }
       metrics { accuracy { threshold: 0.25 } }
-      metrics { mean_squared_error {} }`,
+      metrics { mean_squared_error {} }
+      losses { l2_loss {} }`,
     top: `train_config {
       sparse_optimizer { sgd_optimizer { lr: 0.5 } exponential_decay_learning_rate { decay_size: 10 decay_factor: 0.5 staircase: false } }
       dense_optimizer { adagrad_optimizer { lr: 0.25 weight_decay: 0 } }
@@ -253,14 +285,14 @@ test("enums, oneofs and the rest of the typed shape", () => {
   assert.deepEqual(config.featureConfigs[1], {
     rawFeature: { featureName: "price", expression: "item:price", valueDim: 2 },
   });
-  assert.deepEqual(config.modelConfig.mmoe.gateMlp, {
+  assert.deepEqual(config.modelConfig.mmoe!.gateMlp, {
     hiddenUnits: [4],
     activation: "nn.Tanh",
     dropoutRatio: [0.5],
     useBn: true,
     bias: false,
   });
-  const tower = config.modelConfig.mmoe.taskTowers[0];
+  const tower = config.modelConfig.mmoe!.taskTowers[0];
   assert.deepEqual(tower.metrics, [
     { groupedAuc: { groupingKey: "user_id" } },
     { exactAuc: {} },
@@ -279,6 +311,7 @@ test("enums, oneofs and the rest of the typed shape", () => {
     logStepCountSteps: 3,
   });
   assert.deepEqual(config.dataConfig, {
+    datasetType: "CsvDataset",
     delimiter: "\t",
     shuffle: true,
     dropRemainder: true,
@@ -290,7 +323,7 @@ test("enums, oneofs and the rest of the typed shape", () => {
   assert.equal(resolved.sparseOptimizer.schedule.kind, "exponential_decay");
 });
 
-test("tzrec's defaults of required fields are filled in; dense SGD keeps tzrec's momentum 0.9", () => {
+test("unset fields stay unset; resolveConfig applies tzrec's defaults (dense SGD momentum 0.9)", () => {
   const config = parsePipelineConfig(
     tiny({
       top: `train_config {
@@ -299,39 +332,41 @@ test("tzrec's defaults of required fields are filled in; dense SGD keeps tzrec's
     }`,
     }).replace("num_expert: 2", ""),
   );
-  assert.equal(config.modelConfig.mmoe.numExpert, 3);
-  assert.deepEqual(config.trainConfig?.sparseOptimizer, {
-    adagradOptimizer: { lr: Math.fround(0.002) },
-  });
-  assert.deepEqual(config.trainConfig?.denseOptimizer, {
-    sgdOptimizer: { lr: 0.5, momentum: Math.fround(0.9) },
-  });
-  assert.equal(resolveConfig(config).denseOptimizer.momentum, Math.fround(0.9));
+  assert.equal(config.modelConfig.mmoe!.numExpert, undefined);
+  assert.deepEqual(config.trainConfig?.denseOptimizer, { sgdOptimizer: { lr: 0.5 } });
+  const resolved = resolveConfig(config);
+  assert.equal(resolved.numExpert, 3);
+  assert.equal(resolved.sparseOptimizer.lr, Math.fround(0.002));
+  assert.equal(resolved.denseOptimizer.momentum, Math.fround(0.9));
   const zero = parsePipelineConfig(tiny({
     top: "train_config { dense_optimizer { sgd_optimizer { lr: 0.5 momentum: 0 } } }",
   }));
-  assert.equal(resolveConfig(zero).denseOptimizer.kind, "sgd");
+  assert.equal(resolveConfig(zero).denseOptimizer.momentum, 0);
 });
 
-test("unsupported tzrec fields that hold tzrec's default, and GPU/logging options, are accepted", () => {
+test("tzrec fields not run that hold tzrec's default, and GPU/logging options, are accepted", () => {
   const config = parsePipelineConfig(tiny({
     feature: `feature_configs { id_feature {
       feature_name: "a" expression: "user:a" num_buckets: 3 embedding_dim: 4
       trainable: true data_type: "FP32" weighted: false value_dim: 0 } }`,
-    tower: "metrics { auc { thresholds: 10 } step_decay_rate: 0.9 }",
+    tower: "metrics { auc { thresholds: 10 } }",
     top:
-      `data_config { dataset_type: CsvDataset num_workers: 4 pin_memory: false fg_mode: FG_NONE with_header: false }
-train_config { use_tensorboard: false cudnn_allow_tf32: false save_checkpoints_timestamp_quorum: 0.5 }
-eval_config {}`,
+      `data_config { dataset_type: CsvDataset num_workers: 4 pin_memory: false with_header: false }
+train_config { use_tensorboard: false cudnn_allow_tf32: false save_checkpoints_steps: 10 }
+eval_config { log_step_count_steps: 5 }`,
   }));
-  assert.deepEqual(config.dataConfig, {});
-  assert.deepEqual(config.trainConfig, {});
+  // The typed config holds what the text says; resolveConfig decides what it means.
   assert.deepEqual(config.featureConfigs[1].idFeature, {
     featureName: "a",
     expression: "user:a",
-    numBuckets: 3,
     embeddingDim: 4,
+    numBuckets: 3,
+    valueDim: 0,
+    weighted: false,
+    trainable: true,
+    dataType: "FP32",
   });
+  assert.equal(resolveConfig(config).features.length, 1);
 });
 
 test("toPipelineConfigText round-trips the Taobao config", async () => {
@@ -427,30 +462,33 @@ test("a field set twice, or two members of a oneof", () => {
   });
 });
 
-test("missing required fields are reported at their message", () => {
+test("missing fields that resolveConfig needs are reported at their message", () => {
   const text = tiny().replace('      label_name: "clk"\n', "");
-  parseError(text, {
+  resolveError(text, {
     line: lineOf(text, "task_towers {"),
     path: "model_config.mmoe.task_towers[0].label_name",
-    detail: /is required \(missing\)/,
+    detail: /^is required$/,
   });
   const noDim = tiny().replace("    embedding_dim: 8\n", "");
-  parseError(noDim, {
+  resolveError(noDim, {
     line: lineOf(noDim, "id_feature {"),
     path: "feature_configs[0].id_feature.embedding_dim",
-    detail: /is required/,
+    detail: /^is required$/,
   });
   const noExpert = tiny().replace(/expert_mlp \{\s+hidden_units: \[16, 8\]\s+\}/, "");
-  parseError(noExpert, {
+  resolveError(noExpert, {
     line: lineOf(noExpert, "mmoe {"),
     path: "model_config.mmoe.expert_mlp",
-    detail: /is required/,
+    detail: /^is required$/,
   });
-  // The paths and optimizers may be left out (command line, resolveConfig defaults).
+  // As tzrec's text_format.Merge, required fields may be missing in the text:
+  // FG_NONE configs have no expression, and the paths may come from flags.
   const bare = parsePipelineConfig(
-    tiny().replace(/^(train_input_path|eval_input_path|model_dir).*\n/gm, ""),
+    tiny().replace(/^(train_input_path|eval_input_path|model_dir).*\n/gm, "")
+      .replace('    expression: "user:user_id"\n', ""),
   );
   assert.equal(bare.trainInputPath, undefined);
+  assert.equal(resolveConfig(bare).features[0].column, "user_id");
 });
 
 test("syntax errors: unclosed brace, stray token, unterminated string, bad character", () => {
@@ -484,39 +522,37 @@ test("syntax errors: unclosed brace, stray token, unterminated string, bad chara
 });
 
 test("an unsupported model is 'not supported yet' with its path and line", () => {
-  const listed = tiny().replace("mmoe {", "dbmtl {");
-  parseError(listed, {
-    line: lineOf(listed, "dbmtl {"),
-    path: "model_config.dbmtl",
-    detail: /^is not supported yet \(the only model this library runs is mmoe\)$/,
-  });
-  // A model that the schema holds (it parses) is refused by the converter.
-  const ple = tiny().replace(
-    / {2}mmoe \{[\s\S]*\n {2}\}\n\}/,
-    '  ple { task_towers { tower_name: "a" label_name: "b" } }\n}',
-  );
-  parseError(ple, {
-    line: lineOf(ple, "ple {"),
-    path: "model_config.ple",
-    detail: /is not supported yet/,
-  });
-  const ranking = tiny({ top: "" }).replace(
-    "  mmoe {",
-    "  deepfm { deep { hidden_units: 1 } }\n  mmoe {",
-  );
-  parseError(ranking, {
-    line: lineOf(ranking, "deepfm"),
-    path: "model_config.deepfm",
-    detail: /is not supported yet/,
-  });
+  const models = [
+    tiny().replace("mmoe {", "dbmtl {").replace("num_expert: 2", ""),
+    tiny().replace(
+      / {2}mmoe \{[\s\S]*\n {2}\}\n\}/,
+      '  ple { task_towers { tower_name: "a" label_name: "b" } }\n}',
+    ),
+    tiny().replace(/ {2}mmoe \{[\s\S]*\n {2}\}\n\}/, "  deepfm { deep { hidden_units: 1 } }\n}"),
+  ];
+  for (const [text, model] of models.map((t, i) => [t, ["dbmtl", "ple", "deepfm"][i]])) {
+    resolveError(text, {
+      line: lineOf(text, `${model} {`),
+      path: `model_config.${model}`,
+      detail: /^not supported yet \(the only model this library runs is mmoe\)$/,
+    });
+  }
 });
 
 test("unsupported features, groups, losses, metrics and options are 'not supported yet'", () => {
-  const cases: { text: string; at: string; path: string }[] = [
+  const cases: { text: string; at: string; path: string; detail?: RegExp }[] = [
     {
       text: tiny({ feature: 'feature_configs { combo_feature { feature_name: "c" } }' }),
       at: "combo_feature",
       path: "feature_configs[1].combo_feature",
+    },
+    {
+      text: tiny({
+        feature:
+          'feature_configs { sequence_feature { sequence_name: "click_seq" features { id_feature { feature_name: "s" } } } }',
+      }),
+      at: "sequence_feature",
+      path: "feature_configs[1].sequence_feature",
     },
     {
       text: tiny({
@@ -530,6 +566,7 @@ test("unsupported features, groups, losses, metrics and options are 'not support
       text: tiny().replace("group_type: DEEP", "group_type: SEQUENCE"),
       at: "group_type: SEQUENCE",
       path: "model_config.feature_groups[0].group_type",
+      detail: /^SEQUENCE is not supported yet \(supported: DEEP\)$/,
     },
     {
       text: tiny().replace("binary_cross_entropy {}", 'jrc_loss { session_name: "u" }'),
@@ -547,6 +584,11 @@ test("unsupported features, groups, losses, metrics and options are 'not support
       path: "model_config.mmoe.task_towers[0].metrics[0].recall_at_k",
     },
     {
+      text: tiny({ tower: "train_metrics { auc {} }" }),
+      at: "train_metrics",
+      path: "model_config.mmoe.task_towers[0].train_metrics",
+    },
+    {
       text: tiny().replace("num_buckets: 100", "num_buckets: 100\n    zch { zch_size: 10 }"),
       at: "zch",
       path: "feature_configs[0].id_feature.zch",
@@ -557,19 +599,22 @@ test("unsupported features, groups, losses, metrics and options are 'not support
       path: "feature_configs[0].id_feature.init_fn",
     },
     {
-      text: tiny({ top: "data_config { dataset_type: ParquetDataset }" }),
+      text: tiny({ top: "data_config { dataset_type: KafkaDataset }" }),
       at: "dataset_type",
       path: "data_config.dataset_type",
+      detail:
+        /^KafkaDataset is not supported yet \(supported: CsvDataset, ParquetDataset, OdpsDataset\)$/,
     },
     {
-      text: tiny({ top: "data_config { with_header: true }" }),
-      at: "with_header",
-      path: "data_config.with_header",
+      text: tiny({ top: "data_config { fg_mode: FG_BUCKETIZE }" }),
+      at: "fg_mode",
+      path: "data_config.fg_mode",
+      detail: /^FG_BUCKETIZE is not supported yet/,
     },
     {
-      text: tiny({ top: "train_config { save_checkpoints_timestamp_interval: 10 }" }),
-      at: "save_checkpoints_timestamp_interval",
-      path: "train_config.save_checkpoints_timestamp_interval",
+      text: tiny({ top: 'train_config { mixed_precision: "BF16" }' }),
+      at: "mixed_precision",
+      path: "train_config.mixed_precision",
     },
     {
       text: tiny({ top: "train_config { dense_optimizer { adamw_optimizer { lr: 0.1 } } }" }),
@@ -583,6 +628,11 @@ test("unsupported features, groups, losses, metrics and options are 'not support
       }),
       at: "gradient_clipping",
       path: "train_config.sparse_optimizer.adagrad_optimizer.gradient_clipping",
+    },
+    {
+      text: tiny({ top: 'train_config { grad_clipping { clipping_type: "norm" } }' }),
+      at: "grad_clipping",
+      path: "train_config.grad_clipping",
     },
     {
       text: tiny({ top: "export_config { }" }),
@@ -603,9 +653,39 @@ test("unsupported features, groups, losses, metrics and options are 'not support
       path: "feature_configs[0].id_feature.vocab_dict",
     },
   ];
-  for (const { text, at, path } of cases) {
-    parseError(text, { line: lineOf(text, at), path, detail: /is not supported yet/ });
+  for (const { text, at, path, detail } of cases) {
+    resolveError(text, { line: lineOf(text, at), path, detail: detail ?? /^not supported yet/ });
   }
+});
+
+test("semantic errors name the line of the field: lr nan, a negative weight, a zero size", () => {
+  const nan = tiny({ top: "train_config { dense_optimizer { adam_optimizer { lr: nan } } }" });
+  resolveError(nan, {
+    line: lineOf(nan, "lr: nan"),
+    path: "train_config.dense_optimizer.adam_optimizer.lr",
+    detail: /^must be a finite number in \[0, inf\), got NaN$/,
+  });
+  const weight = tiny({ tower: "weight: -2" });
+  resolveError(weight, {
+    line: lineOf(weight, "weight: -2"),
+    path: "model_config.mmoe.task_towers[0].weight",
+    detail: /got -2$/,
+  });
+  // The column of the list element itself.
+  const units = tiny().replace("hidden_units: [16, 8]", "hidden_units: [16, 0]");
+  const unitsLine = lineOf(units, "hidden_units: [16, 0]");
+  resolveError(units, {
+    line: unitsLine,
+    path: "model_config.mmoe.expert_mlp.hidden_units[1]",
+    detail: /must be an integer >= 1, got 0/,
+    column: units.split("\n")[unitsLine - 1].indexOf("0]") + 1,
+  });
+  const group = tiny().replace('feature_names: "user_id"', 'feature_names: "user"');
+  resolveError(group, {
+    line: lineOf(group, 'feature_names: "user"'),
+    path: "model_config.feature_groups[0].feature_names[0]",
+    detail: /no feature_configs entry named "user"/,
+  });
 });
 
 test("64-bit sizes beyond 2^53 are refused with their path", () => {
@@ -626,12 +706,15 @@ test("every error path shows source:line", async () => {
     base.replace(/}\s*$/, ""),
     base + "\n]",
     base.replace("thresholds: 1000", "thresholds: 1000 thresholds: 10"),
-    base.replace("mmoe {", "ple {"),
-    base.replace("dataset_type: CsvDataset", "dataset_type: OdpsDataset"),
+    base.replace("mmoe {", "ple {").replace("num_expert: 3", ""),
+    base.replace("dataset_type: CsvDataset", "dataset_type: KafkaDataset"),
+    base.replace("embedding_dim: 16", "embedding_dim: 0"),
+    base.replace("lr: 0.001", "lr: -1"),
+    base.replace("num_epochs: 1", 'num_epochs: 1\n    mixed_precision: "BF16"'),
   ];
   for (const text of broken) {
     assert.throws(
-      () => parsePipelineConfig(text, "configs/x.config"),
+      () => resolveConfig(parsePipelineConfig(text, "configs/x.config")),
       (e: unknown) =>
         e instanceof ConfigTextError && /^configs\/x\.config:\d+:\d+: /.test(e.message) &&
         e.line > 1,

@@ -6,10 +6,12 @@ import { join } from "node:path";
 import {
   csvHeader,
   expandPaths,
+  inputColumns,
   type LocatedRecord,
   type RawRecord,
   readCsv,
   readParquet,
+  readRecords,
   writeCsv,
   writeParquet,
 } from "../src/data/readers.ts";
@@ -302,12 +304,59 @@ test("csv: a malformed quote early in a big file fails at once", async () => {
   });
 });
 
-test("csv: invalid UTF-8 names the file", async () => {
+test("csv: invalid UTF-8 names the file and the line of the bad byte", async () => {
   await withDir(async (dir) => {
     const path = join(dir, "latin1.csv");
     await writeFile(path, Uint8Array.of(0x61, 0x0a, 0xe9, 0x0a));
-    await rejectsWith(readCsv(path), new RegExp(`^${escape(path)}:\\d+: not valid UTF-8`));
+    await rejectsWith(readCsv(path), `${path}:2: not valid UTF-8`);
+    // Line 4000 of a file of many chunks, after multi-byte characters and a
+    // quoted line break, whatever the chunk size (a bad byte may sit at a
+    // chunk edge or a multi-byte character may be cut by one).
+    const lines = ["id,text"];
+    for (let i = 2; i <= 5000; i++) {
+      lines.push(i === 100 ? `${i},"two\nlines é"` : `${i},${i % 7 === 0 ? "€ü😀" : "x"}`);
+    }
+    const bytes = new TextEncoder().encode(lines.join("\n") + "\n");
+    const text = lines.join("\n");
+    // Byte offset of line 4000 (the quoted field adds one line).
+    const lineStart = new TextEncoder().encode(
+      text.split("\n").slice(0, 3999).join("\n") + "\n",
+    ).length;
+    const bad = bytes.slice();
+    bad[lineStart + 2] = 0xff;
+    await writeFile(path, bad);
+    for (const chunkBytes of [1, 7, 4096, 1 << 20]) {
+      await rejectsWith(readCsv(path, { chunkBytes }), `${path}:4000: not valid UTF-8`);
+    }
   });
+});
+
+test("csv: files without a header row read with the config's input_fields names", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "noheader.csv");
+    await writeFile(path, "1,17,a\n0,18,b\n1,19\n");
+    const columns = ["clk", "user_id", "pid"];
+    assert.deepEqual(await csvHeader(path, { columns }), columns);
+    const rows = readCsv(path, { columns, skipBadRows: true, onBadRow: () => {} });
+    assert.deepEqual(await table(rows, columns), [
+      [`${path}:1`, "1", "17", "a"],
+      [`${path}:2`, "0", "18", "b"],
+    ]);
+    await rejectsWith(readCsv(path, { columns }), `${path}:3: expected 3 fields, got 2`);
+    assert.throws(() => readCsv(path, { columns: ["a", "a"] }), /column "a" appears twice/);
+  });
+});
+
+test("paths: an odps:// table fails at once with one line saying to export it", async () => {
+  const table = "odps://{PROJECT}/tables/taobao_multitask_sample_v1_train";
+  const message = `${table}: a MaxCompute (ODPS) table cannot be read here; export it to ` +
+    "Parquet or CSV and pass the files with --train_input_path / --eval_input_path";
+  assert.throws(() => readRecords(table), { message });
+  assert.throws(() => readRecords(["data/a.csv", table]), { message });
+  assert.throws(() => readCsv(table), { message });
+  assert.throws(() => readParquet(table), { message });
+  await assert.rejects(inputColumns(table), { message });
+  await assert.rejects(csvHeader(table), { message });
 });
 
 test("csv: every read chunk size from 1 byte up gives the same records", async () => {

@@ -12,10 +12,18 @@ import {
 import { type EncodedBatch, MMoEModel, type SparseInput } from "../src/model/mmoe.ts";
 import type { LocatedRecord, RawRecord } from "../src/core/records.ts";
 
-/** A one-tower config over the given features (all in the group, in order). */
-function pipeline(features: FeatureConfig[], tower: Record<string, unknown> = {}): PipelineConfig {
+/**
+ * A one-tower config over the given features (all in the group, in order),
+ * FG_DAG (raw values) unless `fgMode` says otherwise.
+ */
+function pipeline(
+  features: FeatureConfig[],
+  tower: Record<string, unknown> = {},
+  fgMode: "FG_NONE" | "FG_DAG" = "FG_DAG",
+): PipelineConfig {
   const names = features.map((f) => (f.idFeature ?? f.rawFeature)!.featureName);
   return {
+    dataConfig: { fgMode },
     featureConfigs: features,
     modelConfig: {
       featureGroups: [{ groupName: "all", featureNames: names }],
@@ -398,16 +406,184 @@ test("features: a missing value gives no id: empty string, null, undefined, [], 
   assert.deepEqual(sparse(encoder.encode(records)), { ids: [], offsets: [0, 0, 0, 0, 0, 0, 0] });
 });
 
+// ------------------------------------------------------------------ FG_NONE
+
+/** An FG_NONE encoder over `features` (all in the group), without labels. */
+function encodedEncoder(features: FeatureConfig[], options: EncoderOptions = {}): FeatureEncoder {
+  return new FeatureEncoder(resolveConfig(pipeline(features, {}, "FG_NONE")), {
+    labels: false,
+    ...options,
+  });
+}
+
+test("features: FG_NONE reads every sparse kind as encoded rows from the feature_name column", () => {
+  const encoder = encodedEncoder([
+    { idFeature: { featureName: "n", numBuckets: 10, embeddingDim: 4 } },
+    { idFeature: { featureName: "h", hashBucketSize: 20, embeddingDim: 4 } },
+    { idFeature: { featureName: "v", vocabList: ["a", "b"], embeddingDim: 4 } },
+    { rawFeature: { featureName: "b", boundaries: [1, 10, 100], embeddingDim: 4 } },
+    { rawFeature: { featureName: "d", valueDim: 2 } },
+  ]);
+  assert.deepEqual(encoder.requiredColumns.map((c) => c.column), ["n", "h", "v", "b", "d"]);
+  // tzrec's multi-value separator of encoded data is \x03 (data_config.fg_encoded_multival_sep).
+  const batch = encoder.encode([
+    { record: { n: "9\x030", h: "19", v: 3, b: "3", d: "1.5\x03-2" }, location: "r1" },
+    { record: { n: "", h: null, v: [0, 1], b: "", d: [4, 5] }, location: "r2" },
+  ]);
+  assert.deepEqual(sparse(batch, 0), { ids: [9, 0], offsets: [0, 2, 2] });
+  assert.deepEqual(sparse(batch, 1), { ids: [19], offsets: [0, 1, 1] });
+  assert.deepEqual(sparse(batch, 2), { ids: [3, 0, 1], offsets: [0, 1, 3] });
+  // A missing bucketized value is no id (FG_DAG would bucketize tzrec's default "0").
+  assert.deepEqual(sparse(batch, 3), { ids: [3], offsets: [0, 1, 1] });
+  assert.deepEqual(dense(batch, 4), [1.5, -2, 4, 5]);
+  const at = (record: RawRecord) => () => encoder.encode([{ record, location: "t.csv:4" }]);
+  const base = { n: "1", h: "1", v: "1", b: "1", d: "1\x031" };
+  throwsMessage(at({ ...base, h: "20" }), "t.csv:4: column 'h': id 20 is out of range [0, 20)");
+  throwsMessage(at({ ...base, v: "4" }), "t.csv:4: column 'v': id 4 is out of range [0, 4)");
+  throwsMessage(at({ ...base, b: "4" }), "t.csv:4: column 'b': id 4 is out of range [0, 4)");
+  throwsMessage(at({ ...base, h: "abc" }), `t.csv:4: column 'h': "abc" is not an integer id`);
+  throwsMessage(
+    at({ ...base, n: "1\x1d2" }),
+    `t.csv:4: column 'n': "1\\u001d2" is not an integer id`,
+  );
+  throwsMessage(
+    at({ ...base, d: "" }),
+    "t.csv:4: column 'd': value is missing (FG_NONE reads encoded values; " +
+      "set fg_encoded_default_value for missing ones)",
+  );
+});
+
+test("features: FG_NONE fg_encoded_default_value fills missing values", () => {
+  const encoder = encodedEncoder([
+    {
+      idFeature: {
+        featureName: "n",
+        numBuckets: 10,
+        embeddingDim: 4,
+        fgEncodedDefaultValue: "7\x038",
+      },
+    },
+    { rawFeature: { featureName: "d", valueDim: 2, fgEncodedDefaultValue: "0.5\x03-1" } },
+  ]);
+  const batch = encoder.encode([
+    { record: { n: null, d: "" }, location: "r1" },
+    { record: { n: "1", d: "2\x033" }, location: "r2" },
+  ]);
+  assert.deepEqual(sparse(batch, 0), { ids: [7, 8, 1], offsets: [0, 2, 3] });
+  assert.deepEqual(dense(batch, 1), [0.5, -1, 2, 3]);
+});
+
+// ----------------------------------------------------------------- weighted
+
+function weighted(batch: EncodedBatch, i = 0) {
+  const { ids, offsets, weights } = batch.features[i] as SparseInput;
+  assert.ok(weights instanceof Float32Array);
+  return {
+    ids: Array.from(ids),
+    lengths: Array.from(offsets.slice(1), (o, b) => o - offsets[b]),
+    weights: Array.from(weights),
+  };
+}
+
+test("features: weighted ids, FG_NONE: tzrec data_parser_test test_fg_encoded_id_with_weight", () => {
+  // tzrec/datasets/data_parser_test.py: tag_b "4:2.3\x035:2.4", "", "6:2.5" with
+  // num_buckets 1000, without and with fg_encoded_default_value "0".
+  const encoder = encodedEncoder([
+    { idFeature: { featureName: "tag_b", numBuckets: 1000, embeddingDim: 8, weighted: true } },
+    {
+      idFeature: {
+        featureName: "tag_b1",
+        numBuckets: 1000,
+        embeddingDim: 8,
+        weighted: true,
+        fgEncodedDefaultValue: "0",
+      },
+    },
+  ]);
+  const values = ["4:2.3\x035:2.4", "", "6:2.5"];
+  const batch = encoder.encode(values.map((v, i) => ({
+    record: { tag_b: v, tag_b1: v },
+    location: `r${i}`,
+  })));
+  assert.deepEqual(weighted(batch, 0), {
+    ids: [4, 5, 6],
+    lengths: [2, 0, 1],
+    weights: [2.3, 2.4, 2.5].map(Math.fround),
+  });
+  assert.deepEqual(weighted(batch, 1), {
+    ids: [4, 5, 0, 6],
+    lengths: [2, 1, 1],
+    weights: [2.3, 2.4, 1, 2.5].map(Math.fround),
+  });
+});
+
+test("features: weighted ids, FG_DAG: tzrec data_parser_test test_fg (weighted), hashing and lists", () => {
+  // tzrec/datasets/data_parser_test.py test_fg: tag_b "4:0.1\x1d5:0.2", "", "6:0.3", num_buckets 1000.
+  const encoder = encoderFor(idFeature({ numBuckets: 1000, weighted: true }));
+  const batch = encoder.encode(rows("col", ["4:0.1\x1d5:0.2", "", "6:0.3", ["7:1.5"], null]));
+  assert.deepEqual(weighted(batch), {
+    ids: [4, 5, 6, 7],
+    lengths: [2, 0, 1, 1, 0],
+    weights: [0.1, 0.2, 0.3, 1.5].map(Math.fround),
+  });
+  // With hash_bucket_size the key is hashed as pyfg hashes it (the text before the last ':').
+  const hashed = encoderFor(idFeature({ hashBucketSize: 100, weighted: true }));
+  assert.deepEqual(weighted(hashed.encode(rows("col", ["abc:2\x1defg:0.5"]))), {
+    ids: [hashBucket("abc", 100), hashBucket("efg", 100)],
+    lengths: [2],
+    weights: [2, 0.5],
+  });
+  const at = (value: unknown) => () => encoder.encode(rows("col", [value]));
+  throwsMessage(at("4"), `data.csv:2: column 'col': "4" is not id:weight (weighted feature)`);
+  throwsMessage(at("4:"), `data.csv:2: column 'col': "4:" is not id:weight (weighted feature)`);
+  throwsMessage(at("4:x"), `data.csv:2: column 'col': "x" is not a number`);
+  throwsMessage(at("4:nan"), "data.csv:2: column 'col': weight is not a finite float32");
+  throwsMessage(at(4), "data.csv:2: column 'col': 4 is not id:weight (weighted feature)");
+  throwsMessage(at("1001:1"), "data.csv:2: column 'col': id 1001 is out of range [0, 1000)");
+});
+
+// --------------------------------------------------------------- non-finite
+
+test("features: non-finite raw values are errors naming the location, or 0 with nonFinite: zero", () => {
+  const dense1 = encoderFor(rawFeature({}));
+  for (const text of ["inf", "-Infinity", "NaN", "nan", "1e39"]) {
+    throwsMessage(
+      () => dense1.encode(rows("col", ["1", text])),
+      "data.csv:3: column 'col': value is not a finite float32",
+    );
+  }
+  throwsMessage(
+    () => dense1.encode(rows("col", [Number.NaN])),
+    "data.csv:2: column 'col': value is not a finite float32",
+  );
+  const bucketed = encoderFor(rawFeature({ boundaries: [1, 2], embeddingDim: 4 }));
+  throwsMessage(
+    () => bucketed.encode(rows("col", ["Infinity"])),
+    "data.csv:2: column 'col': value is not a finite float32",
+  );
+  const zeroing = encoderFor(rawFeature({}), { nonFinite: "zero" });
+  assert.deepEqual(dense(zeroing.encode(rows("col", ["inf", "2", Number.NaN]))), [0, 2, 0]);
+  assert.deepEqual(zeroing.nonFiniteCounts, { f: 2 });
+  assert.throws(
+    () => encoderFor(rawFeature({}), { nonFinite: "clamp" as never }),
+    /nonFinite must be "error" or "zero"/,
+  );
+});
+
 // ------------------------------------------------------------------ labels
 
 test("features: batches carry every label, indicator and sample-weight column once", () => {
   const base = pipeline([idFeature({ numBuckets: 4 })]);
   const bce = [{ binaryCrossEntropy: {} }];
-  base.modelConfig.mmoe.taskTowers = [
+  base.modelConfig.mmoe!.taskTowers = [
     { towerName: "ctr", labelName: "clk", sampleWeightName: "w", losses: bce },
     { towerName: "cvr", labelName: "buy", taskSpaceIndicatorLabel: "clk", losses: bce },
   ];
-  base.dataConfig = { labelFields: ["clk", "buy", "extra"], sampleWeightFields: ["w", "w2"] };
+  base.dataConfig = {
+    fgMode: "FG_DAG",
+    labelFields: ["clk", "buy", "extra"],
+    sampleWeightFields: ["w", "w2"],
+  };
   const encoder = new FeatureEncoder(resolveConfig(base));
   assert.deepEqual(encoder.columns, ["clk", "w", "buy", "extra", "w2"]);
   const batch = encoder.encode([
@@ -444,6 +620,100 @@ test("features: a missing or non-numeric label is an error naming location and c
     inference.encode([{ record: { col: "1" }, location: "request row 0" }]).columns,
     {},
   );
+});
+
+test("features: labels are checked against the tower's losses and metrics, with the file line", () => {
+  const config = pipeline([idFeature({ numBuckets: 4 })]);
+  config.modelConfig.mmoe!.taskTowers = [
+    { towerName: "ctr", labelName: "clk", losses: [{ binaryCrossEntropy: {} }] },
+    {
+      towerName: "auc",
+      labelName: "buy",
+      losses: [{ binaryCrossEntropy: {} }],
+      metrics: [{ auc: {} }],
+    },
+    { towerName: "grade", labelName: "grade", numClass: 3, losses: [{ softmaxCrossEntropy: {} }] },
+    { towerName: "dwell", labelName: "dwell", losses: [{ l2Loss: {} }] },
+    {
+      towerName: "weighted",
+      labelName: "clk",
+      sampleWeightName: "w",
+      losses: [{ binaryCrossEntropy: {} }],
+    },
+  ];
+  const encoder = new FeatureEncoder(resolveConfig(config));
+  const good = { col: "1", clk: "0.25", buy: "1", grade: "2", dwell: "-7.5", w: "0" };
+  const batch = encoder.encode([{ record: good, location: "train.csv:2" }]);
+  assert.deepEqual(batch.columns.clk, Float32Array.of(0.25)); // soft BCE labels are fine
+  const at = (record: RawRecord) => () =>
+    encoder.encode([
+      { record: good, location: "train.csv:4000" },
+      { record: { ...good, ...record }, location: "train.csv:4001" },
+    ]);
+  throwsMessage(
+    at({ clk: "2" }),
+    "train.csv:4001: column 'clk': label 2 is outside [0, 1] (binary_cross_entropy_ctr)",
+  );
+  throwsMessage(
+    at({ clk: "-1" }),
+    "train.csv:4001: column 'clk': label -1 is outside [0, 1] (binary_cross_entropy_ctr)",
+  );
+  throwsMessage(
+    at({ buy: "0.5" }),
+    "train.csv:4001: column 'buy': label 0.5 is not 0 or 1 (auc_auc)",
+  );
+  throwsMessage(
+    at({ grade: "3" }),
+    "train.csv:4001: column 'grade': label 3 is not a class id in [0, 3) (softmax_cross_entropy_grade)",
+  );
+  throwsMessage(
+    at({ grade: "0.5" }),
+    "train.csv:4001: column 'grade': label 0.5 is not a class id in [0, 3) (softmax_cross_entropy_grade)",
+  );
+  throwsMessage(
+    at({ dwell: "inf" }),
+    `train.csv:4001: column 'dwell': value "inf" is not a finite float32`,
+  );
+  throwsMessage(
+    at({ w: "-1" }),
+    "train.csv:4001: column 'w': sample weight -1 is negative (sample_weight_name of tower weighted)",
+  );
+});
+
+test("features: grouped_auc keys are each row's first id of the grouping feature, in or out of the group", () => {
+  const config = pipeline([idFeature({ numBuckets: 10 })], {
+    metrics: [{ groupedAuc: { groupingKey: "session" } }],
+  });
+  config.featureConfigs.push({
+    idFeature: {
+      featureName: "session",
+      expression: "context:sid",
+      hashBucketSize: 50,
+      embeddingDim: 4,
+    },
+  });
+  config.modelConfig.mmoe!.taskTowers.push({
+    towerName: "cvr",
+    labelName: "buy",
+    losses: [{ binaryCrossEntropy: {} }],
+    metrics: [{ groupedAuc: { groupingKey: "f" } }],
+  });
+  const resolved = resolveConfig(config);
+  const encoder = new FeatureEncoder(resolved);
+  assert.deepEqual(encoder.requiredColumns.map((c) => c.column), ["col", "sid", "clk", "buy"]);
+  const batch = encoder.encode([
+    { record: { col: "3\x1d4", sid: "s1", clk: 1, buy: 0 }, location: "r1" },
+    { record: { col: "", sid: "", clk: 0, buy: 1 }, location: "r2" },
+  ]);
+  assert.equal(batch.features.length, 1, "the key feature is not a model input");
+  assert.deepEqual(batch.groups, {
+    session: Int32Array.of(hashBucket("s1", 50), 0),
+    f: Int32Array.of(3, 0),
+  });
+  // Inference encoders read no labels and no keys.
+  const inference = new FeatureEncoder(resolved, { labels: false });
+  assert.deepEqual(inference.requiredColumns.map((c) => c.column), ["col"]);
+  assert.equal(inference.encode([{ record: { col: "1" }, location: "r" }]).groups, undefined);
 });
 
 // ------------------------------------------------------------ checkColumns
@@ -564,6 +834,7 @@ test("features: the shuffle is a seeded permutation with a bounded buffer", asyn
 
 test("features: encoded records train MMoEModel end to end", () => {
   const config = resolveConfig({
+    dataConfig: { fgMode: "FG_DAG" },
     featureConfigs: [
       {
         idFeature: { featureName: "user", expression: "user:user", numBuckets: 6, embeddingDim: 4 },

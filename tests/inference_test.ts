@@ -19,7 +19,7 @@ train_config {
   sparse_optimizer { adagrad_optimizer { lr: 0.05 } constant_learning_rate {} }
   dense_optimizer { adam_optimizer { lr: 0.01 } constant_learning_rate {} }
 }
-data_config { batch_size: 32 label_fields: ["clk", "buy"] }
+data_config { batch_size: 32 label_fields: ["clk", "buy", "grade", "dwell"] fg_mode: FG_DAG }
 feature_configs { id_feature { feature_name: "user_id" expression: "user:user_id" num_buckets: 50 embedding_dim: 4 } }
 feature_configs { id_feature { feature_name: "item" expression: "item:item" hash_bucket_size: 40 embedding_dim: 4 } }
 feature_configs { id_feature { feature_name: "cate" expression: "item:cate" vocab_list: ["a", "b", "c"] embedding_dim: 4 } }

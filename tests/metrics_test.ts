@@ -8,6 +8,7 @@ import {
   GroupedAuc,
   MeanAbsoluteError,
   MeanSquaredError,
+  MulticlassAccuracy,
   torchLinspace,
   WeightedMean,
 } from "../src/train/metrics.ts";
@@ -499,6 +500,52 @@ test("Accuracy: prob > threshold is 1 (strict, as torchmetrics)", () => {
   assert.equal(acc.compute(), 0);
 });
 
+test("MulticlassAccuracy: torchmetrics' docstring data, micro average (tzrec's Accuracy wrapper)", () => {
+  // torchmetrics MulticlassAccuracy docstring: these preds and targets give
+  // 0.8333 with average="macro" (per class 0.5, 1, 1). tzrec builds
+  // torchmetrics.Accuracy(task="multiclass"), whose average is "micro": the
+  // argmax of rows 0..2 is the label, row 3 predicts 1 for label 0 -> 3/4.
+  const probs = f32([0.16, 0.26, 0.58, 0.22, 0.61, 0.17, 0.71, 0.09, 0.2, 0.05, 0.82, 0.13]);
+  const target = f32([2, 1, 0, 0]);
+  const acc = new MulticlassAccuracy(3, "accuracy_grade");
+  assert.ok(Number.isNaN(acc.compute()));
+  acc.update(probs, target);
+  assert.equal(acc.compute(), 0.75);
+  // Macro from the same argmaxes, as the docstring's 0.8333 check of the data.
+  const recall = [0, 1, 2].map((c) => {
+    const rows = [0, 1, 2, 3].filter((r) => target[r] === c);
+    const hits = rows.filter((r) =>
+      [0, 1, 2].reduce((b, k) => probs[r * 3 + k] > probs[r * 3 + b] ? k : b, 0) === c
+    );
+    return hits.length / rows.length;
+  });
+  assert.deepEqual(recall, [0.5, 1, 1]);
+  // Ties go to the lowest class, as torch.argmax.
+  acc.reset();
+  acc.update(f32([0.5, 0.5, 0, 0.25, 0.25, 0.5]), f32([0, 1]));
+  assert.equal(acc.compute(), 0.5);
+  // Batches add up.
+  acc.update(f32([0.1, 0.8, 0.1]), f32([1]));
+  assert.equal(acc.compute(), 2 / 3);
+});
+
+test("MulticlassAccuracy: bad shapes, labels and probabilities throw and change nothing", () => {
+  const acc = new MulticlassAccuracy(3, "accuracy_grade");
+  acc.update(f32([0.2, 0.7, 0.1]), f32([1]));
+  assert.throws(() => acc.update(f32([0.2, 0.8]), f32([1])), {
+    name: "RangeError",
+    message: "accuracy_grade: preds has 2 values, expected 1 rows x 3 classes",
+  });
+  assert.throws(() => acc.update(f32([0.2, 0.7, 0.1]), f32([3])), {
+    name: "RangeError",
+    message: "accuracy_grade: label at row 0 is 3, expected a class id in [0, 3)",
+  });
+  assert.throws(() => acc.update(f32([0.2, 0.7, 0.1]), f32([0.5])), RangeError);
+  assert.throws(() => acc.update(f32([0.2, NaN, 0.1]), f32([0])), RangeError);
+  assert.equal(acc.compute(), 1);
+  assert.throws(() => new MulticlassAccuracy(1), RangeError);
+});
+
 test("WeightedMean: batch-size weighted loss mean", () => {
   const loss = new WeightedMean("binary_cross_entropy_ctr");
   assert.ok(Number.isNaN(loss.compute()));
@@ -527,7 +574,7 @@ test("createMetric: every kind, named by the config", () => {
     { kind: "grouped_auc", name: "grouped_auc_ctr", groupingKey: "user_id" },
     { kind: "mean_absolute_error", name: "mean_absolute_error_price" },
     { kind: "mean_squared_error", name: "mean_squared_error_price" },
-    { kind: "accuracy", name: "accuracy_ctr", threshold: 0.3 },
+    { kind: "accuracy", name: "accuracy_ctr", threshold: 0.3, numClass: 1 },
   ];
   const classes = [BinnedAuc, ExactAuc, GroupedAuc, MeanAbsoluteError, MeanSquaredError, Accuracy];
   specs.forEach((spec, i) => {
@@ -539,6 +586,16 @@ test("createMetric: every kind, named by the config", () => {
   assert.equal(auc.thresholds.length, 1000);
   assert.equal((createMetric(specs[2]) as GroupedAuc).groupingKey, "user_id");
   assert.equal((createMetric(specs[5]) as Accuracy).threshold, 0.3);
+  // num_class > 2: multiclass; 2: argmax of two classes, probs1 > 0.5 whatever the threshold.
+  const grade = createMetric({
+    kind: "accuracy",
+    name: "accuracy_grade",
+    threshold: 0.3,
+    numClass: 3,
+  });
+  assert.ok(grade instanceof MulticlassAccuracy && grade.numClasses === 3);
+  const two = createMetric({ kind: "accuracy", name: "accuracy_two", threshold: 0.3, numClass: 2 });
+  assert.ok(two instanceof Accuracy && two.threshold === 0.5);
   assert.throws(
     () => createMetric({ kind: "auc", name: "auc_ctr", thresholds: 1 }),
     RangeError,

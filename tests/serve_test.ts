@@ -21,6 +21,7 @@ import { embedModel } from "../examples/embed_model.ts";
 import { assertClose } from "./_util.ts";
 
 const CONFIG_TEXT = `
+data_config { fg_mode: FG_DAG }
 feature_configs { id_feature { feature_name: "user_id" expression: "user:user_id" num_buckets: 100 embedding_dim: 8 } }
 feature_configs { id_feature { feature_name: "pid" expression: "context:pid" hash_bucket_size: 20 embedding_dim: 8 } }
 feature_configs { id_feature { feature_name: "tags" expression: "item:tags" num_buckets: 10 embedding_dim: 8 separator: "|" } }

@@ -1,14 +1,22 @@
 /**
- * The typed tzrec pipeline config (the subset this library runs), its one
- * defaults table and its one validation pass.
+ * The typed tzrec pipeline config, checked once and resolved into the
+ * {@link ResolvedConfig} that the model, trainer, feature encoder and metrics
+ * read without further lookups.
  *
- * Field names are tzrec's protobuf names in camelCase (`hidden_units` ->
- * `hiddenUnits`), so a `pipeline.config` maps onto these objects one to one.
- * {@link resolveConfig} applies tzrec's defaults, checks every field once and
- * returns a {@link ResolvedConfig} that the model, trainer and metrics read
- * without further lookups. Errors are {@link ConfigError}s that name the field
- * by its tzrec path, e.g.
- * `model_config.mmoe.task_towers[1].mlp.hidden_units: must be non-empty`.
+ * The config is one shape: the interfaces of `types.ts` (generated from
+ * tzrec's protos and the table of what runs, `support.ts`), with tzrec's
+ * field names in camelCase (`hidden_units` -> `hiddenUnits`), oneofs as one
+ * set property (`{ idFeature: {...} }`), enums as their names (`"DEEP"`),
+ * 64-bit integers as numbers. {@link parsePipelineConfig} reads a
+ * `pipeline.config` into it; programs can build one in code.
+ *
+ * {@link resolveConfig} walks the config along tzrec's schema (`schema.ts`):
+ * a field tzrec does not have is an unknown field; a tzrec field this library
+ * does not run is "not supported yet" unless it holds tzrec's default; every
+ * value is range-checked (limits that keep a model inside one Wasm memory are
+ * named in the message); tzrec's defaults fill what is unset. Errors are
+ * {@link ConfigError}s `<field path>: <what>`; for a config read from a file
+ * they are {@link ConfigTextError}s `file:line:column: <field path>: <what>`.
  *
  * @example
  * ```ts
@@ -16,8 +24,8 @@
  * import { resolveConfig } from "./config.ts";
  * const resolved = resolveConfig({
  *   featureConfigs: [
- *     { idFeature: { featureName: "user_id", expression: "user:user_id", numBuckets: 100, embeddingDim: 8 } },
- *     { rawFeature: { featureName: "price", expression: "item:price" } },
+ *     { idFeature: { featureName: "user_id", numBuckets: 100, embeddingDim: 8 } },
+ *     { rawFeature: { featureName: "price" } },
  *   ],
  *   modelConfig: {
  *     featureGroups: [{ groupName: "all", featureNames: ["user_id", "price"] }],
@@ -29,246 +37,37 @@
  *   },
  * });
  * assert.equal(resolved.inputWidth, 9); // 8 (embedding) + 1 (dense price)
+ * assert.equal(resolved.data.fgMode, "FG_NONE"); // tzrec's default: encoded columns named by feature_name
  * assert.equal(resolved.towers[0].losses[0].kind, "binary_cross_entropy");
  * ```
  * @module
  */
 import { Activation } from "../core/activation.ts";
+import { ConfigError, locate } from "./errors.ts";
+import { DEFAULTS, SCHEMA } from "./schema.ts";
+import type { FieldSchema } from "./support.ts";
+import type {
+  DenseOptimizer,
+  EasyRecConfig,
+  FeatureConfig,
+  IdFeature,
+  LossConfig,
+  MetricConfig,
+  MLP,
+  RawFeature,
+  SparseOptimizer,
+  TaskTower,
+} from "./types.ts";
 
-// ---------------------------------------------------------------- input types
+export type * from "./types.ts";
+export { DEFAULTS } from "./schema.ts";
+export { ConfigError, ConfigTextError } from "./errors.ts";
 
-/** tzrec `MLP` (module.proto). */
-export interface MLP {
-  /** Output width of each layer. */
-  hiddenUnits: number[];
-  /** Dropout per layer: empty = 0, one value = every layer, else one per layer. */
-  dropoutRatio?: number[];
-  /** Activation module, e.g. `"nn.ReLU"` (default), `"nn.LeakyReLU(negative_slope=0.1)"`. */
-  activation?: string;
-  /** BatchNorm1d after each Linear (which then has no bias). Default false. */
-  useBn?: boolean;
-  /** Linear bias. Default true. */
-  bias?: boolean;
-  /** LayerNorm after each Linear. Default false. */
-  useLn?: boolean;
-}
+/** A whole tzrec `pipeline.config` (tzrec's `EasyRecConfig`). */
+export type PipelineConfig = EasyRecConfig;
 
-/** tzrec `LossConfig`: exactly one of its fields. */
-export interface LossConfig {
-  /** BCE with logits (num_class 1). */
-  binaryCrossEntropy?: { labelSmoothing?: number };
-  /** Mean squared error on the raw output `y_<t>`. */
-  l2Loss?: Record<string, never>;
-  /** Softmax cross-entropy (num_class > 1). */
-  softmaxCrossEntropy?: { labelSmoothing?: number };
-}
-
-/** tzrec `MetricConfig`: exactly one of its fields. */
-export interface MetricConfig {
-  /** Binned AUROC, torchmetrics `BinaryAUROC(thresholds)`; default 200 thresholds. */
-  auc?: { thresholds?: number };
-  /** Exact (rank based, ties averaged) AUC; this library's addition. */
-  exactAuc?: Record<string, never>;
-  /** Mean of exact per-group AUCs over groups with both labels. */
-  groupedAuc?: { groupingKey: string };
-  /** Mean absolute error. */
-  meanAbsoluteError?: Record<string, never>;
-  /** Mean squared error. */
-  meanSquaredError?: Record<string, never>;
-  /** Accuracy at a probability threshold (default 0.5). */
-  accuracy?: { threshold?: number };
-}
-
-/** tzrec `TaskTower` (tower.proto). */
-export interface TaskTower {
-  /** Task name: outputs are `logits_<towerName>`, metrics `auc_<towerName>`. */
-  towerName: string;
-  /** Label column. */
-  labelName: string;
-  /** Metrics reported in eval. */
-  metrics?: MetricConfig[];
-  /** Losses (this library supports exactly one per tower). */
-  losses?: LossConfig[];
-  /** Output width: 1 for BCE/l2, >1 for softmax. Default 1. */
-  numClass?: number;
-  /** Tower MLP between the expert mixture and the final Linear. */
-  mlp?: MLP;
-  /** Loss weight. Default 1. */
-  weight?: number;
-  /** Per-row sample weight column. */
-  sampleWeightName?: string;
-  /** Label column whose value > 0 marks a row inside the task space. */
-  taskSpaceIndicatorLabel?: string;
-  /** Weight of rows inside the task space. Default 1. */
-  inTaskSpaceWeight?: number;
-  /** Weight of rows outside the task space. Default 1. */
-  outTaskSpaceWeight?: number;
-}
-
-/** tzrec `MMoE` (multi_task_rank.proto). */
-export interface MMoE {
-  /** The MLP each expert runs. */
-  expertMlp: MLP;
-  /** Optional per-task MLP before each gate's Linear. */
-  gateMlp?: MLP;
-  /** Number of experts E. */
-  numExpert: number;
-  /** One tower per task. */
-  taskTowers: TaskTower[];
-}
-
-/** tzrec `FeatureGroupConfig`. */
-export interface FeatureGroupConfig {
-  /** Group name. */
-  groupName: string;
-  /** Features concatenated in this order. */
-  featureNames: string[];
-  /** Only `"DEEP"` is supported. */
-  groupType?: "DEEP" | "WIDE" | "SEQUENCE";
-}
-
-/** tzrec `IdFeature`. */
-export interface IdFeature {
-  /** Feature name, referenced by feature groups. */
-  featureName: string;
-  /** `"side:column"`, e.g. `"user:user_id"` reads column `user_id`. */
-  expression: string;
-  /** Embedding width. */
-  embeddingDim: number;
-  /** Integer ids used as rows directly, in [0, numBuckets). */
-  numBuckets?: number;
-  /** Strings hashed into [0, hashBucketSize). */
-  hashBucketSize?: number;
-  /** Vocabulary: value i maps to row i + 2 (0 default/pad, 1 unknown), tzrec style. */
-  vocabList?: string[];
-  /** Table name; features with the same name share one table. */
-  embeddingName?: string;
-  /** Pooling of multi-value ids: `"sum"` (default) or `"mean"`. */
-  pooling?: "sum" | "mean";
-  /** Multi-value separator inside a field. Default `"\x1d"`. */
-  separator?: string;
-}
-
-/** tzrec `RawFeature`. */
-export interface RawFeature {
-  /** Feature name. */
-  featureName: string;
-  /** `"side:column"`. */
-  expression: string;
-  /** Bucketize: bucket = number of boundaries <= x, then embed. */
-  boundaries?: number[];
-  /** Embedding width when bucketized. */
-  embeddingDim?: number;
-  /** Dense width when not bucketized. Default 1. */
-  valueDim?: number;
-  /** Table name when bucketized. */
-  embeddingName?: string;
-  /** Separator of a multi-dimensional dense value. Default `"\x1d"`. */
-  separator?: string;
-}
-
-/** tzrec `FeatureConfig`: exactly one of its fields. */
-export interface FeatureConfig {
-  /** Categorical id feature. */
-  idFeature?: IdFeature;
-  /** Numeric feature. */
-  rawFeature?: RawFeature;
-}
-
-/** A learning-rate schedule (tzrec optimizer.proto). */
-export interface LearningRateConfig {
-  /** lr stays constant. */
-  constantLearningRate?: Record<string, never>;
-  /** lr * decayFactor^(step / decaySize), floored at minLearningRate. */
-  exponentialDecayLearningRate?: {
-    decaySize?: number;
-    decayFactor?: number;
-    staircase?: boolean;
-    minLearningRate?: number;
-  };
-}
-
-/** An optimizer: exactly one of the optimizer fields, plus a schedule. */
-export interface OptimizerConfig extends LearningRateConfig {
-  /** Adagrad. */
-  adagradOptimizer?: { lr: number; weightDecay?: number };
-  /** Adam. */
-  adamOptimizer?: {
-    lr: number;
-    beta1?: number;
-    beta2?: number;
-    weightDecay?: number;
-  };
-  /**
-   * SGD (torch, dampening 0). Dense momentum defaults to 0.9 as in tzrec;
-   * the sparse (embedding) SGD has no momentum.
-   */
-  sgdOptimizer?: { lr: number; momentum?: number; weightDecay?: number };
-}
-
-/** tzrec `TrainConfig`. */
-export interface TrainConfig {
-  /** Optimizer of the embedding tables. Default Adagrad lr 0.002 (tzrec). */
-  sparseOptimizer?: OptimizerConfig;
-  /** Optimizer of every other parameter. Default Adam lr 0.002. */
-  denseOptimizer?: OptimizerConfig;
-  /** Epochs. Default 1. */
-  numEpochs?: number;
-  /** Stop after this many steps (0 = no limit). */
-  numSteps?: number;
-  /** Log every this many steps. Default 100. */
-  logStepCountSteps?: number;
-  /** Save a checkpoint every this many steps, 0 = only at the end. Default 1000. */
-  saveCheckpointsSteps?: number;
-  /** Save at every this-many epoch ends instead of by steps, 0 = by steps. Default 0. */
-  saveCheckpointsEpochs?: number;
-  /** Keep the newest this many checkpoints, 0 = all. Default 0. */
-  keepCheckpointMax?: number;
-}
-
-/** tzrec `DataConfig`. */
-export interface DataConfig {
-  /** Rows per batch. Default 1024. */
-  batchSize?: number;
-  /** Label columns. */
-  labelFields?: string[];
-  /** Sample weight columns. */
-  sampleWeightFields?: string[];
-  /** Field delimiter. Default `","`. */
-  delimiter?: string;
-  /** Shuffle training rows. Default false. */
-  shuffle?: boolean;
-  /** Drop the last partial batch. Default false. */
-  dropRemainder?: boolean;
-}
-
-/** tzrec `ModelConfig` with an MMoE. */
-export interface ModelConfig {
-  /** Feature groups; MMoE reads the first. */
-  featureGroups: FeatureGroupConfig[];
-  /** The model. */
-  mmoe: MMoE;
-}
-
-/** tzrec `EasyRecConfig` (pipeline.config). */
-export interface PipelineConfig {
-  /** Training input. */
-  trainInputPath?: string;
-  /** Evaluation input. */
-  evalInputPath?: string;
-  /** Checkpoints and results. */
-  modelDir?: string;
-  /** Training options. */
-  trainConfig?: TrainConfig;
-  /** Evaluation options (none yet). */
-  evalConfig?: Record<string, never>;
-  /** Input options. */
-  dataConfig?: DataConfig;
-  /** Every feature. */
-  featureConfigs: FeatureConfig[];
-  /** The model. */
-  modelConfig: ModelConfig;
-}
+/** An optimizer config that fits both `sparse_optimizer` and `dense_optimizer`. */
+export type OptimizerConfig = SparseOptimizer & DenseOptimizer;
 
 // -------------------------------------------------------------- resolved types
 
@@ -290,26 +89,31 @@ export interface ResolvedMLP {
   useLn: boolean;
 }
 
-/** How a feature's raw value becomes embedding rows or dense columns. */
+/** How a feature's value becomes embedding rows or dense columns. */
 export type FeatureKind = "num_buckets" | "hash_bucket" | "vocab" | "boundaries" | "dense";
 
-/** A feature of the model's group, in group order. */
+/** A feature the encoder reads: one of the model's group, or a grouped_auc key. */
 export interface ResolvedFeature {
   /** Feature name. */
   name: string;
-  /** Input column read (from the expression). */
+  /** Input column read: `feature_name` (FG_NONE), else the expression's column. */
   column: string;
   /** Encoding. */
   kind: FeatureKind;
-  /** Columns this feature fills in the group input: embedding dim or value dim. */
+  /**
+   * Values are already encoded (tzrec FG_NONE): ids are table rows (hashing,
+   * vocabulary and bucketizing were done before), dense values are numbers.
+   */
+  encoded: boolean;
+  /** Columns this feature fills in the group input: embedding dim or value dim (0 for a key). */
   width: number;
-  /** First column of this feature in the group input. */
+  /** First column of this feature in the group input (-1 for a key). */
   offset: number;
-  /** Embedding table index in {@link ResolvedConfig.tables}; -1 for dense. */
+  /** Embedding table index in {@link ResolvedConfig.tables}; -1 for dense and keys. */
   table: number;
   /** Rows of the table (ids must be < rows). */
   rows: number;
-  /** Bucket boundaries (ascending) for `boundaries`. */
+  /** Bucket boundaries (ascending, float32 as tzrec's `repeated float`) for `boundaries`. */
   boundaries: number[];
   /** Vocabulary for `vocab`: value -> row. */
   vocab: Map<string, number>;
@@ -320,8 +124,13 @@ export interface ResolvedFeature {
    * inputs) and pooling sums weight x embedding row.
    */
   weighted: boolean;
-  /** Multi-value separator. */
+  /** Multi-value separator: `fg_encoded_multival_sep` (FG_NONE), else the feature's `separator`. */
   separator: string;
+  /**
+   * FG_NONE `fg_encoded_default_value`: the ids (sparse) or values (dense) a
+   * missing value stands for; null when unset.
+   */
+  encodedDefault: number[] | null;
 }
 
 /** An embedding table. */
@@ -336,14 +145,18 @@ export interface ResolvedTable {
   features: string[];
 }
 
-/** A metric with defaults applied. */
+/**
+ * A metric with defaults applied. The prediction it reads follows tzrec:
+ * `probs_<t>` (`probs1_<t>` when num_class is 2) for the AUCs, `probs_<t>`
+ * for accuracy (all classes when num_class > 1), `y_<t>` for the errors.
+ */
 export type ResolvedMetric =
   | { kind: "auc"; name: string; thresholds: number }
   | { kind: "exact_auc"; name: string }
   | { kind: "grouped_auc"; name: string; groupingKey: string }
   | { kind: "mean_absolute_error"; name: string }
   | { kind: "mean_squared_error"; name: string }
-  | { kind: "accuracy"; name: string; threshold: number };
+  | { kind: "accuracy"; name: string; threshold: number; numClass: number };
 
 /** A tower loss with defaults applied. */
 export interface ResolvedLoss {
@@ -421,6 +234,11 @@ export interface ResolvedOptimizer {
 export interface ResolvedConfig {
   /** Features of the model's DEEP group, in group order. */
   features: ResolvedFeature[];
+  /**
+   * Sparse features outside the group that a `grouped_auc` metric groups by:
+   * encoded for their keys only (no table, no group columns).
+   */
+  groupingFeatures: ResolvedFeature[];
   /** Embedding tables in order of first use. */
   tables: ResolvedTable[];
   /** F: width of the group input (sum of feature widths). */
@@ -437,112 +255,285 @@ export interface ResolvedConfig {
   sparseOptimizer: ResolvedOptimizer;
   /** Dense optimizer. */
   denseOptimizer: ResolvedOptimizer;
-  /** Training loop options. */
+  /**
+   * Training loop options. `numEpochs` is `Infinity` when only `num_steps` is
+   * set (tzrec then cycles the data until `num_steps`), and 1 when neither
+   * is; `numSteps` 0 means no step limit.
+   */
   train: {
     numEpochs: number;
     numSteps: number;
     logStepCountSteps: number;
+    /** Save a checkpoint every this many steps (0: only at the end). */
     saveCheckpointsSteps: number;
+    /** Save at every this-many epoch ends instead of by steps (0: by steps). */
     saveCheckpointsEpochs: number;
+    /** Keep the newest this many checkpoints (0: all). */
     keepCheckpointMax: number;
   };
   /** Input options. */
   data: {
+    /** Rows per training batch. */
     batchSize: number;
+    /** Rows per evaluation / prediction batch (`eval_batch_size`, default `batch_size`). */
+    evalBatchSize: number;
+    /** Label columns (`label_fields`). */
     labelFields: string[];
+    /** Sample weight columns. */
     sampleWeightFields: string[];
+    /** CSV field delimiter. */
     delimiter: string;
+    /** Shuffle training rows. */
     shuffle: boolean;
+    /**
+     * tzrec's `shuffle_buffer_size`: batches in its shuffle buffer (tzrec's
+     * reader shuffles the order of whole batches through it).
+     */
+    shuffleBufferSize: number;
+    /** Drop the last partial batch. */
     dropRemainder: boolean;
+    /** tzrec `dataset_type`. */
+    datasetType: "CsvDataset" | "ParquetDataset" | "OdpsDataset";
+    /** tzrec `fg_mode` (after the `fg_encoded` compatibility rule). */
+    fgMode: "FG_NONE" | "FG_NORMAL" | "FG_DAG";
+    /**
+     * CSV column names of files without a header row (`with_header: false`
+     * with `input_fields`); null: the first row is the header.
+     */
+    csvColumns: string[] | null;
   };
   /** Paths from the config (may be overridden by CLI flags). */
   paths: { trainInputPath: string; evalInputPath: string; modelDir: string };
 }
 
-/** A config field is missing, malformed or unsupported; `path` names it. */
-export class ConfigError extends Error {
-  /** tzrec field path, e.g. `model_config.mmoe.num_expert`. */
-  readonly path: string;
-  /** Creates the error `${path}: ${message}`. */
-  constructor(path: string, message: string) {
-    super(`${path}: ${message}`);
-    this.name = "ConfigError";
-    this.path = path;
+// ---------------------------------------------------------------------- limits
+
+/**
+ * Size limits checked at config time, so that a config that cannot fit is
+ * refused with the limit named instead of failing later on allocation.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { LIMITS } from "./config.ts";
+ * assert.equal(LIMITS.rows, 2 ** 31 - 1);
+ * ```
+ */
+export const LIMITS = {
+  /** Table rows and bucket counts: ids are int32 table rows. */
+  rows: 2 ** 31 - 1,
+  /** Embedding width and dense value_dim. */
+  dim: 4096,
+  /** Units of one MLP layer. */
+  units: 65536,
+  /** Experts. */
+  experts: 256,
+  /** Tower output width. */
+  numClass: 65536,
+  /** Rows per batch. */
+  batchSize: 1 << 20,
+  /**
+   * AUC thresholds: the binned AUC keeps one TP/FP counter pair per
+   * threshold (16 MB at the cap); past ~1e5 it equals the exact AUC of
+   * float32 probabilities anyway (use `exact_auc`).
+   */
+  thresholds: 1_000_000,
+  /** Bytes of parameters, gradients and optimizer state: one 32-bit Wasm memory. */
+  memoryBytes: 2 ** 32,
+} as const;
+
+// ------------------------------------------------------------------ formatting
+
+function show(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (Array.isArray(value)) return "a list";
+  if (value === null) return "null";
+  if (typeof value === "object") return "an object";
+  return String(value);
+}
+
+function join(path: string, name: string): string {
+  return path === "" ? name : `${path}.${name}`;
+}
+
+// --------------------------------------------------------------- schema walk
+
+/** Extra words for a field that is not supported yet, by `Message.oneof`. */
+const HINTS: Record<string, string> = {
+  "ModelConfig.model": " (the only model this library runs is mmoe)",
+  "FeatureConfig.feature": " (this library runs id_feature and raw_feature)",
+};
+
+const INTEGER_RANGES: Record<string, [number, number]> = {
+  int32: [-(2 ** 31), 2 ** 31 - 1],
+  sint32: [-(2 ** 31), 2 ** 31 - 1],
+  sfixed32: [-(2 ** 31), 2 ** 31 - 1],
+  uint32: [0, 2 ** 32 - 1],
+  fixed32: [0, 2 ** 32 - 1],
+  int64: [-Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
+  sint64: [-Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
+  sfixed64: [-Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
+  uint64: [0, Number.MAX_SAFE_INTEGER],
+  fixed64: [0, Number.MAX_SAFE_INTEGER],
+};
+
+/** A set field of a field this library does not run that changes nothing: tzrec's default. */
+function holdsDefault(field: FieldSchema, value: unknown): boolean {
+  if (field.repeated) return Array.isArray(value) && value.length === 0;
+  if (field.type === "map") {
+    return typeof value === "object" && value !== null && Object.keys(value).length === 0;
+  }
+  if (field.type === "message") return false;
+  if (field.type === "float" && typeof value === "number") {
+    return Math.fround(value) === field.fallback;
+  }
+  return value === field.fallback;
+}
+
+/** Checks one value of a field this library runs (one element of a repeated field). */
+function checkValue(field: FieldSchema, value: unknown, path: string): void {
+  switch (field.type) {
+    case "message":
+      checkMessage(value, field.message!, path);
+      return;
+    case "enum": {
+      if (typeof value !== "string" || !field.values!.includes(value)) {
+        throw new ConfigError(
+          path,
+          `expected one of ${field.values!.join(", ")}, got ${show(value)}`,
+        );
+      }
+      const runs = field.support;
+      if (Array.isArray(runs) && !runs.includes(value)) {
+        throw new ConfigError(
+          path,
+          `${value} is not supported yet (supported: ${runs.join(", ")})`,
+        );
+      }
+      return;
+    }
+    case "string":
+      if (typeof value !== "string") {
+        throw new ConfigError(path, `expected a string, got ${show(value)}`);
+      }
+      return;
+    case "bool":
+      if (typeof value !== "boolean") {
+        throw new ConfigError(path, `expected true or false, got ${show(value)}`);
+      }
+      return;
+    case "float":
+    case "double":
+      if (typeof value !== "number") {
+        throw new ConfigError(path, `expected a number, got ${show(value)}`);
+      }
+      return;
+    default: {
+      const [min, max] = INTEGER_RANGES[field.type];
+      if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+        throw new ConfigError(path, `expected a ${field.type} integer, got ${show(value)}`);
+      }
+    }
   }
 }
 
-// -------------------------------------------------------------------- defaults
-
-/** tzrec's defaults (proto2 `[default = ...]`), in one place. */
-export const DEFAULTS = {
-  mlp: { activation: "nn.ReLU", useBn: false, bias: true, useLn: false },
-  tower: { numClass: 1, weight: 1, inTaskSpaceWeight: 1, outTaskSpaceWeight: 1 },
-  auc: { thresholds: 200 },
-  accuracy: { threshold: 0.5 },
-  idFeature: { pooling: "sum", separator: "\x1d" },
-  rawFeature: { valueDim: 1, separator: "\x1d" },
-  adam: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 },
-  denseAdagradEps: 1e-10,
-  denseSgdMomentum: 0.9,
-  sparseAdagradEps: 1e-8,
-  sparseOptimizer: { adagradOptimizer: { lr: 0.002 } } as OptimizerConfig,
-  denseOptimizer: { adamOptimizer: { lr: 0.002 } } as OptimizerConfig,
-  exponentialDecay: { decayFactor: 0.95, staircase: true, minLearningRate: 0 },
-  train: {
-    numEpochs: 1,
-    numSteps: 0,
-    logStepCountSteps: 100,
-    saveCheckpointsSteps: 1000,
-    saveCheckpointsEpochs: 0,
-    keepCheckpointMax: 0,
-  },
-  data: { batchSize: 1024, delimiter: ",", shuffle: false, dropRemainder: false },
-} as const;
+/**
+ * Checks `value` against tzrec's message `message`: every property a field of
+ * it, at most one field per oneof, fields that do not run only at tzrec's
+ * default, values of the right type, required fields present.
+ */
+function checkMessage(value: unknown, message: string, path: string): void {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new ConfigError(path, `expected a message (an object), got ${show(value)}`);
+  }
+  const fields = SCHEMA[message];
+  const oneofs = new Map<string, string>();
+  const present = new Set<string>();
+  for (const [key, item] of Object.entries(value)) {
+    if (item === undefined) continue;
+    const field = fields.find((f) => f.json === key);
+    if (field === undefined) {
+      throw new ConfigError(join(path, key), `unknown field for tzrec.protos.${message}`);
+    }
+    const fieldPath = join(path, field.name);
+    if (field.oneof !== undefined) {
+      const other = oneofs.get(field.oneof);
+      if (other !== undefined) {
+        throw new ConfigError(
+          fieldPath,
+          `${other} is set too; oneof ${field.oneof} holds only one field`,
+        );
+      }
+      oneofs.set(field.oneof, field.name);
+    }
+    present.add(field.name);
+    if (field.support === undefined) {
+      if (holdsDefault(field, item)) continue;
+      const hint = HINTS[`${message}.${field.oneof}`] ?? "";
+      throw new ConfigError(fieldPath, `not supported yet${hint}`);
+    }
+    if (field.support === "ignored") continue;
+    if (field.repeated) {
+      if (!Array.isArray(item)) {
+        throw new ConfigError(fieldPath, `expected a list, got ${show(item)}`);
+      }
+      item.forEach((element, i) => checkValue(field, element, `${fieldPath}[${i}]`));
+      if (field.support === "required" && item.length === 0) {
+        throw new ConfigError(fieldPath, "is required (an empty list)");
+      }
+    } else checkValue(field, item, fieldPath);
+  }
+  for (const field of fields) {
+    if (field.support === "required" && !present.has(field.name)) {
+      throw new ConfigError(join(path, field.name), "is required");
+    }
+  }
+}
 
 // ------------------------------------------------------------------ validation
 
-function nonNegativeInt(value: unknown, path: string): number {
-  return value === 0 ? 0 : positiveInt(value, path);
-}
-
-function positiveInt(value: unknown, path: string): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value <= 0) {
-    throw new ConfigError(path, `must be a positive integer, got ${JSON.stringify(value)}`);
+/** An integer in [min, max]; `limit` says where the maximum comes from. */
+function intIn(value: number, path: string, min: number, max: number, limit = ""): number {
+  if (!Number.isInteger(value) || value < min) {
+    throw new ConfigError(path, `must be an integer >= ${min}, got ${show(value)}`);
+  }
+  if (value > max) {
+    throw new ConfigError(
+      path,
+      `must be at most ${max}${limit ? ` (${limit})` : ""}, got ${value}`,
+    );
   }
   return value;
 }
 
-function finiteNumber(value: unknown, path: string): number {
-  if (typeof value !== "number" || !Number.isFinite(value)) {
-    throw new ConfigError(path, `must be a finite number, got ${JSON.stringify(value)}`);
+/** A finite number in [min, max] (open at `min` when `minOpen`). */
+function numberIn(
+  value: number,
+  path: string,
+  min: number,
+  max = Infinity,
+  minOpen = false,
+): number {
+  const ok = Number.isFinite(value) && (minOpen ? value > min : value >= min) && value <= max;
+  if (!ok) {
+    const low = `${minOpen ? "(" : "["}${min}`, high = max === Infinity ? "inf)" : `${max}]`;
+    throw new ConfigError(path, `must be a finite number in ${low}, ${high}, got ${show(value)}`);
   }
   return value;
 }
 
-function nonEmptyString(value: unknown, path: string): string {
-  if (typeof value !== "string" || value.length === 0) {
+function nonEmpty(value: string | undefined, path: string): string {
+  if (value === undefined || value === "") {
     throw new ConfigError(path, "must be a non-empty string");
   }
   return value;
 }
 
-/** The single set field of a oneof-like object, or an error naming the choices. */
-function oneOf<T extends object>(value: T | undefined, path: string, choices: string[]): keyof T {
-  const set = value
-    ? Object.keys(value).filter((k) => (value as Record<string, unknown>)[k] !== undefined)
-    : [];
-  if (set.length !== 1) {
-    throw new ConfigError(
-      path,
-      set.length === 0
-        ? `must set one of ${choices.join(", ")}`
-        : `sets ${set.join(" and ")}; exactly one of ${choices.join(", ")} is allowed`,
-    );
-  }
-  if (!choices.includes(snake(set[0]))) {
-    throw new ConfigError(`${path}.${snake(set[0])}`, "is not supported yet");
-  }
-  return set[0] as keyof T;
+/** The name of the one set field of a oneof-like object (the schema walk allows at most one). */
+function chosen<T extends object>(value: T, path: string, what: string): keyof T & string {
+  const set = Object.keys(value).filter((k) => (value as Record<string, unknown>)[k] !== undefined);
+  if (set.length === 0) throw new ConfigError(path, `must set ${what}`);
+  return set[0] as keyof T & string;
 }
 
 function snake(name: string): string {
@@ -582,13 +573,11 @@ function resolveActivation(text: string, path: string): { activation: number; sl
   return { activation: code, slope };
 }
 
-function resolveMlp(mlp: MLP | undefined, path: string): ResolvedMLP {
-  if (!mlp) throw new ConfigError(path, "is required");
+function resolveMlp(mlp: MLP, path: string): ResolvedMLP {
   const units = mlp.hiddenUnits;
-  if (!Array.isArray(units) || units.length === 0) {
-    throw new ConfigError(`${path}.hidden_units`, "must be non-empty");
-  }
-  units.forEach((u, i) => positiveInt(u, `${path}.hidden_units[${i}]`));
+  units.forEach((u, i) =>
+    intIn(u, `${path}.hidden_units[${i}]`, 1, LIMITS.units, "LIMITS.units, units per layer")
+  );
   const ratios = mlp.dropoutRatio ?? [];
   let dropoutRatio: number[];
   if (ratios.length === 0) dropoutRatio = units.map(() => 0);
@@ -602,126 +591,533 @@ function resolveMlp(mlp: MLP | undefined, path: string): ResolvedMLP {
   }
   dropoutRatio.forEach((r, i) => {
     if (!(r >= 0 && r < 1)) {
-      throw new ConfigError(`${path}.dropout_ratio[${i}]`, `must be in [0, 1), got ${r}`);
+      throw new ConfigError(`${path}.dropout_ratio[${i}]`, `must be in [0, 1), got ${show(r)}`);
     }
   });
-  const useBn = mlp.useBn ?? DEFAULTS.mlp.useBn;
-  const useLn = mlp.useLn ?? DEFAULTS.mlp.useLn;
+  const useBn = mlp.useBn ?? DEFAULTS.MLP.useBn;
+  const useLn = mlp.useLn ?? DEFAULTS.MLP.useLn;
   if (useBn && useLn) {
     throw new ConfigError(path, "use_bn and use_ln cannot both be set (tzrec Perceptron)");
   }
   return {
     hiddenUnits: [...units],
     dropoutRatio,
-    ...resolveActivation(mlp.activation ?? DEFAULTS.mlp.activation, `${path}.activation`),
+    ...resolveActivation(mlp.activation ?? DEFAULTS.MLP.activation, `${path}.activation`),
     useBn,
-    bias: (mlp.bias ?? DEFAULTS.mlp.bias) && !useBn,
+    bias: (mlp.bias ?? DEFAULTS.MLP.bias) && !useBn,
     useLn,
   };
 }
 
+/** Dense parameters of an MLP on `inputs` columns (weights, biases, norm scales). */
+function mlpParameters(mlp: ResolvedMLP, inputs: number): number {
+  let count = 0;
+  for (const units of mlp.hiddenUnits) {
+    count += inputs * units + (mlp.bias ? units : 0) + (mlp.useBn || mlp.useLn ? 2 * units : 0);
+    inputs = units;
+  }
+  return count;
+}
+
+// ------------------------------------------------------------------ optimizers
+
+const SPARSE_ADAGRAD_EPS = 1e-8; // fbgemm EXACT_ADAGRAD (no eps field in tzrec's FusedAdagrad)
+const SPARSE_ADAM_EPS = 1e-8; // fbgemm ADAM (no eps field in tzrec's FusedAdam)
+
 function resolveOptimizer(
-  config: OptimizerConfig,
+  config: SparseOptimizer | DenseOptimizer,
   path: string,
   sparse: boolean,
 ): ResolvedOptimizer {
-  const kind = oneOf(
+  const kind = chosen(
     {
-      adamOptimizer: config.adamOptimizer,
-      adagradOptimizer: config.adagradOptimizer,
       sgdOptimizer: config.sgdOptimizer,
+      adagradOptimizer: config.adagradOptimizer,
+      adamOptimizer: config.adamOptimizer,
     },
     path,
-    ["adam_optimizer", "adagrad_optimizer", "sgd_optimizer"],
+    "one of sgd_optimizer, adagrad_optimizer, adam_optimizer",
   );
-  const body = config[kind]!;
   const bodyPath = `${path}.${snake(kind)}`;
-  const lr = finiteNumber(body.lr, `${bodyPath}.lr`);
-  const weightDecay = finiteNumber(body.weightDecay ?? 0, `${bodyPath}.weight_decay`);
   let schedule: ResolvedOptimizer["schedule"] = { kind: "constant" };
   const decay = config.exponentialDecayLearningRate;
-  if (decay && config.constantLearningRate) {
-    throw new ConfigError(path, "sets two learning-rate schedules");
-  }
   if (decay) {
     const dp = `${path}.exponential_decay_learning_rate`;
     schedule = {
       kind: "exponential_decay",
-      decaySize: positiveInt(decay.decaySize, `${dp}.decay_size`),
-      decayFactor: finiteNumber(
-        decay.decayFactor ?? DEFAULTS.exponentialDecay.decayFactor,
+      decaySize: intIn(decay.decaySize, `${dp}.decay_size`, 1, 2 ** 32 - 1),
+      decayFactor: numberIn(
+        decay.decayFactor ?? DEFAULTS.ExponentialDecayLR.decayFactor,
         `${dp}.decay_factor`,
+        0,
+        Infinity,
+        true,
       ),
-      staircase: decay.staircase ?? DEFAULTS.exponentialDecay.staircase,
-      minLearningRate: finiteNumber(
-        decay.minLearningRate ?? DEFAULTS.exponentialDecay.minLearningRate,
+      staircase: decay.staircase ?? DEFAULTS.ExponentialDecayLR.staircase,
+      minLearningRate: numberIn(
+        decay.minLearningRate ?? DEFAULTS.ExponentialDecayLR.minLearningRate,
         `${dp}.min_learning_rate`,
+        0,
       ),
     };
   }
-  if (kind === "adamOptimizer") {
-    const adam = config.adamOptimizer!;
-    return {
-      kind: "adam",
-      lr,
-      beta1: finiteNumber(adam.beta1 ?? DEFAULTS.adam.beta1, `${bodyPath}.beta1`),
-      beta2: finiteNumber(adam.beta2 ?? DEFAULTS.adam.beta2, `${bodyPath}.beta2`),
-      eps: DEFAULTS.adam.eps,
-      weightDecay,
-      momentum: 0,
-      dampening: 0,
-      nesterov: false,
-      initialAccumulatorValue: 0,
-      schedule,
-    };
-  }
-  let momentum = 0;
-  if (kind === "sgdOptimizer") {
-    const given = config.sgdOptimizer!.momentum;
-    if (sparse && given !== undefined && given !== 0) {
-      // tzrec's FusedSGDOptimizer (embeddings) has no momentum field.
-      throw new ConfigError(
-        `${bodyPath}.momentum`,
-        "the sparse (embedding) SGD has no momentum in tzrec",
-      );
-    }
-    momentum = sparse
-      ? 0
-      : finiteNumber(given ?? DEFAULTS.denseSgdMomentum, `${bodyPath}.momentum`);
-    if (!(momentum >= 0 && momentum < 1)) {
-      throw new ConfigError(`${bodyPath}.momentum`, `must be in [0, 1), got ${momentum}`);
-    }
-  }
-  return {
-    kind: kind === "adagradOptimizer" ? "adagrad" : "sgd",
-    lr,
+  const base: ResolvedOptimizer = {
+    kind: "sgd",
+    lr: 0,
     beta1: 0,
     beta2: 0,
-    eps: sparse ? DEFAULTS.sparseAdagradEps : DEFAULTS.denseAdagradEps,
-    weightDecay,
-    momentum,
+    eps: 0,
+    weightDecay: 0,
+    momentum: 0,
     dampening: 0,
     nesterov: false,
     initialAccumulatorValue: 0,
     schedule,
   };
+  // lr 0 is allowed, as in tzrec (its schedulers then keep 0: a frozen part).
+  const lr = (value: number) => numberIn(value, `${bodyPath}.lr`, 0);
+  const unit = (value: number, name: string) => {
+    if (!(Number.isFinite(value) && value >= 0 && value < 1)) {
+      throw new ConfigError(`${bodyPath}.${name}`, `must be in [0, 1), got ${show(value)}`);
+    }
+    return value;
+  };
+  if (sparse) {
+    const s = config as SparseOptimizer;
+    if (kind === "adagradOptimizer") {
+      const o = s.adagradOptimizer!;
+      return {
+        ...base,
+        kind: "adagrad",
+        lr: lr(o.lr ?? DEFAULTS.FusedAdagradOptimizer.lr),
+        eps: SPARSE_ADAGRAD_EPS,
+        initialAccumulatorValue: numberIn(
+          o.initialAccumulatorValue ?? DEFAULTS.FusedAdagradOptimizer.initialAccumulatorValue,
+          `${bodyPath}.initial_accumulator_value`,
+          0,
+        ),
+      };
+    }
+    if (kind === "adamOptimizer") {
+      const o = s.adamOptimizer!;
+      return {
+        ...base,
+        kind: "adam",
+        lr: lr(o.lr ?? DEFAULTS.FusedAdamOptimizer.lr),
+        beta1: unit(o.beta1 ?? DEFAULTS.FusedAdamOptimizer.beta1, "beta1"),
+        beta2: unit(o.beta2 ?? DEFAULTS.FusedAdamOptimizer.beta2, "beta2"),
+        eps: SPARSE_ADAM_EPS,
+        weightDecay: numberIn(
+          o.weightDecay ?? DEFAULTS.FusedAdamOptimizer.weightDecay,
+          `${bodyPath}.weight_decay`,
+          0,
+        ),
+      };
+    }
+    // tzrec's FusedSGDOptimizer (fbgemm EXACT_SGD) has no momentum.
+    return { ...base, kind: "sgd", lr: lr(s.sgdOptimizer!.lr ?? DEFAULTS.FusedSGDOptimizer.lr) };
+  }
+  const d = config as DenseOptimizer;
+  if (kind === "adamOptimizer") {
+    const o = d.adamOptimizer!;
+    return {
+      ...base,
+      kind: "adam",
+      lr: lr(o.lr ?? DEFAULTS.AdamOptimizer.lr),
+      beta1: unit(o.beta1 ?? DEFAULTS.AdamOptimizer.beta1, "beta1"),
+      beta2: unit(o.beta2 ?? DEFAULTS.AdamOptimizer.beta2, "beta2"),
+      eps: numberIn(o.eps ?? DEFAULTS.AdamOptimizer.eps, `${bodyPath}.eps`, 0),
+      weightDecay: numberIn(
+        o.weightDecay ?? DEFAULTS.AdamOptimizer.weightDecay,
+        `${bodyPath}.weight_decay`,
+        0,
+      ),
+    };
+  }
+  if (kind === "adagradOptimizer") {
+    const o = d.adagradOptimizer!;
+    return {
+      ...base,
+      kind: "adagrad",
+      lr: lr(o.lr ?? DEFAULTS.AdagradOptimizer.lr),
+      eps: numberIn(o.eps ?? DEFAULTS.AdagradOptimizer.eps, `${bodyPath}.eps`, 0),
+      weightDecay: numberIn(
+        o.weightDecay ?? DEFAULTS.AdagradOptimizer.weightDecay,
+        `${bodyPath}.weight_decay`,
+        0,
+      ),
+      initialAccumulatorValue: numberIn(
+        o.initialAccumulatorValue ?? DEFAULTS.AdagradOptimizer.initialAccumulatorValue,
+        `${bodyPath}.initial_accumulator_value`,
+        0,
+      ),
+    };
+  }
+  const o = d.sgdOptimizer!;
+  const momentum = unit(o.momentum ?? DEFAULTS.SGDOptimizer.momentum, "momentum");
+  const dampening = numberIn(
+    o.dampening ?? DEFAULTS.SGDOptimizer.dampening,
+    `${bodyPath}.dampening`,
+    -Infinity,
+  );
+  const nesterov = o.nesterov ?? DEFAULTS.SGDOptimizer.nesterov;
+  if (nesterov && (momentum <= 0 || dampening !== 0)) {
+    throw new ConfigError(
+      `${bodyPath}.nesterov`,
+      "Nesterov momentum needs momentum > 0 and dampening 0 (torch.optim.SGD)",
+    );
+  }
+  return {
+    ...base,
+    kind: "sgd",
+    lr: lr(o.lr ?? DEFAULTS.SGDOptimizer.lr),
+    weightDecay: numberIn(
+      o.weightDecay ?? DEFAULTS.SGDOptimizer.weightDecay,
+      `${bodyPath}.weight_decay`,
+      0,
+    ),
+    momentum,
+    dampening,
+    nesterov,
+  };
 }
 
-function columnOf(expression: unknown, path: string): string {
-  const text = nonEmptyString(expression, path);
-  const match = text.match(/^(?:user|item|context|feature):(.+)$/);
+/** Optimizer state floats per parameter float (Adam: 2 moments; Adagrad: 1 sum; SGD: momentum). */
+function stateFloats(optimizer: ResolvedOptimizer): number {
+  if (optimizer.kind === "adam") return 2;
+  if (optimizer.kind === "adagrad") return 1;
+  return optimizer.momentum > 0 ? 1 : 0;
+}
+
+// ---------------------------------------------------------------- features
+
+/** `side:column` of an FG_DAG / FG_NORMAL expression -> column. */
+function columnOf(expression: string | undefined, path: string, fgMode: string): string {
+  if (expression === undefined || expression === "") {
+    throw new ConfigError(path, `is required with fg_mode ${fgMode} (the raw input column)`);
+  }
+  const match = expression.match(/^(user|item|context|feature|const):(.+)$/);
   if (!match) {
     throw new ConfigError(
       path,
-      `must look like "user:column" (side user/item/context), got ${JSON.stringify(text)}`,
+      `must look like "user:column" (side user, item or context), got ${show(expression)}`,
     );
   }
-  return match[1];
+  if (match[1] === "feature" || match[1] === "const") {
+    throw new ConfigError(
+      path,
+      `${match[1]}: inputs (another feature's output, a constant) are not supported yet`,
+    );
+  }
+  return match[2];
 }
 
+/** FG_NONE `fg_encoded_default_value` split by the multi-value separator. */
+function encodedDefault(
+  text: string | undefined,
+  separator: string,
+  integers: boolean,
+  path: string,
+): number[] | null {
+  if (text === undefined || text === "") return null;
+  return text.split(separator).map((piece) => {
+    const x = Number(piece);
+    if (piece.trim() === "" || !Number.isFinite(x) || (integers && !Number.isInteger(x))) {
+      throw new ConfigError(
+        path,
+        `${show(piece)} is not ${integers ? "an integer id" : "a finite number"}`,
+      );
+    }
+    return x;
+  });
+}
+
+interface FeatureContext {
+  fgMode: "FG_NONE" | "FG_NORMAL" | "FG_DAG";
+  multivalSeparator: string;
+}
+
+/** One feature of `feature_configs`, without its table and group position. */
+function resolveFeature(fc: FeatureConfig, path: string, context: FeatureContext): ResolvedFeature {
+  const encoded = context.fgMode === "FG_NONE";
+  const kind = chosen(fc, path, "id_feature or raw_feature");
+  const p = `${path}.${snake(kind)}`;
+  if (kind === "idFeature") {
+    const f = fc.idFeature as IdFeature;
+    const name = nonEmpty(f.featureName, `${p}.feature_name`);
+    const dim = intIn(f.embeddingDim, `${p}.embedding_dim`, 1, LIMITS.dim, "LIMITS.dim");
+    const set = [
+      f.numBuckets !== undefined && "num_buckets",
+      f.hashBucketSize !== undefined && "hash_bucket_size",
+      f.vocabList !== undefined && f.vocabList.length > 0 && "vocab_list",
+    ].filter(Boolean);
+    if (set.length !== 1) {
+      throw new ConfigError(
+        set.length === 0 ? p : `${p}.${set[1]}`,
+        set.length === 0
+          ? "must set one of num_buckets, hash_bucket_size, vocab_list"
+          : `${set[0]} is set too; set one of num_buckets, hash_bucket_size, vocab_list`,
+      );
+    }
+    let featureKind: FeatureKind, rows: number;
+    const vocab = new Map<string, number>();
+    const limit = "LIMITS.rows: ids are int32 table rows";
+    if (f.numBuckets !== undefined) {
+      featureKind = "num_buckets";
+      rows = intIn(f.numBuckets, `${p}.num_buckets`, 1, LIMITS.rows, limit);
+    } else if (f.hashBucketSize !== undefined) {
+      featureKind = "hash_bucket";
+      rows = intIn(f.hashBucketSize, `${p}.hash_bucket_size`, 1, LIMITS.rows, limit);
+    } else {
+      featureKind = "vocab";
+      // tzrec without default_bucketize_value: row 0 is default_value, row 1 <OOV>.
+      f.vocabList!.forEach((v, i) => {
+        if (vocab.has(v)) {
+          throw new ConfigError(`${p}.vocab_list[${i}]`, `duplicate entry ${show(v)}`);
+        }
+        vocab.set(v, i + 2);
+      });
+      rows = intIn(f.vocabList!.length + 2, `${p}.vocab_list`, 3, LIMITS.rows, limit);
+    }
+    const pooling = f.pooling ?? DEFAULTS.IdFeature.pooling;
+    if (pooling !== "sum" && pooling !== "mean") {
+      throw new ConfigError(`${p}.pooling`, `must be "sum" or "mean", got ${show(pooling)}`);
+    }
+    const separator = encoded
+      ? context.multivalSeparator
+      : f.separator ?? DEFAULTS.IdFeature.separator;
+    return {
+      name,
+      column: encoded ? name : columnOf(f.expression, `${p}.expression`, context.fgMode),
+      kind: featureKind,
+      encoded,
+      width: dim,
+      offset: -1,
+      table: -1,
+      rows,
+      boundaries: [],
+      vocab,
+      mean: pooling === "mean",
+      weighted: f.weighted ?? DEFAULTS.IdFeature.weighted,
+      separator: nonEmpty(
+        separator,
+        encoded ? "data_config.fg_encoded_multival_sep" : `${p}.separator`,
+      ),
+      encodedDefault: encoded
+        ? encodedDefault(f.fgEncodedDefaultValue, separator, true, `${p}.fg_encoded_default_value`)
+        : null,
+    };
+  }
+  const f = fc.rawFeature as RawFeature;
+  const name = nonEmpty(f.featureName, `${p}.feature_name`);
+  const column = encoded ? name : columnOf(f.expression, `${p}.expression`, context.fgMode);
+  const separator = encoded
+    ? context.multivalSeparator
+    : f.separator ?? DEFAULTS.RawFeature.separator;
+  const boundaries = f.boundaries ?? [];
+  const pooling = f.pooling ?? DEFAULTS.RawFeature.pooling;
+  if (pooling !== "sum" && pooling !== "mean") {
+    throw new ConfigError(`${p}.pooling`, `must be "sum" or "mean", got ${show(pooling)}`);
+  }
+  const common = {
+    name,
+    column,
+    encoded,
+    offset: -1,
+    table: -1,
+    vocab: new Map<string, number>(),
+    mean: pooling === "mean",
+    weighted: false,
+    separator: nonEmpty(
+      separator,
+      encoded ? "data_config.fg_encoded_multival_sep" : `${p}.separator`,
+    ),
+  };
+  if (boundaries.length > 0) {
+    boundaries.forEach((b, i) => {
+      numberIn(b, `${p}.boundaries[${i}]`, -Infinity);
+      if (i > 0 && !(b > boundaries[i - 1])) {
+        throw new ConfigError(`${p}.boundaries[${i}]`, "boundaries must be strictly ascending");
+      }
+    });
+    if (f.embeddingDim === undefined) {
+      throw new ConfigError(`${p}.embedding_dim`, "is required with boundaries");
+    }
+    return {
+      ...common,
+      kind: "boundaries",
+      width: intIn(f.embeddingDim, `${p}.embedding_dim`, 1, LIMITS.dim, "LIMITS.dim"),
+      rows: intIn(boundaries.length + 1, `${p}.boundaries`, 2, LIMITS.rows, "LIMITS.rows"),
+      boundaries: boundaries.map(Math.fround),
+      encodedDefault: encoded
+        ? encodedDefault(f.fgEncodedDefaultValue, separator, true, `${p}.fg_encoded_default_value`)
+        : null,
+    };
+  }
+  const width = intIn(
+    f.valueDim ?? DEFAULTS.RawFeature.valueDim,
+    `${p}.value_dim`,
+    1,
+    LIMITS.dim,
+    "LIMITS.dim",
+  );
+  const defaults = encoded
+    ? encodedDefault(f.fgEncodedDefaultValue, separator, false, `${p}.fg_encoded_default_value`)
+    : null;
+  if (defaults !== null && defaults.length !== width) {
+    throw new ConfigError(
+      `${p}.fg_encoded_default_value`,
+      `has ${defaults.length} values, value_dim is ${width}`,
+    );
+  }
+  return { ...common, kind: "dense", width, rows: 0, boundaries: [], encodedDefault: defaults };
+}
+
+// -------------------------------------------------------------------- towers
+
+const LOSS_KINDS = ["binary_cross_entropy", "softmax_cross_entropy", "l2_loss"] as const;
+
+function resolveLosses(t: TaskTower, tp: string, tower: string, numClass: number): ResolvedLoss[] {
+  const seen = new Set<string>();
+  return t.losses.map((loss: LossConfig, i): ResolvedLoss => {
+    const lp = `${tp}.losses[${i}]`;
+    const key = chosen(loss, lp, `one of ${LOSS_KINDS.join(", ")}`);
+    const kind = snake(key) as ResolvedLoss["kind"];
+    if (seen.has(kind)) {
+      throw new ConfigError(
+        `${lp}.${kind}`,
+        "is set twice in this tower (tzrec names losses <kind>_<tower>: the second replaces the first)",
+      );
+    }
+    seen.add(kind);
+    if (kind === "softmax_cross_entropy" ? numClass < 2 : numClass !== 1) {
+      throw new ConfigError(
+        `${tp}.num_class`,
+        kind === "softmax_cross_entropy"
+          ? `softmax_cross_entropy needs num_class > 1, got ${numClass}`
+          : `${kind} needs num_class 1, got ${numClass}`,
+      );
+    }
+    const smoothing = kind === "binary_cross_entropy"
+      ? loss.binaryCrossEntropy!.labelSmoothing ?? DEFAULTS.BinaryCrossEntropy.labelSmoothing
+      : kind === "softmax_cross_entropy"
+      ? loss.softmaxCrossEntropy!.labelSmoothing ?? DEFAULTS.SoftmaxCrossEntropy.labelSmoothing
+      : 0;
+    if (!(smoothing >= 0 && smoothing <= 1)) {
+      throw new ConfigError(
+        `${lp}.${kind}.label_smoothing`,
+        `must be in [0, 1], got ${show(smoothing)}`,
+      );
+    }
+    return { kind, name: `${kind}_${tower}`, labelSmoothing: smoothing };
+  });
+}
+
+function resolveMetrics(
+  t: TaskTower,
+  tp: string,
+  tower: string,
+  numClass: number,
+  losses: ResolvedLoss[],
+  sparseFeatures: Map<string, unknown>,
+): ResolvedMetric[] {
+  const has = (kind: ResolvedLoss["kind"]) => losses.some((l) => l.kind === kind);
+  const probs = has("binary_cross_entropy") || has("softmax_cross_entropy");
+  const seen = new Set<string>();
+  return (t.metrics ?? []).map((m: MetricConfig, j): ResolvedMetric => {
+    const mp = `${tp}.metrics[${j}]`;
+    const key = chosen(m, mp, "a metric");
+    const kind = snake(key);
+    const at = `${mp}.${kind}`;
+    if (seen.has(kind)) {
+      throw new ConfigError(
+        at,
+        "is set twice in this tower (tzrec names metrics <kind>_<tower>: the second replaces the first)",
+      );
+    }
+    seen.add(kind);
+    const name = `${kind}_${tower}`;
+    const needProbs = () => {
+      if (!probs) {
+        throw new ConfigError(
+          at,
+          "reads probs, which needs a binary_cross_entropy or softmax_cross_entropy loss",
+        );
+      }
+    };
+    const binary = () => {
+      needProbs();
+      if (numClass > 2) {
+        throw new ConfigError(at, `needs num_class <= 2 (tzrec asserts it), got ${numClass}`);
+      }
+    };
+    switch (key) {
+      case "auc": {
+        binary();
+        const thresholds = m.auc!.thresholds ?? DEFAULTS.AUC.thresholds;
+        return {
+          kind: "auc",
+          name,
+          thresholds: intIn(
+            thresholds,
+            `${at}.thresholds`,
+            2,
+            LIMITS.thresholds,
+            "LIMITS.thresholds",
+          ),
+        };
+      }
+      case "exactAuc":
+        binary();
+        return { kind: "exact_auc", name };
+      case "groupedAuc": {
+        binary();
+        const groupingKey = nonEmpty(m.groupedAuc!.groupingKey, `${at}.grouping_key`);
+        if (!sparseFeatures.has(groupingKey)) {
+          throw new ConfigError(
+            `${at}.grouping_key`,
+            `${
+              show(groupingKey)
+            } is not an id_feature or bucketized raw_feature of feature_configs`,
+          );
+        }
+        return { kind: "grouped_auc", name, groupingKey };
+      }
+      case "meanAbsoluteError":
+      case "meanSquaredError":
+        if (!has("l2_loss")) throw new ConfigError(at, "reads y, which needs an l2_loss");
+        return { kind: kind as "mean_absolute_error" | "mean_squared_error", name };
+      case "accuracy": {
+        needProbs();
+        const topK = m.accuracy!.topK ?? DEFAULTS.Accuracy.topK;
+        if (numClass > 1 && topK !== 1) {
+          throw new ConfigError(`${at}.top_k`, `top_k ${topK} is not supported yet (1 runs)`);
+        }
+        return {
+          kind: "accuracy",
+          name,
+          threshold: numberIn(
+            m.accuracy!.threshold ?? DEFAULTS.Accuracy.threshold,
+            `${at}.threshold`,
+            0,
+            1,
+          ),
+          numClass,
+        };
+      }
+      default:
+        throw new ConfigError(at, "not supported yet");
+    }
+  });
+}
+
+// -------------------------------------------------------------------------- API
+
 /**
- * Applies tzrec's defaults and validates `config` once, at the boundary.
- * Throws a {@link ConfigError} naming the first bad field.
+ * Checks `config` once, at the boundary, applies tzrec's defaults and returns
+ * the {@link ResolvedConfig}. Throws a {@link ConfigError} naming the first
+ * bad field (a {@link ConfigTextError} with `file:line:column` when the config
+ * was read by {@link parsePipelineConfig} / {@link loadPipelineConfig}).
  *
  * @example
  * ```ts
@@ -730,177 +1126,111 @@ function columnOf(expression: unknown, path: string): string {
  * assert.throws(
  *   () =>
  *     resolveConfig({
- *       featureConfigs: [],
+ *       featureConfigs: [{ idFeature: { featureName: "a", numBuckets: 4, embeddingDim: 4 } }],
  *       modelConfig: {
  *         featureGroups: [{ groupName: "all", featureNames: ["missing"] }],
- *         mmoe: { expertMlp: { hiddenUnits: [4] }, numExpert: 2, taskTowers: [] },
+ *         mmoe: { expertMlp: { hiddenUnits: [4] }, taskTowers: [] },
  *       },
  *     }),
- *   (e) => e instanceof ConfigError && e.path === "model_config.feature_groups[0].feature_names[0]",
+ *   (e) => e instanceof ConfigError && e.path === "model_config.mmoe.task_towers",
  * );
  * ```
  */
 export function resolveConfig(config: PipelineConfig): ResolvedConfig {
-  // Features by name.
-  const byName = new Map<string, { config: FeatureConfig; path: string }>();
-  (config.featureConfigs ?? []).forEach((fc, i) => {
+  try {
+    checkMessage(config, "EasyRecConfig", "");
+    return resolveChecked(config);
+  } catch (error) {
+    if (error instanceof ConfigError && typeof config === "object" && config !== null) {
+      throw locate(config, error);
+    }
+    throw error;
+  }
+}
+
+function resolveChecked(config: PipelineConfig): ResolvedConfig {
+  const train = config.trainConfig ?? {};
+  const data = config.dataConfig ?? {};
+  const model = config.modelConfig;
+
+  // tzrec config_util._get_compatible_fg_mode: a set fg_encoded wins over fg_mode.
+  let fgMode = data.fgMode ?? DEFAULTS.DataConfig.fgMode;
+  if (data.fgEncoded !== undefined) {
+    fgMode = data.fgEncoded ? "FG_NONE" : (data.fgThreads ?? 1) > 0 // fg_threads: tzrec's default 1
+      ? "FG_DAG"
+      : "FG_NORMAL";
+  }
+  const context: FeatureContext = {
+    fgMode,
+    multivalSeparator: data.fgEncodedMultivalSep ?? DEFAULTS.DataConfig.fgEncodedMultivalSep,
+  };
+
+  // Every feature, by name.
+  const byName = new Map<string, { resolved: ResolvedFeature; path: string; table: string }>();
+  config.featureConfigs.forEach((fc, i) => {
     const path = `feature_configs[${i}]`;
-    const kind = oneOf(fc, path, ["id_feature", "raw_feature"]);
-    const name = nonEmptyString(fc[kind]!.featureName, `${path}.${snake(kind)}.feature_name`);
-    if (byName.has(name)) {
+    const resolved = resolveFeature(fc, path, context);
+    const kind = fc.idFeature ? "id_feature" : "raw_feature";
+    if (byName.has(resolved.name)) {
       throw new ConfigError(
-        `${path}.${snake(kind)}.feature_name`,
-        `duplicate feature ${JSON.stringify(name)}`,
+        `${path}.${kind}.feature_name`,
+        `duplicate feature ${show(resolved.name)} (also ${byName.get(resolved.name)!.path})`,
       );
     }
-    byName.set(name, { config: fc, path });
+    const embeddingName = (fc.idFeature ?? fc.rawFeature)!.embeddingName;
+    byName.set(resolved.name, {
+      resolved,
+      path,
+      table: embeddingName !== undefined && embeddingName !== ""
+        ? embeddingName
+        : `${resolved.name}_emb`,
+    });
   });
 
-  const model = config.modelConfig;
-  if (!model) throw new ConfigError("model_config", "is required");
-  const groups = model.featureGroups ?? [];
-  if (groups.length === 0) {
-    throw new ConfigError("model_config.feature_groups", "must be non-empty");
-  }
+  // The group MMoE reads (tzrec: the first one; it builds the others unused).
+  const groups = model.featureGroups;
+  if (groups.length === 0) throw new ConfigError("model_config.feature_groups", "is required");
   if (groups.length > 1) {
     throw new ConfigError(
       "model_config.feature_groups[1]",
-      "MMoE reads one DEEP group; more groups are not supported yet",
+      "not supported yet: MMoE reads only the first feature group (tzrec builds the others' embeddings and never uses them)",
     );
   }
-  const group = groups[0];
   const groupPath = "model_config.feature_groups[0]";
-  if ((group.groupType ?? "DEEP") !== "DEEP") {
-    throw new ConfigError(
-      `${groupPath}.group_type`,
-      `${group.groupType} groups are not supported yet`,
-    );
-  }
-  if (!group.featureNames?.length) {
-    throw new ConfigError(`${groupPath}.feature_names`, "must be non-empty");
-  }
-
   const features: ResolvedFeature[] = [];
   const tables: ResolvedTable[] = [];
   const tableIndex = new Map<string, number>();
   let offset = 0;
-  group.featureNames.forEach((name, gi) => {
+  model.featureGroups[0].featureNames.forEach((name, gi) => {
     const entry = byName.get(name);
     if (!entry) {
       throw new ConfigError(
         `${groupPath}.feature_names[${gi}]`,
-        `no feature_configs entry named ${JSON.stringify(name)}`,
+        `no feature_configs entry named ${show(name)}`,
       );
     }
-    const { config: fc, path } = entry;
-    let feature: ResolvedFeature;
-    let tableName: string | null = null;
-    if (fc.idFeature) {
-      const f = fc.idFeature, p = `${path}.id_feature`;
-      const dim = positiveInt(f.embeddingDim, `${p}.embedding_dim`);
-      const encodings = [f.numBuckets, f.hashBucketSize, f.vocabList].filter((v) =>
-        v !== undefined
-      );
-      if (encodings.length !== 1) {
-        throw new ConfigError(
-          p,
-          "must set exactly one of num_buckets, hash_bucket_size, vocab_list",
-        );
-      }
-      let kind: FeatureKind, rows: number;
-      const vocab = new Map<string, number>();
-      if (f.numBuckets !== undefined) {
-        kind = "num_buckets";
-        rows = positiveInt(f.numBuckets, `${p}.num_buckets`);
-      } else if (f.hashBucketSize !== undefined) {
-        kind = "hash_bucket";
-        rows = positiveInt(f.hashBucketSize, `${p}.hash_bucket_size`);
-      } else {
-        kind = "vocab";
-        if (!f.vocabList!.length) throw new ConfigError(`${p}.vocab_list`, "must be non-empty");
-        f.vocabList!.forEach((v, i) => vocab.set(v, i + 2));
-        rows = f.vocabList!.length + 2;
-      }
-      const pooling = f.pooling ?? DEFAULTS.idFeature.pooling;
-      if (pooling !== "sum" && pooling !== "mean") {
-        throw new ConfigError(
-          `${p}.pooling`,
-          `must be "sum" or "mean", got ${JSON.stringify(pooling)}`,
-        );
-      }
-      feature = {
-        name,
-        column: columnOf(f.expression, `${p}.expression`),
-        kind,
-        width: dim,
-        offset,
-        table: -1,
-        rows,
-        boundaries: [],
-        vocab,
-        mean: pooling === "mean",
-        weighted: false,
-        separator: f.separator ?? DEFAULTS.idFeature.separator,
-      };
-      tableName = f.embeddingName ?? `${name}_emb`;
-    } else {
-      const f = fc.rawFeature!, p = `${path}.raw_feature`;
-      const column = columnOf(f.expression, `${p}.expression`);
-      const separator = f.separator ?? DEFAULTS.rawFeature.separator;
-      if (f.boundaries && f.boundaries.length > 0) {
-        f.boundaries.forEach((b, i) => {
-          finiteNumber(b, `${p}.boundaries[${i}]`);
-          if (i > 0 && !(b > f.boundaries![i - 1])) {
-            throw new ConfigError(`${p}.boundaries[${i}]`, "boundaries must be strictly ascending");
-          }
-        });
-        const dim = positiveInt(f.embeddingDim, `${p}.embedding_dim`);
-        feature = {
-          name,
-          column,
-          kind: "boundaries",
-          width: dim,
-          offset,
-          table: -1,
-          rows: f.boundaries.length + 1,
-          boundaries: [...f.boundaries],
-          vocab: new Map(),
-          mean: false,
-          weighted: false,
-          separator,
-        };
-        tableName = f.embeddingName ?? `${name}_emb`;
-      } else {
-        const valueDim = positiveInt(f.valueDim ?? DEFAULTS.rawFeature.valueDim, `${p}.value_dim`);
-        feature = {
-          name,
-          column,
-          kind: "dense",
-          width: valueDim,
-          offset,
-          table: -1,
-          rows: 0,
-          boundaries: [],
-          vocab: new Map(),
-          mean: false,
-          weighted: false,
-          separator,
-        };
-      }
+    if (features.some((f) => f.name === name)) {
+      throw new ConfigError(`${groupPath}.feature_names[${gi}]`, `${show(name)} is listed twice`);
     }
-    if (tableName !== null) {
-      let t = tableIndex.get(tableName);
+    const feature: ResolvedFeature = { ...entry.resolved, offset };
+    if (feature.kind !== "dense") {
+      let t = tableIndex.get(entry.table);
       if (t === undefined) {
         t = tables.length;
-        tableIndex.set(tableName, t);
-        tables.push({ name: tableName, rows: feature.rows, dim: feature.width, features: [name] });
+        tableIndex.set(entry.table, t);
+        tables.push({
+          name: entry.table,
+          rows: feature.rows,
+          dim: feature.width,
+          features: [name],
+        });
       } else {
         const table = tables[t];
         if (table.rows !== feature.rows || table.dim !== feature.width) {
           throw new ConfigError(
-            path,
+            entry.path,
             `shares embedding ${
-              JSON.stringify(tableName)
+              show(entry.table)
             } (${table.rows} x ${table.dim}) but needs ${feature.rows} x ${feature.width}`,
           );
         }
@@ -916,162 +1246,211 @@ export function resolveConfig(config: PipelineConfig): ResolvedConfig {
   const mp = "model_config.mmoe";
   if (!mmoe) throw new ConfigError(mp, "is required (the only model this library runs)");
   const expertMlp = resolveMlp(mmoe.expertMlp, `${mp}.expert_mlp`);
-  const numExpert = positiveInt(mmoe.numExpert, `${mp}.num_expert`);
+  const numExpert = intIn(
+    mmoe.numExpert ?? DEFAULTS.MMoE.numExpert,
+    `${mp}.num_expert`,
+    1,
+    LIMITS.experts,
+    "LIMITS.experts",
+  );
   const gateMlp = mmoe.gateMlp ? resolveMlp(mmoe.gateMlp, `${mp}.gate_mlp`) : null;
-  if (!mmoe.taskTowers?.length) throw new ConfigError(`${mp}.task_towers`, "must be non-empty");
+  const sparseFeatures = new Map(
+    [...byName].filter(([, e]) => e.resolved.kind !== "dense").map(([n, e]) => [n, e]),
+  );
   const towerNames = new Set<string>();
   const towers = mmoe.taskTowers.map((t, i): ResolvedTower => {
     const tp = `${mp}.task_towers[${i}]`;
-    const name = nonEmptyString(t.towerName, `${tp}.tower_name`);
+    const name = nonEmpty(t.towerName, `${tp}.tower_name`);
     if (towerNames.has(name)) {
-      throw new ConfigError(`${tp}.tower_name`, `duplicate tower ${JSON.stringify(name)}`);
+      throw new ConfigError(`${tp}.tower_name`, `duplicate tower ${show(name)}`);
     }
     towerNames.add(name);
-    const numClass = positiveInt(t.numClass ?? DEFAULTS.tower.numClass, `${tp}.num_class`);
-    const losses = t.losses ?? [];
-    if (losses.length === 0) throw new ConfigError(`${tp}.losses`, "must set one loss");
-    if (losses.length > 1) {
-      throw new ConfigError(`${tp}.losses[1]`, "more than one loss per tower is not supported yet");
-    }
-    const lossKind = oneOf(losses[0], `${tp}.losses[0]`, [
-      "binary_cross_entropy",
-      "l2_loss",
-      "softmax_cross_entropy",
-    ]);
-    const kind = snake(lossKind) as ResolvedLoss["kind"];
-    if ((kind === "softmax_cross_entropy") !== (numClass > 1)) {
-      throw new ConfigError(
-        `${tp}.num_class`,
-        kind === "softmax_cross_entropy"
-          ? "softmax_cross_entropy needs num_class > 1"
-          : `${kind} needs num_class 1, got ${numClass}`,
-      );
-    }
-    const smoothing = (losses[0][lossKind] as { labelSmoothing?: number }).labelSmoothing ?? 0;
-    if (!(smoothing >= 0 && smoothing <= 1)) {
-      throw new ConfigError(
-        `${tp}.losses[0].${kind}.label_smoothing`,
-        `must be in [0, 1], got ${smoothing}`,
-      );
-    }
-    const metrics = (t.metrics ?? []).map((m, j): ResolvedMetric => {
-      const mpath = `${tp}.metrics[${j}]`;
-      const key = oneOf(m, mpath, [
-        "auc",
-        "exact_auc",
-        "grouped_auc",
-        "mean_absolute_error",
-        "mean_squared_error",
-        "accuracy",
-      ]);
-      const metricName = `${snake(key)}_${name}`;
-      switch (key) {
-        case "auc":
-          return {
-            kind: "auc",
-            name: metricName,
-            thresholds: positiveInt(
-              m.auc!.thresholds ?? DEFAULTS.auc.thresholds,
-              `${mpath}.auc.thresholds`,
-            ),
-          };
-        case "groupedAuc":
-          return {
-            kind: "grouped_auc",
-            name: metricName,
-            groupingKey: nonEmptyString(
-              m.groupedAuc!.groupingKey,
-              `${mpath}.grouped_auc.grouping_key`,
-            ),
-          };
-        case "accuracy":
-          return {
-            kind: "accuracy",
-            name: metricName,
-            threshold: finiteNumber(
-              m.accuracy!.threshold ?? DEFAULTS.accuracy.threshold,
-              `${mpath}.accuracy.threshold`,
-            ),
-          };
-        default:
-          return { kind: snake(key), name: metricName } as ResolvedMetric;
-      }
-    });
+    const numClass = intIn(
+      t.numClass ?? DEFAULTS.TaskTower.numClass,
+      `${tp}.num_class`,
+      1,
+      LIMITS.numClass,
+      "LIMITS.numClass",
+    );
+    const losses = resolveLosses(t, tp, name, numClass);
+    const nonNegative = (value: number, field: string) => numberIn(value, `${tp}.${field}`, 0);
     return {
       name,
-      label: nonEmptyString(t.labelName, `${tp}.label_name`),
+      label: nonEmpty(t.labelName, `${tp}.label_name`),
       numClass,
       mlp: t.mlp ? resolveMlp(t.mlp, `${tp}.mlp`) : null,
-      losses: [{ kind, name: `${kind}_${name}`, labelSmoothing: smoothing }],
-      metrics,
+      losses,
+      metrics: resolveMetrics(t, tp, name, numClass, losses, sparseFeatures),
       hasWeight: t.weight !== undefined || t.sampleWeightName !== undefined ||
         t.taskSpaceIndicatorLabel !== undefined,
-      weight: finiteNumber(t.weight ?? DEFAULTS.tower.weight, `${tp}.weight`),
+      weight: nonNegative(t.weight ?? DEFAULTS.TaskTower.weight, "weight"),
       sampleWeightName: t.sampleWeightName ?? null,
       taskSpaceIndicatorLabel: t.taskSpaceIndicatorLabel ?? null,
-      inTaskSpaceWeight: finiteNumber(
-        t.inTaskSpaceWeight ?? DEFAULTS.tower.inTaskSpaceWeight,
-        `${tp}.in_task_space_weight`,
+      inTaskSpaceWeight: nonNegative(
+        t.inTaskSpaceWeight ?? DEFAULTS.TaskTower.inTaskSpaceWeight,
+        "in_task_space_weight",
       ),
-      outTaskSpaceWeight: finiteNumber(
-        t.outTaskSpaceWeight ?? DEFAULTS.tower.outTaskSpaceWeight,
-        `${tp}.out_task_space_weight`,
+      outTaskSpaceWeight: nonNegative(
+        t.outTaskSpaceWeight ?? DEFAULTS.TaskTower.outTaskSpaceWeight,
+        "out_task_space_weight",
       ),
     };
   });
 
-  const train = config.trainConfig ?? {};
-  const data = config.dataConfig ?? {};
+  // Labels and sample weights come from data_config in tzrec; a tower's
+  // column must be one of them when they are listed.
+  const labelFields = [...(data.labelFields ?? [])];
+  const sampleWeightFields = [...(data.sampleWeightFields ?? [])];
+  towers.forEach((tower, i) => {
+    const tp = `${mp}.task_towers[${i}]`;
+    const check = (column: string | null, field: string, list: string[], listName: string) => {
+      if (column !== null && list.length > 0 && !list.includes(column)) {
+        throw new ConfigError(
+          `${tp}.${field}`,
+          `${show(column)} is not in data_config.${listName} (tzrec reads it from there)`,
+        );
+      }
+    };
+    check(tower.label, "label_name", labelFields, "label_fields");
+    check(tower.taskSpaceIndicatorLabel, "task_space_indicator_label", labelFields, "label_fields");
+    check(tower.sampleWeightName, "sample_weight_name", sampleWeightFields, "sample_weight_fields");
+  });
+
+  // Features read only for grouped_auc keys.
+  const groupingFeatures: ResolvedFeature[] = [];
+  for (const tower of towers) {
+    for (const metric of tower.metrics) {
+      if (metric.kind !== "grouped_auc") continue;
+      const key = metric.groupingKey;
+      if (features.some((f) => f.name === key) || groupingFeatures.some((f) => f.name === key)) {
+        continue;
+      }
+      groupingFeatures.push({ ...byName.get(key)!.resolved, width: 0 });
+    }
+  }
+
+  const sparseOptimizer = resolveOptimizer(
+    train.sparseOptimizer ?? { adagradOptimizer: {} },
+    "train_config.sparse_optimizer",
+    true,
+  );
+  const denseOptimizer = resolveOptimizer(
+    train.denseOptimizer ?? { adamOptimizer: {} },
+    "train_config.dense_optimizer",
+    false,
+  );
+
+  // Parameters, dense gradients and optimizer state must fit one Wasm memory
+  // (embedding gradients are per batch row, not per table row).
+  const embeddingFloats = tables.reduce((sum, t) => sum + t.rows * t.dim, 0);
+  let denseFloats = numExpert * mlpParameters(expertMlp, offset);
+  const expertOut = expertMlp.hiddenUnits[expertMlp.hiddenUnits.length - 1];
+  for (const tower of towers) {
+    const gateIn = gateMlp ? gateMlp.hiddenUnits[gateMlp.hiddenUnits.length - 1] : offset;
+    denseFloats += (gateMlp ? mlpParameters(gateMlp, offset) : 0) + gateIn * numExpert + numExpert;
+    const towerIn = tower.mlp ? tower.mlp.hiddenUnits[tower.mlp.hiddenUnits.length - 1] : expertOut;
+    denseFloats += (tower.mlp ? mlpParameters(tower.mlp, expertOut) : 0) +
+      towerIn * tower.numClass + tower.numClass;
+  }
+  const bytes = 4 * (embeddingFloats * (1 + stateFloats(sparseOptimizer)) +
+    denseFloats * (2 + stateFloats(denseOptimizer)));
+  if (bytes > LIMITS.memoryBytes) {
+    const largest = [...tables].sort((a, b) => b.rows * b.dim - a.rows * a.dim)[0];
+    const gib = (bytes / 2 ** 30).toFixed(1);
+    throw new ConfigError(
+      largest ? byName.get(largest.features[0])!.path : `${mp}.expert_mlp`,
+      `the model needs ${gib} GiB of parameters, gradients and optimizer state; one Wasm memory holds 4 GiB (LIMITS.memoryBytes)` +
+        (largest
+          ? `; the largest table is ${largest.name} (${largest.rows} x ${largest.dim})`
+          : ""),
+    );
+  }
+
+  // tzrec main.py asserts `num_steps ^ num_epochs`: one of them, not both equal.
+  const numSteps = train.numSteps ?? 0;
+  const numEpochs = train.numEpochs ?? 0;
+  if (numSteps > 0 && numEpochs > 0 && numSteps === numEpochs) {
+    throw new ConfigError(
+      "train_config.num_steps",
+      "num_epochs and num_steps are both set, to the same value (tzrec asserts num_steps ^ num_epochs: set one)",
+    );
+  }
+  const batchSize = intIn(
+    data.batchSize ?? DEFAULTS.DataConfig.batchSize,
+    "data_config.batch_size",
+    1,
+    LIMITS.batchSize,
+    "LIMITS.batchSize",
+  );
+  const withHeader = data.withHeader ?? DEFAULTS.DataConfig.withHeader;
+  const inputFields = (data.inputFields ?? []).map((field, i) =>
+    nonEmpty(field.inputName, `data_config.input_fields[${i}].input_name`)
+  );
+  const shuffle = data.shuffle ?? DEFAULTS.DataConfig.shuffle;
   return {
     features,
+    groupingFeatures,
     tables,
     inputWidth: offset,
     expertMlp,
     numExpert,
     gateMlp,
     towers,
-    sparseOptimizer: resolveOptimizer(
-      train.sparseOptimizer ?? DEFAULTS.sparseOptimizer,
-      "train_config.sparse_optimizer",
-      true,
-    ),
-    denseOptimizer: resolveOptimizer(
-      train.denseOptimizer ?? DEFAULTS.denseOptimizer,
-      "train_config.dense_optimizer",
-      false,
-    ),
+    sparseOptimizer,
+    denseOptimizer,
     train: {
-      numEpochs: positiveInt(
-        train.numEpochs ?? DEFAULTS.train.numEpochs,
-        "train_config.num_epochs",
-      ),
-      numSteps: train.numSteps === undefined || train.numSteps === 0
-        ? 0
-        : positiveInt(train.numSteps, "train_config.num_steps"),
-      logStepCountSteps: positiveInt(
-        train.logStepCountSteps ?? DEFAULTS.train.logStepCountSteps,
+      numEpochs: numEpochs > 0 ? numEpochs : numSteps > 0 ? Infinity : 1,
+      numSteps,
+      logStepCountSteps: intIn(
+        train.logStepCountSteps ?? DEFAULTS.TrainConfig.logStepCountSteps,
         "train_config.log_step_count_steps",
+        1,
+        2 ** 32 - 1,
       ),
-      saveCheckpointsSteps: nonNegativeInt(
-        train.saveCheckpointsSteps ?? DEFAULTS.train.saveCheckpointsSteps,
+      saveCheckpointsSteps: intIn(
+        train.saveCheckpointsSteps ?? DEFAULTS.TrainConfig.saveCheckpointsSteps,
         "train_config.save_checkpoints_steps",
+        0,
+        2 ** 32 - 1,
       ),
-      saveCheckpointsEpochs: nonNegativeInt(
-        train.saveCheckpointsEpochs ?? DEFAULTS.train.saveCheckpointsEpochs,
+      saveCheckpointsEpochs: intIn(
+        train.saveCheckpointsEpochs ?? 0,
         "train_config.save_checkpoints_epochs",
+        0,
+        2 ** 32 - 1,
       ),
-      keepCheckpointMax: nonNegativeInt(
-        train.keepCheckpointMax ?? DEFAULTS.train.keepCheckpointMax,
+      keepCheckpointMax: intIn(
+        train.keepCheckpointMax ?? DEFAULTS.TrainConfig.keepCheckpointMax,
         "train_config.keep_checkpoint_max",
+        0,
+        2 ** 32 - 1,
       ),
     },
     data: {
-      batchSize: positiveInt(data.batchSize ?? DEFAULTS.data.batchSize, "data_config.batch_size"),
-      labelFields: [...(data.labelFields ?? [])],
-      sampleWeightFields: [...(data.sampleWeightFields ?? [])],
-      delimiter: data.delimiter ?? DEFAULTS.data.delimiter,
-      shuffle: data.shuffle ?? DEFAULTS.data.shuffle,
-      dropRemainder: data.dropRemainder ?? DEFAULTS.data.dropRemainder,
+      batchSize,
+      evalBatchSize: data.evalBatchSize === undefined ? batchSize : intIn(
+        data.evalBatchSize,
+        "data_config.eval_batch_size",
+        1,
+        LIMITS.batchSize,
+        "LIMITS.batchSize",
+      ),
+      labelFields,
+      sampleWeightFields,
+      delimiter: nonEmpty(data.delimiter ?? DEFAULTS.DataConfig.delimiter, "data_config.delimiter"),
+      shuffle,
+      shuffleBufferSize: intIn(
+        data.shuffleBufferSize ?? DEFAULTS.DataConfig.shuffleBufferSize,
+        "data_config.shuffle_buffer_size",
+        1,
+        2 ** 32 - 1,
+      ),
+      dropRemainder: data.dropRemainder ?? DEFAULTS.DataConfig.dropRemainder,
+      datasetType: (data.datasetType ?? DEFAULTS.DataConfig.datasetType) as ResolvedConfig["data"][
+        "datasetType"
+      ],
+      fgMode,
+      csvColumns: !withHeader && inputFields.length > 0 ? inputFields : null,
     },
     paths: {
       trainInputPath: config.trainInputPath ?? "",

@@ -1,30 +1,34 @@
 /**
  * Reads a TorchEasyRec (tzrec) `pipeline.config`, the protobuf text format of
- * tzrec's `EasyRecConfig`, into the typed {@link PipelineConfig} of
- * `config.ts`.
+ * tzrec's `EasyRecConfig`, into the typed {@link PipelineConfig}.
  *
- * The text is parsed by `@bufbuild/protobuf`'s `fromText` against
- * `proto/tzrec/protos/*.proto`, a subset of tzrec's schema with tzrec's
- * package, message names, field names, field numbers and proto2 defaults
- * (generated into `src/proto/` by `deno task proto`). The message is then
- * converted to the camelCase {@link PipelineConfig}, copying only the fields
- * that were set so that `resolveConfig` applies the defaults.
+ * The text is parsed by `@bufbuild/protobuf`'s `fromText` against tzrec's own
+ * schema files (`proto/tzrec/protos/*.proto`: package, message names, field
+ * names, field numbers and proto2 defaults; generated into `src/proto/` by
+ * `deno task proto`), then every field that is set is copied into the typed
+ * config: oneofs become `{ idFeature: ... }`, enums their names (`"DEEP"`),
+ * 64-bit integers numbers, and `float` fields keep their float32 value
+ * (`lr: 0.001` reads as `Math.fround(0.001)`, as in tzrec, whose Python
+ * protobuf returns float fields as float32). Fields that are not set stay
+ * unset, so that `resolveConfig` applies tzrec's defaults; as tzrec's
+ * `text_format.Merge`, required fields may be missing here (`resolveConfig`
+ * requires what it needs).
  *
- * Every error is a {@link ConfigTextError} (a `ConfigError`) whose message
- * starts with `source:line:column` and names the field by its tzrec path:
- * syntax errors, unknown fields, values of the wrong type, missing required
- * fields, and fields that tzrec has but this library does not run
- * (`model_config.dbmtl: is not supported yet`). `fromText` reports none of
- * that position, so a second pass over the text (a tokenizer plus a walk along
- * the schema) finds the line of the field that failed.
+ * Errors are {@link ConfigTextError}s whose message starts with
+ * `source:line:column` and names the field by its tzrec path: syntax errors,
+ * unknown fields, values of the wrong type. `fromText` reports none of that
+ * position, so a second pass over the text (a tokenizer plus a walk along the
+ * schema) finds the line of the field that failed. The config returned
+ * remembers where each field is, so that `resolveConfig` names the
+ * `file:line:column` of a field it refuses (not supported yet, out of range).
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
  * import { resolveConfig } from "./config.ts";
  * import { parsePipelineConfig } from "./config_text.ts";
- * const config = parsePipelineConfig(`
- *   feature_configs { id_feature { feature_name: "user_id" expression: "user:user_id" num_buckets: 100 embedding_dim: 8 } }
+ * const text = `
+ *   feature_configs { id_feature { feature_name: "user_id" num_buckets: 100 embedding_dim: 8 } }
  *   model_config {
  *     feature_groups { group_name: "all" feature_names: "user_id" group_type: DEEP }
  *     mmoe {
@@ -33,355 +37,28 @@
  *       task_towers { tower_name: "ctr" label_name: "clk" losses { binary_cross_entropy {} } }
  *     }
  *   }
- * `);
- * assert.equal(resolveConfig(config).inputWidth, 8);
+ * `;
+ * assert.equal(resolveConfig(parsePipelineConfig(text)).inputWidth, 8);
+ * assert.throws(
+ *   () => resolveConfig(parsePipelineConfig(text.replace("num_expert: 2", "num_expert: 0"), "my.config")),
+ *   { message: "my.config:7:7: model_config.mmoe.num_expert: must be an integer >= 1, got 0" },
+ * );
  * ```
  * @module
  */
 import { type DescField, type DescMessage, fromJson, type JsonValue } from "@bufbuild/protobuf";
-import { reflect, type ReflectMessage, scalarZeroValue } from "@bufbuild/protobuf/reflect";
+import { reflect, type ReflectMessage } from "@bufbuild/protobuf/reflect";
 import { fromText, toText } from "@bufbuild/protobuf/txtpb";
-import { FeatureSet_FieldPresence } from "@bufbuild/protobuf/wkt";
 import { readFile } from "node:fs/promises";
-import {
-  ConfigError,
-  type DataConfig,
-  type FeatureConfig,
-  type FeatureGroupConfig,
-  type IdFeature,
-  type LearningRateConfig,
-  type LossConfig,
-  type MetricConfig,
-  type MLP,
-  type MMoE,
-  type ModelConfig,
-  type OptimizerConfig,
-  type PipelineConfig,
-  type RawFeature,
-  type TaskTower,
-  type TrainConfig,
-} from "./config.ts";
+import type { PipelineConfig } from "./config.ts";
+import { ConfigError, ConfigTextError, registerLocator } from "./errors.ts";
 import { EasyRecConfigSchema } from "../proto/tzrec/protos/pipeline_pb.ts";
 
 // The types in this module's signatures, so that its docs are complete.
-export { ConfigError };
-export type {
-  DataConfig,
-  FeatureConfig,
-  FeatureGroupConfig,
-  IdFeature,
-  LearningRateConfig,
-  LossConfig,
-  MetricConfig,
-  MLP,
-  MMoE,
-  ModelConfig,
-  OptimizerConfig,
-  PipelineConfig,
-  RawFeature,
-  TaskTower,
-  TrainConfig,
-};
-
-// ------------------------------------------------------------------ the policy
-
-/**
- * Fields copied into {@link PipelineConfig}, by message. A set field of the
- * schema that is in none of these tables is "not supported yet", unless it
- * holds tzrec's default value (then it changes nothing).
- */
-const KEPT: Record<string, readonly string[]> = {
-  "tzrec.protos.EasyRecConfig": [
-    "train_input_path",
-    "eval_input_path",
-    "model_dir",
-    "train_config",
-    "eval_config",
-    "data_config",
-    "feature_configs",
-    "model_config",
-  ],
-  "tzrec.protos.TrainConfig": [
-    "sparse_optimizer",
-    "dense_optimizer",
-    "num_steps",
-    "num_epochs",
-    "log_step_count_steps",
-    "save_checkpoints_steps",
-    "save_checkpoints_epochs",
-    "keep_checkpoint_max",
-  ],
-  "tzrec.protos.EvalConfig": [],
-  "tzrec.protos.DataConfig": [
-    "batch_size",
-    "label_fields",
-    "sample_weight_fields",
-    "delimiter",
-    "shuffle",
-    "drop_remainder",
-  ],
-  "tzrec.protos.FeatureConfig": ["id_feature", "raw_feature"],
-  "tzrec.protos.IdFeature": [
-    "feature_name",
-    "expression",
-    "embedding_dim",
-    "num_buckets",
-    "hash_bucket_size",
-    "vocab_list",
-    "embedding_name",
-    "pooling",
-    "separator",
-  ],
-  "tzrec.protos.RawFeature": [
-    "feature_name",
-    "expression",
-    "boundaries",
-    "embedding_dim",
-    "value_dim",
-    "embedding_name",
-    "separator",
-  ],
-  "tzrec.protos.ModelConfig": ["feature_groups", "mmoe"],
-  "tzrec.protos.FeatureGroupConfig": ["group_name", "feature_names", "group_type"],
-  "tzrec.protos.MMoE": ["expert_mlp", "gate_mlp", "num_expert", "task_towers"],
-  "tzrec.protos.MLP": ["hidden_units", "dropout_ratio", "activation", "use_bn", "bias", "use_ln"],
-  "tzrec.protos.TaskTower": [
-    "tower_name",
-    "label_name",
-    "metrics",
-    "losses",
-    "num_class",
-    "mlp",
-    "weight",
-    "sample_weight_name",
-    "task_space_indicator_label",
-    "in_task_space_weight",
-    "out_task_space_weight",
-  ],
-  "tzrec.protos.LossConfig": ["binary_cross_entropy", "l2_loss", "softmax_cross_entropy"],
-  "tzrec.protos.BinaryCrossEntropy": ["label_smoothing"],
-  "tzrec.protos.SoftmaxCrossEntropy": ["label_smoothing"],
-  "tzrec.protos.L2Loss": [],
-  "tzrec.protos.MetricConfig": [
-    "auc",
-    "exact_auc",
-    "grouped_auc",
-    "mean_absolute_error",
-    "mean_squared_error",
-    "accuracy",
-  ],
-  "tzrec.protos.AUC": ["thresholds"],
-  "tzrec.protos.ExactAUC": [],
-  "tzrec.protos.GroupedAUC": ["grouping_key"],
-  "tzrec.protos.MeanAbsoluteError": [],
-  "tzrec.protos.MeanSquaredError": [],
-  "tzrec.protos.Accuracy": ["threshold"],
-  "tzrec.protos.SparseOptimizer": [
-    "sgd_optimizer",
-    "adagrad_optimizer",
-    "adam_optimizer",
-    "constant_learning_rate",
-    "exponential_decay_learning_rate",
-  ],
-  "tzrec.protos.DenseOptimizer": [
-    "sgd_optimizer",
-    "adagrad_optimizer",
-    "adam_optimizer",
-    "constant_learning_rate",
-    "exponential_decay_learning_rate",
-  ],
-  "tzrec.protos.FusedSGDOptimizer": ["lr"],
-  "tzrec.protos.FusedAdagradOptimizer": ["lr"],
-  "tzrec.protos.FusedAdamOptimizer": ["lr", "beta1", "beta2", "weight_decay"],
-  "tzrec.protos.SGDOptimizer": ["lr", "momentum", "weight_decay"],
-  "tzrec.protos.AdagradOptimizer": ["lr", "weight_decay"],
-  "tzrec.protos.AdamOptimizer": ["lr", "beta1", "beta2", "weight_decay"],
-  "tzrec.protos.ConstantLR": [],
-  "tzrec.protos.ExponentialDecayLR": [
-    "decay_size",
-    "decay_factor",
-    "staircase",
-    "min_learning_rate",
-  ],
-};
-
-/**
- * Fields accepted with any value and dropped: they tune tzrec's GPU, logging
- * or MaxCompute machinery and change no number this library computes.
- */
-const IGNORED: Record<string, readonly string[]> = {
-  "tzrec.protos.TrainConfig": [
-    "is_profiling",
-    "use_tensorboard",
-    "tensorboard_summaries",
-    "cudnn_allow_tf32", // CUDA TF32 switches; the wasm kernels compute in f32
-    "cuda_matmul_allow_tf32",
-  ],
-  "tzrec.protos.DataConfig": [
-    "dataset_type", // only CsvDataset passes ACCEPTED_VALUES
-    "num_workers",
-    "pin_memory",
-    "fg_threads",
-    "is_orderby_partition",
-    "odps_data_quota_name",
-    "odps_data_compression",
-  ],
-  "tzrec.protos.ModelConfig": ["kernel"], // Triton / PyTorch / CUTLASS GPU kernels
-};
-
-/** Enum fields (kept or ignored) that accept only some of their values. */
-const ACCEPTED_VALUES: Record<string, readonly string[]> = {
-  "tzrec.protos.DataConfig.dataset_type": ["CsvDataset"],
-  "tzrec.protos.FeatureGroupConfig.group_type": ["DEEP"],
-};
-
-/**
- * Kept fields that are written with tzrec's proto default when unset, because
- * tzrec's default is not the one `resolveConfig` would apply: required fields
- * with a `[default]` (tzrec reads the default, `resolveConfig` would reject the
- * missing value) and dense SGD's momentum (0.9 in tzrec, which this library
- * does not run and so must not silently replace by 0).
- */
-const PROTO_DEFAULT_WHEN_UNSET = new Set(["tzrec.protos.SGDOptimizer.momentum"]);
-
-/**
- * Required fields whose absence is not an error here: the paths can come from
- * the command line, the optimizers from `resolveConfig`'s defaults.
- */
-const OPTIONAL_HERE = new Set([
-  "tzrec.protos.EasyRecConfig.train_input_path",
-  "tzrec.protos.EasyRecConfig.eval_input_path",
-  "tzrec.protos.EasyRecConfig.model_dir",
-  "tzrec.protos.TrainConfig.sparse_optimizer",
-  "tzrec.protos.TrainConfig.dense_optimizer",
-]);
-
-/**
- * tzrec fields that `proto/tzrec/protos` leaves out (their messages are large
- * or version dependent). Naming one is "not supported yet", not "unknown".
- */
-const TZREC_ONLY_FIELDS: Record<string, readonly string[]> = {
-  "tzrec.protos.EasyRecConfig": ["export_config"],
-  "tzrec.protos.TrainConfig": [
-    "global_embedding_constraints",
-    "grad_scaler",
-    "grad_clipping",
-    "delta_embedding_dump_config",
-  ],
-  "tzrec.protos.EvalConfig": ["eval_online", "evaluator_type"],
-  "tzrec.protos.DataConfig": [
-    "enable_hstu",
-    "negative_sampler",
-    "negative_sampler_v2",
-    "hard_negative_sampler",
-    "hard_negative_sampler_v2",
-    "tdm_sampler",
-  ],
-  "tzrec.protos.FeatureConfig": [
-    "combo_feature",
-    "lookup_feature",
-    "match_feature",
-    "sequence_feature",
-    "expr_feature",
-    "overlap_feature",
-    "tokenize_feature",
-    "custom_feature",
-    "kv_dot_product",
-    "bool_mask_feature",
-    "combine_feature",
-    "sequence_combo_feature",
-    "sequence_lookup_feature",
-    "sequence_match_feature",
-    "sequence_expr_feature",
-    "sequence_overlap_feature",
-    "sequence_tokenize_feature",
-    "sequence_custom_feature",
-    "sequence_kv_dot_product",
-    "sequence_bool_mask_feature",
-    "sequence_combine_feature",
-  ],
-  "tzrec.protos.IdFeature": ["zch", "dynamicemb", "embedding_constraints"],
-  "tzrec.protos.RawFeature": ["autodis", "mlp", "atd", "embedding_constraints"],
-  "tzrec.protos.FeatureGroupConfig": ["sequence_groups", "sequence_encoders"],
-  "tzrec.protos.ModelConfig": [
-    "dlrm",
-    "deepfm",
-    "multi_tower",
-    "multi_tower_din",
-    "mask_net",
-    "wide_and_deep",
-    "dcn_v1",
-    "dcn_v2",
-    "xdeepfm",
-    "wukong",
-    "dbmtl",
-    "dc2vr",
-    "dlrm_hstu",
-    "pepnet",
-    "ultra_hstu",
-    "dssm",
-    "dssm_v2",
-    "dat",
-    "hstu_match",
-    "mind",
-    "tdm",
-    "rocket_launching",
-    "multi_tower_din_trt",
-    "sid_rqvae",
-    "sid_rqkmeans",
-    "generative_qwen",
-    "prompt_generative_qwen",
-    "train_metrics",
-  ],
-  "tzrec.protos.DenseOptimizer": ["param_optimizers"],
-};
-
-/** Extra words for "not supported yet" of the model oneof. */
-const MODEL_HINT = " (the only model this library runs is mmoe)";
+export { ConfigError, ConfigTextError };
+export type { PipelineConfig };
 
 // ---------------------------------------------------------------------- errors
-
-/**
- * A {@link ConfigError} located in the config text: `message` reads
- * `source:line:column: path: what is wrong`.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { ConfigError } from "./config.ts";
- * import { ConfigTextError, parsePipelineConfig } from "./config_text.ts";
- * try {
- *   parsePipelineConfig("model_config {\n  mmoe { num_experts: 3 }\n}\n", "my.config");
- *   assert.fail("expected an error");
- * } catch (e) {
- *   assert.ok(e instanceof ConfigTextError && e instanceof ConfigError);
- *   assert.equal(e.line, 2);
- *   assert.equal(e.path, "model_config.mmoe.num_experts");
- *   assert.match(e.message, /^my\.config:2:10: model_config\.mmoe\.num_experts: unknown field/);
- * }
- * ```
- */
-export class ConfigTextError extends ConfigError {
-  /** Name of the text, usually its file path. */
-  readonly source: string;
-  /** 1-based line of the offending field or token. */
-  readonly line: number;
-  /** 1-based column (UTF-16 code units) of the offending field or token. */
-  readonly column: number;
-  /** What is wrong, without location or path. */
-  readonly detail: string;
-
-  /** Creates the error `${source}:${line}:${column}: ${path}: ${detail}`. */
-  constructor(path: string, detail: string, source: string, line: number, column: number) {
-    super(path, detail);
-    this.name = "ConfigTextError";
-    this.source = source;
-    this.line = line;
-    this.column = column;
-    this.detail = detail;
-    this.message = `${source}:${line}:${column}: ${path === "" ? "" : `${path}: `}${detail}`;
-  }
-}
 
 /** An error found at a text offset; turned into a ConfigTextError at the API boundary. */
 class TextProblem extends Error {
@@ -390,7 +67,7 @@ class TextProblem extends Error {
   }
 }
 
-function locate(text: string, offset: number): { line: number; column: number } {
+function position(text: string, offset: number): { line: number; column: number } {
   let line = 1, lineStart = 0;
   for (let i = 0; i < offset && i < text.length; i++) {
     if (text.charCodeAt(i) === 10) {
@@ -545,10 +222,6 @@ class Walker {
       this.context = fieldPath;
       const field = desc.fields.find((f) => f.name === name);
       if (field === undefined) {
-        if (TZREC_ONLY_FIELDS[desc.typeName]?.includes(name)) {
-          const hint = desc.typeName === "tzrec.protos.ModelConfig" ? MODEL_HINT : "";
-          throw new TextProblem(fieldPath, token.start, `is not supported yet${hint}`);
-        }
         throw new TextProblem(
           fieldPath,
           token.start,
@@ -701,7 +374,10 @@ function txtpbDetail(error: unknown): string {
 
 // ------------------------------------------------------------------- converter
 
-/** Converts the parsed message to the typed config, checking support and required fields. */
+/**
+ * Copies every set field of the parsed message into the typed shape: oneof
+ * members by their own name, enums by value name, 64-bit integers as numbers.
+ */
 class Converter {
   constructor(private readonly offsets: Map<string, number>) {}
 
@@ -714,49 +390,11 @@ class Converter {
     }
   }
 
-  private fail(path: string, detail: string): never {
-    throw new TextProblem(path, this.offsetOf(path), detail);
-  }
-
   message(msg: ReflectMessage, path: string): Record<string, unknown> {
-    const typeName = msg.desc.typeName;
-    const kept = KEPT[typeName] ?? [];
-    const ignored = IGNORED[typeName] ?? [];
     const out: Record<string, unknown> = {};
     for (const field of msg.fields) {
-      const fieldPath = join(path, field.name);
-      const fullName = `${typeName}.${field.name}`;
-      const isKept = kept.includes(field.name);
-      if (!msg.isSet(field)) {
-        if (!isKept) continue;
-        const fallback = field.fieldKind === "scalar" || field.fieldKind === "enum"
-          ? field.getDefaultValue()
-          : undefined;
-        if (field.presence === FeatureSet_FieldPresence.LEGACY_REQUIRED) {
-          if (fallback !== undefined) {
-            out[field.localName] = this.single(field, fallback, fieldPath);
-          } else if (!OPTIONAL_HERE.has(fullName)) this.fail(fieldPath, "is required (missing)");
-        } else if (PROTO_DEFAULT_WHEN_UNSET.has(fullName) && fallback !== undefined) {
-          out[field.localName] = this.single(field, fallback, fieldPath);
-        }
-        continue;
-      }
-      const accepted = ACCEPTED_VALUES[fullName];
-      if (accepted !== undefined && field.fieldKind === "enum") {
-        const name = enumName(field, msg.get(field) as number);
-        if (!accepted.includes(name)) {
-          this.fail(fieldPath, `${name} is not supported yet (supported: ${accepted.join(", ")})`);
-        }
-      }
-      if (ignored.includes(field.name)) continue;
-      if (!isKept) {
-        if (holdsDefault(msg, field)) continue;
-        const hint = typeName === "tzrec.protos.ModelConfig" && field.oneof?.name === "model"
-          ? MODEL_HINT
-          : "";
-        this.fail(fieldPath, `is not supported yet${hint}`);
-      }
-      out[field.localName] = this.value(msg, field, fieldPath);
+      if (!msg.isSet(field)) continue;
+      out[field.localName] = this.value(msg, field, join(path, field.name));
     }
     return out;
   }
@@ -778,8 +416,15 @@ class Converter {
         }
         return items;
       }
-      case "map":
-        return this.fail(path, "maps are not supported yet");
+      case "map": {
+        const out: Record<string, unknown> = {};
+        for (const [key, item] of msg.get(field)) {
+          out[String(key)] = field.mapKind === "message"
+            ? this.message(item as ReflectMessage, `${path}[${JSON.stringify(String(key))}]`)
+            : this.single(field, item, path);
+        }
+        return out;
+      }
       default:
         return this.single(field, msg.get(field), path);
     }
@@ -787,10 +432,16 @@ class Converter {
 
   /** A scalar or enum value: 64-bit integers become numbers, enums their names. */
   private single(field: DescField, value: unknown, path: string): unknown {
-    if (field.enum !== undefined) return enumName(field, value as number);
+    if (field.enum !== undefined) {
+      return field.enum.values.find((v) => v.number === value)?.name ?? String(value);
+    }
     if (typeof value === "bigint") {
       if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < -BigInt(Number.MAX_SAFE_INTEGER)) {
-        this.fail(path, `${value} is too large (at most ${Number.MAX_SAFE_INTEGER})`);
+        throw new TextProblem(
+          path,
+          this.offsetOf(path),
+          `${value} is too large (at most ${Number.MAX_SAFE_INTEGER})`,
+        );
       }
       return Number(value);
     }
@@ -798,43 +449,19 @@ class Converter {
   }
 }
 
-function enumName(field: DescField, value: number): string {
-  return field.enum?.values.find((v) => v.number === value)?.name ?? String(value);
-}
-
-/** A set scalar or enum field equal to tzrec's default (explicit, or the zero value): a no-op. */
-function holdsDefault(msg: ReflectMessage, field: DescField): boolean {
-  if (field.fieldKind === "scalar") {
-    const fallback = field.getDefaultValue() ?? scalarZeroValue(field.scalar, false);
-    return String(msg.get(field)) === String(fallback);
-  }
-  if (field.fieldKind === "enum") {
-    return msg.get(field) === (field.getDefaultValue() ?? field.enum.values[0].number);
-  }
-  return false;
-}
-
 // ------------------------------------------------------------------------- API
 
 /**
  * Parses a tzrec `pipeline.config` (protobuf text format) into a
- * {@link PipelineConfig}: only fields that are set are copied (so
- * `resolveConfig` applies the defaults), oneofs become `{ idFeature: ... }`,
- * enums their names (`"DEEP"`), 64-bit integers numbers, and `float` fields
- * keep their float32 value (`lr: 0.001` reads as `Math.fround(0.001)`, as in
- * tzrec, whose Python protobuf returns float fields as float32).
- *
- * Exceptions to "only set fields": required tzrec fields with a default
- * (`num_expert` 3, optimizer `lr` 0.002, `group_type` DEEP) and dense SGD's
- * `momentum` (0.9, which `resolveConfig` then refuses) are written with
- * tzrec's default when unset.
+ * {@link PipelineConfig}: every field that is set, and only those (so
+ * `resolveConfig` applies tzrec's defaults). Oneofs become
+ * `{ idFeature: ... }`, enums their names (`"DEEP"`), 64-bit integers
+ * numbers; `float` fields keep their float32 value.
  *
  * Throws a {@link ConfigTextError} at `source:line:column` with the field path
- * for syntax errors, unknown fields, wrong value types, missing required fields
- * and tzrec fields this library does not support (`is not supported yet`),
- * unless they hold tzrec's default value. GPU, logging and MaxCompute options
- * (e.g. `num_workers`, `use_tensorboard`, `cudnn_allow_tf32`) are accepted and
- * dropped; `data_config.dataset_type` must be `CsvDataset` when set.
+ * for syntax errors, unknown fields and wrong value types. Whether the fields
+ * are supported, in range and complete is `resolveConfig`'s check, which
+ * names the same `source:line:column` for a config returned from here.
  *
  * @param text The config text.
  * @param source Name used in error messages, usually the file path.
@@ -843,6 +470,7 @@ function holdsDefault(msg: ReflectMessage, field: DescField): boolean {
  * @example
  * ```ts
  * import assert from "node:assert/strict";
+ * import { resolveConfig } from "./config.ts";
  * import { parsePipelineConfig } from "./config_text.ts";
  * const config = parsePipelineConfig(`
  *   # comments and [a, b] lists are fine
@@ -850,11 +478,14 @@ function holdsDefault(msg: ReflectMessage, field: DescField): boolean {
  *   model_config { mmoe { expert_mlp { hidden_units: 8 hidden_units: 4 } } }
  * `);
  * assert.deepEqual(config.dataConfig, { batchSize: 256, labelFields: ["clk", "buy"] });
- * assert.deepEqual(config.modelConfig.mmoe.expertMlp, { hiddenUnits: [8, 4] });
- * assert.equal(config.modelConfig.mmoe.numExpert, 3); // tzrec's default of a required field
+ * assert.deepEqual(config.modelConfig.mmoe?.expertMlp, { hiddenUnits: [8, 4] });
  * assert.throws(
- *   () => parsePipelineConfig("model_config {\n  dbmtl {}\n}", "x.config"),
- *   /^ConfigTextError: x\.config:2:3: model_config\.dbmtl: is not supported yet/,
+ *   () => parsePipelineConfig("model_config {\n  mmoe { num_experts: 3 }\n}", "x.config"),
+ *   /^ConfigTextError: x\.config:2:10: model_config\.mmoe\.num_experts: unknown field/,
+ * );
+ * assert.throws(
+ *   () => resolveConfig(parsePipelineConfig("model_config {\n  dbmtl {}\n}", "x.config")),
+ *   /^ConfigTextError: x\.config:2:3: model_config\.dbmtl: not supported yet \(the only model/,
  * );
  * ```
  */
@@ -872,9 +503,10 @@ export function parsePipelineConfig(text: string, source = "pipeline.config"): P
     // The text parsed, so the walk can only fail on syntax it does not model;
     // the offsets recorded so far still locate most fields.
   }
+  const converter = new Converter(walker.offsets);
+  let config: PipelineConfig;
   try {
-    const converter = new Converter(walker.offsets);
-    return converter.message(
+    config = converter.message(
       reflect(EasyRecConfigSchema, message),
       "",
     ) as unknown as PipelineConfig;
@@ -882,6 +514,8 @@ export function parsePipelineConfig(text: string, source = "pipeline.config"): P
     if (e instanceof TextProblem) throw located(text, source, e);
     throw e;
   }
+  registerLocator(config, source, (path) => position(text, converter.offsetOf(path)));
+  return config;
 }
 
 /** Finds where `fromText` failed: the walker's first error, else the start of the text. */
@@ -896,7 +530,7 @@ function diagnose(text: string, error: unknown): TextProblem {
 }
 
 function located(text: string, source: string, problem: TextProblem): ConfigTextError {
-  const { line, column } = locate(text, problem.offset);
+  const { line, column } = position(text, problem.offset);
   return new ConfigTextError(problem.path, problem.detail, source, line, column);
 }
 
@@ -934,14 +568,14 @@ export async function loadPipelineConfig(path: string): Promise<PipelineConfig> 
  * import assert from "node:assert/strict";
  * import { parsePipelineConfig, toPipelineConfigText } from "./config_text.ts";
  * const text = toPipelineConfigText({
- *   featureConfigs: [{ rawFeature: { featureName: "price", expression: "item:price" } }],
+ *   featureConfigs: [{ rawFeature: { featureName: "price" } }],
  *   modelConfig: {
  *     featureGroups: [{ groupName: "all", featureNames: ["price"], groupType: "DEEP" }],
  *     mmoe: { expertMlp: { hiddenUnits: [4] }, numExpert: 2, taskTowers: [] },
  *   },
  * });
  * assert.match(text, /raw_feature: \{\n\s+feature_name: "price"/);
- * assert.equal(parsePipelineConfig(text).modelConfig.mmoe.numExpert, 2);
+ * assert.equal(parsePipelineConfig(text).modelConfig.mmoe?.numExpert, 2);
  * ```
  */
 export function toPipelineConfigText(config: PipelineConfig): string {
@@ -949,7 +583,7 @@ export function toPipelineConfigText(config: PipelineConfig): string {
   try {
     message = fromJson(EasyRecConfigSchema, config as unknown as JsonValue);
   } catch (e) {
-    throw new ConfigError("pipeline config", txtpbDetail(e));
+    throw new ConfigError("", `cannot write the config as tzrec text: ${txtpbDetail(e)}`);
   }
   return toText(EasyRecConfigSchema, message);
 }

@@ -41,4 +41,9 @@ export interface EncodedBatch {
   features: (SparseInput | DenseInput)[];
   /** Label, indicator and sample-weight columns by name (size values each). */
   columns: Record<string, Float32Array>;
+  /**
+   * Keys of `grouped_auc` metrics by grouping feature: the feature's first
+   * id per row, 0 when it has none (tzrec `to_padded_dense(1)[:, 0]`).
+   */
+  groups?: Record<string, Int32Array>;
 }

@@ -1,13 +1,23 @@
 /**
  * Raw records -> the {@link EncodedBatch} that {@link MMoEModel} trains on,
- * with tzrec's (pyfg's) feature semantics, and record batching with a
- * seeded shuffle buffer.
+ * with tzrec's feature semantics for the config's `data_config.fg_mode`, and
+ * record batching with a seeded shuffle buffer.
  *
- * Per feature kind (tzrec `feature.proto`, `id_feature.py`, `raw_feature.py`):
+ * FG_NONE (tzrec's default; `tzrec/features/feature.py`
+ * `_parse_fg_encoded_*`): the column named by `feature_name` holds values
+ * that are already encoded. Every sparse feature (`num_buckets`,
+ * `hash_bucket_size`, `vocab_list`, `raw_feature` with `boundaries`) holds
+ * integer table rows in `[0, rows)` (out of range: an error, or a counted
+ * clamp with `outOfRange: "clamp"`); a dense `raw_feature` holds `value_dim`
+ * numbers. Multi-values are joined by `data_config.fg_encoded_multival_sep`
+ * (`\x03`). A missing value is `fg_encoded_default_value` when set; else no
+ * id (sparse) or an error (dense: tzrec would read NaN).
  *
- * - `num_buckets`: the value is an integer id used as the table row; out of
- *   `[0, num_buckets)` is an error, or a counted clamp with
- *   `outOfRange: "clamp"`.
+ * FG_DAG / FG_NORMAL (pyfg): the expression's column (`user:user_id` reads
+ * `user_id`) holds raw values, encoded per feature kind (tzrec
+ * `feature.proto`, `id_feature.py`, `raw_feature.py`):
+ *
+ * - `num_buckets`: the value is an integer id used as the table row;
  * - `hash_bucket_size`: row = {@link stringHash64}(UTF-8 of the value) mod
  *   size. That is the hash pyfg uses by default (libstdc++ `std::hash`), so
  *   rows equal tzrec's; numbers are hashed by their decimal string.
@@ -19,22 +29,28 @@
  * - dense `raw_feature`: `value_dim` floats; missing -> zeros (tzrec's
  *   `default_value` "0").
  *
- * Multi-value strings are split on the feature's `separator`; arrays (Parquet,
- * JSON) are multi-valued as they are. A missing id value (`""`, `null`,
- * `undefined`, `[]`) gives no id: an empty CSR row, pooled to the zero vector.
+ * Multi-value strings are split on the feature's `separator` (`\x1d`).
  *
- * @example
+ * In both modes arrays (Parquet, JSON) are multi-valued as they are, a
+ * missing id value (`""`, `null`, `undefined`, `[]`) gives no id (an empty
+ * CSR row, pooled to the zero vector), a weighted `id_feature` reads
+ * `id:weight` pairs into {@link SparseInput.weights}, and a raw number that
+ * is not finite (`Infinity`, `NaN`, `inf`) is an error unless
+ * `nonFinite: "zero"`.
+ *
+ * @example FG_NONE: encoded ids and numbers in columns named by feature_name
  * ```ts
  * import assert from "node:assert/strict";
  * import { resolveConfig } from "../config/config.ts";
  * import { FeatureEncoder } from "./features.ts";
  * const config = resolveConfig({
  *   featureConfigs: [
- *     { idFeature: { featureName: "tags", expression: "item:tags", numBuckets: 10, embeddingDim: 4, separator: "|" } },
- *     { rawFeature: { featureName: "price", expression: "item:price" } },
+ *     { idFeature: { featureName: "tags", numBuckets: 10, embeddingDim: 4 } },
+ *     { idFeature: { featureName: "shop", hashBucketSize: 50, embeddingDim: 4, weighted: true } },
+ *     { rawFeature: { featureName: "price" } },
  *   ],
  *   modelConfig: {
- *     featureGroups: [{ groupName: "all", featureNames: ["tags", "price"] }],
+ *     featureGroups: [{ groupName: "all", featureNames: ["tags", "shop", "price"] }],
  *     mmoe: {
  *       expertMlp: { hiddenUnits: [4] },
  *       numExpert: 2,
@@ -43,11 +59,16 @@
  *   },
  * });
  * const batch = new FeatureEncoder(config).encode([
- *   { record: { tags: "3|7", price: "9.5", clk: "1" }, location: "train.csv:2" },
- *   { record: { tags: "", price: "", clk: "0" }, location: "train.csv:3" },
+ *   { record: { tags: "3\x037", shop: "4:2.5\x0349:0.5", price: "9.5", clk: "1" }, location: "train.csv:2" },
+ *   { record: { tags: "", shop: "", price: "0", clk: "0" }, location: "train.csv:3" },
  * ]);
  * assert.deepEqual(batch.features[0], { ids: Int32Array.of(3, 7), offsets: Int32Array.of(0, 2, 2) });
- * assert.deepEqual(batch.features[1], { values: Float32Array.of(9.5, 0) });
+ * assert.deepEqual(batch.features[1], {
+ *   ids: Int32Array.of(4, 49),
+ *   offsets: Int32Array.of(0, 2, 2),
+ *   weights: Float32Array.of(2.5, 0.5),
+ * });
+ * assert.deepEqual(batch.features[2], { values: Float32Array.of(9.5, 0) });
  * assert.deepEqual(batch.columns.clk, Float32Array.of(1, 0));
  * ```
  * @module
@@ -279,14 +300,22 @@ export function hashBucket(text: string, size: number): number {
 /** Options of a {@link FeatureEncoder}. */
 export interface EncoderOptions {
   /**
-   * A `num_buckets` id outside `[0, num_buckets)`: `"error"` (default) throws
-   * a {@link FeatureError}; `"clamp"` moves it to 0 or `num_buckets - 1` and
-   * counts it in {@link FeatureEncoder.clampCounts}.
+   * An id outside `[0, rows)` (a `num_buckets` id, or any FG_NONE id):
+   * `"error"` (default) throws a {@link FeatureError}; `"clamp"` moves it to
+   * 0 or `rows - 1` and counts it in {@link FeatureEncoder.clampCounts}.
    */
   outOfRange?: "error" | "clamp";
   /**
-   * Read the label, task-space indicator and sample-weight columns (default
-   * true). False for inference requests, which carry features only.
+   * A raw value (dense value, value to bucketize, id weight) that is
+   * `Infinity`, `-Infinity` or `NaN`: `"error"` (default) throws a
+   * {@link FeatureError}; `"zero"` uses 0 instead and counts it in
+   * {@link FeatureEncoder.nonFiniteCounts}.
+   */
+  nonFinite?: "error" | "zero";
+  /**
+   * Read the label, task-space indicator, sample-weight and grouping-key
+   * columns (default true). False for inference requests, which carry
+   * features only.
    */
   labels?: boolean;
 }
@@ -309,14 +338,16 @@ const KINDS = {
 };
 /** tzrec vocab_list without default_bucketize_value: row 1 is `<OOV>`. */
 const UNKNOWN_ROW = 1;
-/** tzrec RawFeature `default_value` "0": what a missing raw value becomes. */
+/** tzrec RawFeature `default_value` "0": what a missing raw value becomes (FG_DAG). */
 const RAW_DEFAULT = 0;
 
 /** Per-feature encoding state; one shape for every kind (monomorphic hot loop). */
 interface Slot {
   name: string;
   column: string;
+  /** Encoding; FG_NONE ids of every sparse kind are read as NUM_BUCKETS (already rows). */
   kind: number;
+  encoded: boolean;
   rows: number;
   width: number;
   /** Multi-value separator, or "" for none. */
@@ -325,12 +356,19 @@ interface Slot {
   separatorCode: number;
   boundaries: Float32Array;
   vocab: Map<string, number>;
+  weighted: boolean;
+  /** FG_NONE fg_encoded_default_value: ids or values of a missing value; null when unset. */
+  encodedDefault: number[] | null;
   clamp: boolean;
   clamped: number;
-  /** Bucket of a missing raw value (boundaries kind). */
+  zeroNonFinite: boolean;
+  nonFinite: number;
+  /** Bucket of a missing raw value (FG_DAG boundaries kind). */
   missingBucket: number;
   /** Reused id buffer; encode copies the used prefix out. */
   scratch: Int32Array;
+  /** Reused weight buffer of weighted features (parallel to scratch). */
+  weightScratch: Float32Array;
   /** Ids written so far in the current encode. */
   count: number;
   /** Offsets output of the current encode (sparse kinds). */
@@ -378,13 +416,39 @@ function parseSimpleDecimal(text: string): number {
   return negative ? -x : x;
 }
 
-/** Number(text), but NaN for what Number accepts and is not a number ("", " "). */
-function parseNumber(text: string): number {
+/**
+ * The number a text holds: Number(text), plus the spellings of non-finite
+ * values that CSV writers use (`inf`, `-inf`, `nan`, any case); undefined
+ * for text that is not a number ("", " ", "abc").
+ */
+function parseNumber(text: string): number | undefined {
   const simple = parseSimpleDecimal(text);
   if (simple === simple) return simple;
   const x = +text;
-  if (x === 0 && text.trim() === "") return NaN;
-  return x;
+  if (x === x) return x === 0 && text.trim() === "" ? undefined : x;
+  const word = text.trim().toLowerCase();
+  if (word === "nan" || word === "+nan" || word === "-nan") return NaN;
+  if (word === "inf" || word === "+inf") return Infinity;
+  if (word === "-inf") return -Infinity;
+  return undefined;
+}
+
+/**
+ * A raw number that must be a finite float32 (what the model reads): the
+ * number, or 0 (counted) under `nonFinite: "zero"`.
+ */
+function finite(slot: Slot, x: number, location: string, what: string): number {
+  if (Number.isFinite(Math.fround(x))) return x;
+  if (!slot.zeroNonFinite) fail(location, slot.column, `${what} is not a finite float32`);
+  slot.nonFinite++;
+  return 0;
+}
+
+/** A raw value of a feature as a number, or a FeatureError naming it. */
+function numberOf(slot: Slot, text: string, location: string, what: string): number {
+  const x = parseNumber(text);
+  if (x === undefined) fail(location, slot.column, `${JSON.stringify(text)} is not a number`);
+  return finite(slot, x, location, what);
 }
 
 /** An id outside [0, rows): an error, or the nearest row, counted. */
@@ -398,6 +462,11 @@ function grow(slot: Slot): void {
   const bigger = new Int32Array(slot.scratch.length * 2);
   bigger.set(slot.scratch);
   slot.scratch = bigger;
+  if (slot.weighted) {
+    const weights = new Float32Array(bigger.length);
+    weights.set(slot.weightScratch);
+    slot.weightScratch = weights;
+  }
 }
 
 /** Appends the id of text[start, end) (non-empty) at ids[n]; returns n + 1. */
@@ -447,9 +516,7 @@ function appendPiece(
       break;
     default: {
       const piece = start === 0 && end === text.length ? text : text.slice(start, end);
-      const x = parseNumber(piece);
-      if (x !== x) fail(location, slot.column, `${JSON.stringify(piece)} is not a number`);
-      id = bucketOf(slot.boundaries, Math.fround(x));
+      id = bucketOf(slot.boundaries, Math.fround(numberOf(slot, piece, location, "value")));
     }
   }
   slot.scratch[n] = id;
@@ -473,8 +540,8 @@ function appendScalar(
     if (!Number.isInteger(x)) fail(location, slot.column, `${show(value)} is not an integer id`);
     slot.scratch[n] = x >= 0 && x < slot.rows ? x : outOfRange(slot, x, String(value), location);
   } else {
-    if (x !== x) fail(location, slot.column, `${show(value)} is not a number`);
-    slot.scratch[n] = bucketOf(slot.boundaries, Math.fround(x));
+    const y = finite(slot, x, location, "value");
+    slot.scratch[n] = bucketOf(slot.boundaries, Math.fround(y));
   }
   return n + 1;
 }
@@ -513,6 +580,12 @@ function appendIntegers(slot: Slot, text: string, n: number, location: string): 
   return n;
 }
 
+/** Whether a raw value is missing: `""`, `null`, `undefined` or `[]`. */
+function isMissing(value: RawValue): boolean {
+  return value === undefined || value === null || value === "" ||
+    (typeof value === "object" && value.length === 0);
+}
+
 /** Appends the ids of one raw value (all of a multi-value); returns the new count. */
 function appendValue(slot: Slot, value: RawValue, n: number, location: string): number {
   if (typeof value === "string") {
@@ -545,7 +618,62 @@ function appendValue(slot: Slot, value: RawValue, n: number, location: string): 
   return n;
 }
 
-/** Writes one dense value (width floats) at out[base..]; missing -> zeros (already zero). */
+/** Appends one `id:weight` piece of a weighted feature; returns the new count. */
+function appendWeightedPiece(slot: Slot, piece: string, n: number, location: string): number {
+  const colon = piece.lastIndexOf(":");
+  if (colon <= 0 || colon === piece.length - 1) {
+    fail(location, slot.column, `${JSON.stringify(piece)} is not id:weight (weighted feature)`);
+  }
+  const weight = numberOf(slot, piece.slice(colon + 1), location, "weight");
+  const next = appendPiece(slot, piece, 0, colon, n, location);
+  slot.weightScratch[n] = weight;
+  return next;
+}
+
+/**
+ * Appends the `id:weight` pairs of one raw value of a weighted feature (tzrec
+ * `id_feature.weighted`: FG_NONE `4:2.3\x035:2.4`, FG_DAG `4:0.1\x1d5:0.2`,
+ * or a list of `id:weight` strings); returns the new count.
+ */
+function appendWeighted(slot: Slot, value: RawValue, n: number, location: string): number {
+  if (value === null || value === undefined) return n;
+  if (typeof value === "string") {
+    if (value === "") return n;
+    const separator = slot.separator;
+    let start = 0;
+    for (;;) {
+      const next = value.indexOf(separator, start);
+      const end = next < 0 ? value.length : next;
+      if (end > start) n = appendWeightedPiece(slot, value.slice(start, end), n, location);
+      if (next < 0) return n;
+      start = next + separator.length;
+    }
+  }
+  if (typeof value !== "object") {
+    fail(location, slot.column, `${show(value)} is not id:weight (weighted feature)`);
+  }
+  for (const item of value) {
+    if (item === null || item === undefined || item === "") continue;
+    if (typeof item !== "string") {
+      fail(location, slot.column, `${show(item)} is not id:weight (weighted feature)`);
+    }
+    n = appendWeightedPiece(slot, item, n, location);
+  }
+  return n;
+}
+
+/** Appends the FG_NONE default ids of a missing value (weight 1); returns the new count. */
+function appendDefault(slot: Slot, n: number): number {
+  for (const id of slot.encodedDefault!) {
+    if (n === slot.scratch.length) grow(slot);
+    slot.scratch[n] = id;
+    if (slot.weighted) slot.weightScratch[n] = 1;
+    n++;
+  }
+  return n;
+}
+
+/** Writes one dense value (width floats) at out[base..]. */
 function fillDense(
   slot: Slot,
   value: RawValue,
@@ -554,7 +682,17 @@ function fillDense(
   location: string,
 ): void {
   const width = slot.width;
-  if (value === null || value === undefined || value === "") return;
+  if (isMissing(value)) {
+    if (slot.encodedDefault !== null) out.set(slot.encodedDefault, base);
+    else if (slot.encoded) {
+      fail(
+        location,
+        slot.column,
+        "value is missing (FG_NONE reads encoded values; set fg_encoded_default_value for missing ones)",
+      );
+    }
+    return; // FG_DAG: tzrec's default_value "0" (the output is zero-filled)
+  }
   if (typeof value === "string") {
     const separator = slot.separator;
     let count = 0, start = 0;
@@ -563,8 +701,7 @@ function fillDense(
       const piece = next < 0 && start === 0
         ? value
         : value.slice(start, next < 0 ? value.length : next);
-      const x = parseNumber(piece);
-      if (x !== x) fail(location, slot.column, `${JSON.stringify(piece)} is not a number`);
+      const x = numberOf(slot, piece, location, "value");
       if (count < width) out[base + count] = x;
       count++;
       if (next < 0) break;
@@ -582,46 +719,112 @@ function fillDense(
   }
   if (typeof value !== "object") {
     if (width !== 1) fail(location, slot.column, `expected ${width} values, got 1`);
-    const x = Number(value);
-    if (x !== x) fail(location, slot.column, `${show(value)} is not a number`);
-    out[base] = x;
+    out[base] = finite(slot, Number(value), location, "value");
     return;
   }
-  if (value.length === 0) return;
-  if (value.length !== width) {
-    fail(location, slot.column, `expected ${width} values, got ${value.length}`);
+  if (value!.length !== width) {
+    fail(location, slot.column, `expected ${width} values, got ${value!.length}`);
   }
   for (let i = 0; i < width; i++) {
-    const item = value[i];
-    const x = typeof item === "string" ? parseNumber(item) : Number(item);
-    if (x !== x) fail(location, slot.column, `${show(item)} is not a number`);
-    out[base + i] = x;
+    const item = value![i];
+    out[base + i] = typeof item === "string"
+      ? numberOf(slot, item, location, "value")
+      : finite(slot, Number(item), location, "value");
   }
 }
 
-/** A label / indicator / sample weight as f32; missing or non-numeric is an error. */
-function labelValue(value: RawValue, column: string, location: string): number {
-  if (typeof value === "number") {
-    if (value !== value) fail(location, column, "value is NaN");
-    return value;
+/** Resets a slot's outputs for a batch of B rows. */
+function beginSlot(slot: Slot, B: number): void {
+  slot.count = 0;
+  if (slot.kind === DENSE) slot.values = new Float32Array(B * slot.width);
+  else slot.offsets = new Int32Array(B + 1);
+}
+
+/** Encodes one record's value of a slot's feature as row b. */
+function encodeSlot(slot: Slot, value: RawValue, b: number, location: string): void {
+  if (slot.kind === DENSE) {
+    fillDense(slot, value, slot.values, b * slot.width, location);
+    return;
   }
-  if (typeof value === "string") {
+  let n = slot.count;
+  if (isMissing(value) && (slot.encodedDefault !== null || slot.kind === BOUNDARIES)) {
+    if (slot.encodedDefault !== null) n = appendDefault(slot, n);
+    else {
+      // FG_DAG raw_feature: tzrec's default_value "0", bucketized.
+      if (n === slot.scratch.length) grow(slot);
+      slot.scratch[n++] = slot.missingBucket;
+    }
+  } else if (slot.weighted) n = appendWeighted(slot, value, n, location);
+  else n = appendValue(slot, value, n, location);
+  slot.count = n;
+  slot.offsets[b + 1] = n;
+}
+
+/** What a label, indicator or sample-weight column must hold, from every tower that reads it. */
+interface LabelRule {
+  column: string;
+  /** Binary cross-entropy labels: in [0, 1]. */
+  binary: string | null;
+  /** Labels of a binary metric (AUC, accuracy): 0 or 1. */
+  zeroOne: string | null;
+  /** Softmax labels: integer class ids in [0, classes). */
+  classes: number;
+  classesNeededBy: string | null;
+  /** Sample weights: >= 0. */
+  weight: string | null;
+}
+
+/** A label / indicator / sample weight as a finite f32 checked against its rule. */
+function labelValue(value: RawValue, rule: LabelRule, location: string): number {
+  const column = rule.column;
+  let y: number;
+  if (typeof value === "number") y = value;
+  else if (typeof value === "string") {
     if (value === "") fail(location, column, "value is missing");
     const x = parseNumber(value);
-    if (x !== x) fail(location, column, `${JSON.stringify(value)} is not a number`);
-    return x;
+    if (x === undefined) fail(location, column, `${JSON.stringify(value)} is not a number`);
+    y = x;
+  } else if (typeof value === "bigint" || typeof value === "boolean") y = Number(value);
+  else if (value === null || value === undefined) fail(location, column, "value is missing");
+  else fail(location, column, `expected one number, got a list of ${value.length}`);
+  if (!Number.isFinite(Math.fround(y))) {
+    fail(location, column, `value ${show(value)} is not a finite float32`);
   }
-  if (typeof value === "bigint" || typeof value === "boolean") return Number(value);
-  if (value === null || value === undefined) fail(location, column, "value is missing");
-  fail(location, column, `expected one number, got a list of ${value.length}`);
+  if (rule.binary !== null && !(y >= 0 && y <= 1)) {
+    fail(location, column, `label ${y} is outside [0, 1] (${rule.binary})`);
+  }
+  if (rule.zeroOne !== null && y !== 0 && y !== 1) {
+    fail(location, column, `label ${y} is not 0 or 1 (${rule.zeroOne})`);
+  }
+  if (rule.classesNeededBy !== null && !(Number.isInteger(y) && y >= 0 && y < rule.classes)) {
+    fail(
+      location,
+      column,
+      `label ${y} is not a class id in [0, ${rule.classes}) (${rule.classesNeededBy})`,
+    );
+  }
+  if (rule.weight !== null && y < 0) {
+    fail(location, column, `sample weight ${y} is negative (${rule.weight})`);
+  }
+  return y;
 }
 
 /**
  * Encodes raw records into {@link EncodedBatch}es for {@link MMoEModel}: one
- * CSR `{ids, offsets}` per embedded feature and `{values}` per dense feature,
- * in the group's order, plus every label, task-space indicator and sample
- * weight column the towers and `data_config` name. Built once per config;
+ * CSR `{ids, offsets}` (plus `weights` for a weighted feature) per embedded
+ * feature and `{values}` per dense feature, in the group's order, every
+ * label, task-space indicator and sample-weight column the towers and
+ * `data_config` name (checked against the towers' losses and metrics: BCE
+ * labels in [0, 1], labels of a binary AUC or accuracy 0 or 1, softmax labels
+ * class ids, everything finite, sample weights >= 0),
+ * and the grouping keys of `grouped_auc` metrics. Built once per config;
  * `encode` allocates only its outputs.
+ *
+ * Input semantics follow the config's `fg_mode`: FG_NONE (tzrec's default)
+ * reads the column named by `feature_name` and takes its values as encoded
+ * (ids are table rows, multi-values split on `fg_encoded_multival_sep`);
+ * FG_DAG / FG_NORMAL read the expression's column and encode raw values
+ * (hashing, vocabulary, bucketizing) as pyfg does.
  *
  * @example Clamp out-of-range ids and count them
  * ```ts
@@ -629,7 +832,7 @@ function labelValue(value: RawValue, column: string, location: string): number {
  * import { resolveConfig } from "../config/config.ts";
  * import { FeatureEncoder, FeatureError } from "./features.ts";
  * const config = resolveConfig({
- *   featureConfigs: [{ idFeature: { featureName: "user_id", expression: "user:user_id", numBuckets: 100, embeddingDim: 4 } }],
+ *   featureConfigs: [{ idFeature: { featureName: "user_id", numBuckets: 100, embeddingDim: 4 } }],
  *   modelConfig: {
  *     featureGroups: [{ groupName: "all", featureNames: ["user_id"] }],
  *     mmoe: {
@@ -655,6 +858,10 @@ export class FeatureEncoder {
   /** Every input column read and what needs it (features first). */
   readonly requiredColumns: readonly RequiredColumn[];
   private readonly slots: Slot[];
+  private readonly rules: LabelRule[];
+  /** Slots of grouping keys: a group feature's index, or -1 - index into `keySlots`. */
+  private readonly groupKeys: { name: string; slot: number }[];
+  private readonly keySlots: Slot[];
 
   /** Prepares per-feature state from a resolved config. */
   constructor(config: ResolvedConfig, options: EncoderOptions = {}) {
@@ -664,62 +871,127 @@ export class FeatureEncoder {
         `outOfRange must be "error" or "clamp", got ${JSON.stringify(outOfRange)}`,
       );
     }
-    this.slots = config.features.map((f: ResolvedFeature): Slot => {
-      if (f.rows > MAX_ROWS) {
-        throw new RangeError(`feature ${f.name}: ${f.rows} rows exceed int32 ids (${MAX_ROWS})`);
-      }
+    const nonFinite = options.nonFinite ?? "error";
+    if (nonFinite !== "error" && nonFinite !== "zero") {
+      throw new TypeError(`nonFinite must be "error" or "zero", got ${JSON.stringify(nonFinite)}`);
+    }
+    const labels = options.labels ?? true;
+    const makeSlot = (f: ResolvedFeature): Slot => {
       const boundaries = Float32Array.from(f.boundaries); // tzrec: repeated float
       return {
         name: f.name,
         column: f.column,
-        kind: KINDS[f.kind],
+        kind: f.encoded && f.kind !== "dense" ? NUM_BUCKETS : KINDS[f.kind],
+        encoded: f.encoded,
         rows: f.rows,
         width: f.width,
         separator: f.separator,
         separatorCode: f.separator.length === 1 ? f.separator.charCodeAt(0) : -1,
         boundaries,
         vocab: f.vocab,
+        weighted: f.weighted,
+        encodedDefault: f.encodedDefault,
         clamp: outOfRange === "clamp",
         clamped: 0,
+        zeroNonFinite: nonFinite === "zero",
+        nonFinite: 0,
         missingBucket: bucketOf(boundaries, RAW_DEFAULT),
         scratch: new Int32Array(1024),
+        weightScratch: f.weighted ? new Float32Array(1024) : EMPTY_F32,
         count: 0,
         offsets: EMPTY_I32,
         values: EMPTY_F32,
       };
-    });
-    const required: RequiredColumn[] = config.features.map((f) => ({
+    };
+    this.slots = config.features.map(makeSlot);
+    const keyFeatures = labels ? config.groupingFeatures : [];
+    this.keySlots = keyFeatures.map(makeSlot);
+    const required: RequiredColumn[] = [...config.features, ...keyFeatures].map((f) => ({
       column: f.column,
       neededBy: `feature ${f.name}`,
     }));
-    const columns: string[] = [];
-    const need = (column: string | null, neededBy: string) => {
-      if (column === null || columns.includes(column)) return;
-      columns.push(column);
-      required.push({ column, neededBy });
-    };
-    if (options.labels ?? true) {
+    this.groupKeys = [];
+    if (labels) {
       for (const tower of config.towers) {
-        need(tower.label, `tower ${tower.name} label`);
+        for (const metric of tower.metrics) {
+          if (metric.kind !== "grouped_auc") continue;
+          if (this.groupKeys.some((k) => k.name === metric.groupingKey)) continue;
+          const inGroup = config.features.findIndex((f) => f.name === metric.groupingKey);
+          this.groupKeys.push({
+            name: metric.groupingKey,
+            slot: inGroup >= 0
+              ? inGroup
+              : -1 - keyFeatures.findIndex((f) => f.name === metric.groupingKey),
+          });
+        }
+      }
+    }
+    const rules: LabelRule[] = [];
+    const need = (column: string | null, neededBy: string): LabelRule | null => {
+      if (column === null) return null;
+      let rule = rules.find((r) => r.column === column);
+      if (rule === undefined) {
+        rule = {
+          column,
+          binary: null,
+          zeroOne: null,
+          classes: Infinity,
+          classesNeededBy: null,
+          weight: null,
+        };
+        rules.push(rule);
+        required.push({ column, neededBy });
+      }
+      return rule;
+    };
+    if (labels) {
+      for (const tower of config.towers) {
+        const label = need(tower.label, `tower ${tower.name} label`)!;
+        for (const loss of tower.losses) {
+          if (loss.kind === "binary_cross_entropy") label.binary ??= loss.name;
+          if (loss.kind === "softmax_cross_entropy" && tower.numClass < label.classes) {
+            label.classes = tower.numClass;
+            label.classesNeededBy = loss.name;
+          }
+        }
+        // Binary metrics (torchmetrics binary AUROC / accuracy) take labels 0 or 1.
+        for (const metric of tower.metrics) {
+          const binary = metric.kind === "auc" || metric.kind === "exact_auc" ||
+            metric.kind === "grouped_auc" || (metric.kind === "accuracy" && metric.numClass === 1);
+          if (binary && tower.numClass === 1) label.zeroOne ??= metric.name;
+        }
         need(tower.taskSpaceIndicatorLabel, `tower ${tower.name} task_space_indicator_label`);
-        need(tower.sampleWeightName, `tower ${tower.name} sample_weight_name`);
+        const weight = need(tower.sampleWeightName, `tower ${tower.name} sample_weight_name`);
+        if (weight !== null) weight.weight ??= `sample_weight_name of tower ${tower.name}`;
       }
       for (const column of config.data.labelFields) need(column, "data_config.label_fields");
       for (const column of config.data.sampleWeightFields) {
-        need(column, "data_config.sample_weight_fields");
+        need(column, "data_config.sample_weight_fields")!.weight ??=
+          "data_config.sample_weight_fields";
       }
     }
-    this.columns = columns;
+    this.rules = rules;
+    this.columns = rules.map((r) => r.column);
     this.requiredColumns = required;
   }
 
   /**
-   * Number of clamped ids per `num_buckets` feature since construction
-   * (always 0 with `outOfRange: "error"`).
+   * Number of clamped ids per sparse feature since construction (always 0
+   * with `outOfRange: "error"`).
    */
   get clampCounts(): Record<string, number> {
     const counts: Record<string, number> = {};
     for (const slot of this.slots) if (slot.kind === NUM_BUCKETS) counts[slot.name] = slot.clamped;
+    return counts;
+  }
+
+  /**
+   * Number of non-finite raw values replaced by 0 per feature since
+   * construction (always 0 with `nonFinite: "error"`).
+   */
+  get nonFiniteCounts(): Record<string, number> {
+    const counts: Record<string, number> = {};
+    for (const slot of this.slots) if (slot.nonFinite > 0) counts[slot.name] = slot.nonFinite;
     return counts;
   }
 
@@ -734,7 +1006,7 @@ export class FeatureEncoder {
    * import { resolveConfig } from "../config/config.ts";
    * import { FeatureEncoder } from "./features.ts";
    * const config = resolveConfig({
-   *   featureConfigs: [{ idFeature: { featureName: "brand", expression: "item:brand", numBuckets: 10, embeddingDim: 4 } }],
+   *   featureConfigs: [{ idFeature: { featureName: "brand", numBuckets: 10, embeddingDim: 4 } }],
    *   modelConfig: {
    *     featureGroups: [{ groupName: "all", featureNames: ["brand"] }],
    *     mmoe: {
@@ -769,14 +1041,16 @@ export class FeatureEncoder {
    * Encodes `records` (one batch) into the model's input. Throws a
    * {@link FeatureError} naming the record's location, the column and the
    * value for an id that is not an integer or out of range, a raw value that
-   * is not a number, or a missing label.
+   * is not a finite number, or a label that is missing or does not fit its
+   * tower's loss.
    *
-   * @example Multi-value ids from a string, an array and a missing value
+   * @example Multi-value raw ids (FG_DAG) from a string, an array and a missing value
    * ```ts
    * import assert from "node:assert/strict";
    * import { resolveConfig } from "../config/config.ts";
    * import { FeatureEncoder } from "./features.ts";
    * const config = resolveConfig({
+   *   dataConfig: { fgMode: "FG_DAG" },
    *   featureConfigs: [{ idFeature: { featureName: "cate", expression: "item:cate", vocabList: ["a", "b"], embeddingDim: 4 } }],
    *   modelConfig: {
    *     featureGroups: [{ groupName: "all", featureNames: ["cate"] }],
@@ -798,51 +1072,45 @@ export class FeatureEncoder {
    */
   encode(records: readonly LocatedRecord[]): EncodedBatch {
     const B = records.length;
-    const slots = this.slots, S = slots.length;
-    for (const slot of slots) {
-      slot.count = 0;
-      if (slot.kind === DENSE) slot.values = new Float32Array(B * slot.width);
-      else slot.offsets = new Int32Array(B + 1);
-    }
-    const names = this.columns, C = names.length;
-    const labels = names.map(() => new Float32Array(B));
+    const slots = this.slots, S = slots.length, keySlots = this.keySlots;
+    for (const slot of slots) beginSlot(slot, B);
+    for (const slot of keySlots) beginSlot(slot, B);
+    const rules = this.rules, C = rules.length;
+    const labels = rules.map(() => new Float32Array(B));
     // Row-major: each record's fields are read while it is in cache.
     for (let b = 0; b < B; b++) {
       const row = records[b], record = row.record;
       for (let s = 0; s < S; s++) {
-        const slot = slots[s];
-        const value = record[slot.column];
-        if (slot.kind === DENSE) {
-          fillDense(slot, value, slot.values, b * slot.width, row.location);
-          continue;
-        }
-        let n = slot.count;
-        if (
-          slot.kind === BOUNDARIES &&
-          (value === undefined || value === null || value === "" ||
-            (typeof value === "object" && value.length === 0))
-        ) {
-          if (n === slot.scratch.length) grow(slot);
-          slot.scratch[n++] = slot.missingBucket;
-        } else {
-          n = appendValue(slot, value, n, row.location);
-        }
-        slot.count = n;
-        slot.offsets[b + 1] = n;
+        encodeSlot(slots[s], record[slots[s].column], b, row.location);
       }
+      for (const slot of keySlots) encodeSlot(slot, record[slot.column], b, row.location);
       for (let c = 0; c < C; c++) {
-        labels[c][b] = labelValue(record[names[c]], names[c], row.location);
+        labels[c][b] = labelValue(record[rules[c].column], rules[c], row.location);
       }
     }
-    const features: (SparseInput | DenseInput)[] = slots.map((slot) =>
-      slot.kind === DENSE
-        ? { values: slot.values }
-        : { ids: slot.scratch.slice(0, slot.count), offsets: slot.offsets }
-    );
-    for (const slot of slots) slot.values = EMPTY_F32, slot.offsets = EMPTY_I32;
+    const output = (slot: Slot): SparseInput | DenseInput => {
+      if (slot.kind === DENSE) return { values: slot.values };
+      const input: SparseInput = { ids: slot.scratch.slice(0, slot.count), offsets: slot.offsets };
+      if (slot.weighted) input.weights = slot.weightScratch.slice(0, slot.count);
+      return input;
+    };
+    const features = slots.map(output);
+    const keys = keySlots.map(output) as SparseInput[];
+    for (const slot of [...slots, ...keySlots]) slot.values = EMPTY_F32, slot.offsets = EMPTY_I32;
     const columns: Record<string, Float32Array> = {};
-    names.forEach((name, c) => columns[name] = labels[c]);
-    return { size: B, features, columns };
+    rules.forEach((rule, c) => columns[rule.column] = labels[c]);
+    const batch: EncodedBatch = { size: B, features, columns };
+    if (this.groupKeys.length > 0) {
+      // tzrec: base_sparse_feat[grouping_key].to_padded_dense(1)[:, 0], the first id or 0.
+      batch.groups = {};
+      for (const { name, slot } of this.groupKeys) {
+        const { ids, offsets } = slot >= 0 ? features[slot] as SparseInput : keys[-1 - slot];
+        const first = new Int32Array(B);
+        for (let b = 0; b < B; b++) first[b] = offsets[b + 1] > offsets[b] ? ids[offsets[b]] : 0;
+        batch.groups[name] = first;
+      }
+    }
+    return batch;
   }
 }
 

@@ -74,8 +74,9 @@ import {
 import type { SchemaElement } from "hyparquet";
 import { ByteWriter, parquetWriteRows } from "hyparquet-writer";
 import type { LocatedRecord, RawRecord, RawValue } from "../core/records.ts";
+import type { ResolvedConfig } from "../config/config.ts";
 
-export type { LocatedRecord, RawRecord, RawValue };
+export type { LocatedRecord, RawRecord, RawValue, ResolvedConfig };
 
 /** Default bytes per file read (1 MiB). */
 const CHUNK_BYTES = 1 << 20;
@@ -87,6 +88,21 @@ const CHUNK_BYTES = 1 << 20;
 const MAX_ROW_CHARS = 1 << 24;
 
 // ---------------------------------------------------------------- paths
+
+/**
+ * Throws when an input path is a MaxCompute (ODPS) table, which only tzrec's
+ * OdpsDataset reads: one line saying how to get the data here.
+ */
+function checkLocalPaths(paths: string | readonly string[]): void {
+  for (const path of typeof paths === "string" ? [paths] : paths) {
+    if (/^odps:\/\//i.test(path)) {
+      throw new TypeError(
+        `${path}: a MaxCompute (ODPS) table cannot be read here; export it to Parquet or CSV ` +
+          "and pass the files with --train_input_path / --eval_input_path",
+      );
+    }
+  }
+}
 
 const WILDCARD = /[*?]/;
 
@@ -191,6 +207,12 @@ export interface CsvReadOptions {
    * plus the longest row; small values are for tests.
    */
   chunkBytes?: number;
+  /**
+   * Column names of files without a header row (tzrec `with_header: false`
+   * with `input_fields`); by default the first row of each file is its
+   * header.
+   */
+  columns?: readonly string[];
 }
 
 /** The subset of papaparse's `Papa.Parser` used here (its result is untyped). */
@@ -207,8 +229,12 @@ interface CsvBatch {
   problems: Map<number, string>;
 }
 
-function csvOptions(options: CsvReadOptions): Required<Omit<CsvReadOptions, "onBadRow">> {
+function csvOptions(
+  options: CsvReadOptions,
+): Required<Omit<CsvReadOptions, "onBadRow" | "columns">> & { columns?: string[] } {
   const { delimiter = ",", skipBadRows = false, chunkBytes = CHUNK_BYTES } = options;
+  const columns = options.columns === undefined ? undefined : [...options.columns];
+  if (columns !== undefined) checkColumns("CSV columns", columns);
   if (typeof delimiter !== "string" || delimiter === "" || /["\r\n\ufeff]/.test(delimiter)) {
     throw new TypeError(
       `CSV delimiter ${
@@ -219,15 +245,47 @@ function csvOptions(options: CsvReadOptions): Required<Omit<CsvReadOptions, "onB
   if (!Number.isInteger(chunkBytes) || chunkBytes < 1) {
     throw new RangeError(`chunkBytes must be a positive integer, got ${chunkBytes}`);
   }
-  return { delimiter, skipBadRows, chunkBytes };
+  return { delimiter, skipBadRows, chunkBytes, columns };
 }
 
 const MALFORMED_QUOTES = "malformed quoted field (text after its closing quote)";
 
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+function countLineBreaks(text: string): number {
+  let count = 0;
+  for (let i = text.indexOf("\n"); i >= 0; i = text.indexOf("\n", i + 1)) count++;
+  return count;
+}
+
+/**
+ * UTF-8 text of whole lines; on a bad byte, a TypeError naming the file and
+ * the line holding it (`firstLine()` is the line `bytes` starts on).
+ */
+function decodeLines(bytes: Uint8Array, path: string, firstLine: () => number): string {
+  try {
+    return UTF8.decode(bytes);
+  } catch (error) {
+    let offset = 0, line = firstLine();
+    for (;;) {
+      const next = bytes.indexOf(10, offset);
+      try {
+        UTF8.decode(bytes.subarray(offset, next < 0 ? bytes.length : next));
+      } catch {
+        break;
+      }
+      if (next < 0) break;
+      offset = next + 1;
+      line++;
+    }
+    throw new TypeError(`${path}:${line}: not valid UTF-8`, { cause: error });
+  }
+}
+
 /**
  * Parses one CSV file into batches of rows, one batch per read chunk. The
  * line ending (`\n` or `\r\n`) is taken from the first line; a UTF-8 BOM is
- * dropped by the decoder. Each row's start line is counted from the line
+ * dropped. Each row's start line is counted from the line
  * breaks of the rows before it: one per row plus those inside quoted fields
  * (in LF files a chunk without quotes has none, which skips the count).
  *
@@ -245,21 +303,36 @@ async function* csvBatches(
 ): AsyncGenerator<CsvBatch> {
   const file = await openForReading(path);
   try {
-    const decoder = new TextDecoder("utf-8", { fatal: true });
     const bytes = new Uint8Array(chunkBytes);
     let config: { delimiter: string; newline: "\n" | "\r\n"; quoteChar: '"' } | undefined;
     let parser: Papa.Parser | undefined;
     let pending = "";
     let line = 1;
+    /** Bytes of the last, unfinished line of the previous chunk (decoded with the next). */
+    let carry = new Uint8Array(0);
+    let first = true;
     for (;;) {
       const { bytesRead } = await file.read(bytes, 0, chunkBytes, null);
       const end = bytesRead === 0;
-      try {
-        pending += end ? decoder.decode() : decoder.decode(bytes.subarray(0, bytesRead), {
-          stream: true,
-        });
-      } catch (error) {
-        throw new TypeError(`${path}:${line}: not valid UTF-8`, { cause: error });
+      // Decode whole lines only, so that a bad byte is found on its own line.
+      let data = bytes.subarray(0, bytesRead);
+      if (carry.length > 0) {
+        const joined = new Uint8Array(carry.length + data.length);
+        joined.set(carry);
+        joined.set(data, carry.length);
+        data = joined;
+      }
+      const cut = end ? data.length : data.lastIndexOf(10) + 1;
+      let lines = data.subarray(0, cut);
+      const bom = lines.length >= 3 && lines[0] === 0xef && lines[1] === 0xbb && lines[2] === 0xbf;
+      if (first && bom) lines = lines.subarray(3);
+      if (cut > 0) first = false;
+      pending += decodeLines(lines, path, () => line + countLineBreaks(pending));
+      carry = data.slice(cut);
+      if (carry.length > 4 * MAX_ROW_CHARS) {
+        throw new TypeError(
+          `${path}:${line + countLineBreaks(pending)}: line longer than ${4 * MAX_ROW_CHARS} bytes`,
+        );
       }
       if (config === undefined) {
         const lf = pending.indexOf("\n");
@@ -375,7 +448,8 @@ function compareHeaders(path: string, header: string[], firstPath: string, first
 /**
  * Streams the records of one or more CSV files (globs expanded by
  * {@link expandPaths}, files in order). Every file needs a header row naming
- * the columns, and all files the same set of columns (in any order). Values
+ * the columns, and all files the same set of columns (in any order), unless
+ * `columns` names them for files without a header row. Values
  * are the field strings as written, with `""` for an empty field (missing);
  * quoted fields may hold the delimiter, line breaks and doubled quotes
  * (RFC 4180). LF and CRLF files are read alike, a UTF-8 BOM is dropped, and
@@ -417,13 +491,14 @@ export function readCsv(
   paths: string | readonly string[],
   options: CsvReadOptions = {},
 ): AsyncIterable<LocatedRecord> {
-  const { delimiter, skipBadRows, chunkBytes } = csvOptions(options);
+  checkLocalPaths(paths);
+  const { delimiter, skipBadRows, chunkBytes, columns } = csvOptions(options);
   const { onBadRow } = options;
   return {
     async *[Symbol.asyncIterator]() {
       let first: { path: string; header: string[] } | undefined;
       for (const path of await expandPaths(paths)) {
-        let header: string[] | undefined;
+        let header: string[] | undefined = columns;
         let skipped = 0;
         let firstSkipped = "";
         for await (const { rows, lines, problems } of csvBatches(path, delimiter, chunkBytes)) {
@@ -465,7 +540,8 @@ export function readCsv(
 /**
  * Reads only the header row of a CSV file (of the first file a glob or list
  * names), to check the columns before training. Throws, naming the file, if
- * the file is empty or the header is blank or repeats a column.
+ * the file is empty or the header is blank or repeats a column. With
+ * `columns` (files without a header row) it returns those.
  *
  * @example
  * ```ts
@@ -484,10 +560,12 @@ export function readCsv(
  */
 export async function csvHeader(
   paths: string | readonly string[],
-  options: Pick<CsvReadOptions, "delimiter" | "chunkBytes"> = {},
+  options: Pick<CsvReadOptions, "delimiter" | "chunkBytes" | "columns"> = {},
 ): Promise<string[]> {
-  const { delimiter, chunkBytes } = csvOptions(options);
+  checkLocalPaths(paths);
+  const { delimiter, chunkBytes, columns } = csvOptions(options);
   const [path] = await expandPaths(paths);
+  if (columns !== undefined) return columns;
   for await (const { rows, problems } of csvBatches(path, delimiter, chunkBytes)) {
     if (rows.length > 0) return checkHeader(path, rows[0], problems.get(0));
   }
@@ -536,6 +614,8 @@ export interface CsvWriteOptions {
   delimiter?: string;
   /** Joins the items of a multi-value (array) field; default tzrec's `"\x1d"`. */
   listSeparator?: string;
+  /** Write the header row (default true); false for tzrec's `with_header: false` files. */
+  header?: boolean;
 }
 
 /**
@@ -577,7 +657,7 @@ export async function writeCsv(
   rows: AsyncIterable<RawRecord> | Iterable<RawRecord>,
   options: CsvWriteOptions = {},
 ): Promise<number> {
-  const { delimiter = ",", listSeparator = "\x1d" } = options;
+  const { delimiter = ",", listSeparator = "\x1d", header: withHeader = true } = options;
   csvOptions({ delimiter });
   checkColumns(path, header);
   const needsQuotes = new RegExp(`["\\r\\n]|${delimiter.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`);
@@ -592,7 +672,7 @@ export async function writeCsv(
   const encoder = new TextEncoder();
   let count = 0;
   await writeAtomically(path, "CSV", async (file) => {
-    let text = header.map(field).join(delimiter) + "\n";
+    let text = withHeader ? header.map(field).join(delimiter) + "\n" : "";
     for await (const row of rows) {
       for (let c = 0; c < header.length; c++) {
         if (c > 0) text += delimiter;
@@ -728,6 +808,7 @@ export function readParquet(
   paths: string | readonly string[],
   options: ParquetReadOptions = {},
 ): AsyncIterable<LocatedRecord> {
+  checkLocalPaths(paths);
   const columns = options.columns === undefined ? undefined : [...options.columns];
   return {
     async *[Symbol.asyncIterator]() {
@@ -1045,7 +1126,11 @@ function isParquet(path: string): boolean {
 
 /**
  * Reads CSV or Parquet input, chosen by the first path's extension
- * (`.parquet`/`.pq` is Parquet, anything else CSV with the given options).
+ * (`.parquet`/`.pq` is Parquet, anything else CSV with the given options,
+ * e.g. {@link csvReadOptions} of a config). An `odps://` path (a MaxCompute
+ * table, tzrec's OdpsDataset) throws at once, saying to export the table to
+ * Parquet or CSV and pass the files with `--train_input_path` /
+ * `--eval_input_path`.
  *
  * @example
  * ```ts
@@ -1069,8 +1154,38 @@ export function readRecords(
   paths: string | readonly string[],
   options: CsvReadOptions = {},
 ): AsyncIterable<LocatedRecord> {
+  checkLocalPaths(paths);
   const first = typeof paths === "string" ? paths : paths[0] ?? "";
   return isParquet(first) ? readParquet(paths) : readCsv(paths, options);
+}
+
+/**
+ * The CSV read options a resolved config implies: `data_config.delimiter`,
+ * and the `input_fields` names as the columns of files without a header row
+ * when `with_header` is false (tzrec's CsvDataset).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { resolveConfig } from "../config/config.ts";
+ * import { csvReadOptions } from "./readers.ts";
+ * const config = resolveConfig({
+ *   dataConfig: { delimiter: "\t", inputFields: [{ inputName: "clk" }, { inputName: "user_id" }] },
+ *   featureConfigs: [{ idFeature: { featureName: "user_id", numBuckets: 10, embeddingDim: 4 } }],
+ *   modelConfig: {
+ *     featureGroups: [{ groupName: "all", featureNames: ["user_id"] }],
+ *     mmoe: {
+ *       expertMlp: { hiddenUnits: [4] },
+ *       taskTowers: [{ towerName: "ctr", labelName: "clk", losses: [{ binaryCrossEntropy: {} }] }],
+ *     },
+ *   },
+ * });
+ * assert.deepEqual(csvReadOptions(config), { delimiter: "\t", columns: ["clk", "user_id"] });
+ * ```
+ */
+export function csvReadOptions(config: Pick<ResolvedConfig, "data">): CsvReadOptions {
+  const { delimiter, csvColumns } = config.data;
+  return csvColumns === null ? { delimiter } : { delimiter, columns: csvColumns };
 }
 
 /**
@@ -1093,8 +1208,9 @@ export function readRecords(
  */
 export async function inputColumns(
   paths: string | readonly string[],
-  options: Pick<CsvReadOptions, "delimiter"> = {},
+  options: Pick<CsvReadOptions, "delimiter" | "columns"> = {},
 ): Promise<string[]> {
+  checkLocalPaths(paths);
   const first = typeof paths === "string" ? paths : paths[0] ?? "";
   if (!isParquet(first)) return await csvHeader(paths, options);
   for await (const { record } of readParquet(paths)) return Object.keys(record);

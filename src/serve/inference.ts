@@ -31,6 +31,7 @@
  * import assert from "node:assert/strict";
  * import { loadPredictor, MMoEModel, modelCheckpoint, parsePipelineConfig, resolveConfig } from "../../mod.ts";
  * const text = `
+ *   data_config { fg_mode: FG_DAG }
  *   feature_configs { id_feature { feature_name: "user_id" expression: "user:user_id" num_buckets: 100 embedding_dim: 4 } }
  *   feature_configs { raw_feature { feature_name: "price" expression: "item:price" } }
  *   model_config {
@@ -233,6 +234,7 @@ function outputWidths(config: ResolvedConfig): Map<string, number> {
  * import assert from "node:assert/strict";
  * import { MMoEModel, modelCheckpoint, parsePipelineConfig, PredictError, Predictor, resolveConfig } from "../../mod.ts";
  * const config = parsePipelineConfig(`
+ *   data_config { fg_mode: FG_DAG }
  *   feature_configs { id_feature { feature_name: "item" expression: "item:item" hash_bucket_size: 50 embedding_dim: 4 } }
  *   model_config {
  *     feature_groups { group_name: "all" feature_names: "item" group_type: DEEP }

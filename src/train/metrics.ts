@@ -8,8 +8,9 @@
  *   `roc_auc_score`); this library's addition. O(rows) memory.
  * - {@link GroupedAuc}: tzrec `grouped_auc`: mean of exact per-group AUCs over
  *   groups that hold both labels. O(rows) memory.
- * - {@link MeanAbsoluteError}, {@link MeanSquaredError}, {@link Accuracy}:
- *   torchmetrics' metrics of the same names. O(1) memory.
+ * - {@link MeanAbsoluteError}, {@link MeanSquaredError}, {@link Accuracy},
+ *   {@link MulticlassAccuracy}: torchmetrics' metrics of the same names.
+ *   O(1) memory.
  * - {@link WeightedMean}: the eval loss, a batch-size-weighted mean of
  *   per-batch losses (torchmetrics `MeanMetric` as tzrec feeds it).
  *
@@ -734,6 +735,95 @@ export class Accuracy implements Metric {
 }
 
 /**
+ * Multiclass accuracy, tzrec `accuracy {}` on a tower with num_class > 1:
+ * torchmetrics `Accuracy(task="multiclass", num_classes=C, top_k=1)`, whose
+ * average is "micro" (the `Accuracy` wrapper's default): the fraction of rows
+ * whose most probable class is the label; on ties the lowest class wins, as
+ * `torch.argmax`. `probs` are rows x C, row-major (`probs_<t>`); labels are
+ * class ids in [0, C). The decision threshold plays no part (torchmetrics
+ * ignores it for multiclass). NaN before any row.
+ *
+ * @example torchmetrics' MulticlassAccuracy docstring data: 3 of 4 rows right (micro)
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { MulticlassAccuracy } from "./metrics.ts";
+ * const acc = new MulticlassAccuracy(3, "accuracy_grade");
+ * acc.update(
+ *   new Float32Array([0.16, 0.26, 0.58, 0.22, 0.61, 0.17, 0.71, 0.09, 0.2, 0.05, 0.82, 0.13]),
+ *   new Float32Array([2, 1, 0, 0]),
+ * );
+ * assert.equal(acc.compute(), 0.75);
+ * ```
+ */
+export class MulticlassAccuracy implements Metric {
+  /** Reported name. */
+  readonly name: string;
+  /** Classes C. */
+  readonly numClasses: number;
+  #correct = 0;
+  #rows = 0;
+
+  /**
+   * An empty accumulator.
+   *
+   * @param numClasses Classes C (at least 2).
+   * @param name Reported name.
+   */
+  constructor(numClasses: number, name = "accuracy") {
+    if (!Number.isInteger(numClasses) || numClasses < 2) {
+      throw new RangeError(`${name}: numClasses must be an integer >= 2, got ${numClasses}`);
+    }
+    this.name = name;
+    this.numClasses = numClasses;
+  }
+
+  /** Adds a batch: rows x C finite probabilities and one class id per row. */
+  update(probs: Float32Array, labels: Float32Array): void {
+    if (!(probs instanceof Float32Array)) {
+      throw new TypeError(`${this.name}: preds must be a Float32Array`);
+    }
+    if (!(labels instanceof Float32Array)) {
+      throw new TypeError(`${this.name}: labels must be a Float32Array`);
+    }
+    const C = this.numClasses, rows = labels.length;
+    if (probs.length !== rows * C) {
+      throw new RangeError(
+        `${this.name}: preds has ${probs.length} values, expected ${rows} rows x ${C} classes`,
+      );
+    }
+    let correct = 0;
+    for (let i = 0; i < rows; i++) {
+      const y = labels[i];
+      if (!(Number.isInteger(y) && y >= 0 && y < C)) {
+        throw new RangeError(
+          `${this.name}: label at row ${i} is ${y}, expected a class id in [0, ${C})`,
+        );
+      }
+      let best = 0, max = probs[i * C];
+      for (let c = 0; c < C; c++) {
+        const p = probs[i * C + c];
+        if (!Number.isFinite(p)) throw notFinite(this.name, "probability", i, p);
+        if (p > max) max = p, best = c;
+      }
+      if (best === y) correct++;
+    }
+    this.#correct += correct;
+    this.#rows += rows;
+  }
+
+  /** Fraction of rows whose top class is the label; NaN before any row. */
+  compute(): number {
+    return this.#correct / this.#rows;
+  }
+
+  /** Forgets every row. */
+  reset(): void {
+    this.#correct = 0;
+    this.#rows = 0;
+  }
+}
+
+/**
  * Weighted mean of scalars: how tzrec reports each loss in eval
  * (`torchmetrics.MeanMetric().update(loss, batch_size)`): sum(value *
  * weight) / sum(weight), so with batch sizes as weights every row counts the
@@ -796,13 +886,14 @@ export class WeightedMean {
  * {@link ExactAuc}, `grouped_auc` {@link GroupedAuc} (its `groupingKey` names
  * the column to pass as `groups`), `mean_absolute_error`
  * {@link MeanAbsoluteError}, `mean_squared_error` {@link MeanSquaredError},
- * `accuracy` {@link Accuracy}.
+ * `accuracy` {@link Accuracy} (num_class 1 and 2) or {@link MulticlassAccuracy}
+ * (num_class > 2).
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
  * import { Accuracy, createMetric } from "./metrics.ts";
- * const metric = createMetric({ kind: "accuracy", name: "accuracy_ctr", threshold: 0.3 });
+ * const metric = createMetric({ kind: "accuracy", name: "accuracy_ctr", threshold: 0.3, numClass: 1 });
  * assert.ok(metric instanceof Accuracy && metric.threshold === 0.3);
  * metric.update(new Float32Array([0.4, 0.2]), new Float32Array([1, 0]));
  * assert.equal(metric.compute(), 1);
@@ -821,7 +912,11 @@ export function createMetric(spec: ResolvedMetric): Metric {
     case "mean_squared_error":
       return new MeanSquaredError(spec.name);
     case "accuracy":
-      return new Accuracy(spec.threshold, spec.name);
+      // num_class 2: the trainer passes probs1, and argmax over 2 classes is
+      // probs1 > 0.5 (a tie goes to class 0 either way).
+      return spec.numClass > 2
+        ? new MulticlassAccuracy(spec.numClass, spec.name)
+        : new Accuracy(spec.numClass === 2 ? 0.5 : spec.threshold, spec.name);
     default: {
       const unknown: never = spec;
       throw new TypeError(

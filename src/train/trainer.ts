@@ -43,8 +43,8 @@
  * ```
  * @module
  */
-import { createMetric, type Metric, WeightedMean } from "./metrics.ts";
-import type { EncodedBatch, SparseInput } from "../core/batch.ts";
+import { createMetric, WeightedMean } from "./metrics.ts";
+import type { EncodedBatch } from "../core/batch.ts";
 import { firstNonFiniteTensor, type TrainingPosition } from "../io/checkpoint.ts";
 import type { MMoEModel, StepLosses } from "../model/mmoe.ts";
 
@@ -337,14 +337,6 @@ export async function train(
   return { steps, samples, seconds: (performance.now() - started) / 1000, logs, position };
 }
 
-/** Per-row group keys of a grouping feature: its first id per row, 0 when empty (tzrec). */
-function groupKeys(batch: EncodedBatch, feature: number): Int32Array {
-  const { ids, offsets } = batch.features[feature] as SparseInput;
-  const keys = new Int32Array(batch.size);
-  for (let b = 0; b < batch.size; b++) keys[b] = offsets[b + 1] > offsets[b] ? ids[offsets[b]] : 0;
-  return keys;
-}
-
 /** Options of {@link evaluate}. */
 export interface EvaluateOptions {
   /** Receives each batch's outputs (e.g. for a ROC plot or predictions file). */
@@ -386,18 +378,10 @@ export async function evaluate(
   const config = model.config;
   const towers = config.towers.map((tower) => ({
     tower,
-    metrics: tower.metrics.map((spec) => {
-      const metric: Metric = createMetric(spec);
-      const groupFeature = spec.kind === "grouped_auc"
-        ? config.features.findIndex((f) => f.name === spec.groupingKey)
-        : -1;
-      if (spec.kind === "grouped_auc" && groupFeature < 0) {
-        throw new RangeError(
-          `${spec.name}: grouping_key ${spec.groupingKey} is not a feature of the model`,
-        );
-      }
-      return { metric, groupFeature };
-    }),
+    metrics: tower.metrics.map((spec) => ({
+      metric: createMetric(spec),
+      groupingKey: spec.kind === "grouped_auc" ? spec.groupingKey : null,
+    })),
     loss: new WeightedMean(tower.losses[0].name),
   }));
   for await (const batch of batches) {
@@ -411,11 +395,12 @@ export async function evaluate(
         ? outputs[`probs1_${tower.name}`]
         : outputs[`probs_${tower.name}`];
       const labels = batch.columns[tower.label].subarray(0, batch.size);
-      for (const { metric, groupFeature } of metrics) {
+      for (const { metric, groupingKey } of metrics) {
+        // grouped_auc keys: the FeatureEncoder's batch.groups (first id of the feature per row).
         metric.update(
           preds,
           labels,
-          groupFeature >= 0 ? groupKeys(batch, groupFeature) : undefined,
+          groupingKey === null ? undefined : batch.groups?.[groupingKey],
         );
       }
     }

@@ -4,13 +4,15 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { HardNegativeSampler, HardNegativeSamplerV2, NegativeSampler, NegativeSamplerV2, TDMSampler } from "./sampler_pb.ts";
+import { file_tzrec_protos_sampler } from "./sampler_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file tzrec/protos/data.proto.
  */
 export const file_tzrec_protos_data: GenFile = /*@__PURE__*/
-  fileDesc("Chd0enJlYy9wcm90b3MvZGF0YS5wcm90bxIMdHpyZWMucHJvdG9zIkgKBUZpZWxkEhIKCmlucHV0X25hbWUYASACKAkSKwoKaW5wdXRfdHlwZRgCIAEoDjIXLnR6cmVjLnByb3Rvcy5GaWVsZFR5cGUigwcKCkRhdGFDb25maWcSGAoKYmF0Y2hfc2l6ZRgBIAEoDToEMTAyNBI8CgxkYXRhc2V0X3R5cGUYAiACKA4yGS50enJlYy5wcm90b3MuRGF0YXNldFR5cGU6C09kcHNEYXRhc2V0EhgKCmZnX2VuY29kZWQYAyABKAg6BHRydWUSIgoXZmdfZW5jb2RlZF9tdWx0aXZhbF9zZXAYBCABKAk6AQMSFAoMbGFiZWxfZmllbGRzGAUgAygJEhYKC251bV93b3JrZXJzGAYgASgNOgE4EhgKCnBpbl9tZW1vcnkYByABKAg6BHRydWUSKQoMaW5wdXRfZmllbGRzGAggAygLMhMudHpyZWMucHJvdG9zLkZpZWxkEhQKCWRlbGltaXRlchgJIAEoCToBLBIaCgt3aXRoX2hlYWRlchgKIAEoCDoFZmFsc2USFwoPZXZhbF9iYXRjaF9zaXplGAsgASgNEh0KDmRyb3BfcmVtYWluZGVyGAwgASgIOgVmYWxzZRIVCgpmZ190aHJlYWRzGA0gASgNOgExEiMKFGlzX29yZGVyYnlfcGFydGl0aW9uGA4gASgIOgVmYWxzZRIrChRvZHBzX2RhdGFfcXVvdGFfbmFtZRgPIAEoCToNcGF5LWFzLXlvdS1nbxIbChBzYW1wbGVfbWFza19wcm9iGBAgASgCOgEwEiQKGW5lZ2F0aXZlX3NhbXBsZV9tYXNrX3Byb2IYESABKAI6ATASJAoVZm9yY2VfYmFzZV9kYXRhX2dyb3VwGBIgASgIOgVmYWxzZRIcChRzYW1wbGVfd2VpZ2h0X2ZpZWxkcxgTIAMoCRIuCgdmZ19tb2RlGBQgASgOMhQudHpyZWMucHJvdG9zLkZnTW9kZToHRkdfTk9ORRIWCgdzaHVmZmxlGBYgASgIOgVmYWxzZRIfChNzaHVmZmxlX2J1ZmZlcl9zaXplGBcgASgNOgIzMhIoChVvZHBzX2RhdGFfY29tcHJlc3Npb24YGCABKAk6CUxaNF9GUkFNRRIZChFzYW1wbGVfY29zdF9maWVsZBgZIAEoCRIXCg9iYXRjaF9jb3N0X3NpemUYGiABKAQSGAoQaW5wdXRfZmllbGRzX3N0chgbIAEoCRIWCghpbl9vcmRlchgcIAEoCDoEdHJ1ZRIZCg5taW5fYmF0Y2hfc2l6ZRgdIAEoDToBMCpnCgtEYXRhc2V0VHlwZRIPCgtPZHBzRGF0YXNldBABEhIKDlBhcnF1ZXREYXRhc2V0EAISDgoKQ3N2RGF0YXNldBADEhEKDU9kcHNEYXRhc2V0VjEQBBIQCgxLYWZrYURhdGFzZXQQBSrWBAoJRmllbGRUeXBlEgkKBUlOVDMyEAASCQoFSU5UNjQQARIKCgZTVFJJTkcQAhIJCgVGTE9BVBADEgoKBkRPVUJMRRAEEg8KC0FSUkFZX0lOVDMyEAUSDwoLQVJSQVlfSU5UNjQQBhIQCgxBUlJBWV9TVFJJTkcQBxIPCgtBUlJBWV9GTE9BVBAIEhAKDEFSUkFZX0RPVUJMRRAJEhUKEUFSUkFZX0FSUkFZX0lOVDMyEAoSFQoRQVJSQVlfQVJSQVlfSU5UNjQQCxIWChJBUlJBWV9BUlJBWV9TVFJJTkcQDBIVChFBUlJBWV9BUlJBWV9GTE9BVBANEhYKEkFSUkFZX0FSUkFZX0RPVUJMRRAOEhQKEE1BUF9TVFJJTkdfSU5UMzIQDxIUChBNQVBfU1RSSU5HX0lOVDY0EBASFQoRTUFQX1NUUklOR19TVFJJTkcQERIUChBNQVBfU1RSSU5HX0ZMT0FUEBISFQoRTUFQX1NUUklOR19ET1VCTEUQExITCg9NQVBfSU5UNjRfSU5UMzIQFBITCg9NQVBfSU5UNjRfSU5UNjQQFRIUChBNQVBfSU5UNjRfU1RSSU5HEBYSEwoPTUFQX0lOVDY0X0ZMT0FUEBcSFAoQTUFQX0lOVDY0X0RPVUJMRRAYEhMKD01BUF9JTlQzMl9JTlQzMhAZEhMKD01BUF9JTlQzMl9JTlQ2NBAaEhQKEE1BUF9JTlQzMl9TVFJJTkcQGxITCg9NQVBfSU5UMzJfRkxPQVQQHBIUChBNQVBfSU5UMzJfRE9VQkxFEB0qQgoGRmdNb2RlEgsKB0ZHX05PTkUQARINCglGR19OT1JNQUwQAhIKCgZGR19EQUcQAxIQCgxGR19CVUNLRVRJWkUQBA");
+  fileDesc("Chd0enJlYy9wcm90b3MvZGF0YS5wcm90bxIMdHpyZWMucHJvdG9zIkgKBUZpZWxkEhIKCmlucHV0X25hbWUYASACKAkSKwoKaW5wdXRfdHlwZRgCIAEoDjIXLnR6cmVjLnByb3Rvcy5GaWVsZFR5cGUirAkKCkRhdGFDb25maWcSGAoKYmF0Y2hfc2l6ZRgBIAEoDToEMTAyNBI8CgxkYXRhc2V0X3R5cGUYAiACKA4yGS50enJlYy5wcm90b3MuRGF0YXNldFR5cGU6C09kcHNEYXRhc2V0EhgKCmZnX2VuY29kZWQYAyABKAg6BHRydWUSIgoXZmdfZW5jb2RlZF9tdWx0aXZhbF9zZXAYBCABKAk6AQMSFAoMbGFiZWxfZmllbGRzGAUgAygJEhYKC251bV93b3JrZXJzGAYgASgNOgE4EhgKCnBpbl9tZW1vcnkYByABKAg6BHRydWUSKQoMaW5wdXRfZmllbGRzGAggAygLMhMudHpyZWMucHJvdG9zLkZpZWxkEhQKCWRlbGltaXRlchgJIAEoCToBLBIaCgt3aXRoX2hlYWRlchgKIAEoCDoFZmFsc2USFwoPZXZhbF9iYXRjaF9zaXplGAsgASgNEh0KDmRyb3BfcmVtYWluZGVyGAwgASgIOgVmYWxzZRIVCgpmZ190aHJlYWRzGA0gASgNOgExEiMKFGlzX29yZGVyYnlfcGFydGl0aW9uGA4gASgIOgVmYWxzZRIrChRvZHBzX2RhdGFfcXVvdGFfbmFtZRgPIAEoCToNcGF5LWFzLXlvdS1nbxIbChBzYW1wbGVfbWFza19wcm9iGBAgASgCOgEwEiQKGW5lZ2F0aXZlX3NhbXBsZV9tYXNrX3Byb2IYESABKAI6ATASJAoVZm9yY2VfYmFzZV9kYXRhX2dyb3VwGBIgASgIOgVmYWxzZRIcChRzYW1wbGVfd2VpZ2h0X2ZpZWxkcxgTIAMoCRIuCgdmZ19tb2RlGBQgASgOMhQudHpyZWMucHJvdG9zLkZnTW9kZToHRkdfTk9ORRIWCgdzaHVmZmxlGBYgASgIOgVmYWxzZRIfChNzaHVmZmxlX2J1ZmZlcl9zaXplGBcgASgNOgIzMhIoChVvZHBzX2RhdGFfY29tcHJlc3Npb24YGCABKAk6CUxaNF9GUkFNRRIZChFzYW1wbGVfY29zdF9maWVsZBgZIAEoCRIXCg9iYXRjaF9jb3N0X3NpemUYGiABKAQSGAoQaW5wdXRfZmllbGRzX3N0chgbIAEoCRIWCghpbl9vcmRlchgcIAEoCDoEdHJ1ZRI5ChBuZWdhdGl2ZV9zYW1wbGVyGGUgASgLMh0udHpyZWMucHJvdG9zLk5lZ2F0aXZlU2FtcGxlckgAEj4KE25lZ2F0aXZlX3NhbXBsZXJfdjIYZiABKAsyHy50enJlYy5wcm90b3MuTmVnYXRpdmVTYW1wbGVyVjJIABJCChVoYXJkX25lZ2F0aXZlX3NhbXBsZXIYZyABKAsyIS50enJlYy5wcm90b3MuSGFyZE5lZ2F0aXZlU2FtcGxlckgAEkcKGGhhcmRfbmVnYXRpdmVfc2FtcGxlcl92MhhoIAEoCzIjLnR6cmVjLnByb3Rvcy5IYXJkTmVnYXRpdmVTYW1wbGVyVjJIABIvCgt0ZG1fc2FtcGxlchhpIAEoCzIYLnR6cmVjLnByb3Rvcy5URE1TYW1wbGVySABCCQoHc2FtcGxlcipnCgtEYXRhc2V0VHlwZRIPCgtPZHBzRGF0YXNldBABEhIKDlBhcnF1ZXREYXRhc2V0EAISDgoKQ3N2RGF0YXNldBADEhEKDU9kcHNEYXRhc2V0VjEQBBIQCgxLYWZrYURhdGFzZXQQBSrWBAoJRmllbGRUeXBlEgkKBUlOVDMyEAASCQoFSU5UNjQQARIKCgZTVFJJTkcQAhIJCgVGTE9BVBADEgoKBkRPVUJMRRAEEg8KC0FSUkFZX0lOVDMyEAUSDwoLQVJSQVlfSU5UNjQQBhIQCgxBUlJBWV9TVFJJTkcQBxIPCgtBUlJBWV9GTE9BVBAIEhAKDEFSUkFZX0RPVUJMRRAJEhUKEUFSUkFZX0FSUkFZX0lOVDMyEAoSFQoRQVJSQVlfQVJSQVlfSU5UNjQQCxIWChJBUlJBWV9BUlJBWV9TVFJJTkcQDBIVChFBUlJBWV9BUlJBWV9GTE9BVBANEhYKEkFSUkFZX0FSUkFZX0RPVUJMRRAOEhQKEE1BUF9TVFJJTkdfSU5UMzIQDxIUChBNQVBfU1RSSU5HX0lOVDY0EBASFQoRTUFQX1NUUklOR19TVFJJTkcQERIUChBNQVBfU1RSSU5HX0ZMT0FUEBISFQoRTUFQX1NUUklOR19ET1VCTEUQExITCg9NQVBfSU5UNjRfSU5UMzIQFBITCg9NQVBfSU5UNjRfSU5UNjQQFRIUChBNQVBfSU5UNjRfU1RSSU5HEBYSEwoPTUFQX0lOVDY0X0ZMT0FUEBcSFAoQTUFQX0lOVDY0X0RPVUJMRRAYEhMKD01BUF9JTlQzMl9JTlQzMhAZEhMKD01BUF9JTlQzMl9JTlQ2NBAaEhQKEE1BUF9JTlQzMl9TVFJJTkcQGxITCg9NQVBfSU5UMzJfRkxPQVQQHBIUChBNQVBfSU5UMzJfRE9VQkxFEB0qQgoGRmdNb2RlEgsKB0ZHX05PTkUQARINCglGR19OT1JNQUwQAhIKCgZGR19EQUcQAxIQCgxGR19CVUNLRVRJWkUQBA", [file_tzrec_protos_sampler]);
 
 /**
  * @generated from message tzrec.protos.Field
@@ -22,6 +24,9 @@ export type Field = Message<"tzrec.protos.Field"> & {
   inputName: string;
 
   /**
+   * only need specify it when use CsvDataset and
+   * value dtype can not be inferred (all values in the column are null)
+   *
    * @generated from field: optional tzrec.protos.FieldType input_type = 2;
    */
   inputType: FieldType;
@@ -39,148 +44,238 @@ export const FieldSchema: GenMessage<Field> = /*@__PURE__*/
  */
 export type DataConfig = Message<"tzrec.protos.DataConfig"> & {
   /**
+   * mini batch size to use for training and evaluation.
+   *
    * @generated from field: optional uint32 batch_size = 1 [default = 1024];
    */
   batchSize: number;
 
   /**
+   * dataset type.
+   *
    * @generated from field: required tzrec.protos.DatasetType dataset_type = 2 [default = OdpsDataset];
    */
   datasetType: DatasetType;
 
   /**
+   * [deprecated] please use fg_mode.
+   * input data is feature generate encoded or not.
+   * if fg_encoded = true, you should do fg offline first,
+   *   and set fg_encoded_multival_sep for split multi-val feature
+   *
    * @generated from field: optional bool fg_encoded = 3 [default = true];
    */
   fgEncoded: boolean;
 
   /**
+   * separator for multi-val feature in fg encoded input data
+   *
    * @generated from field: optional string fg_encoded_multival_sep = 4 [default = ""];
    */
   fgEncodedMultivalSep: string;
 
   /**
+   * labels
+   *
    * @generated from field: repeated string label_fields = 5;
    */
   labelFields: string[];
 
   /**
+   * number of workers for parallel processing raw data
+   *
    * @generated from field: optional uint32 num_workers = 6 [default = 8];
    */
   numWorkers: number;
 
   /**
+   * pin memory for fast cudaMemCopy
+   *
    * @generated from field: optional bool pin_memory = 7 [default = true];
    */
   pinMemory: boolean;
 
   /**
+   * the input fields must be the same number and in the
+   * same order as data in csv files
+   *
    * @generated from field: repeated tzrec.protos.Field input_fields = 8;
    */
   inputFields: Field[];
 
   /**
+   * delimiter of column features, only used for CsvDataset
+   *
    * @generated from field: optional string delimiter = 9 [default = ","];
    */
   delimiter: string;
 
   /**
+   * for csv files, with header or not.
+   *
    * @generated from field: optional bool with_header = 10 [default = false];
    */
   withHeader: boolean;
 
   /**
+   * mini batch size to use for and evaluation.
+   *
    * @generated from field: optional uint32 eval_batch_size = 11;
    */
   evalBatchSize: number;
 
   /**
+   * drop last batch less than batch_size
+   *
    * @generated from field: optional bool drop_remainder = 12 [default = false];
    */
   dropRemainder: boolean;
 
   /**
+   * fg threads for each worker,
+   *   if fg_threads = 0, will disable fg dag handler, use python run.
+   *
    * @generated from field: optional uint32 fg_threads = 13 [default = 1];
    */
   fgThreads: number;
 
   /**
+   * when use OdpsDataset, read data orderby table partitions or not.
+   *
    * @generated from field: optional bool is_orderby_partition = 14 [default = false];
    */
   isOrderbyPartition: boolean;
 
   /**
+   * maxcompute storage api & tunnel quota name
+   *
    * @generated from field: optional string odps_data_quota_name = 15 [default = "pay-as-you-go"];
    */
   odpsDataQuotaName: string;
 
   /**
+   * mask probability for samples in training progress
+   *
    * @generated from field: optional float sample_mask_prob = 16 [default = 0];
    */
   sampleMaskProb: number;
 
   /**
+   * mask probability for sampled negatives in training progress
+   *
    * @generated from field: optional float negative_sample_mask_prob = 17 [default = 0];
    */
   negativeSampleMaskProb: number;
 
   /**
+   * force padding data into same data group with same batch_size
+   *
    * @generated from field: optional bool force_base_data_group = 18 [default = false];
    */
   forceBaseDataGroup: boolean;
 
   /**
+   * sample weights
+   *
    * @generated from field: repeated string sample_weight_fields = 19;
    */
   sampleWeightFields: string[];
 
   /**
-   * 21: enable_hstu (older tzrec; not in this subset)
+   * fg run mode.
    *
    * @generated from field: optional tzrec.protos.FgMode fg_mode = 20 [default = FG_NONE];
    */
   fgMode: FgMode;
 
   /**
+   * whether to shuffle data
+   *
    * @generated from field: optional bool shuffle = 22 [default = false];
    */
   shuffle: boolean;
 
   /**
+   * shufffle buffer for better performance, even shuffle buffer is set,
+   * it is suggested to do full data shuffle before training
+   * especially when the performance of models is not good.
+   *
    * @generated from field: optional uint32 shuffle_buffer_size = 23 [default = 32];
    */
   shuffleBufferSize: number;
 
   /**
+   * maxcompute storage api data compression type, LZ4_FRAME | ZSTD | UNCOMPRESSED
+   *
    * @generated from field: optional string odps_data_compression = 24 [default = "LZ4_FRAME"];
    */
   odpsDataCompression: string;
 
   /**
+   * sample cost field name
+   *
    * @generated from field: optional string sample_cost_field = 25;
    */
   sampleCostField: string;
 
   /**
+   * batch cost limit size
+   *
    * @generated from field: optional uint64 batch_cost_size = 26;
    */
   batchCostSize: bigint;
 
   /**
+   * simplified input fields string format: input_name1:input_type1;input_name2:input_type2;
+   * type names follow ODPS conventions with aliases: BIGINT->INT64, INT->INT32
+   *
    * @generated from field: optional string input_fields_str = 27;
    */
   inputFieldsStr: string;
 
   /**
+   * whether dataloader batches are returned in first-in, first-out order
+   *
    * @generated from field: optional bool in_order = 28 [default = true];
    */
   inOrder: boolean;
 
   /**
-   * 101-105: the negative sampler oneof (not in this subset)
+   * negative sampler
    *
-   * @generated from field: optional uint32 min_batch_size = 29 [default = 0];
+   * @generated from oneof tzrec.protos.DataConfig.sampler
    */
-  minBatchSize: number;
+  sampler: {
+    /**
+     * @generated from field: tzrec.protos.NegativeSampler negative_sampler = 101;
+     */
+    value: NegativeSampler;
+    case: "negativeSampler";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.NegativeSamplerV2 negative_sampler_v2 = 102;
+     */
+    value: NegativeSamplerV2;
+    case: "negativeSamplerV2";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.HardNegativeSampler hard_negative_sampler = 103;
+     */
+    value: HardNegativeSampler;
+    case: "hardNegativeSampler";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.HardNegativeSamplerV2 hard_negative_sampler_v2 = 104;
+     */
+    value: HardNegativeSamplerV2;
+    case: "hardNegativeSamplerV2";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.TDMSampler tdm_sampler = 105;
+     */
+    value: TDMSampler;
+    case: "tdmSampler";
+  } | { case: undefined; value?: undefined };
 };
 
 /**
@@ -392,21 +487,33 @@ export const FieldTypeSchema: GenEnum<FieldType> = /*@__PURE__*/
  */
 export enum FgMode {
   /**
+   * input data is feature generate encoded,
+   * we do not do fg
+   *
    * @generated from enum value: FG_NONE = 1;
    */
   FG_NONE = 1,
 
   /**
+   * input data is raw feature,
+   * we use python to run feature generate
+   *
    * @generated from enum value: FG_NORMAL = 2;
    */
   FG_NORMAL = 2,
 
   /**
+   * input data is raw feature,
+   * we use fg_handler to run feature generate
+   *
    * @generated from enum value: FG_DAG = 3;
    */
   FG_DAG = 3,
 
   /**
+   * input data is after feature generate but before do bucketize,
+   * we do bucketize only
+   *
    * @generated from enum value: FG_BUCKETIZE = 4;
    */
   FG_BUCKETIZE = 4,

@@ -10,24 +10,32 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tzrec/protos/eval.proto.
  */
 export const file_tzrec_protos_eval: GenFile = /*@__PURE__*/
-  fileDesc("Chd0enJlYy9wcm90b3MvZXZhbC5wcm90bxIMdHpyZWMucHJvdG9zIkEKCkV2YWxDb25maWcSEQoJbnVtX3N0ZXBzGAEgASgNEiAKFGxvZ19zdGVwX2NvdW50X3N0ZXBzGAIgASgNOgIxMA");
+  fileDesc("Chd0enJlYy9wcm90b3MvZXZhbC5wcm90bxIMdHpyZWMucHJvdG9zIlgKCkV2YWxDb25maWcSEQoJbnVtX3N0ZXBzGAEgASgNEiAKFGxvZ19zdGVwX2NvdW50X3N0ZXBzGAIgASgNOgIxMBIVCg11c2VfZGVuc2VfZW1hGAMgASgI");
 
 /**
  * @generated from message tzrec.protos.EvalConfig
  */
 export type EvalConfig = Message<"tzrec.protos.EvalConfig"> & {
   /**
+   * number of steps to evaluate.
+   *
    * @generated from field: optional uint32 num_steps = 1;
    */
   numSteps: number;
 
   /**
-   * 3: eval_online (bool) or evaluator_type (string), depending on the
-   * tzrec version (not in this subset)
+   * the frequency progress be logged during eval
    *
    * @generated from field: optional uint32 log_step_count_steps = 2 [default = 10];
    */
   logStepCountSteps: number;
+
+  /**
+   * Whether evaluation uses dense EMA parameters.
+   *
+   * @generated from field: optional bool use_dense_ema = 3;
+   */
+  useDenseEma: boolean;
 };
 
 /**

@@ -2,152 +2,596 @@
 // @generated from file tzrec/protos/feature.proto (package tzrec.protos, syntax proto2)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Message } from "@bufbuild/protobuf";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file tzrec/protos/feature.proto.
  */
 export const file_tzrec_protos_feature: GenFile = /*@__PURE__*/
-  fileDesc("Chp0enJlYy9wcm90b3MvZmVhdHVyZS5wcm90bxIMdHpyZWMucHJvdG9zIsMFCglJZEZlYXR1cmUSFAoMZmVhdHVyZV9uYW1lGAEgAigJEhIKCmV4cHJlc3Npb24YAiACKAkSFgoOZW1iZWRkaW5nX25hbWUYAyABKAkSFQoNZW1iZWRkaW5nX2RpbRgEIAIoDRIYChBoYXNoX2J1Y2tldF9zaXplGAUgASgEEhMKC251bV9idWNrZXRzGAYgASgEEhIKCnZvY2FiX2xpc3QYByADKAkSOgoKdm9jYWJfZGljdBgIIAMoCzImLnR6cmVjLnByb3Rvcy5JZEZlYXR1cmUuVm9jYWJEaWN0RW50cnkSEQoJdmFsdWVfZGltGAkgASgNEhQKB3Bvb2xpbmcYCiABKAk6A3N1bRIXCg1kZWZhdWx0X3ZhbHVlGAsgASgJOgASFAoJc2VwYXJhdG9yGAwgASgJOgEdEhcKCHdlaWdodGVkGA0gASgIOgVmYWxzZRIPCgdpbml0X2ZuGA4gASgJEhAKCHVzZV9tYXNrGA8gASgIEhIKCnZvY2FiX2ZpbGUYESABKAkSEQoJYXNzZXRfZGlyGBIgASgJEiAKGGZnX2VuY29kZWRfZGVmYXVsdF92YWx1ZRgeIAEoCRIfChdkZWZhdWx0X2J1Y2tldGl6ZV92YWx1ZRgfIAEoBBIVCg1mZ192YWx1ZV90eXBlGCAgASgJEhcKCXRyYWluYWJsZRghIAEoCDoEdHJ1ZRIYCglzdHViX3R5cGUYIiABKAg6BWZhbHNlEhcKCWRhdGFfdHlwZRgjIAEoCToERlAzMhIXCg9zZXF1ZW5jZV9sZW5ndGgYZSABKA0SGQoOc2VxdWVuY2VfZGVsaW0YZiABKAk6ATsSFwoPc2VxdWVuY2VfZmllbGRzGGcgAygJGjAKDlZvY2FiRGljdEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBDoCOAEixwMKClJhd0ZlYXR1cmUSFAoMZmVhdHVyZV9uYW1lGAEgAigJEhIKCmV4cHJlc3Npb24YAiACKAkSFgoOZW1iZWRkaW5nX25hbWUYAyABKAkSFQoNZW1iZWRkaW5nX2RpbRgEIAEoDRISCgpib3VuZGFyaWVzGAUgAygCEhQKCXZhbHVlX2RpbRgGIAEoDToBMRISCgpub3JtYWxpemVyGAcgASgJEhQKB3Bvb2xpbmcYCiABKAk6A3N1bRIYCg1kZWZhdWx0X3ZhbHVlGAsgASgJOgEwEhQKCXNlcGFyYXRvchgMIAEoCToBHRIPCgdpbml0X2ZuGA0gASgJEhAKCHVzZV9tYXNrGA4gASgIEiAKGGZnX2VuY29kZWRfZGVmYXVsdF92YWx1ZRgeIAEoCRIXCgl0cmFpbmFibGUYISABKAg6BHRydWUSGAoJc3R1Yl90eXBlGCIgASgIOgVmYWxzZRIXCglkYXRhX3R5cGUYIyABKAk6BEZQMzISFwoPc2VxdWVuY2VfbGVuZ3RoGGUgASgNEhkKDnNlcXVlbmNlX2RlbGltGGYgASgJOgE7EhcKD3NlcXVlbmNlX2ZpZWxkcxhnIAMoCSLsAQoNRmVhdHVyZUNvbmZpZxItCgppZF9mZWF0dXJlGAEgASgLMhcudHpyZWMucHJvdG9zLklkRmVhdHVyZUgAEi8KC3Jhd19mZWF0dXJlGAIgASgLMhgudHpyZWMucHJvdG9zLlJhd0ZlYXR1cmVIABI2ChNzZXF1ZW5jZV9pZF9mZWF0dXJlGGUgASgLMhcudHpyZWMucHJvdG9zLklkRmVhdHVyZUgAEjgKFHNlcXVlbmNlX3Jhd19mZWF0dXJlGGYgASgLMhgudHpyZWMucHJvdG9zLlJhd0ZlYXR1cmVIAEIJCgdmZWF0dXJl");
+  fileDesc("Chp0enJlYy9wcm90b3MvZmVhdHVyZS5wcm90bxIMdHpyZWMucHJvdG9zIkcKFFBhcmFtZXRlckNvbnN0cmFpbnRzEhYKDnNoYXJkaW5nX3R5cGVzGAEgAygJEhcKD2NvbXB1dGVfa2VybmVscxgCIAMoCSIUChJMRlVfRXZpY3Rpb25Qb2xpY3kiLwoSTFJVX0V2aWN0aW9uUG9saWN5EhkKDmRlY2F5X2V4cG9uZW50GAEgASgCOgExIjcKGkRpc3RhbmNlTEZVX0V2aWN0aW9uUG9saWN5EhkKDmRlY2F5X2V4cG9uZW50GAEgASgCOgExIpwCChFaZXJvQ29sbGlzaW9uSGFzaBIQCgh6Y2hfc2l6ZRgBIAIoBBIcChFldmljdGlvbl9pbnRlcnZhbBgCIAEoDToBNRIvCgNsZnUYZSABKAsyIC50enJlYy5wcm90b3MuTEZVX0V2aWN0aW9uUG9saWN5SAASLwoDbHJ1GGYgASgLMiAudHpyZWMucHJvdG9zLkxSVV9FdmljdGlvblBvbGljeUgAEkAKDGRpc3RhbmNlX2xmdRhnIAEoCzIoLnR6cmVjLnByb3Rvcy5EaXN0YW5jZUxGVV9FdmljdGlvblBvbGljeUgAEiAKGHRocmVzaG9sZF9maWx0ZXJpbmdfZnVuYxgDIAEoCUIRCg9ldmljdGlvbl9wb2xpY3kieAoQQXV0b0Rpc0VtYmVkZGluZxIUCgxudW1fY2hhbm5lbHMYAiACKA0SKAoLdGVtcGVyYXR1cmUYAyABKAI6EzAuMTAwMDAwMDAxNDkwMTE2MTISJAoJa2VlcF9wcm9iGAQgASgCOhEwLjgwMDAwMDAxMTkyMDkyOSIOCgxNTFBFbWJlZGRpbmciewoZRHluYW1pY0VtYkluaXRpYWxpemVyQXJncxIMCgRtb2RlGAEgASgJEg8KBG1lYW4YAiABKAI6ATASDwoHc3RkX2RldhgDIAEoAhINCgVsb3dlchgEIAEoAhINCgV1cHBlchgFIAEoAhIQCgV2YWx1ZRgGIAEoAjoBMCK9AQokRHluYW1pY0VtYkZyZXF1ZW5jeUFkbWlzc2lvblN0cmF0ZWd5EhEKCXRocmVzaG9sZBgBIAIoBBJBChBpbml0aWFsaXplcl9hcmdzGAIgASgLMicudHpyZWMucHJvdG9zLkR5bmFtaWNFbWJJbml0aWFsaXplckFyZ3MSGAoQY291bnRlcl9jYXBhY2l0eRgDIAEoBBIlChdjb3VudGVyX2J1Y2tldF9jYXBhY2l0eRgEIAEoBDoEMTAyNCKrAwoQRHluYW1pY0VtYmVkZGluZxJBChBpbml0aWFsaXplcl9hcmdzGAEgASgLMicudHpyZWMucHJvdG9zLkR5bmFtaWNFbWJJbml0aWFsaXplckFyZ3MSRgoVZXZhbF9pbml0aWFsaXplcl9hcmdzGAIgASgLMicudHpyZWMucHJvdG9zLkR5bmFtaWNFbWJJbml0aWFsaXplckFyZ3MSHAoOc2NvcmVfc3RyYXRlZ3kYBCABKAk6BFNURVASFAoMbWF4X2NhcGFjaXR5GAUgAigEEhkKEWNhY2hlX2xvYWRfZmFjdG9yGAYgASgCEh4KFmluaXRfY2FwYWNpdHlfcGVyX3JhbmsYByABKAQSEgoKaW5pdF90YWJsZRgIIAEoCRIXCg9idWNrZXRfY2FwYWNpdHkYCSABKAQSWgocZnJlcXVlbmN5X2FkbWlzc2lvbl9zdHJhdGVneRhkIAEoCzIyLnR6cmVjLnByb3Rvcy5EeW5hbWljRW1iRnJlcXVlbmN5QWRtaXNzaW9uU3RyYXRlZ3lIAEIUChJhZG1pc3Npb25fc3RyYXRlZ3ki6AYKCUlkRmVhdHVyZRIUCgxmZWF0dXJlX25hbWUYASACKAkSEgoKZXhwcmVzc2lvbhgCIAIoCRIWCg5lbWJlZGRpbmdfbmFtZRgDIAEoCRIVCg1lbWJlZGRpbmdfZGltGAQgAigNEhgKEGhhc2hfYnVja2V0X3NpemUYBSABKAQSEwoLbnVtX2J1Y2tldHMYBiABKAQSEgoKdm9jYWJfbGlzdBgHIAMoCRI6Cgp2b2NhYl9kaWN0GAggAygLMiYudHpyZWMucHJvdG9zLklkRmVhdHVyZS5Wb2NhYkRpY3RFbnRyeRIRCgl2YWx1ZV9kaW0YCSABKA0SFAoHcG9vbGluZxgKIAEoCToDc3VtEhcKDWRlZmF1bHRfdmFsdWUYCyABKAk6ABIUCglzZXBhcmF0b3IYDCABKAk6AR0SFwoId2VpZ2h0ZWQYDSABKAg6BWZhbHNlEg8KB2luaXRfZm4YDiABKAkSEAoIdXNlX21hc2sYDyABKAgSLAoDemNoGBAgASgLMh8udHpyZWMucHJvdG9zLlplcm9Db2xsaXNpb25IYXNoEhIKCnZvY2FiX2ZpbGUYESABKAkSEQoJYXNzZXRfZGlyGBIgASgJEjIKCmR5bmFtaWNlbWIYEyABKAsyHi50enJlYy5wcm90b3MuRHluYW1pY0VtYmVkZGluZxIgChhmZ19lbmNvZGVkX2RlZmF1bHRfdmFsdWUYHiABKAkSHwoXZGVmYXVsdF9idWNrZXRpemVfdmFsdWUYHyABKAQSFQoNZmdfdmFsdWVfdHlwZRggIAEoCRIXCgl0cmFpbmFibGUYISABKAg6BHRydWUSGAoJc3R1Yl90eXBlGCIgASgIOgVmYWxzZRIXCglkYXRhX3R5cGUYIyABKAk6BEZQMzISQQoVZW1iZWRkaW5nX2NvbnN0cmFpbnRzGDIgASgLMiIudHpyZWMucHJvdG9zLlBhcmFtZXRlckNvbnN0cmFpbnRzEhcKD3NlcXVlbmNlX2xlbmd0aBhlIAEoDRIZCg5zZXF1ZW5jZV9kZWxpbRhmIAEoCToBOxIXCg9zZXF1ZW5jZV9maWVsZHMYZyADKAkaMAoOVm9jYWJEaWN0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgEOgI4ASL1BAoKUmF3RmVhdHVyZRIUCgxmZWF0dXJlX25hbWUYASACKAkSEgoKZXhwcmVzc2lvbhgCIAIoCRIWCg5lbWJlZGRpbmdfbmFtZRgDIAEoCRIVCg1lbWJlZGRpbmdfZGltGAQgASgNEhIKCmJvdW5kYXJpZXMYBSADKAISFAoJdmFsdWVfZGltGAYgASgNOgExEhIKCm5vcm1hbGl6ZXIYByABKAkSFAoHcG9vbGluZxgKIAEoCToDc3VtEhgKDWRlZmF1bHRfdmFsdWUYCyABKAk6ATASFAoJc2VwYXJhdG9yGAwgASgJOgEdEg8KB2luaXRfZm4YDSABKAkSEAoIdXNlX21hc2sYDiABKAgSIAoYZmdfZW5jb2RlZF9kZWZhdWx0X3ZhbHVlGB4gASgJEhcKCXRyYWluYWJsZRghIAEoCDoEdHJ1ZRIYCglzdHViX3R5cGUYIiABKAg6BWZhbHNlEhcKCWRhdGFfdHlwZRgjIAEoCToERlAzMhIxCgdhdXRvZGlzGCggASgLMh4udHpyZWMucHJvdG9zLkF1dG9EaXNFbWJlZGRpbmdIABIpCgNtbHAYKSABKAsyGi50enJlYy5wcm90b3MuTUxQRW1iZWRkaW5nSAASQQoVZW1iZWRkaW5nX2NvbnN0cmFpbnRzGDIgASgLMiIudHpyZWMucHJvdG9zLlBhcmFtZXRlckNvbnN0cmFpbnRzEhcKD3NlcXVlbmNlX2xlbmd0aBhlIAEoDRIZCg5zZXF1ZW5jZV9kZWxpbRhmIAEoCToBOxIXCg9zZXF1ZW5jZV9maWVsZHMYZyADKAlCCwoJZGVuc2VfZW1iIqwGCgxDb21ib0ZlYXR1cmUSFAoMZmVhdHVyZV9uYW1lGAEgAigJEhIKCmV4cHJlc3Npb24YAiADKAkSFgoOZW1iZWRkaW5nX25hbWUYAyABKAkSFQoNZW1iZWRkaW5nX2RpbRgEIAEoDRIYChBoYXNoX2J1Y2tldF9zaXplGAUgASgEEhIKCnZvY2FiX2xpc3QYByADKAkSPQoKdm9jYWJfZGljdBgIIAMoCzIpLnR6cmVjLnByb3Rvcy5Db21ib0ZlYXR1cmUuVm9jYWJEaWN0RW50cnkSFAoJdmFsdWVfZGltGAkgASgNOgEwEhQKB3Bvb2xpbmcYCiABKAk6A3N1bRIXCg1kZWZhdWx0X3ZhbHVlGAsgASgJOgASFAoJc2VwYXJhdG9yGAwgASgJOgEdEg8KB2luaXRfZm4YDSABKAkSEAoIdXNlX21hc2sYDiABKAgSLAoDemNoGA8gASgLMh8udHpyZWMucHJvdG9zLlplcm9Db2xsaXNpb25IYXNoEhIKCnZvY2FiX2ZpbGUYECABKAkSEQoJYXNzZXRfZGlyGBEgASgJEjIKCmR5bmFtaWNlbWIYEiABKAsyHi50enJlYy5wcm90b3MuRHluYW1pY0VtYmVkZGluZxIgChhmZ19lbmNvZGVkX2RlZmF1bHRfdmFsdWUYHiABKAkSHwoXZGVmYXVsdF9idWNrZXRpemVfdmFsdWUYHyABKAQSFwoJdHJhaW5hYmxlGCEgASgIOgR0cnVlEhgKCXN0dWJfdHlwZRgiIAEoCDoFZmFsc2USFwoJZGF0YV90eXBlGCMgASgJOgRGUDMyEkEKFWVtYmVkZGluZ19jb25zdHJhaW50cxgyIAEoCzIiLnR6cmVjLnByb3Rvcy5QYXJhbWV0ZXJDb25zdHJhaW50cxIXCg9zZXF1ZW5jZV9sZW5ndGgYZSABKA0SGQoOc2VxdWVuY2VfZGVsaW0YZiABKAk6ATsSFwoPc2VxdWVuY2VfZmllbGRzGGcgAygJGjAKDlZvY2FiRGljdEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBDoCOAEi/gUKDkNvbWJpbmVGZWF0dXJlEhQKDGZlYXR1cmVfbmFtZRgBIAIoCRISCgpleHByZXNzaW9uGAIgAigJEhYKDmVtYmVkZGluZ19uYW1lGAMgASgJEhUKDWVtYmVkZGluZ19kaW0YBCABKA0SPQoJdmFsdWVfbWFwGAYgAygLMioudHpyZWMucHJvdG9zLkNvbWJpbmVGZWF0dXJlLlZhbHVlTWFwRW50cnkSEgoKYm91bmRhcmllcxgHIAMoAhITCgtudW1fYnVja2V0cxgIIAEoBBIUCgdwb29saW5nGAsgASgJOgNzdW0SFwoNZGVmYXVsdF92YWx1ZRgMIAEoCToAEhQKCXNlcGFyYXRvchgNIAEoCToBHRISCgpub3JtYWxpemVyGA4gASgJEg8KB2luaXRfZm4YDyABKAkSEAoIdXNlX21hc2sYECABKAgSFQoIY29tYmluZXIYFiABKAk6A3N1bRIgChhmZ19lbmNvZGVkX2RlZmF1bHRfdmFsdWUYHiABKAkSFwoJdHJhaW5hYmxlGCEgASgIOgR0cnVlEhgKCXN0dWJfdHlwZRgiIAEoCDoFZmFsc2USFwoJZGF0YV90eXBlGCMgASgJOgRGUDMyEjEKB2F1dG9kaXMYKCABKAsyHi50enJlYy5wcm90b3MuQXV0b0Rpc0VtYmVkZGluZ0gAEikKA21scBgpIAEoCzIaLnR6cmVjLnByb3Rvcy5NTFBFbWJlZGRpbmdIABJBChVlbWJlZGRpbmdfY29uc3RyYWludHMYMiABKAsyIi50enJlYy5wcm90b3MuUGFyYW1ldGVyQ29uc3RyYWludHMSFwoPc2VxdWVuY2VfbGVuZ3RoGGUgASgNEhkKDnNlcXVlbmNlX2RlbGltGGYgASgJOgE7EhcKD3NlcXVlbmNlX2ZpZWxkcxhnIAMoCRovCg1WYWx1ZU1hcEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAjoCOAFCCwoJZGVuc2VfZW1iItsICg1Mb29rdXBGZWF0dXJlEhQKDGZlYXR1cmVfbmFtZRgBIAIoCRILCgNtYXAYAiACKAkSCwoDa2V5GAMgAigJEhYKDmVtYmVkZGluZ19uYW1lGAQgASgJEhUKDWVtYmVkZGluZ19kaW0YBSABKA0SEgoKYm91bmRhcmllcxgGIAMoAhIYChBoYXNoX2J1Y2tldF9zaXplGAcgASgEEhMKC251bV9idWNrZXRzGAggASgEEhIKCnZvY2FiX2xpc3QYCSADKAkSPgoKdm9jYWJfZGljdBgKIAMoCzIqLnR6cmVjLnByb3Rvcy5Mb29rdXBGZWF0dXJlLlZvY2FiRGljdEVudHJ5EhQKB3Bvb2xpbmcYCyABKAk6A3N1bRIVCghjb21iaW5lchgMIAEoCToDc3VtEhgKDWRlZmF1bHRfdmFsdWUYDSABKAk6ATASFAoJc2VwYXJhdG9yGA4gASgJOgEdEhwKDW5lZWRfZGlzY3JldGUYDyABKAg6BWZhbHNlEhcKCG5lZWRfa2V5GBAgASgIOgVmYWxzZRISCgpub3JtYWxpemVyGBEgASgJEg8KB2luaXRfZm4YEiABKAkSEQoJdmFsdWVfZGltGBMgASgNEhoKD3ZhbHVlX3NlcGFyYXRvchgUIAEoCToBLBIQCgh1c2VfbWFzaxgVIAEoCBIsCgN6Y2gYFiABKAsyHy50enJlYy5wcm90b3MuWmVyb0NvbGxpc2lvbkhhc2gSEgoKdm9jYWJfZmlsZRgXIAEoCRIRCglhc3NldF9kaXIYGCABKAkSMgoKZHluYW1pY2VtYhgZIAEoCzIeLnR6cmVjLnByb3Rvcy5EeW5hbWljRW1iZWRkaW5nEiAKGGZnX2VuY29kZWRfZGVmYXVsdF92YWx1ZRgeIAEoCRIfChdkZWZhdWx0X2J1Y2tldGl6ZV92YWx1ZRgfIAEoBBIVCg1mZ192YWx1ZV90eXBlGCAgASgJEhcKCXRyYWluYWJsZRghIAEoCDoEdHJ1ZRIYCglzdHViX3R5cGUYIiABKAg6BWZhbHNlEhcKCWRhdGFfdHlwZRgjIAEoCToERlAzMhIxCgdhdXRvZGlzGCggASgLMh4udHpyZWMucHJvdG9zLkF1dG9EaXNFbWJlZGRpbmdIABIpCgNtbHAYKSABKAsyGi50enJlYy5wcm90b3MuTUxQRW1iZWRkaW5nSAASQQoVZW1iZWRkaW5nX2NvbnN0cmFpbnRzGDIgASgLMiIudHpyZWMucHJvdG9zLlBhcmFtZXRlckNvbnN0cmFpbnRzEhcKD3NlcXVlbmNlX2xlbmd0aBhlIAEoDRIZCg5zZXF1ZW5jZV9kZWxpbRhmIAEoCToBOxIXCg9zZXF1ZW5jZV9maWVsZHMYZyADKAkaMAoOVm9jYWJEaWN0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgEOgI4AUILCglkZW5zZV9lbWIi1wgKDE1hdGNoRmVhdHVyZRIUCgxmZWF0dXJlX25hbWUYASACKAkSEgoKbmVzdGVkX21hcBgCIAIoCRIMCgRwa2V5GAMgAigJEgwKBHNrZXkYBCACKAkSFgoOZW1iZWRkaW5nX25hbWUYBSABKAkSFQoNZW1iZWRkaW5nX2RpbRgGIAEoDRISCgpib3VuZGFyaWVzGAcgAygCEhgKEGhhc2hfYnVja2V0X3NpemUYCCABKAQSEwoLbnVtX2J1Y2tldHMYCSABKAQSEgoKdm9jYWJfbGlzdBgKIAMoCRI9Cgp2b2NhYl9kaWN0GAsgAygLMikudHpyZWMucHJvdG9zLk1hdGNoRmVhdHVyZS5Wb2NhYkRpY3RFbnRyeRIUCgdwb29saW5nGAwgASgJOgNzdW0SGAoNZGVmYXVsdF92YWx1ZRgNIAEoCToBMBIUCglzZXBhcmF0b3IYDiABKAk6AR0SHAoNbmVlZF9kaXNjcmV0ZRgPIAEoCDoFZmFsc2USGAoJc2hvd19wa2V5GBAgASgIOgVmYWxzZRIYCglzaG93X3NrZXkYESABKAg6BWZhbHNlEhIKCm5vcm1hbGl6ZXIYEiABKAkSDwoHaW5pdF9mbhgTIAEoCRIRCgl2YWx1ZV9kaW0YFCABKA0SEAoIdXNlX21hc2sYFSABKAgSLAoDemNoGBYgASgLMh8udHpyZWMucHJvdG9zLlplcm9Db2xsaXNpb25IYXNoEhIKCnZvY2FiX2ZpbGUYFyABKAkSEQoJYXNzZXRfZGlyGBggASgJEjIKCmR5bmFtaWNlbWIYGSABKAsyHi50enJlYy5wcm90b3MuRHluYW1pY0VtYmVkZGluZxIgChhmZ19lbmNvZGVkX2RlZmF1bHRfdmFsdWUYHiABKAkSHwoXZGVmYXVsdF9idWNrZXRpemVfdmFsdWUYHyABKAQSFQoNZmdfdmFsdWVfdHlwZRggIAEoCRIXCgl0cmFpbmFibGUYISABKAg6BHRydWUSGAoJc3R1Yl90eXBlGCIgASgIOgVmYWxzZRIXCglkYXRhX3R5cGUYIyABKAk6BEZQMzISMQoHYXV0b2RpcxgoIAEoCzIeLnR6cmVjLnByb3Rvcy5BdXRvRGlzRW1iZWRkaW5nSAASKQoDbWxwGCkgASgLMhoudHpyZWMucHJvdG9zLk1MUEVtYmVkZGluZ0gAEkEKFWVtYmVkZGluZ19jb25zdHJhaW50cxgyIAEoCzIiLnR6cmVjLnByb3Rvcy5QYXJhbWV0ZXJDb25zdHJhaW50cxIXCg9zZXF1ZW5jZV9sZW5ndGgYZSABKA0SGQoOc2VxdWVuY2VfZGVsaW0YZiABKAk6ATsSFwoPc2VxdWVuY2VfZmllbGRzGGcgAygJGjAKDlZvY2FiRGljdEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBDoCOAFCCwoJZGVuc2VfZW1iIosFCgtFeHByRmVhdHVyZRIUCgxmZWF0dXJlX25hbWUYASACKAkSEgoKZXhwcmVzc2lvbhgCIAIoCRIRCgl2YXJpYWJsZXMYAyADKAkSFgoOZW1iZWRkaW5nX25hbWUYBCABKAkSFQoNZW1iZWRkaW5nX2RpbRgFIAEoDRISCgpib3VuZGFyaWVzGAYgAygCEhQKCXNlcGFyYXRvchgHIAEoCToBHRIUCgxmaWxsX21pc3NpbmcYCCABKAISFAoHcG9vbGluZxgKIAEoCToDc3VtEhgKDWRlZmF1bHRfdmFsdWUYCyABKAk6ATASDwoHaW5pdF9mbhgMIAEoCRIQCgh1c2VfbWFzaxgNIAEoCBIUCgl2YWx1ZV9kaW0YDiABKA06ATASIAoYZmdfZW5jb2RlZF9kZWZhdWx0X3ZhbHVlGB4gASgJEhcKCXRyYWluYWJsZRghIAEoCDoEdHJ1ZRIYCglzdHViX3R5cGUYIiABKAg6BWZhbHNlEhcKCWRhdGFfdHlwZRgjIAEoCToERlAzMhIxCgdhdXRvZGlzGCggASgLMh4udHpyZWMucHJvdG9zLkF1dG9EaXNFbWJlZGRpbmdIABIpCgNtbHAYKSABKAsyGi50enJlYy5wcm90b3MuTUxQRW1iZWRkaW5nSAASQQoVZW1iZWRkaW5nX2NvbnN0cmFpbnRzGDIgASgLMiIudHpyZWMucHJvdG9zLlBhcmFtZXRlckNvbnN0cmFpbnRzEhcKD3NlcXVlbmNlX2xlbmd0aBhlIAEoDRIZCg5zZXF1ZW5jZV9kZWxpbRhmIAEoCToBOxIXCg9zZXF1ZW5jZV9maWVsZHMYZyADKAlCCwoJZGVuc2VfZW1iIuMECg5PdmVybGFwRmVhdHVyZRIUCgxmZWF0dXJlX25hbWUYASACKAkSDQoFcXVlcnkYAiACKAkSDQoFdGl0bGUYAyACKAkSDgoGbWV0aG9kGAQgAigJEhYKDmVtYmVkZGluZ19uYW1lGAUgASgJEhUKDWVtYmVkZGluZ19kaW0YBiABKA0SEgoKYm91bmRhcmllcxgHIAMoAhISCgpub3JtYWxpemVyGAggASgJEhQKB3Bvb2xpbmcYCiABKAk6A3N1bRIUCglzZXBhcmF0b3IYDCABKAk6AR0SDwoHaW5pdF9mbhgNIAEoCRIQCgh1c2VfbWFzaxgOIAEoCBIgChhmZ19lbmNvZGVkX2RlZmF1bHRfdmFsdWUYHiABKAkSFwoJdHJhaW5hYmxlGCEgASgIOgR0cnVlEhgKCXN0dWJfdHlwZRgiIAEoCDoFZmFsc2USFwoJZGF0YV90eXBlGCMgASgJOgRGUDMyEjEKB2F1dG9kaXMYKCABKAsyHi50enJlYy5wcm90b3MuQXV0b0Rpc0VtYmVkZGluZ0gAEikKA21scBgpIAEoCzIaLnR6cmVjLnByb3Rvcy5NTFBFbWJlZGRpbmdIABJBChVlbWJlZGRpbmdfY29uc3RyYWludHMYMiABKAsyIi50enJlYy5wcm90b3MuUGFyYW1ldGVyQ29uc3RyYWludHMSFwoPc2VxdWVuY2VfbGVuZ3RoGGUgASgNEhkKDnNlcXVlbmNlX2RlbGltGGYgASgJOgE7EhcKD3NlcXVlbmNlX2ZpZWxkcxhnIAMoCUILCglkZW5zZV9lbWIidQoOVGV4dE5vcm1hbGl6ZXISEgoKbWF4X2xlbmd0aBgBIAEoDRIWCg5zdG9wX2NoYXJfZmlsZRgCIAEoCRI3Cgxub3JtX29wdGlvbnMYAyADKA4yIS50enJlYy5wcm90b3MuVGV4dE5vcm1hbGl6ZU9wdGlvbiLYBAoPVG9rZW5pemVGZWF0dXJlEhQKDGZlYXR1cmVfbmFtZRgBIAIoCRISCgpleHByZXNzaW9uGAIgAigJEhYKDmVtYmVkZGluZ19uYW1lGAMgASgJEhUKDWVtYmVkZGluZ19kaW0YBCACKA0SNQoPdGV4dF9ub3JtYWxpemVyGAYgASgLMhwudHpyZWMucHJvdG9zLlRleHROb3JtYWxpemVyEhIKCnZvY2FiX2ZpbGUYByACKAkSEQoJYXNzZXRfZGlyGAggASgJEhQKB3Bvb2xpbmcYCiABKAk6A3N1bRIXCg1kZWZhdWx0X3ZhbHVlGAsgASgJOgASGwoOdG9rZW5pemVyX3R5cGUYDCABKAk6A2JwZRIPCgdpbml0X2ZuGA4gASgJEhAKCHVzZV9tYXNrGA8gASgIEiAKGGZnX2VuY29kZWRfZGVmYXVsdF92YWx1ZRgeIAEoCRIXCgl0cmFpbmFibGUYISABKAg6BHRydWUSGAoJc3R1Yl90eXBlGCIgASgIOgVmYWxzZRIXCglkYXRhX3R5cGUYIyABKAk6BEZQMzISQQoVZW1iZWRkaW5nX2NvbnN0cmFpbnRzGDIgASgLMiIudHpyZWMucHJvdG9zLlBhcmFtZXRlckNvbnN0cmFpbnRzEhcKD3NlcXVlbmNlX2xlbmd0aBhlIAEoDRIZCg5zZXF1ZW5jZV9kZWxpbRhmIAEoCToBOxIXCg9zZXF1ZW5jZV9maWVsZHMYZyADKAkSIQoSdG9rZW5zX2FzX3NlcXVlbmNlGGggASgIOgVmYWxzZSKEBQoMS3ZEb3RQcm9kdWN0EhQKDGZlYXR1cmVfbmFtZRgBIAIoCRINCgVxdWVyeRgCIAIoCRIQCghkb2N1bWVudBgDIAIoCRIWCg5lbWJlZGRpbmdfbmFtZRgEIAEoCRIVCg1lbWJlZGRpbmdfZGltGAUgASgNEhIKCmJvdW5kYXJpZXMYBiADKAISFAoJc2VwYXJhdG9yGAcgASgJOgEdEhQKDGt2X2RlbGltaXRlchgIIAEoAhISCgpub3JtYWxpemVyGAkgASgJEhQKB3Bvb2xpbmcYCiABKAk6A3N1bRIYCg1kZWZhdWx0X3ZhbHVlGAsgASgJOgEwEg8KB2luaXRfZm4YDCABKAkSEAoIdXNlX21hc2sYDSABKAgSIAoYZmdfZW5jb2RlZF9kZWZhdWx0X3ZhbHVlGB4gASgJEhcKCXRyYWluYWJsZRghIAEoCDoEdHJ1ZRIYCglzdHViX3R5cGUYIiABKAg6BWZhbHNlEhcKCWRhdGFfdHlwZRgjIAEoCToERlAzMhIxCgdhdXRvZGlzGCggASgLMh4udHpyZWMucHJvdG9zLkF1dG9EaXNFbWJlZGRpbmdIABIpCgNtbHAYKSABKAsyGi50enJlYy5wcm90b3MuTUxQRW1iZWRkaW5nSAASQQoVZW1iZWRkaW5nX2NvbnN0cmFpbnRzGDIgASgLMiIudHpyZWMucHJvdG9zLlBhcmFtZXRlckNvbnN0cmFpbnRzEhcKD3NlcXVlbmNlX2xlbmd0aBhlIAEoDRIZCg5zZXF1ZW5jZV9kZWxpbRhmIAEoCToBOxIXCg9zZXF1ZW5jZV9maWVsZHMYZyADKAlCCwoJZGVuc2VfZW1iItoICg1DdXN0b21GZWF0dXJlEhQKDGZlYXR1cmVfbmFtZRgBIAIoCRIVCg1vcGVyYXRvcl9uYW1lGAIgAigJEhkKEW9wZXJhdG9yX2xpYl9maWxlGAMgAigJEjAKD29wZXJhdG9yX3BhcmFtcxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSIAoRaXNfb3BfdGhyZWFkX3NhZmUYBSABKAg6BWZhbHNlEhIKCmV4cHJlc3Npb24YBiADKAkSFgoOZW1iZWRkaW5nX25hbWUYByABKAkSFQoNZW1iZWRkaW5nX2RpbRgIIAEoDRISCgpib3VuZGFyaWVzGAkgAygCEhgKEGhhc2hfYnVja2V0X3NpemUYCiABKAQSEwoLbnVtX2J1Y2tldHMYCyABKAQSEgoKdm9jYWJfbGlzdBgMIAMoCRI+Cgp2b2NhYl9kaWN0GA0gAygLMioudHpyZWMucHJvdG9zLkN1c3RvbUZlYXR1cmUuVm9jYWJEaWN0RW50cnkSFAoHcG9vbGluZxgOIAEoCToDc3VtEhgKDWRlZmF1bHRfdmFsdWUYDyABKAk6ATASFAoJc2VwYXJhdG9yGBAgASgJOgEdEhIKCm5vcm1hbGl6ZXIYESABKAkSDwoHaW5pdF9mbhgSIAEoCRIRCgl2YWx1ZV9kaW0YEyABKA0SEAoIdXNlX21hc2sYFCABKAgSLAoDemNoGBUgASgLMh8udHpyZWMucHJvdG9zLlplcm9Db2xsaXNpb25IYXNoEhIKCnZvY2FiX2ZpbGUYFiABKAkSEQoJYXNzZXRfZGlyGBcgASgJEjIKCmR5bmFtaWNlbWIYGCABKAsyHi50enJlYy5wcm90b3MuRHluYW1pY0VtYmVkZGluZxIgChhmZ19lbmNvZGVkX2RlZmF1bHRfdmFsdWUYHiABKAkSHwoXZGVmYXVsdF9idWNrZXRpemVfdmFsdWUYHyABKAQSFwoJdHJhaW5hYmxlGCEgASgIOgR0cnVlEhgKCXN0dWJfdHlwZRgiIAEoCDoFZmFsc2USFwoJZGF0YV90eXBlGCMgASgJOgRGUDMyEjEKB2F1dG9kaXMYKCABKAsyHi50enJlYy5wcm90b3MuQXV0b0Rpc0VtYmVkZGluZ0gAEikKA21scBgpIAEoCzIaLnR6cmVjLnByb3Rvcy5NTFBFbWJlZGRpbmdIABJBChVlbWJlZGRpbmdfY29uc3RyYWludHMYMiABKAsyIi50enJlYy5wcm90b3MuUGFyYW1ldGVyQ29uc3RyYWludHMSFwoPc2VxdWVuY2VfbGVuZ3RoGGUgASgNEhkKDnNlcXVlbmNlX2RlbGltGGYgASgJOgE7EhcKD3NlcXVlbmNlX2ZpZWxkcxhnIAMoCRowCg5Wb2NhYkRpY3RFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAQ6AjgBQgsKCWRlbnNlX2VtYiLbBgoPQm9vbE1hc2tGZWF0dXJlEhQKDGZlYXR1cmVfbmFtZRgBIAIoCRISCgpleHByZXNzaW9uGAIgAygJEhYKDmVtYmVkZGluZ19uYW1lGAMgASgJEhUKDWVtYmVkZGluZ19kaW0YBCACKA0SGAoQaGFzaF9idWNrZXRfc2l6ZRgFIAEoBBITCgtudW1fYnVja2V0cxgGIAEoBBISCgp2b2NhYl9saXN0GAcgAygJEkAKCnZvY2FiX2RpY3QYCCADKAsyLC50enJlYy5wcm90b3MuQm9vbE1hc2tGZWF0dXJlLlZvY2FiRGljdEVudHJ5EhEKCXZhbHVlX2RpbRgJIAEoDRIUCgdwb29saW5nGAogASgJOgNzdW0SFwoNZGVmYXVsdF92YWx1ZRgLIAEoCToAEhQKCXNlcGFyYXRvchgMIAEoCToBHRIPCgdpbml0X2ZuGA4gASgJEhAKCHVzZV9tYXNrGA8gASgIEiwKA3pjaBgQIAEoCzIfLnR6cmVjLnByb3Rvcy5aZXJvQ29sbGlzaW9uSGFzaBISCgp2b2NhYl9maWxlGBEgASgJEhEKCWFzc2V0X2RpchgSIAEoCRIyCgpkeW5hbWljZW1iGBMgASgLMh4udHpyZWMucHJvdG9zLkR5bmFtaWNFbWJlZGRpbmcSIAoYZmdfZW5jb2RlZF9kZWZhdWx0X3ZhbHVlGB4gASgJEh8KF2RlZmF1bHRfYnVja2V0aXplX3ZhbHVlGB8gASgEEhUKDWZnX3ZhbHVlX3R5cGUYICABKAkSFwoJdHJhaW5hYmxlGCEgASgIOgR0cnVlEhgKCXN0dWJfdHlwZRgiIAEoCDoFZmFsc2USFwoJZGF0YV90eXBlGCMgASgJOgRGUDMyEkEKFWVtYmVkZGluZ19jb25zdHJhaW50cxgyIAEoCzIiLnR6cmVjLnByb3Rvcy5QYXJhbWV0ZXJDb25zdHJhaW50cxIXCg9zZXF1ZW5jZV9sZW5ndGgYZSABKA0SGQoOc2VxdWVuY2VfZGVsaW0YZiABKAk6ATsSFwoPc2VxdWVuY2VfZmllbGRzGGcgAygJGjAKDlZvY2FiRGljdEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBDoCOAEiowEKD1NlcXVlbmNlRmVhdHVyZRIVCg1zZXF1ZW5jZV9uYW1lGAEgAigJEhcKD3NlcXVlbmNlX2xlbmd0aBgCIAIoDRIZCg5zZXF1ZW5jZV9kZWxpbRgDIAIoCToBOxITCgtzZXF1ZW5jZV9waxgEIAEoCRIwCghmZWF0dXJlcxgFIAMoCzIeLnR6cmVjLnByb3Rvcy5TZXFGZWF0dXJlQ29uZmlnItULCg1GZWF0dXJlQ29uZmlnEi0KCmlkX2ZlYXR1cmUYASABKAsyFy50enJlYy5wcm90b3MuSWRGZWF0dXJlSAASLwoLcmF3X2ZlYXR1cmUYAiABKAsyGC50enJlYy5wcm90b3MuUmF3RmVhdHVyZUgAEjMKDWNvbWJvX2ZlYXR1cmUYAyABKAsyGi50enJlYy5wcm90b3MuQ29tYm9GZWF0dXJlSAASNQoObG9va3VwX2ZlYXR1cmUYBCABKAsyGy50enJlYy5wcm90b3MuTG9va3VwRmVhdHVyZUgAEjMKDW1hdGNoX2ZlYXR1cmUYBSABKAsyGi50enJlYy5wcm90b3MuTWF0Y2hGZWF0dXJlSAASOQoQc2VxdWVuY2VfZmVhdHVyZRgGIAEoCzIdLnR6cmVjLnByb3Rvcy5TZXF1ZW5jZUZlYXR1cmVIABIxCgxleHByX2ZlYXR1cmUYByABKAsyGS50enJlYy5wcm90b3MuRXhwckZlYXR1cmVIABI3Cg9vdmVybGFwX2ZlYXR1cmUYCCABKAsyHC50enJlYy5wcm90b3MuT3ZlcmxhcEZlYXR1cmVIABI5ChB0b2tlbml6ZV9mZWF0dXJlGAkgASgLMh0udHpyZWMucHJvdG9zLlRva2VuaXplRmVhdHVyZUgAEjUKDmN1c3RvbV9mZWF0dXJlGAogASgLMhsudHpyZWMucHJvdG9zLkN1c3RvbUZlYXR1cmVIABI0Cg5rdl9kb3RfcHJvZHVjdBgLIAEoCzIaLnR6cmVjLnByb3Rvcy5LdkRvdFByb2R1Y3RIABI6ChFib29sX21hc2tfZmVhdHVyZRgMIAEoCzIdLnR6cmVjLnByb3Rvcy5Cb29sTWFza0ZlYXR1cmVIABI3Cg9jb21iaW5lX2ZlYXR1cmUYDSABKAsyHC50enJlYy5wcm90b3MuQ29tYmluZUZlYXR1cmVIABI2ChNzZXF1ZW5jZV9pZF9mZWF0dXJlGGUgASgLMhcudHpyZWMucHJvdG9zLklkRmVhdHVyZUgAEjgKFHNlcXVlbmNlX3Jhd19mZWF0dXJlGGYgASgLMhgudHpyZWMucHJvdG9zLlJhd0ZlYXR1cmVIABI8ChZzZXF1ZW5jZV9jb21ib19mZWF0dXJlGGcgASgLMhoudHpyZWMucHJvdG9zLkNvbWJvRmVhdHVyZUgAEj4KF3NlcXVlbmNlX2xvb2t1cF9mZWF0dXJlGGggASgLMhsudHpyZWMucHJvdG9zLkxvb2t1cEZlYXR1cmVIABI8ChZzZXF1ZW5jZV9tYXRjaF9mZWF0dXJlGGkgASgLMhoudHpyZWMucHJvdG9zLk1hdGNoRmVhdHVyZUgAEjoKFXNlcXVlbmNlX2V4cHJfZmVhdHVyZRhrIAEoCzIZLnR6cmVjLnByb3Rvcy5FeHByRmVhdHVyZUgAEkAKGHNlcXVlbmNlX292ZXJsYXBfZmVhdHVyZRhsIAEoCzIcLnR6cmVjLnByb3Rvcy5PdmVybGFwRmVhdHVyZUgAEkIKGXNlcXVlbmNlX3Rva2VuaXplX2ZlYXR1cmUYbSABKAsyHS50enJlYy5wcm90b3MuVG9rZW5pemVGZWF0dXJlSAASPgoXc2VxdWVuY2VfY3VzdG9tX2ZlYXR1cmUYbiABKAsyGy50enJlYy5wcm90b3MuQ3VzdG9tRmVhdHVyZUgAEj0KF3NlcXVlbmNlX2t2X2RvdF9wcm9kdWN0GG8gASgLMhoudHpyZWMucHJvdG9zLkt2RG90UHJvZHVjdEgAEkMKGnNlcXVlbmNlX2Jvb2xfbWFza19mZWF0dXJlGHAgASgLMh0udHpyZWMucHJvdG9zLkJvb2xNYXNrRmVhdHVyZUgAEkAKGHNlcXVlbmNlX2NvbWJpbmVfZmVhdHVyZRhxIAEoCzIcLnR6cmVjLnByb3Rvcy5Db21iaW5lRmVhdHVyZUgAQgkKB2ZlYXR1cmUipwUKEFNlcUZlYXR1cmVDb25maWcSLQoKaWRfZmVhdHVyZRgBIAEoCzIXLnR6cmVjLnByb3Rvcy5JZEZlYXR1cmVIABIvCgtyYXdfZmVhdHVyZRgCIAEoCzIYLnR6cmVjLnByb3Rvcy5SYXdGZWF0dXJlSAASMwoNY29tYm9fZmVhdHVyZRgDIAEoCzIaLnR6cmVjLnByb3Rvcy5Db21ib0ZlYXR1cmVIABI1Cg5sb29rdXBfZmVhdHVyZRgEIAEoCzIbLnR6cmVjLnByb3Rvcy5Mb29rdXBGZWF0dXJlSAASMwoNbWF0Y2hfZmVhdHVyZRgFIAEoCzIaLnR6cmVjLnByb3Rvcy5NYXRjaEZlYXR1cmVIABIxCgxleHByX2ZlYXR1cmUYByABKAsyGS50enJlYy5wcm90b3MuRXhwckZlYXR1cmVIABI3Cg9vdmVybGFwX2ZlYXR1cmUYCCABKAsyHC50enJlYy5wcm90b3MuT3ZlcmxhcEZlYXR1cmVIABI5ChB0b2tlbml6ZV9mZWF0dXJlGAkgASgLMh0udHpyZWMucHJvdG9zLlRva2VuaXplRmVhdHVyZUgAEjUKDmN1c3RvbV9mZWF0dXJlGAogASgLMhsudHpyZWMucHJvdG9zLkN1c3RvbUZlYXR1cmVIABI0Cg5rdl9kb3RfcHJvZHVjdBgLIAEoCzIaLnR6cmVjLnByb3Rvcy5LdkRvdFByb2R1Y3RIABI6ChFib29sX21hc2tfZmVhdHVyZRgMIAEoCzIdLnR6cmVjLnByb3Rvcy5Cb29sTWFza0ZlYXR1cmVIABI3Cg9jb21iaW5lX2ZlYXR1cmUYDSABKAsyHC50enJlYy5wcm90b3MuQ29tYmluZUZlYXR1cmVIAEIJCgdmZWF0dXJlKqEBChNUZXh0Tm9ybWFsaXplT3B0aW9uEhQKEFRFWFRfTE9XRVIyVVBQRVIQABIUChBURVhUX1VQUEVSMkxPV0VSEAESEAoMVEVYVF9TQkMyREJDEAISEAoMVEVYVF9DSFQyQ0hTEAMSDwoLVEVYVF9GSUxURVIQBBISCg5URVhUX1NQTElUQ0hSUxAFEhUKEVRFWFRfUkVNT1ZFX1NQQUNFEAY", [file_google_protobuf_struct]);
+
+/**
+ * @generated from message tzrec.protos.ParameterConstraints
+ */
+export type ParameterConstraints = Message<"tzrec.protos.ParameterConstraints"> & {
+  /**
+   * embedding sharding type constraints
+   * data_parallel | table_wise | column_wise | row_wise | table_row_wise | table_column_wise | grid_shard
+   *
+   * @generated from field: repeated string sharding_types = 1;
+   */
+  shardingTypes: string[];
+
+  /**
+   * embedding compute kernel constraints
+   * dense | fused | fused_uvm | fused_uvm_caching | key_value
+   *
+   * @generated from field: repeated string compute_kernels = 2;
+   */
+  computeKernels: string[];
+};
+
+/**
+ * Describes the message tzrec.protos.ParameterConstraints.
+ * Use `create(ParameterConstraintsSchema)` to create a new message.
+ */
+export const ParameterConstraintsSchema: GenMessage<ParameterConstraints> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 0);
+
+/**
+ * LFU: evict_score = access_cnt
+ *
+ * @generated from message tzrec.protos.LFU_EvictionPolicy
+ */
+export type LFU_EvictionPolicy = Message<"tzrec.protos.LFU_EvictionPolicy"> & {
+};
+
+/**
+ * Describes the message tzrec.protos.LFU_EvictionPolicy.
+ * Use `create(LFU_EvictionPolicySchema)` to create a new message.
+ */
+export const LFU_EvictionPolicySchema: GenMessage<LFU_EvictionPolicy> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 1);
+
+/**
+ * LRU: evict_score = 1 / pow((current_iter - last_access_iter), decay_exponent)
+ *
+ * @generated from message tzrec.protos.LRU_EvictionPolicy
+ */
+export type LRU_EvictionPolicy = Message<"tzrec.protos.LRU_EvictionPolicy"> & {
+  /**
+   * decay rate is access step
+   *
+   * @generated from field: optional float decay_exponent = 1 [default = 1];
+   */
+  decayExponent: number;
+};
+
+/**
+ * Describes the message tzrec.protos.LRU_EvictionPolicy.
+ * Use `create(LRU_EvictionPolicySchema)` to create a new message.
+ */
+export const LRU_EvictionPolicySchema: GenMessage<LRU_EvictionPolicy> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 2);
+
+/**
+ * DistanceLFU: evict_score = access_cnt / pow((current_iter - last_access_iter), decay_exponent)
+ *
+ * @generated from message tzrec.protos.DistanceLFU_EvictionPolicy
+ */
+export type DistanceLFU_EvictionPolicy = Message<"tzrec.protos.DistanceLFU_EvictionPolicy"> & {
+  /**
+   * decay rate is access step
+   *
+   * @generated from field: optional float decay_exponent = 1 [default = 1];
+   */
+  decayExponent: number;
+};
+
+/**
+ * Describes the message tzrec.protos.DistanceLFU_EvictionPolicy.
+ * Use `create(DistanceLFU_EvictionPolicySchema)` to create a new message.
+ */
+export const DistanceLFU_EvictionPolicySchema: GenMessage<DistanceLFU_EvictionPolicy> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 3);
+
+/**
+ * @generated from message tzrec.protos.ZeroCollisionHash
+ */
+export type ZeroCollisionHash = Message<"tzrec.protos.ZeroCollisionHash"> & {
+  /**
+   * zero collision size
+   *
+   * @generated from field: required uint64 zch_size = 1;
+   */
+  zchSize: bigint;
+
+  /**
+   * evict interval steps
+   *
+   * @generated from field: optional uint32 eviction_interval = 2 [default = 5];
+   */
+  evictionInterval: number;
+
+  /**
+   * evict policy
+   *
+   * @generated from oneof tzrec.protos.ZeroCollisionHash.eviction_policy
+   */
+  evictionPolicy: {
+    /**
+     * @generated from field: tzrec.protos.LFU_EvictionPolicy lfu = 101;
+     */
+    value: LFU_EvictionPolicy;
+    case: "lfu";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.LRU_EvictionPolicy lru = 102;
+     */
+    value: LRU_EvictionPolicy;
+    case: "lru";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.DistanceLFU_EvictionPolicy distance_lfu = 103;
+     */
+    value: DistanceLFU_EvictionPolicy;
+    case: "distanceLfu";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * lambda function string used to filter incoming ids before update/eviction. experimental feature.
+   *        [input: Tensor] the function takes as input a 1-d tensor of unique id counts.
+   *        [output1: Tensor] the function returns a boolean_mask or index array of corresponding elements in the input tensor that pass the filter.
+   *        [output2: float, Tensor] the function returns the threshold that will be used to filter ids before update/eviction. all values <= this value will be filtered out.
+   *
+   * @generated from field: optional string threshold_filtering_func = 3;
+   */
+  thresholdFilteringFunc: string;
+};
+
+/**
+ * Describes the message tzrec.protos.ZeroCollisionHash.
+ * Use `create(ZeroCollisionHashSchema)` to create a new message.
+ */
+export const ZeroCollisionHashSchema: GenMessage<ZeroCollisionHash> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 4);
+
+/**
+ * @generated from message tzrec.protos.AutoDisEmbedding
+ */
+export type AutoDisEmbedding = Message<"tzrec.protos.AutoDisEmbedding"> & {
+  /**
+   * number of embedding channels
+   *
+   * @generated from field: required uint32 num_channels = 2;
+   */
+  numChannels: number;
+
+  /**
+   * temperature coefficient for softmax
+   *
+   * @generated from field: optional float temperature = 3 [default = 0.10000000149011612];
+   */
+  temperature: number;
+
+  /**
+   * @generated from field: optional float keep_prob = 4 [default = 0.800000011920929];
+   */
+  keepProb: number;
+};
+
+/**
+ * Describes the message tzrec.protos.AutoDisEmbedding.
+ * Use `create(AutoDisEmbeddingSchema)` to create a new message.
+ */
+export const AutoDisEmbeddingSchema: GenMessage<AutoDisEmbedding> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 5);
+
+/**
+ * @generated from message tzrec.protos.MLPEmbedding
+ */
+export type MLPEmbedding = Message<"tzrec.protos.MLPEmbedding"> & {
+};
+
+/**
+ * Describes the message tzrec.protos.MLPEmbedding.
+ * Use `create(MLPEmbeddingSchema)` to create a new message.
+ */
+export const MLPEmbeddingSchema: GenMessage<MLPEmbedding> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 6);
+
+/**
+ * @generated from message tzrec.protos.DynamicEmbInitializerArgs
+ */
+export type DynamicEmbInitializerArgs = Message<"tzrec.protos.DynamicEmbInitializerArgs"> & {
+  /**
+   * the mode of initialization. NORMAL | TRUNCATED_NORMAL | UNIFORM | CONSTANT
+   *
+   * @generated from field: optional string mode = 1;
+   */
+  mode: string;
+
+  /**
+   * the mean value for (truncated) normal distributions
+   *
+   * @generated from field: optional float mean = 2 [default = 0];
+   */
+  mean: number;
+
+  /**
+   * the standard deviation for (truncated) normal distributions.
+   * default is sqrt(1 / embedding_dim)
+   *
+   * @generated from field: optional float std_dev = 3;
+   */
+  stdDev: number;
+
+  /**
+   * the lower bound for uniform/truncated_normal distribution.
+   * default is -sqrt(1 / max_capacity)
+   *
+   * @generated from field: optional float lower = 4;
+   */
+  lower: number;
+
+  /**
+   * the upper bound for uniform/truncated_normal distribution.
+   * default is sqrt(1 / max_capacity)
+   *
+   * @generated from field: optional float upper = 5;
+   */
+  upper: number;
+
+  /**
+   * the constant value for constant initialization.
+   *
+   * @generated from field: optional float value = 6 [default = 0];
+   */
+  value: number;
+};
+
+/**
+ * Describes the message tzrec.protos.DynamicEmbInitializerArgs.
+ * Use `create(DynamicEmbInitializerArgsSchema)` to create a new message.
+ */
+export const DynamicEmbInitializerArgsSchema: GenMessage<DynamicEmbInitializerArgs> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 7);
+
+/**
+ * @generated from message tzrec.protos.DynamicEmbFrequencyAdmissionStrategy
+ */
+export type DynamicEmbFrequencyAdmissionStrategy = Message<"tzrec.protos.DynamicEmbFrequencyAdmissionStrategy"> & {
+  /**
+   * minimum frequency threshold for admission
+   *
+   * @generated from field: required uint64 threshold = 1;
+   */
+  threshold: bigint;
+
+  /**
+   * determine how to initialize the embedding if the key is not admitted.
+   *
+   * @generated from field: optional tzrec.protos.DynamicEmbInitializerArgs initializer_args = 2;
+   */
+  initializerArgs?: DynamicEmbInitializerArgs | undefined;
+
+  /**
+   * kv counter capacity, if not set, use embedding max_capacity
+   *
+   * @generated from field: optional uint64 counter_capacity = 3;
+   */
+  counterCapacity: bigint;
+
+  /**
+   * kv counter capacity for each bucket.
+   *
+   * @generated from field: optional uint64 counter_bucket_capacity = 4 [default = 1024];
+   */
+  counterBucketCapacity: bigint;
+};
+
+/**
+ * Describes the message tzrec.protos.DynamicEmbFrequencyAdmissionStrategy.
+ * Use `create(DynamicEmbFrequencyAdmissionStrategySchema)` to create a new message.
+ */
+export const DynamicEmbFrequencyAdmissionStrategySchema: GenMessage<DynamicEmbFrequencyAdmissionStrategy> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 8);
+
+/**
+ * @generated from message tzrec.protos.DynamicEmbedding
+ */
+export type DynamicEmbedding = Message<"tzrec.protos.DynamicEmbedding"> & {
+  /**
+   * arguments for initializing dynamic embedding vector values.
+   * default is uniform distribution, and absolute values of upper and lower bound are sqrt(1 / embedding_dim).
+   *
+   * @generated from field: optional tzrec.protos.DynamicEmbInitializerArgs initializer_args = 1;
+   */
+  initializerArgs?: DynamicEmbInitializerArgs | undefined;
+
+  /**
+   * the initializer args for evaluation mode. default is
+   * default is constant initialization with value 0.0.
+   *
+   * @generated from field: optional tzrec.protos.DynamicEmbInitializerArgs eval_initializer_args = 2;
+   */
+  evalInitializerArgs?: DynamicEmbInitializerArgs | undefined;
+
+  /**
+   * strategy to set the score for each indices in forward and backward per table. TIMESTAMP | STEP | CUSTOMIZED | LFU | NO_EVICTION
+   *
+   * @generated from field: optional string score_strategy = 4 [default = "STEP"];
+   */
+  scoreStrategy: string;
+
+  /**
+   * max number of embedding rows
+   *
+   * @generated from field: required uint64 max_capacity = 5;
+   */
+  maxCapacity: bigint;
+
+  /**
+   * percentage of embedding rows caching on gpu
+   *
+   * @generated from field: optional float cache_load_factor = 6;
+   */
+  cacheLoadFactor: number;
+
+  /**
+   * init number of capacity
+   *
+   * @generated from field: optional uint64 init_capacity_per_rank = 7;
+   */
+  initCapacityPerRank: bigint;
+
+  /**
+   * init table path
+   *
+   * @generated from field: optional string init_table = 8;
+   */
+  initTable: string;
+
+  /**
+   * hash-table bucket capacity. default 128 (matches dynamicemb
+   * DEFAULT_BUCKET_CAPACITY). larger buckets trade probe cost for
+   * higher load factor.
+   *
+   * @generated from field: optional uint64 bucket_capacity = 9;
+   */
+  bucketCapacity: bigint;
+
+  /**
+   * @generated from oneof tzrec.protos.DynamicEmbedding.admission_strategy
+   */
+  admissionStrategy: {
+    /**
+     * @generated from field: tzrec.protos.DynamicEmbFrequencyAdmissionStrategy frequency_admission_strategy = 100;
+     */
+    value: DynamicEmbFrequencyAdmissionStrategy;
+    case: "frequencyAdmissionStrategy";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message tzrec.protos.DynamicEmbedding.
+ * Use `create(DynamicEmbeddingSchema)` to create a new message.
+ */
+export const DynamicEmbeddingSchema: GenMessage<DynamicEmbedding> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 9);
 
 /**
  * @generated from message tzrec.protos.IdFeature
  */
 export type IdFeature = Message<"tzrec.protos.IdFeature"> & {
   /**
+   * feature name, e.g. item_id
+   *
    * @generated from field: required string feature_name = 1;
    */
   featureName: string;
 
   /**
+   * feature input, e.g. item:item_id
+   *
    * @generated from field: required string expression = 2;
    */
   expression: string;
 
   /**
+   * embedding name, feature with same embedding name will share embedding
+   *
    * @generated from field: optional string embedding_name = 3;
    */
   embeddingName: string;
 
   /**
+   * embedding dimension
+   *
    * @generated from field: required uint32 embedding_dim = 4;
    */
   embeddingDim: number;
 
   /**
+   * number of hash size
+   *
    * @generated from field: optional uint64 hash_bucket_size = 5;
    */
   hashBucketSize: bigint;
 
   /**
+   * number of id enumerators
+   *
    * @generated from field: optional uint64 num_buckets = 6;
    */
   numBuckets: bigint;
 
   /**
+   * id vocabulary list
+   *
    * @generated from field: repeated string vocab_list = 7;
    */
   vocabList: string[];
 
   /**
+   * id vocabulary dict
+   *
    * @generated from field: map<string, uint64> vocab_dict = 8;
    */
   vocabDict: { [key: string]: bigint };
 
   /**
+   * id value dimensions, default = 0, when use in seq, default = 1
+   * if value_dim = 0, it supports id with multi-value
+   *
    * @generated from field: optional uint32 value_dim = 9;
    */
   valueDim: number;
 
   /**
+   * embedding pooling type, available is {sum | mean}
+   *
    * @generated from field: optional string pooling = 10 [default = "sum"];
    */
   pooling: string;
 
   /**
+   * fg default value, default value before bucktize
+   *
    * @generated from field: optional string default_value = 11 [default = ""];
    */
   defaultValue: string;
 
   /**
+   * fg multi-value separator
+   *
    * @generated from field: optional string separator = 12 [default = ""];
    */
   separator: string;
 
   /**
+   * fg multi-value with whether has weight
+   *
    * @generated from field: optional bool weighted = 13 [default = false];
    */
   weighted: boolean;
 
   /**
+   * embedding init function, e.g. "nn.init.uniform_,a=-0.01,b=0.01"
+   *
    * @generated from field: optional string init_fn = 14;
    */
   initFn: string;
 
   /**
-   * 16: zch (not in this subset)
+   * mask value in training progress
    *
    * @generated from field: optional bool use_mask = 15;
    */
   useMask: boolean;
 
   /**
+   * zero collision hash
+   *
+   * @generated from field: optional tzrec.protos.ZeroCollisionHash zch = 16;
+   */
+  zch?: ZeroCollisionHash | undefined;
+
+  /**
+   * id vocabulary file path
+   *
    * @generated from field: optional string vocab_file = 17;
    */
   vocabFile: string;
 
   /**
-   * 19: dynamicemb (not in this subset)
+   * vocab file relative directory
    *
    * @generated from field: optional string asset_dir = 18;
    */
   assetDir: string;
 
   /**
+   * dynamic embedding
+   *
+   * @generated from field: optional tzrec.protos.DynamicEmbedding dynamicemb = 19;
+   */
+  dynamicemb?: DynamicEmbedding | undefined;
+
+  /**
+   * default value when fg_mode = FG_NONE,
+   * when use pai-fg, you do not need to set the param.
+   * when use own fg and data contain null value, you can set the param for fill null
+   *
    * @generated from field: optional string fg_encoded_default_value = 30;
    */
   fgEncodedDefaultValue: string;
 
   /**
+   * out-of-vocab(OOV) id bucketize value when use vocab_list or vocab_dict
+   * when use default_bucketize_value, we will not add additional bucketize_value of
+   * `default_value`=0, bucketize_value of <OOV>=1 into vocab_list or vocab_dict
+   *
    * @generated from field: optional uint64 default_bucketize_value = 31;
    */
   defaultBucketizeValue: bigint;
 
   /**
+   * value_type after fg before bucketize, you can specify it for better performance.
+   * e.g. fg_value_type = int64 when use num_buckets
+   *
    * @generated from field: optional string fg_value_type = 32;
    */
   fgValueType: string;
 
   /**
+   * embedding param trainable or not
+   *
    * @generated from field: optional bool trainable = 33 [default = true];
    */
   trainable: boolean;
 
   /**
+   * only used as fg dag intermediate result or not
+   *
    * @generated from field: optional bool stub_type = 34 [default = false];
    */
   stubType: boolean;
 
   /**
-   * 50: embedding_constraints (not in this subset)
+   * embedding data type
    *
    * @generated from field: optional string data_type = 35 [default = "FP32"];
    */
   dataType: string;
 
   /**
+   * embedding param constraints
+   *
+   * @generated from field: optional tzrec.protos.ParameterConstraints embedding_constraints = 50;
+   */
+  embeddingConstraints?: ParameterConstraints | undefined;
+
+  /**
+   * max sequence length, only take effect when use it as sequence
+   *
    * @generated from field: optional uint32 sequence_length = 101;
    */
   sequenceLength: number;
 
   /**
+   * sequence delimiter, only take effect when use it as sequence
+   *
    * @generated from field: optional string sequence_delim = 102 [default = ";"];
    */
   sequenceDelim: string;
 
   /**
+   * specify sequence type fields in inputs. default is item side inputs.
+   *
    * @generated from field: repeated string sequence_fields = 103;
    */
   sequenceFields: string[];
@@ -158,106 +602,175 @@ export type IdFeature = Message<"tzrec.protos.IdFeature"> & {
  * Use `create(IdFeatureSchema)` to create a new message.
  */
 export const IdFeatureSchema: GenMessage<IdFeature> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_feature, 0);
+  messageDesc(file_tzrec_protos_feature, 10);
 
 /**
  * @generated from message tzrec.protos.RawFeature
  */
 export type RawFeature = Message<"tzrec.protos.RawFeature"> & {
   /**
+   * feature name, e.g. click_count
+   *
    * @generated from field: required string feature_name = 1;
    */
   featureName: string;
 
   /**
+   * feature input, e.g. item:click_count
+   *
    * @generated from field: required string expression = 2;
    */
   expression: string;
 
   /**
+   * embedding name, feature with same embedding name will share embedding
+   *
    * @generated from field: optional string embedding_name = 3;
    */
   embeddingName: string;
 
   /**
+   * embedding dimension
+   *
    * @generated from field: optional uint32 embedding_dim = 4;
    */
   embeddingDim: number;
 
   /**
+   * boundaries for bucktize numeric feature
+   *
    * @generated from field: repeated float boundaries = 5;
    */
   boundaries: number[];
 
   /**
+   * raw feature of multiple dimensions
+   *
    * @generated from field: optional uint32 value_dim = 6 [default = 1];
    */
   valueDim: number;
 
   /**
+   * fg normalizer, e.g.
+   * method=log10,threshold=1e-10,default=-10
+   * method=zscore,mean=0.0,standard_deviation=10.0
+   * method=minmax,min=2.1,max=2.2
+   * method=expression,expr=sign(x)
+   *
    * @generated from field: optional string normalizer = 7;
    */
   normalizer: string;
 
   /**
+   * embedding pooling type, available is {sum | mean}
+   *
    * @generated from field: optional string pooling = 10 [default = "sum"];
    */
   pooling: string;
 
   /**
+   * fg default value
+   *
    * @generated from field: optional string default_value = 11 [default = "0"];
    */
   defaultValue: string;
 
   /**
+   * fg multi-value separator
+   *
    * @generated from field: optional string separator = 12 [default = ""];
    */
   separator: string;
 
   /**
+   * embedding init function, e.g. "nn.init.uniform_,a=-0.01,b=0.01"
+   *
    * @generated from field: optional string init_fn = 13;
    */
   initFn: string;
 
   /**
+   * mask value in training progress
+   *
    * @generated from field: optional bool use_mask = 14;
    */
   useMask: boolean;
 
   /**
+   * default value when fg_mode = FG_NONE,
+   * when use pai-fg, you do not need to set the param.
+   * when use own fg and data contain null value, you can set the param for fill null
+   *
    * @generated from field: optional string fg_encoded_default_value = 30;
    */
   fgEncodedDefaultValue: string;
 
   /**
+   * embedding param trainable or not
+   *
    * @generated from field: optional bool trainable = 33 [default = true];
    */
   trainable: boolean;
 
   /**
+   * only used as fg dag intermediate result or not
+   *
    * @generated from field: optional bool stub_type = 34 [default = false];
    */
   stubType: boolean;
 
   /**
-   * 40, 41: the dense_emb oneof, autodis and mlp (not in this subset)
-   * 50: embedding_constraints (not in this subset)
+   * embedding data type
    *
    * @generated from field: optional string data_type = 35 [default = "FP32"];
    */
   dataType: string;
 
   /**
+   * @generated from oneof tzrec.protos.RawFeature.dense_emb
+   */
+  denseEmb: {
+    /**
+     * autodis embedding
+     *
+     * @generated from field: tzrec.protos.AutoDisEmbedding autodis = 40;
+     */
+    value: AutoDisEmbedding;
+    case: "autodis";
+  } | {
+    /**
+     * mlp embedding
+     *
+     * @generated from field: tzrec.protos.MLPEmbedding mlp = 41;
+     */
+    value: MLPEmbedding;
+    case: "mlp";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * embedding param constraints
+   *
+   * @generated from field: optional tzrec.protos.ParameterConstraints embedding_constraints = 50;
+   */
+  embeddingConstraints?: ParameterConstraints | undefined;
+
+  /**
+   * max sequence length, only take effect when use it as sequence
+   *
    * @generated from field: optional uint32 sequence_length = 101;
    */
   sequenceLength: number;
 
   /**
+   * sequence delimiter, only take effect when use it as sequence
+   *
    * @generated from field: optional string sequence_delim = 102 [default = ";"];
    */
   sequenceDelim: string;
 
   /**
+   * specify sequence type fields in inputs. default is item side inputs.
+   *
    * @generated from field: repeated string sequence_fields = 103;
    */
   sequenceFields: string[];
@@ -268,7 +781,2261 @@ export type RawFeature = Message<"tzrec.protos.RawFeature"> & {
  * Use `create(RawFeatureSchema)` to create a new message.
  */
 export const RawFeatureSchema: GenMessage<RawFeature> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_feature, 1);
+  messageDesc(file_tzrec_protos_feature, 11);
+
+/**
+ * @generated from message tzrec.protos.ComboFeature
+ */
+export type ComboFeature = Message<"tzrec.protos.ComboFeature"> & {
+  /**
+   * feature name, e.g. os_and_cate
+   *
+   * @generated from field: required string feature_name = 1;
+   */
+  featureName: string;
+
+  /**
+   * feature input, e.g. [user:os, item:cate]
+   *
+   * @generated from field: repeated string expression = 2;
+   */
+  expression: string[];
+
+  /**
+   * embedding name, feature with same embedding name will share embedding
+   *
+   * @generated from field: optional string embedding_name = 3;
+   */
+  embeddingName: string;
+
+  /**
+   * embedding dimension
+   *
+   * @generated from field: optional uint32 embedding_dim = 4;
+   */
+  embeddingDim: number;
+
+  /**
+   * number of hash size
+   *
+   * @generated from field: optional uint64 hash_bucket_size = 5;
+   */
+  hashBucketSize: bigint;
+
+  /**
+   * id vocabulary list
+   *
+   * @generated from field: repeated string vocab_list = 7;
+   */
+  vocabList: string[];
+
+  /**
+   * id vocabulary dict
+   *
+   * @generated from field: map<string, uint64> vocab_dict = 8;
+   */
+  vocabDict: { [key: string]: bigint };
+
+  /**
+   * id value dimensions, if value_dim = 0, it supports id with multi-value
+   *
+   * @generated from field: optional uint32 value_dim = 9 [default = 0];
+   */
+  valueDim: number;
+
+  /**
+   * embedding pooling type, available is {sum | mean}
+   *
+   * @generated from field: optional string pooling = 10 [default = "sum"];
+   */
+  pooling: string;
+
+  /**
+   * fg default value
+   *
+   * @generated from field: optional string default_value = 11 [default = ""];
+   */
+  defaultValue: string;
+
+  /**
+   * fg multi-value separator
+   *
+   * @generated from field: optional string separator = 12 [default = ""];
+   */
+  separator: string;
+
+  /**
+   * embedding init function, e.g. "nn.init.uniform_,a=-0.01,b=0.01"
+   *
+   * @generated from field: optional string init_fn = 13;
+   */
+  initFn: string;
+
+  /**
+   * mask value in training progress
+   *
+   * @generated from field: optional bool use_mask = 14;
+   */
+  useMask: boolean;
+
+  /**
+   * zero collision hash
+   *
+   * @generated from field: optional tzrec.protos.ZeroCollisionHash zch = 15;
+   */
+  zch?: ZeroCollisionHash | undefined;
+
+  /**
+   * id vocabulary file path
+   *
+   * @generated from field: optional string vocab_file = 16;
+   */
+  vocabFile: string;
+
+  /**
+   * vocab file relative directory
+   *
+   * @generated from field: optional string asset_dir = 17;
+   */
+  assetDir: string;
+
+  /**
+   * dynamic embedding
+   *
+   * @generated from field: optional tzrec.protos.DynamicEmbedding dynamicemb = 18;
+   */
+  dynamicemb?: DynamicEmbedding | undefined;
+
+  /**
+   * default value when fg_mode = FG_NONE,
+   * when use pai-fg, you do not need to set the param.
+   * when use own fg and data contain null value, you can set the param for fill null
+   *
+   * @generated from field: optional string fg_encoded_default_value = 30;
+   */
+  fgEncodedDefaultValue: string;
+
+  /**
+   * out-of-vocab(OOV) id bucketize value when use vocab_list or vocab_dict
+   * when use default_bucketize_value, we will not add additional bucketize_value of
+   * `default_value`=0, bucketize_value of <OOV>=1 into vocab_list or vocab_dict
+   *
+   * @generated from field: optional uint64 default_bucketize_value = 31;
+   */
+  defaultBucketizeValue: bigint;
+
+  /**
+   * embedding param trainable or not
+   *
+   * @generated from field: optional bool trainable = 33 [default = true];
+   */
+  trainable: boolean;
+
+  /**
+   * only used as fg dag intermediate result or not
+   *
+   * @generated from field: optional bool stub_type = 34 [default = false];
+   */
+  stubType: boolean;
+
+  /**
+   * embedding data type
+   *
+   * @generated from field: optional string data_type = 35 [default = "FP32"];
+   */
+  dataType: string;
+
+  /**
+   * embedding param constraints
+   *
+   * @generated from field: optional tzrec.protos.ParameterConstraints embedding_constraints = 50;
+   */
+  embeddingConstraints?: ParameterConstraints | undefined;
+
+  /**
+   * max sequence length, only take effect when use it as sequence
+   *
+   * @generated from field: optional uint32 sequence_length = 101;
+   */
+  sequenceLength: number;
+
+  /**
+   * sequence delimiter, only take effect when use it as sequence
+   *
+   * @generated from field: optional string sequence_delim = 102 [default = ";"];
+   */
+  sequenceDelim: string;
+
+  /**
+   * specify sequence type fields in inputs. default is item side inputs.
+   *
+   * @generated from field: repeated string sequence_fields = 103;
+   */
+  sequenceFields: string[];
+};
+
+/**
+ * Describes the message tzrec.protos.ComboFeature.
+ * Use `create(ComboFeatureSchema)` to create a new message.
+ */
+export const ComboFeatureSchema: GenMessage<ComboFeature> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 12);
+
+/**
+ * @generated from message tzrec.protos.CombineFeature
+ */
+export type CombineFeature = Message<"tzrec.protos.CombineFeature"> & {
+  /**
+   * feature name, e.g. tag_feat
+   *
+   * @generated from field: required string feature_name = 1;
+   */
+  featureName: string;
+
+  /**
+   * feature input, e.g. user:tag
+   *
+   * @generated from field: required string expression = 2;
+   */
+  expression: string;
+
+  /**
+   * embedding name, feature with same embedding name will share embedding
+   *
+   * @generated from field: optional string embedding_name = 3;
+   */
+  embeddingName: string;
+
+  /**
+   * embedding dimension
+   *
+   * @generated from field: optional uint32 embedding_dim = 4;
+   */
+  embeddingDim: number;
+
+  /**
+   * value map for mapping input string values to float values
+   *
+   * @generated from field: map<string, float> value_map = 6;
+   */
+  valueMap: { [key: string]: number };
+
+  /**
+   * boundaries for bucktize numeric combine value
+   *
+   * @generated from field: repeated float boundaries = 7;
+   */
+  boundaries: number[];
+
+  /**
+   * number of id enumerators for sparse combine value
+   *
+   * @generated from field: optional uint64 num_buckets = 8;
+   */
+  numBuckets: bigint;
+
+  /**
+   * embedding pooling type, available is {sum | mean}. Controls embedding bag aggregation.
+   * NOTE: distinct from 'combiner' which controls FG-level multi-value aggregation.
+   *
+   * @generated from field: optional string pooling = 11 [default = "sum"];
+   */
+  pooling: string;
+
+  /**
+   * fg default value, default value before bucktize
+   *
+   * @generated from field: optional string default_value = 12 [default = ""];
+   */
+  defaultValue: string;
+
+  /**
+   * fg multi-value separator
+   *
+   * @generated from field: optional string separator = 13 [default = ""];
+   */
+  separator: string;
+
+  /**
+   * fg normalizer, e.g.
+   * method=log10,threshold=1e-10,default=-10
+   * method=zscore,mean=0.0,standard_deviation=10.0
+   * method=minmax,min=2.1,max=2.2
+   * method=expression,expr=sign(x)
+   *
+   * @generated from field: optional string normalizer = 14;
+   */
+  normalizer: string;
+
+  /**
+   * embedding init function, e.g. "nn.init.uniform_,a=-0.01,b=0.01"
+   *
+   * @generated from field: optional string init_fn = 15;
+   */
+  initFn: string;
+
+  /**
+   * mask value in training progress
+   *
+   * @generated from field: optional bool use_mask = 16;
+   */
+  useMask: boolean;
+
+  /**
+   * combine value combiner type, available is {sum | mean | min | max}
+   * Controls FG-level multi-value aggregation before bucketization.
+   *
+   * @generated from field: optional string combiner = 22 [default = "sum"];
+   */
+  combiner: string;
+
+  /**
+   * default value when fg_mode = FG_NONE,
+   * when use pai-fg, you do not need to set the param.
+   * when use own fg and data contain null value, you can set the param for fill null
+   *
+   * @generated from field: optional string fg_encoded_default_value = 30;
+   */
+  fgEncodedDefaultValue: string;
+
+  /**
+   * embedding param trainable or not
+   *
+   * @generated from field: optional bool trainable = 33 [default = true];
+   */
+  trainable: boolean;
+
+  /**
+   * only used as fg dag intermediate result or not
+   *
+   * @generated from field: optional bool stub_type = 34 [default = false];
+   */
+  stubType: boolean;
+
+  /**
+   * embedding data type
+   *
+   * @generated from field: optional string data_type = 35 [default = "FP32"];
+   */
+  dataType: string;
+
+  /**
+   * @generated from oneof tzrec.protos.CombineFeature.dense_emb
+   */
+  denseEmb: {
+    /**
+     * autodis embedding
+     *
+     * @generated from field: tzrec.protos.AutoDisEmbedding autodis = 40;
+     */
+    value: AutoDisEmbedding;
+    case: "autodis";
+  } | {
+    /**
+     * mlp embedding
+     *
+     * @generated from field: tzrec.protos.MLPEmbedding mlp = 41;
+     */
+    value: MLPEmbedding;
+    case: "mlp";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * embedding param constraints
+   *
+   * @generated from field: optional tzrec.protos.ParameterConstraints embedding_constraints = 50;
+   */
+  embeddingConstraints?: ParameterConstraints | undefined;
+
+  /**
+   * max sequence length, only take effect when use it as sequence
+   *
+   * @generated from field: optional uint32 sequence_length = 101;
+   */
+  sequenceLength: number;
+
+  /**
+   * sequence delimiter, only take effect when use it as sequence
+   *
+   * @generated from field: optional string sequence_delim = 102 [default = ";"];
+   */
+  sequenceDelim: string;
+
+  /**
+   * specify sequence type fields in inputs. default is item side inputs.
+   *
+   * @generated from field: repeated string sequence_fields = 103;
+   */
+  sequenceFields: string[];
+};
+
+/**
+ * Describes the message tzrec.protos.CombineFeature.
+ * Use `create(CombineFeatureSchema)` to create a new message.
+ */
+export const CombineFeatureSchema: GenMessage<CombineFeature> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 13);
+
+/**
+ * @generated from message tzrec.protos.LookupFeature
+ */
+export type LookupFeature = Message<"tzrec.protos.LookupFeature"> & {
+  /**
+   * feature name, e.g. kv_os_click_count
+   *
+   * @generated from field: required string feature_name = 1;
+   */
+  featureName: string;
+
+  /**
+   * map input, e.g. item:kv_os_click_count
+   *
+   * @generated from field: required string map = 2;
+   */
+  map: string;
+
+  /**
+   * key input, e.g. user:os
+   *
+   * @generated from field: required string key = 3;
+   */
+  key: string;
+
+  /**
+   * embedding name, feature with same embedding name will share embedding
+   *
+   * @generated from field: optional string embedding_name = 4;
+   */
+  embeddingName: string;
+
+  /**
+   * embedding dimension
+   *
+   * @generated from field: optional uint32 embedding_dim = 5;
+   */
+  embeddingDim: number;
+
+  /**
+   * boundaries for bucktize numeric lookup value
+   *
+   * @generated from field: repeated float boundaries = 6;
+   */
+  boundaries: number[];
+
+  /**
+   * number of hash size for sparse lookup value
+   *
+   * @generated from field: optional uint64 hash_bucket_size = 7;
+   */
+  hashBucketSize: bigint;
+
+  /**
+   * number of id enumerators for sparse lookup value
+   *
+   * @generated from field: optional uint64 num_buckets = 8;
+   */
+  numBuckets: bigint;
+
+  /**
+   * id vocabulary list for sparse lookup value
+   *
+   * @generated from field: repeated string vocab_list = 9;
+   */
+  vocabList: string[];
+
+  /**
+   * id vocabulary dict
+   *
+   * @generated from field: map<string, uint64> vocab_dict = 10;
+   */
+  vocabDict: { [key: string]: bigint };
+
+  /**
+   * embedding pooling type, available is {sum | mean}
+   *
+   * @generated from field: optional string pooling = 11 [default = "sum"];
+   */
+  pooling: string;
+
+  /**
+   * lookup value combiner type, available is {sum | mean | min | max | count}
+   *
+   * @generated from field: optional string combiner = 12 [default = "sum"];
+   */
+  combiner: string;
+
+  /**
+   * fg default value
+   *
+   * @generated from field: optional string default_value = 13 [default = "0"];
+   */
+  defaultValue: string;
+
+  /**
+   * fg multi-value separator
+   *
+   * @generated from field: optional string separator = 14 [default = ""];
+   */
+  separator: string;
+
+  /**
+   * lookup map value is sparse or numeric,
+   * when need_discrete is true, combiner will be empty string
+   *
+   * @generated from field: optional bool need_discrete = 15 [default = false];
+   */
+  needDiscrete: boolean;
+
+  /**
+   * lookup value need key as prefix or not.
+   *
+   * @generated from field: optional bool need_key = 16 [default = false];
+   */
+  needKey: boolean;
+
+  /**
+   * fg normalizer, e.g.
+   * method=log10,threshold=1e-10,default=-10
+   * method=zscore,mean=0.0,standard_deviation=10.0
+   * method=minmax,min=2.1,max=2.2
+   * method=expression,expr=sign(x)
+   *
+   * @generated from field: optional string normalizer = 17;
+   */
+  normalizer: string;
+
+  /**
+   * embedding init function, e.g. "nn.init.uniform_,a=-0.01,b=0.01"
+   *
+   * @generated from field: optional string init_fn = 18;
+   */
+  initFn: string;
+
+  /**
+   * lookup value dimensions
+   *
+   * @generated from field: optional uint32 value_dim = 19;
+   */
+  valueDim: number;
+
+  /**
+   * numeric lookup value separator
+   *
+   * @generated from field: optional string value_separator = 20 [default = ","];
+   */
+  valueSeparator: string;
+
+  /**
+   * mask value in training progress
+   *
+   * @generated from field: optional bool use_mask = 21;
+   */
+  useMask: boolean;
+
+  /**
+   * zero collision hash
+   *
+   * @generated from field: optional tzrec.protos.ZeroCollisionHash zch = 22;
+   */
+  zch?: ZeroCollisionHash | undefined;
+
+  /**
+   * id vocabulary file path
+   *
+   * @generated from field: optional string vocab_file = 23;
+   */
+  vocabFile: string;
+
+  /**
+   * vocab file relative directory
+   *
+   * @generated from field: optional string asset_dir = 24;
+   */
+  assetDir: string;
+
+  /**
+   * dynamic embedding
+   *
+   * @generated from field: optional tzrec.protos.DynamicEmbedding dynamicemb = 25;
+   */
+  dynamicemb?: DynamicEmbedding | undefined;
+
+  /**
+   * default value when fg_mode = FG_NONE,
+   * when use pai-fg, you do not need to set the param.
+   * when use own fg and data contain null value, you can set the param for fill null
+   *
+   * @generated from field: optional string fg_encoded_default_value = 30;
+   */
+  fgEncodedDefaultValue: string;
+
+  /**
+   * out-of-vocab(OOV) id bucketize value when use vocab_list or vocab_dict
+   * when use default_bucketize_value, we will not add additional bucketize_value of
+   * `default_value`=0, bucketize_value of <OOV>=1 into vocab_list or vocab_dict
+   *
+   * @generated from field: optional uint64 default_bucketize_value = 31;
+   */
+  defaultBucketizeValue: bigint;
+
+  /**
+   * value_type after fg before bucketize, you can specify it for better performance.
+   * e.g. fg_value_type = int64 when use num_buckets
+   *
+   * @generated from field: optional string fg_value_type = 32;
+   */
+  fgValueType: string;
+
+  /**
+   * embedding param trainable or not
+   *
+   * @generated from field: optional bool trainable = 33 [default = true];
+   */
+  trainable: boolean;
+
+  /**
+   * only used as fg dag intermediate result or not
+   *
+   * @generated from field: optional bool stub_type = 34 [default = false];
+   */
+  stubType: boolean;
+
+  /**
+   * embedding data type
+   *
+   * @generated from field: optional string data_type = 35 [default = "FP32"];
+   */
+  dataType: string;
+
+  /**
+   * @generated from oneof tzrec.protos.LookupFeature.dense_emb
+   */
+  denseEmb: {
+    /**
+     * autodis embedding
+     *
+     * @generated from field: tzrec.protos.AutoDisEmbedding autodis = 40;
+     */
+    value: AutoDisEmbedding;
+    case: "autodis";
+  } | {
+    /**
+     * mlp embedding
+     *
+     * @generated from field: tzrec.protos.MLPEmbedding mlp = 41;
+     */
+    value: MLPEmbedding;
+    case: "mlp";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * embedding param constraints
+   *
+   * @generated from field: optional tzrec.protos.ParameterConstraints embedding_constraints = 50;
+   */
+  embeddingConstraints?: ParameterConstraints | undefined;
+
+  /**
+   * max sequence length, only take effect when use it as sequence
+   *
+   * @generated from field: optional uint32 sequence_length = 101;
+   */
+  sequenceLength: number;
+
+  /**
+   * sequence delimiter, only take effect when use it as sequence
+   *
+   * @generated from field: optional string sequence_delim = 102 [default = ";"];
+   */
+  sequenceDelim: string;
+
+  /**
+   * specify sequence type fields in inputs. default is item side inputs.
+   *
+   * @generated from field: repeated string sequence_fields = 103;
+   */
+  sequenceFields: string[];
+};
+
+/**
+ * Describes the message tzrec.protos.LookupFeature.
+ * Use `create(LookupFeatureSchema)` to create a new message.
+ */
+export const LookupFeatureSchema: GenMessage<LookupFeature> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 14);
+
+/**
+ * @generated from message tzrec.protos.MatchFeature
+ */
+export type MatchFeature = Message<"tzrec.protos.MatchFeature"> & {
+  /**
+   * feature name, e.g. match_cate_brand_click_count
+   *
+   * @generated from field: required string feature_name = 1;
+   */
+  featureName: string;
+
+  /**
+   * nested map input, e.g. user:match_cate_brand_click_count
+   *
+   * @generated from field: required string nested_map = 2;
+   */
+  nestedMap: string;
+
+  /**
+   * first layer (primary) key input, e.g. item:cate or ALL
+   *
+   * @generated from field: required string pkey = 3;
+   */
+  pkey: string;
+
+  /**
+   * second layer (secondary) key input, e.g. item:brand or ALL
+   *
+   * @generated from field: required string skey = 4;
+   */
+  skey: string;
+
+  /**
+   * embedding name, feature with same embedding name will share embedding
+   *
+   * @generated from field: optional string embedding_name = 5;
+   */
+  embeddingName: string;
+
+  /**
+   * embedding dimension
+   *
+   * @generated from field: optional uint32 embedding_dim = 6;
+   */
+  embeddingDim: number;
+
+  /**
+   * boundaries for bucktize numeric match value
+   *
+   * @generated from field: repeated float boundaries = 7;
+   */
+  boundaries: number[];
+
+  /**
+   * number of hash size for sparse match value
+   *
+   * @generated from field: optional uint64 hash_bucket_size = 8;
+   */
+  hashBucketSize: bigint;
+
+  /**
+   * number of id enumerators for sparse match value
+   *
+   * @generated from field: optional uint64 num_buckets = 9;
+   */
+  numBuckets: bigint;
+
+  /**
+   * id vocabulary list for sparse match value
+   *
+   * @generated from field: repeated string vocab_list = 10;
+   */
+  vocabList: string[];
+
+  /**
+   * id vocabulary dict
+   *
+   * @generated from field: map<string, uint64> vocab_dict = 11;
+   */
+  vocabDict: { [key: string]: bigint };
+
+  /**
+   * embedding pooling type, available is {sum | mean}
+   *
+   * @generated from field: optional string pooling = 12 [default = "sum"];
+   */
+  pooling: string;
+
+  /**
+   * match value combiner type, available is {sum | mean | min | max | count}
+   * optional string combiner = 12 [default = "sum"];
+   * fg default value
+   *
+   * @generated from field: optional string default_value = 13 [default = "0"];
+   */
+  defaultValue: string;
+
+  /**
+   * fg multi-value separator
+   *
+   * @generated from field: optional string separator = 14 [default = ""];
+   */
+  separator: string;
+
+  /**
+   * match map value is sparse or numeric,
+   * when need_discrete is true, combiner will be empty string
+   *
+   * @generated from field: optional bool need_discrete = 15 [default = false];
+   */
+  needDiscrete: boolean;
+
+  /**
+   * match value need pkey value as prefix or not.
+   *
+   * @generated from field: optional bool show_pkey = 16 [default = false];
+   */
+  showPkey: boolean;
+
+  /**
+   * match value need skey  valueas prefix or not.
+   *
+   * @generated from field: optional bool show_skey = 17 [default = false];
+   */
+  showSkey: boolean;
+
+  /**
+   * fg normalizer, e.g.
+   * method=log10,threshold=1e-10,default=-10
+   * method=zscore,mean=0.0,standard_deviation=10.0
+   * method=minmax,min=2.1,max=2.2
+   * method=expression,expr=sign(x)
+   *
+   * @generated from field: optional string normalizer = 18;
+   */
+  normalizer: string;
+
+  /**
+   * embedding init function, e.g. "nn.init.uniform_,a=-0.01,b=0.01"
+   *
+   * @generated from field: optional string init_fn = 19;
+   */
+  initFn: string;
+
+  /**
+   * match value dimensions
+   *
+   * @generated from field: optional uint32 value_dim = 20;
+   */
+  valueDim: number;
+
+  /**
+   * mask value in training progress
+   *
+   * @generated from field: optional bool use_mask = 21;
+   */
+  useMask: boolean;
+
+  /**
+   * zero collision hash
+   *
+   * @generated from field: optional tzrec.protos.ZeroCollisionHash zch = 22;
+   */
+  zch?: ZeroCollisionHash | undefined;
+
+  /**
+   * id vocabulary file path
+   *
+   * @generated from field: optional string vocab_file = 23;
+   */
+  vocabFile: string;
+
+  /**
+   * vocab file relative directory
+   *
+   * @generated from field: optional string asset_dir = 24;
+   */
+  assetDir: string;
+
+  /**
+   * dynamic embedding
+   *
+   * @generated from field: optional tzrec.protos.DynamicEmbedding dynamicemb = 25;
+   */
+  dynamicemb?: DynamicEmbedding | undefined;
+
+  /**
+   * default value when fg_mode = FG_NONE,
+   * when use pai-fg, you do not need to set the param.
+   * when use own fg and data contain null value, you can set the param for fill null
+   *
+   * @generated from field: optional string fg_encoded_default_value = 30;
+   */
+  fgEncodedDefaultValue: string;
+
+  /**
+   * out-of-vocab(OOV) id bucketize value when use vocab_list or vocab_dict
+   * when use default_bucketize_value, we will not add additional bucketize_value of
+   * `default_value`=0, bucketize_value of <OOV>=1 into vocab_list or vocab_dict
+   *
+   * @generated from field: optional uint64 default_bucketize_value = 31;
+   */
+  defaultBucketizeValue: bigint;
+
+  /**
+   * value_type after fg before bucketize, you can specify it for better performance.
+   * e.g. fg_value_type = int64 when use num_buckets
+   *
+   * @generated from field: optional string fg_value_type = 32;
+   */
+  fgValueType: string;
+
+  /**
+   * embedding param trainable or not
+   *
+   * @generated from field: optional bool trainable = 33 [default = true];
+   */
+  trainable: boolean;
+
+  /**
+   * only used as fg dag intermediate result or not
+   *
+   * @generated from field: optional bool stub_type = 34 [default = false];
+   */
+  stubType: boolean;
+
+  /**
+   * embedding data type
+   *
+   * @generated from field: optional string data_type = 35 [default = "FP32"];
+   */
+  dataType: string;
+
+  /**
+   * @generated from oneof tzrec.protos.MatchFeature.dense_emb
+   */
+  denseEmb: {
+    /**
+     * autodis embedding
+     *
+     * @generated from field: tzrec.protos.AutoDisEmbedding autodis = 40;
+     */
+    value: AutoDisEmbedding;
+    case: "autodis";
+  } | {
+    /**
+     * mlp embedding
+     *
+     * @generated from field: tzrec.protos.MLPEmbedding mlp = 41;
+     */
+    value: MLPEmbedding;
+    case: "mlp";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * embedding param constraints
+   *
+   * @generated from field: optional tzrec.protos.ParameterConstraints embedding_constraints = 50;
+   */
+  embeddingConstraints?: ParameterConstraints | undefined;
+
+  /**
+   * max sequence length, only take effect when use it as sequence
+   *
+   * @generated from field: optional uint32 sequence_length = 101;
+   */
+  sequenceLength: number;
+
+  /**
+   * sequence delimiter, only take effect when use it as sequence
+   *
+   * @generated from field: optional string sequence_delim = 102 [default = ";"];
+   */
+  sequenceDelim: string;
+
+  /**
+   * specify sequence type fields in inputs. default is item side inputs.
+   *
+   * @generated from field: repeated string sequence_fields = 103;
+   */
+  sequenceFields: string[];
+};
+
+/**
+ * Describes the message tzrec.protos.MatchFeature.
+ * Use `create(MatchFeatureSchema)` to create a new message.
+ */
+export const MatchFeatureSchema: GenMessage<MatchFeature> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 15);
+
+/**
+ * @generated from message tzrec.protos.ExprFeature
+ */
+export type ExprFeature = Message<"tzrec.protos.ExprFeature"> & {
+  /**
+   * feature name, e.g. kv_os_click_count
+   *
+   * @generated from field: required string feature_name = 1;
+   */
+  featureName: string;
+
+  /**
+   * expression, e.g. sigmoid(pv/(1+click))
+   *
+   * @generated from field: required string expression = 2;
+   */
+  expression: string;
+
+  /**
+   * variables in expression, e,g. ["item:pv", "item:click"]
+   *
+   * @generated from field: repeated string variables = 3;
+   */
+  variables: string[];
+
+  /**
+   * embedding name, feature with same embedding name will share embedding
+   *
+   * @generated from field: optional string embedding_name = 4;
+   */
+  embeddingName: string;
+
+  /**
+   * embedding dimension
+   *
+   * @generated from field: optional uint32 embedding_dim = 5;
+   */
+  embeddingDim: number;
+
+  /**
+   * boundaries for bucktize numeric expr value
+   *
+   * @generated from field: repeated float boundaries = 6;
+   */
+  boundaries: number[];
+
+  /**
+   * fg multi-value separator
+   *
+   * @generated from field: optional string separator = 7 [default = ""];
+   */
+  separator: string;
+
+  /**
+   * fill value when vector length mismatch, default is NaN.
+   *
+   * @generated from field: optional float fill_missing = 8;
+   */
+  fillMissing: number;
+
+  /**
+   * embedding pooling type, available is {sum | mean}
+   *
+   * @generated from field: optional string pooling = 10 [default = "sum"];
+   */
+  pooling: string;
+
+  /**
+   * fg default value
+   *
+   * @generated from field: optional string default_value = 11 [default = "0"];
+   */
+  defaultValue: string;
+
+  /**
+   * embedding init function, e.g. "nn.init.uniform_,a=-0.01,b=0.01"
+   *
+   * @generated from field: optional string init_fn = 12;
+   */
+  initFn: string;
+
+  /**
+   * mask value in training progress
+   *
+   * @generated from field: optional bool use_mask = 13;
+   */
+  useMask: boolean;
+
+  /**
+   * if value_dim = 0, it supports multi-value
+   *
+   * @generated from field: optional uint32 value_dim = 14 [default = 0];
+   */
+  valueDim: number;
+
+  /**
+   * default value when fg_mode = FG_NONE,
+   * when use pai-fg, you do not need to set the param.
+   * when use own fg and data contain null value, you can set the param for fill null
+   *
+   * @generated from field: optional string fg_encoded_default_value = 30;
+   */
+  fgEncodedDefaultValue: string;
+
+  /**
+   * embedding param trainable or not
+   *
+   * @generated from field: optional bool trainable = 33 [default = true];
+   */
+  trainable: boolean;
+
+  /**
+   * only used as fg dag intermediate result or not
+   *
+   * @generated from field: optional bool stub_type = 34 [default = false];
+   */
+  stubType: boolean;
+
+  /**
+   * embedding data type
+   *
+   * @generated from field: optional string data_type = 35 [default = "FP32"];
+   */
+  dataType: string;
+
+  /**
+   * @generated from oneof tzrec.protos.ExprFeature.dense_emb
+   */
+  denseEmb: {
+    /**
+     * autodis embedding
+     *
+     * @generated from field: tzrec.protos.AutoDisEmbedding autodis = 40;
+     */
+    value: AutoDisEmbedding;
+    case: "autodis";
+  } | {
+    /**
+     * mlp embedding
+     *
+     * @generated from field: tzrec.protos.MLPEmbedding mlp = 41;
+     */
+    value: MLPEmbedding;
+    case: "mlp";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * embedding param constraints
+   *
+   * @generated from field: optional tzrec.protos.ParameterConstraints embedding_constraints = 50;
+   */
+  embeddingConstraints?: ParameterConstraints | undefined;
+
+  /**
+   * max sequence length, only take effect when use it as sequence
+   *
+   * @generated from field: optional uint32 sequence_length = 101;
+   */
+  sequenceLength: number;
+
+  /**
+   * sequence delimiter, only take effect when use it as sequence
+   *
+   * @generated from field: optional string sequence_delim = 102 [default = ";"];
+   */
+  sequenceDelim: string;
+
+  /**
+   * specify sequence type fields in inputs. default is item side inputs.
+   *
+   * @generated from field: repeated string sequence_fields = 103;
+   */
+  sequenceFields: string[];
+};
+
+/**
+ * Describes the message tzrec.protos.ExprFeature.
+ * Use `create(ExprFeatureSchema)` to create a new message.
+ */
+export const ExprFeatureSchema: GenMessage<ExprFeature> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 16);
+
+/**
+ * @generated from message tzrec.protos.OverlapFeature
+ */
+export type OverlapFeature = Message<"tzrec.protos.OverlapFeature"> & {
+  /**
+   * feature name, e.g. overlap_ratio
+   *
+   * @generated from field: required string feature_name = 1;
+   */
+  featureName: string;
+
+  /**
+   * query input name, e.g. user:query
+   *
+   * @generated from field: required string query = 2;
+   */
+  query: string;
+
+  /**
+   * title input name, e,g. item:title
+   *
+   * @generated from field: required string title = 3;
+   */
+  title: string;
+
+  /**
+   * overlap calculate method, available is {query_common_ratio | title_common_ratio | is_contain | is_equal}
+   *
+   * @generated from field: required string method = 4;
+   */
+  method: string;
+
+  /**
+   * embedding name, feature with same embedding name will share embedding
+   *
+   * @generated from field: optional string embedding_name = 5;
+   */
+  embeddingName: string;
+
+  /**
+   * embedding dimension
+   *
+   * @generated from field: optional uint32 embedding_dim = 6;
+   */
+  embeddingDim: number;
+
+  /**
+   * boundaries for bucktize numeric expr value
+   *
+   * @generated from field: repeated float boundaries = 7;
+   */
+  boundaries: number[];
+
+  /**
+   * fg normalizer, e.g.
+   * method=log10,threshold=1e-10,default=-10
+   * method=zscore,mean=0.0,standard_deviation=10.0
+   * method=minmax,min=2.1,max=2.2
+   * method=expression,expr=sign(x)
+   *
+   * @generated from field: optional string normalizer = 8;
+   */
+  normalizer: string;
+
+  /**
+   * embedding pooling type, available is {sum | mean}
+   *
+   * @generated from field: optional string pooling = 10 [default = "sum"];
+   */
+  pooling: string;
+
+  /**
+   * fg default value
+   * optional string default_value = 11 [default = "0"];
+   * fg multi-value separator
+   *
+   * @generated from field: optional string separator = 12 [default = ""];
+   */
+  separator: string;
+
+  /**
+   * embedding init function, e.g. "nn.init.uniform_,a=-0.01,b=0.01"
+   *
+   * @generated from field: optional string init_fn = 13;
+   */
+  initFn: string;
+
+  /**
+   * mask value in training progress
+   *
+   * @generated from field: optional bool use_mask = 14;
+   */
+  useMask: boolean;
+
+  /**
+   * default value when fg_mode = FG_NONE,
+   * when use pai-fg, you do not need to set the param.
+   * when use own fg and data contain null value, you can set the param for fill null
+   *
+   * @generated from field: optional string fg_encoded_default_value = 30;
+   */
+  fgEncodedDefaultValue: string;
+
+  /**
+   * embedding param trainable or not
+   *
+   * @generated from field: optional bool trainable = 33 [default = true];
+   */
+  trainable: boolean;
+
+  /**
+   * only used as fg dag intermediate result or not
+   *
+   * @generated from field: optional bool stub_type = 34 [default = false];
+   */
+  stubType: boolean;
+
+  /**
+   * embedding data type
+   *
+   * @generated from field: optional string data_type = 35 [default = "FP32"];
+   */
+  dataType: string;
+
+  /**
+   * @generated from oneof tzrec.protos.OverlapFeature.dense_emb
+   */
+  denseEmb: {
+    /**
+     * autodis embedding
+     *
+     * @generated from field: tzrec.protos.AutoDisEmbedding autodis = 40;
+     */
+    value: AutoDisEmbedding;
+    case: "autodis";
+  } | {
+    /**
+     * mlp embedding
+     *
+     * @generated from field: tzrec.protos.MLPEmbedding mlp = 41;
+     */
+    value: MLPEmbedding;
+    case: "mlp";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * embedding param constraints
+   *
+   * @generated from field: optional tzrec.protos.ParameterConstraints embedding_constraints = 50;
+   */
+  embeddingConstraints?: ParameterConstraints | undefined;
+
+  /**
+   * max sequence length, only take effect when use it as sequence
+   *
+   * @generated from field: optional uint32 sequence_length = 101;
+   */
+  sequenceLength: number;
+
+  /**
+   * sequence delimiter, only take effect when use it as sequence
+   *
+   * @generated from field: optional string sequence_delim = 102 [default = ";"];
+   */
+  sequenceDelim: string;
+
+  /**
+   * specify sequence type fields in inputs. default is item side inputs.
+   *
+   * @generated from field: repeated string sequence_fields = 103;
+   */
+  sequenceFields: string[];
+};
+
+/**
+ * Describes the message tzrec.protos.OverlapFeature.
+ * Use `create(OverlapFeatureSchema)` to create a new message.
+ */
+export const OverlapFeatureSchema: GenMessage<OverlapFeature> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 17);
+
+/**
+ * @generated from message tzrec.protos.TextNormalizer
+ */
+export type TextNormalizer = Message<"tzrec.protos.TextNormalizer"> & {
+  /**
+   * if text_length greater than max_length, will not do normalize
+   *
+   * @generated from field: optional uint32 max_length = 1;
+   */
+  maxLength: number;
+
+  /**
+   * stop char file path, default will use built-in stop char
+   *
+   * @generated from field: optional string stop_char_file = 2;
+   */
+  stopCharFile: string;
+
+  /**
+   * text normalize options, default is TEXT_LOWER2UPPER & TEXT_SBC2DBC & TEXT_CHT2CHS & TEXT_FILTER
+   *
+   * @generated from field: repeated tzrec.protos.TextNormalizeOption norm_options = 3;
+   */
+  normOptions: TextNormalizeOption[];
+};
+
+/**
+ * Describes the message tzrec.protos.TextNormalizer.
+ * Use `create(TextNormalizerSchema)` to create a new message.
+ */
+export const TextNormalizerSchema: GenMessage<TextNormalizer> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 18);
+
+/**
+ * @generated from message tzrec.protos.TokenizeFeature
+ */
+export type TokenizeFeature = Message<"tzrec.protos.TokenizeFeature"> & {
+  /**
+   * feature name, e.g. title_token
+   *
+   * @generated from field: required string feature_name = 1;
+   */
+  featureName: string;
+
+  /**
+   * feature input, e.g. item:title
+   *
+   * @generated from field: required string expression = 2;
+   */
+  expression: string;
+
+  /**
+   * embedding name, feature with same embedding name will share embedding
+   *
+   * @generated from field: optional string embedding_name = 3;
+   */
+  embeddingName: string;
+
+  /**
+   * embedding dimension
+   *
+   * @generated from field: required uint32 embedding_dim = 4;
+   */
+  embeddingDim: number;
+
+  /**
+   * text normalizer
+   *
+   * @generated from field: optional tzrec.protos.TextNormalizer text_normalizer = 6;
+   */
+  textNormalizer?: TextNormalizer | undefined;
+
+  /**
+   * tokenizer vocabulary file path
+   *
+   * @generated from field: required string vocab_file = 7;
+   */
+  vocabFile: string;
+
+  /**
+   * vocab file relative directory
+   *
+   * @generated from field: optional string asset_dir = 8;
+   */
+  assetDir: string;
+
+  /**
+   * embedding pooling type, available is {sum | mean}
+   *
+   * @generated from field: optional string pooling = 10 [default = "sum"];
+   */
+  pooling: string;
+
+  /**
+   * fg default value, default value before bucktize
+   *
+   * @generated from field: optional string default_value = 11 [default = ""];
+   */
+  defaultValue: string;
+
+  /**
+   * tokenizer_type type, available is {bpe | sentencepiece}
+   *
+   * @generated from field: optional string tokenizer_type = 12 [default = "bpe"];
+   */
+  tokenizerType: string;
+
+  /**
+   * embedding init function, e.g. "nn.init.uniform_,a=-0.01,b=0.01"
+   *
+   * @generated from field: optional string init_fn = 14;
+   */
+  initFn: string;
+
+  /**
+   * mask value in training progress
+   *
+   * @generated from field: optional bool use_mask = 15;
+   */
+  useMask: boolean;
+
+  /**
+   * default value when fg_mode = FG_NONE,
+   * when use pai-fg, you do not need to set the param.
+   * when use own fg and data contain null value, you can set the param for fill null
+   *
+   * @generated from field: optional string fg_encoded_default_value = 30;
+   */
+  fgEncodedDefaultValue: string;
+
+  /**
+   * embedding param trainable or not
+   *
+   * @generated from field: optional bool trainable = 33 [default = true];
+   */
+  trainable: boolean;
+
+  /**
+   * only used as fg dag intermediate result or not
+   *
+   * @generated from field: optional bool stub_type = 34 [default = false];
+   */
+  stubType: boolean;
+
+  /**
+   * embedding data type
+   *
+   * @generated from field: optional string data_type = 35 [default = "FP32"];
+   */
+  dataType: string;
+
+  /**
+   * embedding param constraints
+   *
+   * @generated from field: optional tzrec.protos.ParameterConstraints embedding_constraints = 50;
+   */
+  embeddingConstraints?: ParameterConstraints | undefined;
+
+  /**
+   * max sequence length, only take effect when use it as sequence
+   *
+   * @generated from field: optional uint32 sequence_length = 101;
+   */
+  sequenceLength: number;
+
+  /**
+   * sequence delimiter, only take effect when use it as sequence
+   *
+   * @generated from field: optional string sequence_delim = 102 [default = ";"];
+   */
+  sequenceDelim: string;
+
+  /**
+   * specify sequence type fields in inputs. default is item side inputs.
+   *
+   * @generated from field: repeated string sequence_fields = 103;
+   */
+  sequenceFields: string[];
+
+  /**
+   * When true, treat the tokenized output of a single text as a sequence
+   * of tokens (each token is one sequence element, value_dim=1) so the
+   * feature can be fed into sequence_encoder modules (pooling_encoder,
+   * self_attention_encoder, etc.) via EmbeddingCollection instead of
+   * being pooled by EmbeddingBagCollection. This is distinct from the
+   * `sequence_tokenize_feature` oneof entry, which interprets the input as
+   * a `sequence_delim`-separated list of texts.
+   *
+   * @generated from field: optional bool tokens_as_sequence = 104 [default = false];
+   */
+  tokensAsSequence: boolean;
+};
+
+/**
+ * Describes the message tzrec.protos.TokenizeFeature.
+ * Use `create(TokenizeFeatureSchema)` to create a new message.
+ */
+export const TokenizeFeatureSchema: GenMessage<TokenizeFeature> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 19);
+
+/**
+ * @generated from message tzrec.protos.KvDotProduct
+ */
+export type KvDotProduct = Message<"tzrec.protos.KvDotProduct"> & {
+  /**
+   * feature name, e.g. kv_os_click_count
+   *
+   * @generated from field: required string feature_name = 1;
+   */
+  featureName: string;
+
+  /**
+   * query, e.g. ["a:0.5", "b:0.5"]
+   *
+   * @generated from field: required string query = 2;
+   */
+  query: string;
+
+  /**
+   * document, e,g. ["d:0.5", "b:0.5"]
+   *
+   * @generated from field: required string document = 3;
+   */
+  document: string;
+
+  /**
+   * embedding name, feature with same embedding name will share embedding
+   *
+   * @generated from field: optional string embedding_name = 4;
+   */
+  embeddingName: string;
+
+  /**
+   * embedding dimension
+   *
+   * @generated from field: optional uint32 embedding_dim = 5;
+   */
+  embeddingDim: number;
+
+  /**
+   * boundaries for bucktize numeric expr value
+   *
+   * @generated from field: repeated float boundaries = 6;
+   */
+  boundaries: number[];
+
+  /**
+   * fg multi-value separator
+   *
+   * @generated from field: optional string separator = 7 [default = ""];
+   */
+  separator: string;
+
+  /**
+   * fg kv separator, default is :.
+   *
+   * @generated from field: optional float kv_delimiter = 8;
+   */
+  kvDelimiter: number;
+
+  /**
+   * fg normalizer, e.g.
+   * method=log10,threshold=1e-10,default=-10
+   * method=zscore,mean=0.0,standard_deviation=10.0
+   * method=minmax,min=2.1,max=2.2
+   * method=expression,expr=sign(x)
+   *
+   * @generated from field: optional string normalizer = 9;
+   */
+  normalizer: string;
+
+  /**
+   * embedding pooling type, available is {sum | mean}
+   *
+   * @generated from field: optional string pooling = 10 [default = "sum"];
+   */
+  pooling: string;
+
+  /**
+   * fg default value
+   *
+   * @generated from field: optional string default_value = 11 [default = "0"];
+   */
+  defaultValue: string;
+
+  /**
+   * embedding init function, e.g. "nn.init.uniform_,a=-0.01,b=0.01"
+   *
+   * @generated from field: optional string init_fn = 12;
+   */
+  initFn: string;
+
+  /**
+   * mask value in training progress
+   *
+   * @generated from field: optional bool use_mask = 13;
+   */
+  useMask: boolean;
+
+  /**
+   * default value when fg_mode = FG_NONE,
+   * when use pai-fg, you do not need to set the param.
+   * when use own fg and data contain null value, you can set the param for fill null
+   *
+   * @generated from field: optional string fg_encoded_default_value = 30;
+   */
+  fgEncodedDefaultValue: string;
+
+  /**
+   * embedding param trainable or not
+   *
+   * @generated from field: optional bool trainable = 33 [default = true];
+   */
+  trainable: boolean;
+
+  /**
+   * only used as fg dag intermediate result or not
+   *
+   * @generated from field: optional bool stub_type = 34 [default = false];
+   */
+  stubType: boolean;
+
+  /**
+   * embedding data type
+   *
+   * @generated from field: optional string data_type = 35 [default = "FP32"];
+   */
+  dataType: string;
+
+  /**
+   * @generated from oneof tzrec.protos.KvDotProduct.dense_emb
+   */
+  denseEmb: {
+    /**
+     * autodis embedding
+     *
+     * @generated from field: tzrec.protos.AutoDisEmbedding autodis = 40;
+     */
+    value: AutoDisEmbedding;
+    case: "autodis";
+  } | {
+    /**
+     * mlp embedding
+     *
+     * @generated from field: tzrec.protos.MLPEmbedding mlp = 41;
+     */
+    value: MLPEmbedding;
+    case: "mlp";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * embedding param constraints
+   *
+   * @generated from field: optional tzrec.protos.ParameterConstraints embedding_constraints = 50;
+   */
+  embeddingConstraints?: ParameterConstraints | undefined;
+
+  /**
+   * max sequence length, only take effect when use it as sequence
+   *
+   * @generated from field: optional uint32 sequence_length = 101;
+   */
+  sequenceLength: number;
+
+  /**
+   * sequence delimiter, only take effect when use it as sequence
+   *
+   * @generated from field: optional string sequence_delim = 102 [default = ";"];
+   */
+  sequenceDelim: string;
+
+  /**
+   * specify sequence type fields in inputs. default is item side inputs.
+   *
+   * @generated from field: repeated string sequence_fields = 103;
+   */
+  sequenceFields: string[];
+};
+
+/**
+ * Describes the message tzrec.protos.KvDotProduct.
+ * Use `create(KvDotProductSchema)` to create a new message.
+ */
+export const KvDotProductSchema: GenMessage<KvDotProduct> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 20);
+
+/**
+ * @generated from message tzrec.protos.CustomFeature
+ */
+export type CustomFeature = Message<"tzrec.protos.CustomFeature"> & {
+  /**
+   * feature name.
+   *
+   * @generated from field: required string feature_name = 1;
+   */
+  featureName: string;
+
+  /**
+   * custom operator name.
+   *
+   * @generated from field: required string operator_name = 2;
+   */
+  operatorName: string;
+
+  /**
+   * custom operator lib file name.
+   *
+   * @generated from field: required string operator_lib_file = 3;
+   */
+  operatorLibFile: string;
+
+  /**
+   * operator custom params.
+   *
+   * @generated from field: optional google.protobuf.Struct operator_params = 4;
+   */
+  operatorParams?: JsonObject | undefined;
+
+  /**
+   * custom operator is thread safe or not.
+   *
+   * @generated from field: optional bool is_op_thread_safe = 5 [default = false];
+   */
+  isOpThreadSafe: boolean;
+
+  /**
+   * feature input, e.g. user:os
+   *
+   * @generated from field: repeated string expression = 6;
+   */
+  expression: string[];
+
+  /**
+   * embedding name, feature with same embedding name will share embedding
+   *
+   * @generated from field: optional string embedding_name = 7;
+   */
+  embeddingName: string;
+
+  /**
+   * embedding dimension
+   *
+   * @generated from field: optional uint32 embedding_dim = 8;
+   */
+  embeddingDim: number;
+
+  /**
+   * boundaries for bucktize numeric value
+   *
+   * @generated from field: repeated float boundaries = 9;
+   */
+  boundaries: number[];
+
+  /**
+   * number of hash size for sparse value
+   *
+   * @generated from field: optional uint64 hash_bucket_size = 10;
+   */
+  hashBucketSize: bigint;
+
+  /**
+   * number of id enumerators for sparse value
+   *
+   * @generated from field: optional uint64 num_buckets = 11;
+   */
+  numBuckets: bigint;
+
+  /**
+   * id vocabulary list for sparse value
+   *
+   * @generated from field: repeated string vocab_list = 12;
+   */
+  vocabList: string[];
+
+  /**
+   * id vocabulary dict
+   *
+   * @generated from field: map<string, uint64> vocab_dict = 13;
+   */
+  vocabDict: { [key: string]: bigint };
+
+  /**
+   * embedding pooling type, available is {sum | mean}
+   *
+   * @generated from field: optional string pooling = 14 [default = "sum"];
+   */
+  pooling: string;
+
+  /**
+   * fg default value
+   *
+   * @generated from field: optional string default_value = 15 [default = "0"];
+   */
+  defaultValue: string;
+
+  /**
+   * fg multi-value separator
+   *
+   * @generated from field: optional string separator = 16 [default = ""];
+   */
+  separator: string;
+
+  /**
+   * fg normalizer, e.g.
+   * method=log10,threshold=1e-10,default=-10
+   * method=zscore,mean=0.0,standard_deviation=10.0
+   * method=minmax,min=2.1,max=2.2
+   * method=expression,expr=sign(x)
+   *
+   * @generated from field: optional string normalizer = 17;
+   */
+  normalizer: string;
+
+  /**
+   * embedding init function, e.g. "nn.init.uniform_,a=-0.01,b=0.01"
+   *
+   * @generated from field: optional string init_fn = 18;
+   */
+  initFn: string;
+
+  /**
+   * value dimensions
+   *
+   * @generated from field: optional uint32 value_dim = 19;
+   */
+  valueDim: number;
+
+  /**
+   * mask value in training progress
+   *
+   * @generated from field: optional bool use_mask = 20;
+   */
+  useMask: boolean;
+
+  /**
+   * zero collision hash
+   *
+   * @generated from field: optional tzrec.protos.ZeroCollisionHash zch = 21;
+   */
+  zch?: ZeroCollisionHash | undefined;
+
+  /**
+   * id vocabulary file path
+   *
+   * @generated from field: optional string vocab_file = 22;
+   */
+  vocabFile: string;
+
+  /**
+   * vocab file relative directory
+   *
+   * @generated from field: optional string asset_dir = 23;
+   */
+  assetDir: string;
+
+  /**
+   * dynamic embedding
+   *
+   * @generated from field: optional tzrec.protos.DynamicEmbedding dynamicemb = 24;
+   */
+  dynamicemb?: DynamicEmbedding | undefined;
+
+  /**
+   * default value when fg_mode = FG_NONE,
+   * when use pai-fg, you do not need to set the param.
+   * when use own fg and data contain null value, you can set the param for fill null
+   *
+   * @generated from field: optional string fg_encoded_default_value = 30;
+   */
+  fgEncodedDefaultValue: string;
+
+  /**
+   * out-of-vocab(OOV) id bucketize value when use vocab_list or vocab_dict
+   * when use default_bucketize_value, we will not add additional bucketize_value of
+   * `default_value`=0, bucketize_value of <OOV>=1 into vocab_list or vocab_dict
+   *
+   * @generated from field: optional uint64 default_bucketize_value = 31;
+   */
+  defaultBucketizeValue: bigint;
+
+  /**
+   * embedding param trainable or not
+   *
+   * @generated from field: optional bool trainable = 33 [default = true];
+   */
+  trainable: boolean;
+
+  /**
+   * only used as fg dag intermediate result or not
+   *
+   * @generated from field: optional bool stub_type = 34 [default = false];
+   */
+  stubType: boolean;
+
+  /**
+   * embedding data type
+   *
+   * @generated from field: optional string data_type = 35 [default = "FP32"];
+   */
+  dataType: string;
+
+  /**
+   * @generated from oneof tzrec.protos.CustomFeature.dense_emb
+   */
+  denseEmb: {
+    /**
+     * autodis embedding
+     *
+     * @generated from field: tzrec.protos.AutoDisEmbedding autodis = 40;
+     */
+    value: AutoDisEmbedding;
+    case: "autodis";
+  } | {
+    /**
+     * mlp embedding
+     *
+     * @generated from field: tzrec.protos.MLPEmbedding mlp = 41;
+     */
+    value: MLPEmbedding;
+    case: "mlp";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * embedding param constraints
+   *
+   * @generated from field: optional tzrec.protos.ParameterConstraints embedding_constraints = 50;
+   */
+  embeddingConstraints?: ParameterConstraints | undefined;
+
+  /**
+   * max sequence length, only take effect when use it as sequence
+   *
+   * @generated from field: optional uint32 sequence_length = 101;
+   */
+  sequenceLength: number;
+
+  /**
+   * sequence delimiter, only take effect when use it as sequence
+   *
+   * @generated from field: optional string sequence_delim = 102 [default = ";"];
+   */
+  sequenceDelim: string;
+
+  /**
+   * specify sequence type fields in inputs. default is item side inputs.
+   *
+   * @generated from field: repeated string sequence_fields = 103;
+   */
+  sequenceFields: string[];
+};
+
+/**
+ * Describes the message tzrec.protos.CustomFeature.
+ * Use `create(CustomFeatureSchema)` to create a new message.
+ */
+export const CustomFeatureSchema: GenMessage<CustomFeature> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 21);
+
+/**
+ * @generated from message tzrec.protos.BoolMaskFeature
+ */
+export type BoolMaskFeature = Message<"tzrec.protos.BoolMaskFeature"> & {
+  /**
+   * feature name.
+   *
+   * @generated from field: required string feature_name = 1;
+   */
+  featureName: string;
+
+  /**
+   * feature input, e.g. item:item_id
+   *
+   * @generated from field: repeated string expression = 2;
+   */
+  expression: string[];
+
+  /**
+   * embedding name, feature with same embedding name will share embedding
+   *
+   * @generated from field: optional string embedding_name = 3;
+   */
+  embeddingName: string;
+
+  /**
+   * embedding dimension
+   *
+   * @generated from field: required uint32 embedding_dim = 4;
+   */
+  embeddingDim: number;
+
+  /**
+   * number of hash size
+   *
+   * @generated from field: optional uint64 hash_bucket_size = 5;
+   */
+  hashBucketSize: bigint;
+
+  /**
+   * number of id enumerators
+   *
+   * @generated from field: optional uint64 num_buckets = 6;
+   */
+  numBuckets: bigint;
+
+  /**
+   * id vocabulary list
+   *
+   * @generated from field: repeated string vocab_list = 7;
+   */
+  vocabList: string[];
+
+  /**
+   * id vocabulary dict
+   *
+   * @generated from field: map<string, uint64> vocab_dict = 8;
+   */
+  vocabDict: { [key: string]: bigint };
+
+  /**
+   * id value dimensions, default = 0, when use in seq, default = 1
+   * if value_dim = 0, it supports id with multi-value
+   *
+   * @generated from field: optional uint32 value_dim = 9;
+   */
+  valueDim: number;
+
+  /**
+   * embedding pooling type, available is {sum | mean}
+   *
+   * @generated from field: optional string pooling = 10 [default = "sum"];
+   */
+  pooling: string;
+
+  /**
+   * fg default value, default value before bucktize
+   *
+   * @generated from field: optional string default_value = 11 [default = ""];
+   */
+  defaultValue: string;
+
+  /**
+   * fg multi-value separator
+   *
+   * @generated from field: optional string separator = 12 [default = ""];
+   */
+  separator: string;
+
+  /**
+   * embedding init function, e.g. "nn.init.uniform_,a=-0.01,b=0.01"
+   *
+   * @generated from field: optional string init_fn = 14;
+   */
+  initFn: string;
+
+  /**
+   * mask value in training progress
+   *
+   * @generated from field: optional bool use_mask = 15;
+   */
+  useMask: boolean;
+
+  /**
+   * zero collision hash
+   *
+   * @generated from field: optional tzrec.protos.ZeroCollisionHash zch = 16;
+   */
+  zch?: ZeroCollisionHash | undefined;
+
+  /**
+   * id vocabulary file path
+   *
+   * @generated from field: optional string vocab_file = 17;
+   */
+  vocabFile: string;
+
+  /**
+   * vocab file relative directory
+   *
+   * @generated from field: optional string asset_dir = 18;
+   */
+  assetDir: string;
+
+  /**
+   * dynamic embedding
+   *
+   * @generated from field: optional tzrec.protos.DynamicEmbedding dynamicemb = 19;
+   */
+  dynamicemb?: DynamicEmbedding | undefined;
+
+  /**
+   * default value when fg_mode = FG_NONE,
+   * when use pai-fg, you do not need to set the param.
+   * when use own fg and data contain null value, you can set the param for fill null
+   *
+   * @generated from field: optional string fg_encoded_default_value = 30;
+   */
+  fgEncodedDefaultValue: string;
+
+  /**
+   * out-of-vocab(OOV) id bucketize value when use vocab_list or vocab_dict
+   * when use default_bucketize_value, we will not add additional bucketize_value of
+   * `default_value`=0, bucketize_value of <OOV>=1 into vocab_list or vocab_dict
+   *
+   * @generated from field: optional uint64 default_bucketize_value = 31;
+   */
+  defaultBucketizeValue: bigint;
+
+  /**
+   * value_type after fg before bucketize, you can specify it for better performance.
+   * e.g. fg_value_type = int64 when use num_buckets
+   *
+   * @generated from field: optional string fg_value_type = 32;
+   */
+  fgValueType: string;
+
+  /**
+   * embedding param trainable or not
+   *
+   * @generated from field: optional bool trainable = 33 [default = true];
+   */
+  trainable: boolean;
+
+  /**
+   * only used as fg dag intermediate result or not
+   *
+   * @generated from field: optional bool stub_type = 34 [default = false];
+   */
+  stubType: boolean;
+
+  /**
+   * embedding data type
+   *
+   * @generated from field: optional string data_type = 35 [default = "FP32"];
+   */
+  dataType: string;
+
+  /**
+   * embedding param constraints
+   *
+   * @generated from field: optional tzrec.protos.ParameterConstraints embedding_constraints = 50;
+   */
+  embeddingConstraints?: ParameterConstraints | undefined;
+
+  /**
+   * max sequence length, only take effect when use it as sequence
+   *
+   * @generated from field: optional uint32 sequence_length = 101;
+   */
+  sequenceLength: number;
+
+  /**
+   * sequence delimiter, only take effect when use it as sequence
+   *
+   * @generated from field: optional string sequence_delim = 102 [default = ";"];
+   */
+  sequenceDelim: string;
+
+  /**
+   * specify sequence type fields in inputs. default is item side inputs.
+   *
+   * @generated from field: repeated string sequence_fields = 103;
+   */
+  sequenceFields: string[];
+};
+
+/**
+ * Describes the message tzrec.protos.BoolMaskFeature.
+ * Use `create(BoolMaskFeatureSchema)` to create a new message.
+ */
+export const BoolMaskFeatureSchema: GenMessage<BoolMaskFeature> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 22);
+
+/**
+ * @generated from message tzrec.protos.SequenceFeature
+ */
+export type SequenceFeature = Message<"tzrec.protos.SequenceFeature"> & {
+  /**
+   * sequence name
+   *
+   * @generated from field: required string sequence_name = 1;
+   */
+  sequenceName: string;
+
+  /**
+   * max sequence length, only take effect in fg
+   *
+   * @generated from field: required uint32 sequence_length = 2;
+   */
+  sequenceLength: number;
+
+  /**
+   * sequence delimiter
+   *
+   * @generated from field: required string sequence_delim = 3 [default = ";"];
+   */
+  sequenceDelim: string;
+
+  /**
+   * sequence primary key name for serving,
+   * default will be user:{sequence_name}
+   *
+   * @generated from field: optional string sequence_pk = 4;
+   */
+  sequencePk: string;
+
+  /**
+   * sub feature config
+   *
+   * @generated from field: repeated tzrec.protos.SeqFeatureConfig features = 5;
+   */
+  features: SeqFeatureConfig[];
+};
+
+/**
+ * Describes the message tzrec.protos.SequenceFeature.
+ * Use `create(SequenceFeatureSchema)` to create a new message.
+ */
+export const SequenceFeatureSchema: GenMessage<SequenceFeature> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 23);
 
 /**
  * @generated from message tzrec.protos.FeatureConfig
@@ -285,14 +3052,76 @@ export type FeatureConfig = Message<"tzrec.protos.FeatureConfig"> & {
     case: "idFeature";
   } | {
     /**
-     * 3-13: combo, lookup, match, sequence, expr, overlap, tokenize,
-     * custom, kv_dot_product, bool_mask and combine features (not in
-     * this subset)
-     *
      * @generated from field: tzrec.protos.RawFeature raw_feature = 2;
      */
     value: RawFeature;
     case: "rawFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.ComboFeature combo_feature = 3;
+     */
+    value: ComboFeature;
+    case: "comboFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.LookupFeature lookup_feature = 4;
+     */
+    value: LookupFeature;
+    case: "lookupFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.MatchFeature match_feature = 5;
+     */
+    value: MatchFeature;
+    case: "matchFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.SequenceFeature sequence_feature = 6;
+     */
+    value: SequenceFeature;
+    case: "sequenceFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.ExprFeature expr_feature = 7;
+     */
+    value: ExprFeature;
+    case: "exprFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.OverlapFeature overlap_feature = 8;
+     */
+    value: OverlapFeature;
+    case: "overlapFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.TokenizeFeature tokenize_feature = 9;
+     */
+    value: TokenizeFeature;
+    case: "tokenizeFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.CustomFeature custom_feature = 10;
+     */
+    value: CustomFeature;
+    case: "customFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.KvDotProduct kv_dot_product = 11;
+     */
+    value: KvDotProduct;
+    case: "kvDotProduct";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.BoolMaskFeature bool_mask_feature = 12;
+     */
+    value: BoolMaskFeature;
+    case: "boolMaskFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.CombineFeature combine_feature = 13;
+     */
+    value: CombineFeature;
+    case: "combineFeature";
   } | {
     /**
      * @generated from field: tzrec.protos.IdFeature sequence_id_feature = 101;
@@ -301,12 +3130,70 @@ export type FeatureConfig = Message<"tzrec.protos.FeatureConfig"> & {
     case: "sequenceIdFeature";
   } | {
     /**
-     * 103-113: sequence variants of the features above (not in this subset)
-     *
      * @generated from field: tzrec.protos.RawFeature sequence_raw_feature = 102;
      */
     value: RawFeature;
     case: "sequenceRawFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.ComboFeature sequence_combo_feature = 103;
+     */
+    value: ComboFeature;
+    case: "sequenceComboFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.LookupFeature sequence_lookup_feature = 104;
+     */
+    value: LookupFeature;
+    case: "sequenceLookupFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.MatchFeature sequence_match_feature = 105;
+     */
+    value: MatchFeature;
+    case: "sequenceMatchFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.ExprFeature sequence_expr_feature = 107;
+     */
+    value: ExprFeature;
+    case: "sequenceExprFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.OverlapFeature sequence_overlap_feature = 108;
+     */
+    value: OverlapFeature;
+    case: "sequenceOverlapFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.TokenizeFeature sequence_tokenize_feature = 109;
+     */
+    value: TokenizeFeature;
+    case: "sequenceTokenizeFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.CustomFeature sequence_custom_feature = 110;
+     */
+    value: CustomFeature;
+    case: "sequenceCustomFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.KvDotProduct sequence_kv_dot_product = 111;
+     */
+    value: KvDotProduct;
+    case: "sequenceKvDotProduct";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.BoolMaskFeature sequence_bool_mask_feature = 112;
+     */
+    value: BoolMaskFeature;
+    case: "sequenceBoolMaskFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.CombineFeature sequence_combine_feature = 113;
+     */
+    value: CombineFeature;
+    case: "sequenceCombineFeature";
   } | { case: undefined; value?: undefined };
 };
 
@@ -315,5 +3202,154 @@ export type FeatureConfig = Message<"tzrec.protos.FeatureConfig"> & {
  * Use `create(FeatureConfigSchema)` to create a new message.
  */
 export const FeatureConfigSchema: GenMessage<FeatureConfig> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_feature, 2);
+  messageDesc(file_tzrec_protos_feature, 24);
+
+/**
+ * @generated from message tzrec.protos.SeqFeatureConfig
+ */
+export type SeqFeatureConfig = Message<"tzrec.protos.SeqFeatureConfig"> & {
+  /**
+   * @generated from oneof tzrec.protos.SeqFeatureConfig.feature
+   */
+  feature: {
+    /**
+     * @generated from field: tzrec.protos.IdFeature id_feature = 1;
+     */
+    value: IdFeature;
+    case: "idFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.RawFeature raw_feature = 2;
+     */
+    value: RawFeature;
+    case: "rawFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.ComboFeature combo_feature = 3;
+     */
+    value: ComboFeature;
+    case: "comboFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.LookupFeature lookup_feature = 4;
+     */
+    value: LookupFeature;
+    case: "lookupFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.MatchFeature match_feature = 5;
+     */
+    value: MatchFeature;
+    case: "matchFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.ExprFeature expr_feature = 7;
+     */
+    value: ExprFeature;
+    case: "exprFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.OverlapFeature overlap_feature = 8;
+     */
+    value: OverlapFeature;
+    case: "overlapFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.TokenizeFeature tokenize_feature = 9;
+     */
+    value: TokenizeFeature;
+    case: "tokenizeFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.CustomFeature custom_feature = 10;
+     */
+    value: CustomFeature;
+    case: "customFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.KvDotProduct kv_dot_product = 11;
+     */
+    value: KvDotProduct;
+    case: "kvDotProduct";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.BoolMaskFeature bool_mask_feature = 12;
+     */
+    value: BoolMaskFeature;
+    case: "boolMaskFeature";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.CombineFeature combine_feature = 13;
+     */
+    value: CombineFeature;
+    case: "combineFeature";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message tzrec.protos.SeqFeatureConfig.
+ * Use `create(SeqFeatureConfigSchema)` to create a new message.
+ */
+export const SeqFeatureConfigSchema: GenMessage<SeqFeatureConfig> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_feature, 25);
+
+/**
+ * @generated from enum tzrec.protos.TextNormalizeOption
+ */
+export enum TextNormalizeOption {
+  /**
+   * lower case to upper case
+   *
+   * @generated from enum value: TEXT_LOWER2UPPER = 0;
+   */
+  TEXT_LOWER2UPPER = 0,
+
+  /**
+   * upper case to lower case
+   *
+   * @generated from enum value: TEXT_UPPER2LOWER = 1;
+   */
+  TEXT_UPPER2LOWER = 1,
+
+  /**
+   * sbc case to dbc case
+   *
+   * @generated from enum value: TEXT_SBC2DBC = 2;
+   */
+  TEXT_SBC2DBC = 2,
+
+  /**
+   * traditional chinese to simple chinese
+   *
+   * @generated from enum value: TEXT_CHT2CHS = 3;
+   */
+  TEXT_CHT2CHS = 3,
+
+  /**
+   * filter speicial chars
+   *
+   * @generated from enum value: TEXT_FILTER = 4;
+   */
+  TEXT_FILTER = 4,
+
+  /**
+   * chinese split to chars with blanks
+   *
+   * @generated from enum value: TEXT_SPLITCHRS = 5;
+   */
+  TEXT_SPLITCHRS = 5,
+
+  /**
+   * remove space
+   *
+   * @generated from enum value: TEXT_REMOVE_SPACE = 6;
+   */
+  TEXT_REMOVE_SPACE = 6,
+}
+
+/**
+ * Describes the enum tzrec.protos.TextNormalizeOption.
+ */
+export const TextNormalizeOptionSchema: GenEnum<TextNormalizeOption> = /*@__PURE__*/
+  enumDesc(file_tzrec_protos_feature, 0);
 

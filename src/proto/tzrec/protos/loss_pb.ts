@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tzrec/protos/loss.proto.
  */
 export const file_tzrec_protos_loss: GenFile = /*@__PURE__*/
-  fileDesc("Chd0enJlYy9wcm90b3MvbG9zcy5wcm90bxIMdHpyZWMucHJvdG9zIqoCCgpMb3NzQ29uZmlnEkAKFGJpbmFyeV9jcm9zc19lbnRyb3B5GAEgASgLMiAudHpyZWMucHJvdG9zLkJpbmFyeUNyb3NzRW50cm9weUgAEkIKFXNvZnRtYXhfY3Jvc3NfZW50cm9weRgCIAEoCzIhLnR6cmVjLnByb3Rvcy5Tb2Z0bWF4Q3Jvc3NFbnRyb3B5SAASJwoHbDJfbG9zcxgDIAEoCzIULnR6cmVjLnByb3Rvcy5MMkxvc3NIABIpCghqcmNfbG9zcxgEIAEoCzIVLnR6cmVjLnByb3Rvcy5KUkNMb3NzSAASOgoRYmluYXJ5X2ZvY2FsX2xvc3MYBSABKAsyHS50enJlYy5wcm90b3MuQmluYXJ5Rm9jYWxMb3NzSABCBgoEbG9zcyIwChJCaW5hcnlDcm9zc0VudHJvcHkSGgoPbGFiZWxfc21vb3RoaW5nGAEgASgCOgEwIjEKE1NvZnRtYXhDcm9zc0VudHJvcHkSGgoPbGFiZWxfc21vb3RoaW5nGAEgASgCOgEwIggKBkwyTG9zcyIzCgdKUkNMb3NzEhQKDHNlc3Npb25fbmFtZRgBIAIoCRISCgVhbHBoYRgCIAEoAjoDMC41IjcKD0JpbmFyeUZvY2FsTG9zcxIQCgVnYW1tYRgBIAEoAjoBMhISCgVhbHBoYRgCIAEoAjoDMC41");
+  fileDesc("Chd0enJlYy9wcm90b3MvbG9zcy5wcm90bxIMdHpyZWMucHJvdG9zIuIDCgpMb3NzQ29uZmlnEkAKFGJpbmFyeV9jcm9zc19lbnRyb3B5GAEgASgLMiAudHpyZWMucHJvdG9zLkJpbmFyeUNyb3NzRW50cm9weUgAEkIKFXNvZnRtYXhfY3Jvc3NfZW50cm9weRgCIAEoCzIhLnR6cmVjLnByb3Rvcy5Tb2Z0bWF4Q3Jvc3NFbnRyb3B5SAASJwoHbDJfbG9zcxgDIAEoCzIULnR6cmVjLnByb3Rvcy5MMkxvc3NIABIpCghqcmNfbG9zcxgEIAEoCzIVLnR6cmVjLnByb3Rvcy5KUkNMb3NzSAASOgoRYmluYXJ5X2ZvY2FsX2xvc3MYBSABKAsyHS50enJlYy5wcm90b3MuQmluYXJ5Rm9jYWxMb3NzSAASMAoKcmVjb25fbG9zcxgGIAEoCzIaLnR6cmVjLnByb3Rvcy5TaWRSZWNvbkxvc3NIARI6Cg9jb21taXRtZW50X2xvc3MYByABKAsyHy50enJlYy5wcm90b3MuU2lkQ29tbWl0bWVudExvc3NIARI8ChBjb250cmFzdGl2ZV9sb3NzGAggASgLMiAudHpyZWMucHJvdG9zLlNpZENvbnRyYXN0aXZlTG9zc0gBQgYKBGxvc3NCCgoIc2lkX2xvc3MiJgoMU2lkUmVjb25Mb3NzEhYKCnJlY29uX3R5cGUYASABKAk6AmwyIkcKEVNpZENvbW1pdG1lbnRMb3NzEhUKDWxhdGVudF93ZWlnaHQYASADKAISGwoPY29tbWl0bWVudF90eXBlGAIgASgJOgJsMiIUChJTaWRDb250cmFzdGl2ZUxvc3MiMAoSQmluYXJ5Q3Jvc3NFbnRyb3B5EhoKD2xhYmVsX3Ntb290aGluZxgBIAEoAjoBMCIxChNTb2Z0bWF4Q3Jvc3NFbnRyb3B5EhoKD2xhYmVsX3Ntb290aGluZxgBIAEoAjoBMCIICgZMMkxvc3MiMwoHSlJDTG9zcxIUCgxzZXNzaW9uX25hbWUYASACKAkSEgoFYWxwaGEYAiABKAI6AzAuNSI3Cg9CaW5hcnlGb2NhbExvc3MSEAoFZ2FtbWEYASABKAI6ATISEgoFYWxwaGEYAiABKAI6AzAuNQ");
 
 /**
  * @generated from message tzrec.protos.LossConfig
@@ -50,6 +50,33 @@ export type LossConfig = Message<"tzrec.protos.LossConfig"> & {
     value: BinaryFocalLoss;
     case: "binaryFocalLoss";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * Losses for semantic-ID (SID) generation models (SidRqvae). A SID model
+   * lists one LossConfig per term it trains on (a reconstruction loss, the
+   * commitment loss, and optionally the pair contrastive loss).
+   *
+   * @generated from oneof tzrec.protos.LossConfig.sid_loss
+   */
+  sidLoss: {
+    /**
+     * @generated from field: tzrec.protos.SidReconLoss recon_loss = 6;
+     */
+    value: SidReconLoss;
+    case: "reconLoss";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.SidCommitmentLoss commitment_loss = 7;
+     */
+    value: SidCommitmentLoss;
+    case: "commitmentLoss";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.SidContrastiveLoss contrastive_loss = 8;
+     */
+    value: SidContrastiveLoss;
+    case: "contrastiveLoss";
+  } | { case: undefined; value?: undefined };
 };
 
 /**
@@ -60,12 +87,78 @@ export const LossConfigSchema: GenMessage<LossConfig> = /*@__PURE__*/
   messageDesc(file_tzrec_protos_loss, 0);
 
 /**
+ * RQ-VAE reconstruction loss (input vs. decoder output).
+ *
+ * @generated from message tzrec.protos.SidReconLoss
+ */
+export type SidReconLoss = Message<"tzrec.protos.SidReconLoss"> & {
+  /**
+   * Distance for the reconstruction term: "l2" (mse), "l1" or "cos".
+   *
+   * @generated from field: optional string recon_type = 1 [default = "l2"];
+   */
+  reconType: string;
+};
+
+/**
+ * Describes the message tzrec.protos.SidReconLoss.
+ * Use `create(SidReconLossSchema)` to create a new message.
+ */
+export const SidReconLossSchema: GenMessage<SidReconLoss> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_loss, 1);
+
+/**
+ * RQ-VAE commitment loss between the encoder output and the per-layer
+ * cumulative quantized vectors.
+ *
+ * @generated from message tzrec.protos.SidCommitmentLoss
+ */
+export type SidCommitmentLoss = Message<"tzrec.protos.SidCommitmentLoss"> & {
+  /**
+   * Commitment loss weights [w1, w2] (encoder-toward-quant, quant-toward-
+   * encoder). Defaults to [1.0, 0.5] when unset.
+   *
+   * @generated from field: repeated float latent_weight = 1;
+   */
+  latentWeight: number[];
+
+  /**
+   * Distance used for the commitment term: "l2", "l1" or "cos".
+   *
+   * @generated from field: optional string commitment_type = 2 [default = "l2"];
+   */
+  commitmentType: string;
+};
+
+/**
+ * Describes the message tzrec.protos.SidCommitmentLoss.
+ * Use `create(SidCommitmentLossSchema)` to create a new message.
+ */
+export const SidCommitmentLossSchema: GenMessage<SidCommitmentLoss> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_loss, 2);
+
+/**
+ * Enables the pair contrastive (masked InfoNCE) objective for a SID model. The
+ * paired-feature wiring lives on the model (SidRqvae.contrastive_config); this
+ * just turns the objective on (any loss hyperparameters would go here).
+ *
+ * @generated from message tzrec.protos.SidContrastiveLoss
+ */
+export type SidContrastiveLoss = Message<"tzrec.protos.SidContrastiveLoss"> & {
+};
+
+/**
+ * Describes the message tzrec.protos.SidContrastiveLoss.
+ * Use `create(SidContrastiveLossSchema)` to create a new message.
+ */
+export const SidContrastiveLossSchema: GenMessage<SidContrastiveLoss> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_loss, 3);
+
+/**
  * @generated from message tzrec.protos.BinaryCrossEntropy
  */
 export type BinaryCrossEntropy = Message<"tzrec.protos.BinaryCrossEntropy"> & {
   /**
-   * Newer tzrec (rank_model.py reads binary_cross_entropy.label_smoothing).
-   *
    * @generated from field: optional float label_smoothing = 1 [default = 0];
    */
   labelSmoothing: number;
@@ -76,7 +169,7 @@ export type BinaryCrossEntropy = Message<"tzrec.protos.BinaryCrossEntropy"> & {
  * Use `create(BinaryCrossEntropySchema)` to create a new message.
  */
 export const BinaryCrossEntropySchema: GenMessage<BinaryCrossEntropy> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_loss, 1);
+  messageDesc(file_tzrec_protos_loss, 4);
 
 /**
  * @generated from message tzrec.protos.SoftmaxCrossEntropy
@@ -93,7 +186,7 @@ export type SoftmaxCrossEntropy = Message<"tzrec.protos.SoftmaxCrossEntropy"> & 
  * Use `create(SoftmaxCrossEntropySchema)` to create a new message.
  */
 export const SoftmaxCrossEntropySchema: GenMessage<SoftmaxCrossEntropy> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_loss, 2);
+  messageDesc(file_tzrec_protos_loss, 5);
 
 /**
  * @generated from message tzrec.protos.L2Loss
@@ -106,7 +199,7 @@ export type L2Loss = Message<"tzrec.protos.L2Loss"> & {
  * Use `create(L2LossSchema)` to create a new message.
  */
 export const L2LossSchema: GenMessage<L2Loss> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_loss, 3);
+  messageDesc(file_tzrec_protos_loss, 6);
 
 /**
  * @generated from message tzrec.protos.JRCLoss
@@ -128,7 +221,7 @@ export type JRCLoss = Message<"tzrec.protos.JRCLoss"> & {
  * Use `create(JRCLossSchema)` to create a new message.
  */
 export const JRCLossSchema: GenMessage<JRCLoss> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_loss, 4);
+  messageDesc(file_tzrec_protos_loss, 7);
 
 /**
  * @generated from message tzrec.protos.BinaryFocalLoss
@@ -150,5 +243,5 @@ export type BinaryFocalLoss = Message<"tzrec.protos.BinaryFocalLoss"> & {
  * Use `create(BinaryFocalLossSchema)` to create a new message.
  */
 export const BinaryFocalLossSchema: GenMessage<BinaryFocalLoss> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_loss, 5);
+  messageDesc(file_tzrec_protos_loss, 8);
 

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tzrec/protos/metric.proto.
  */
 export const file_tzrec_protos_metric: GenFile = /*@__PURE__*/
-  fileDesc("Chl0enJlYy9wcm90b3MvbWV0cmljLnByb3RvEgx0enJlYy5wcm90b3MiHgoDQVVDEhcKCnRocmVzaG9sZHMYASABKA06AzIwMCJACg1NdWx0aWNsYXNzQVVDEhcKCnRocmVzaG9sZHMYASABKA06AzIwMBIWCgdhdmVyYWdlGAIgASgJOgVtYWNybyIdCglSZWNhbGxBdEsSEAoFdG9wX2sYASABKA06ATUiEwoRTWVhbkFic29sdXRlRXJyb3IiEgoQTWVhblNxdWFyZWRFcnJvciI0CghBY2N1cmFjeRIWCgl0aHJlc2hvbGQYASABKAI6AzAuNRIQCgV0b3BfaxgCIAEoDToBMSIiCgpHcm91cGVkQVVDEhQKDGdyb3VwaW5nX2tleRgBIAIoCSJfCgRYQVVDEisKDHNhbXBsZV9yYXRpbxgBIAEoAjoVMC4wMDEwMDAwMDAwNDc0OTc0NTEzEhEKCW1heF9wYWlycxgCIAEoBBIXCghpbl9iYXRjaBgDIAEoCDoFZmFsc2UiRQoLR3JvdXBlZFhBVUMSFAoMZ3JvdXBpbmdfa2V5GAEgAigJEiAKE21heF9wYWlyc19wZXJfZ3JvdXAYAiABKAQ6AzEwMCIKCghFeGFjdEFVQyKuBAoMTWV0cmljQ29uZmlnEiAKA2F1YxgBIAEoCzIRLnR6cmVjLnByb3Rvcy5BVUNIABI1Cg5tdWx0aWNsYXNzX2F1YxgCIAEoCzIbLnR6cmVjLnByb3Rvcy5NdWx0aWNsYXNzQVVDSAASLgoLcmVjYWxsX2F0X2sYAyABKAsyFy50enJlYy5wcm90b3MuUmVjYWxsQXRLSAASPgoTbWVhbl9hYnNvbHV0ZV9lcnJvchgEIAEoCzIfLnR6cmVjLnByb3Rvcy5NZWFuQWJzb2x1dGVFcnJvckgAEjwKEm1lYW5fc3F1YXJlZF9lcnJvchgFIAEoCzIeLnR6cmVjLnByb3Rvcy5NZWFuU3F1YXJlZEVycm9ySAASKgoIYWNjdXJhY3kYBiABKAsyFi50enJlYy5wcm90b3MuQWNjdXJhY3lIABIvCgtncm91cGVkX2F1YxgHIAEoCzIYLnR6cmVjLnByb3Rvcy5Hcm91cGVkQVVDSAASIgoEeGF1YxgIIAEoCzISLnR6cmVjLnByb3Rvcy5YQVVDSAASMQoMZ3JvdXBlZF94YXVjGAkgASgLMhkudHpyZWMucHJvdG9zLkdyb3VwZWRYQVVDSAASLAoJZXhhY3RfYXVjGOgHIAEoCzIWLnR6cmVjLnByb3Rvcy5FeGFjdEFVQ0gAEisKD3N0ZXBfZGVjYXlfcmF0ZRhkIAEoAjoSMC44OTk5OTk5NzYxNTgxNDIxQggKBm1ldHJpYw");
+  fileDesc("Chl0enJlYy9wcm90b3MvbWV0cmljLnByb3RvEgx0enJlYy5wcm90b3MiHgoDQVVDEhcKCnRocmVzaG9sZHMYASABKA06AzIwMCJACg1NdWx0aWNsYXNzQVVDEhcKCnRocmVzaG9sZHMYASABKA06AzIwMBIWCgdhdmVyYWdlGAIgASgJOgVtYWNybyIdCglSZWNhbGxBdEsSEAoFdG9wX2sYASABKA06ATUiEwoRTWVhbkFic29sdXRlRXJyb3IiEgoQTWVhblNxdWFyZWRFcnJvciI0CghBY2N1cmFjeRIWCgl0aHJlc2hvbGQYASABKAI6AzAuNRIQCgV0b3BfaxgCIAEoDToBMSIiCgpHcm91cGVkQVVDEhQKDGdyb3VwaW5nX2tleRgBIAIoCSJfCgRYQVVDEisKDHNhbXBsZV9yYXRpbxgBIAEoAjoVMC4wMDEwMDAwMDAwNDc0OTc0NTEzEhEKCW1heF9wYWlycxgCIAEoBBIXCghpbl9iYXRjaBgDIAEoCDoFZmFsc2UiRQoLR3JvdXBlZFhBVUMSFAoMZ3JvdXBpbmdfa2V5GAEgAigJEiAKE21heF9wYWlyc19wZXJfZ3JvdXAYAiABKAQ6AzEwMCI3ChFOb3JtYWxpemVkRW50cm9weRIiCgNldGEYASABKAI6FTkuOTk5OTk5OTYwMDQxOTcyZS0xMyIKCghFeGFjdEFVQyLABAoMTWV0cmljQ29uZmlnEiAKA2F1YxgBIAEoCzIRLnR6cmVjLnByb3Rvcy5BVUNIABI1Cg5tdWx0aWNsYXNzX2F1YxgCIAEoCzIbLnR6cmVjLnByb3Rvcy5NdWx0aWNsYXNzQVVDSAASLgoLcmVjYWxsX2F0X2sYAyABKAsyFy50enJlYy5wcm90b3MuUmVjYWxsQXRLSAASPgoTbWVhbl9hYnNvbHV0ZV9lcnJvchgEIAEoCzIfLnR6cmVjLnByb3Rvcy5NZWFuQWJzb2x1dGVFcnJvckgAEjwKEm1lYW5fc3F1YXJlZF9lcnJvchgFIAEoCzIeLnR6cmVjLnByb3Rvcy5NZWFuU3F1YXJlZEVycm9ySAASKgoIYWNjdXJhY3kYBiABKAsyFi50enJlYy5wcm90b3MuQWNjdXJhY3lIABIvCgtncm91cGVkX2F1YxgHIAEoCzIYLnR6cmVjLnByb3Rvcy5Hcm91cGVkQVVDSAASIgoEeGF1YxgIIAEoCzISLnR6cmVjLnByb3Rvcy5YQVVDSAASMQoMZ3JvdXBlZF94YXVjGAkgASgLMhkudHpyZWMucHJvdG9zLkdyb3VwZWRYQVVDSAASPQoSbm9ybWFsaXplZF9lbnRyb3B5GAogASgLMh8udHpyZWMucHJvdG9zLk5vcm1hbGl6ZWRFbnRyb3B5SAASLAoJZXhhY3RfYXVjGOgHIAEoCzIWLnR6cmVjLnByb3Rvcy5FeGFjdEFVQ0gAQggKBm1ldHJpYyL+AgoRVHJhaW5NZXRyaWNDb25maWcSIAoDYXVjGAEgASgLMhEudHpyZWMucHJvdG9zLkFVQ0gAEi4KC3JlY2FsbF9hdF9rGAMgASgLMhcudHpyZWMucHJvdG9zLlJlY2FsbEF0S0gAEj4KE21lYW5fYWJzb2x1dGVfZXJyb3IYBCABKAsyHy50enJlYy5wcm90b3MuTWVhbkFic29sdXRlRXJyb3JIABI8ChJtZWFuX3NxdWFyZWRfZXJyb3IYBSABKAsyHi50enJlYy5wcm90b3MuTWVhblNxdWFyZWRFcnJvckgAEioKCGFjY3VyYWN5GAYgASgLMhYudHpyZWMucHJvdG9zLkFjY3VyYWN5SAASIgoEeGF1YxgIIAEoCzISLnR6cmVjLnByb3Rvcy5YQVVDSAASJgoKZGVjYXlfcmF0ZRgUIAEoAjoSMC44OTk5OTk5NzYxNTgxNDIxEhcKCmRlY2F5X3N0ZXAYFSABKA06AzEwMEIICgZtZXRyaWM");
 
 /**
  * @generated from message tzrec.protos.AUC
@@ -39,6 +39,9 @@ export type MulticlassAUC = Message<"tzrec.protos.MulticlassAUC"> & {
   thresholds: number;
 
   /**
+   * macro: calculate score for each class and average them
+   * weighted: calculates score for each class and computes weighted average using their support
+   *
    * @generated from field: optional string average = 2 [default = "macro"];
    */
   average: string;
@@ -99,11 +102,15 @@ export const MeanSquaredErrorSchema: GenMessage<MeanSquaredError> = /*@__PURE__*
  */
 export type Accuracy = Message<"tzrec.protos.Accuracy"> & {
   /**
+   * probs threshold
+   *
    * @generated from field: optional float threshold = 1 [default = 0.5];
    */
   threshold: number;
 
   /**
+   * top k accuracy when num_class > 1
+   *
    * @generated from field: optional uint32 top_k = 2 [default = 1];
    */
   topK: number;
@@ -183,6 +190,25 @@ export const GroupedXAUCSchema: GenMessage<GroupedXAUC> = /*@__PURE__*/
   messageDesc(file_tzrec_protos_metric, 8);
 
 /**
+ * @generated from message tzrec.protos.NormalizedEntropy
+ */
+export type NormalizedEntropy = Message<"tzrec.protos.NormalizedEntropy"> & {
+  /**
+   * small epsilon clamping the population mean label rate away from {0, 1}.
+   *
+   * @generated from field: optional float eta = 1 [default = 9.999999960041972e-13];
+   */
+  eta: number;
+};
+
+/**
+ * Describes the message tzrec.protos.NormalizedEntropy.
+ * Use `create(NormalizedEntropySchema)` to create a new message.
+ */
+export const NormalizedEntropySchema: GenMessage<NormalizedEntropy> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_metric, 9);
+
+/**
  * denorec extension, not in tzrec: exact (rank based, ties averaged) AUC.
  *
  * @generated from message tzrec.protos.ExactAUC
@@ -195,7 +221,7 @@ export type ExactAUC = Message<"tzrec.protos.ExactAUC"> & {
  * Use `create(ExactAUCSchema)` to create a new message.
  */
 export const ExactAUCSchema: GenMessage<ExactAUC> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_metric, 9);
+  messageDesc(file_tzrec_protos_metric, 10);
 
 /**
  * @generated from message tzrec.protos.MetricConfig
@@ -260,6 +286,12 @@ export type MetricConfig = Message<"tzrec.protos.MetricConfig"> & {
     case: "groupedXauc";
   } | {
     /**
+     * @generated from field: tzrec.protos.NormalizedEntropy normalized_entropy = 10;
+     */
+    value: NormalizedEntropy;
+    case: "normalizedEntropy";
+  } | {
+    /**
      * denorec extension, numbered far from tzrec's metrics.
      *
      * @generated from field: tzrec.protos.ExactAUC exact_auc = 1000;
@@ -267,11 +299,6 @@ export type MetricConfig = Message<"tzrec.protos.MetricConfig"> & {
     value: ExactAUC;
     case: "exactAuc";
   } | { case: undefined; value?: undefined };
-
-  /**
-   * @generated from field: optional float step_decay_rate = 100 [default = 0.8999999761581421];
-   */
-  stepDecayRate: number;
 };
 
 /**
@@ -279,5 +306,72 @@ export type MetricConfig = Message<"tzrec.protos.MetricConfig"> & {
  * Use `create(MetricConfigSchema)` to create a new message.
  */
 export const MetricConfigSchema: GenMessage<MetricConfig> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_metric, 10);
+  messageDesc(file_tzrec_protos_metric, 11);
+
+/**
+ * @generated from message tzrec.protos.TrainMetricConfig
+ */
+export type TrainMetricConfig = Message<"tzrec.protos.TrainMetricConfig"> & {
+  /**
+   * @generated from oneof tzrec.protos.TrainMetricConfig.metric
+   */
+  metric: {
+    /**
+     * @generated from field: tzrec.protos.AUC auc = 1;
+     */
+    value: AUC;
+    case: "auc";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.RecallAtK recall_at_k = 3;
+     */
+    value: RecallAtK;
+    case: "recallAtK";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.MeanAbsoluteError mean_absolute_error = 4;
+     */
+    value: MeanAbsoluteError;
+    case: "meanAbsoluteError";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.MeanSquaredError mean_squared_error = 5;
+     */
+    value: MeanSquaredError;
+    case: "meanSquaredError";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.Accuracy accuracy = 6;
+     */
+    value: Accuracy;
+    case: "accuracy";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.XAUC xauc = 8;
+     */
+    value: XAUC;
+    case: "xauc";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * metric decay rate
+   *
+   * @generated from field: optional float decay_rate = 20 [default = 0.8999999761581421];
+   */
+  decayRate: number;
+
+  /**
+   * train_config.log_step_count_steps can divide decay_steps evenly.
+   *
+   * @generated from field: optional uint32 decay_step = 21 [default = 100];
+   */
+  decayStep: number;
+};
+
+/**
+ * Describes the message tzrec.protos.TrainMetricConfig.
+ * Use `create(TrainMetricConfigSchema)` to create a new message.
+ */
+export const TrainMetricConfigSchema: GenMessage<TrainMetricConfig> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_metric, 12);
 

@@ -4,12 +4,22 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { MMoE, PLE, SimpleMultiTask } from "./models/multi_task_rank_pb.ts";
+import type { DCNV1, DCNV2, DeepFM, DLRM, MaskNet, MultiTower, MultiTowerDIN, WideAndDeep, WuKong, xDeepFM } from "./models/rank_model_pb.ts";
+import { file_tzrec_protos_models_rank_model } from "./models/rank_model_pb.ts";
+import type { DBMTL, DC2VR, DlrmHSTU, MMoE, PEPNet, PLE, SimpleMultiTask, UltraHSTU } from "./models/multi_task_rank_pb.ts";
 import { file_tzrec_protos_models_multi_task_rank } from "./models/multi_task_rank_pb.ts";
+import type { DAT, DSSM, DSSMV2, HSTUMatch, MIND, TDM } from "./models/match_model_pb.ts";
+import { file_tzrec_protos_models_match_model } from "./models/match_model_pb.ts";
+import type { RocketLaunching } from "./models/general_rank_model_pb.ts";
+import { file_tzrec_protos_models_general_rank_model } from "./models/general_rank_model_pb.ts";
+import type { SidRqkmeans, SidRqvae } from "./models/sid_model_pb.ts";
+import { file_tzrec_protos_models_sid_model } from "./models/sid_model_pb.ts";
 import type { LossConfig } from "./loss_pb.ts";
 import { file_tzrec_protos_loss } from "./loss_pb.ts";
-import type { MetricConfig } from "./metric_pb.ts";
+import type { MetricConfig, TrainMetricConfig } from "./metric_pb.ts";
 import { file_tzrec_protos_metric } from "./metric_pb.ts";
+import type { SeqEncoderConfig } from "./seq_encoder_pb.ts";
+import { file_tzrec_protos_seq_encoder } from "./seq_encoder_pb.ts";
 import type { VariationalDropout } from "./module_pb.ts";
 import { file_tzrec_protos_module } from "./module_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
@@ -18,7 +28,37 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tzrec/protos/model.proto.
  */
 export const file_tzrec_protos_model: GenFile = /*@__PURE__*/
-  fileDesc("Chh0enJlYy9wcm90b3MvbW9kZWwucHJvdG8SDHR6cmVjLnByb3RvcyKYAQoSRmVhdHVyZUdyb3VwQ29uZmlnEhIKCmdyb3VwX25hbWUYASACKAkSFQoNZmVhdHVyZV9uYW1lcxgCIAMoCRI4Cgpncm91cF90eXBlGAMgAigOMh4udHpyZWMucHJvdG9zLkZlYXR1cmVHcm91cFR5cGU6BERFRVASHQoVZW1iZWRkaW5nX25hbWVfc3VmZml4GAYgASgJItcDCgtNb2RlbENvbmZpZxI4Cg5mZWF0dXJlX2dyb3VwcxgBIAMoCzIgLnR6cmVjLnByb3Rvcy5GZWF0dXJlR3JvdXBDb25maWcSOwoRc2ltcGxlX211bHRpX3Rhc2sYyAEgASgLMh0udHpyZWMucHJvdG9zLlNpbXBsZU11bHRpVGFza0gAEiMKBG1tb2UYyQEgASgLMhIudHpyZWMucHJvdG9zLk1Nb0VIABIhCgNwbGUYywEgASgLMhEudHpyZWMucHJvdG9zLlBMRUgAEhQKCW51bV9jbGFzcxgCIAEoDToBMRIoCgZsb3NzZXMYAyADKAsyGC50enJlYy5wcm90b3MuTG9zc0NvbmZpZxIrCgdtZXRyaWNzGAQgAygLMhoudHpyZWMucHJvdG9zLk1ldHJpY0NvbmZpZxI9ChN2YXJpYXRpb25hbF9kcm9wb3V0GAsgASgLMiAudHpyZWMucHJvdG9zLlZhcmlhdGlvbmFsRHJvcG91dBItCgZrZXJuZWwYDCABKA4yFC50enJlYy5wcm90b3MuS2VybmVsOgdQWVRPUkNIEiUKFnVzZV9wYXJldG9fbG9zc193ZWlnaHQYDSABKAg6BWZhbHNlQgcKBW1vZGVsKkkKEEZlYXR1cmVHcm91cFR5cGUSCAoEREVFUBAAEggKBFdJREUQARIMCghTRVFVRU5DRRACEhMKD0pBR0dFRF9TRVFVRU5DRRADKi4KBktlcm5lbBIKCgZUUklUT04QABILCgdQWVRPUkNIEAESCwoHQ1VUTEFTUxAC", [file_tzrec_protos_models_multi_task_rank, file_tzrec_protos_loss, file_tzrec_protos_metric, file_tzrec_protos_module]);
+  fileDesc("Chh0enJlYy9wcm90b3MvbW9kZWwucHJvdG8SDHR6cmVjLnByb3RvcyJaCg5TZXFHcm91cENvbmZpZxISCgpncm91cF9uYW1lGAEgASgJEhUKDWZlYXR1cmVfbmFtZXMYAiADKAkSHQoVZW1iZWRkaW5nX25hbWVfc3VmZml4GAMgASgJIooCChJGZWF0dXJlR3JvdXBDb25maWcSEgoKZ3JvdXBfbmFtZRgBIAIoCRIVCg1mZWF0dXJlX25hbWVzGAIgAygJEjgKCmdyb3VwX3R5cGUYAyACKA4yHi50enJlYy5wcm90b3MuRmVhdHVyZUdyb3VwVHlwZToEREVFUBI1Cg9zZXF1ZW5jZV9ncm91cHMYBCADKAsyHC50enJlYy5wcm90b3MuU2VxR3JvdXBDb25maWcSOQoRc2VxdWVuY2VfZW5jb2RlcnMYBSADKAsyHi50enJlYy5wcm90b3MuU2VxRW5jb2RlckNvbmZpZxIdChVlbWJlZGRpbmdfbmFtZV9zdWZmaXgYBiABKAkioAwKC01vZGVsQ29uZmlnEjgKDmZlYXR1cmVfZ3JvdXBzGAEgAygLMiAudHpyZWMucHJvdG9zLkZlYXR1cmVHcm91cENvbmZpZxIiCgRkbHJtGGQgASgLMhIudHpyZWMucHJvdG9zLkRMUk1IABImCgZkZWVwZm0YZSABKAsyFC50enJlYy5wcm90b3MuRGVlcEZNSAASLwoLbXVsdGlfdG93ZXIYZiABKAsyGC50enJlYy5wcm90b3MuTXVsdGlUb3dlckgAEjYKD211bHRpX3Rvd2VyX2RpbhhnIAEoCzIbLnR6cmVjLnByb3Rvcy5NdWx0aVRvd2VyRElOSAASKQoIbWFza19uZXQYaCABKAsyFS50enJlYy5wcm90b3MuTWFza05ldEgAEjIKDXdpZGVfYW5kX2RlZXAYaSABKAsyGS50enJlYy5wcm90b3MuV2lkZUFuZERlZXBIABIlCgZkY25fdjEYaiABKAsyEy50enJlYy5wcm90b3MuRENOVjFIABIlCgZkY25fdjIYayABKAsyEy50enJlYy5wcm90b3MuRENOVjJIABIoCgd4ZGVlcGZtGGwgASgLMhUudHpyZWMucHJvdG9zLnhEZWVwRk1IABImCgZ3dWtvbmcYbSABKAsyFC50enJlYy5wcm90b3MuV3VLb25nSAASOwoRc2ltcGxlX211bHRpX3Rhc2sYyAEgASgLMh0udHpyZWMucHJvdG9zLlNpbXBsZU11bHRpVGFza0gAEiMKBG1tb2UYyQEgASgLMhIudHpyZWMucHJvdG9zLk1Nb0VIABIlCgVkYm10bBjKASABKAsyEy50enJlYy5wcm90b3MuREJNVExIABIhCgNwbGUYywEgASgLMhEudHpyZWMucHJvdG9zLlBMRUgAEiUKBWRjMnZyGMwBIAEoCzITLnR6cmVjLnByb3Rvcy5EQzJWUkgAEiwKCWRscm1faHN0dRjNASABKAsyFi50enJlYy5wcm90b3MuRGxybUhTVFVIABInCgZwZXBuZXQYzgEgASgLMhQudHpyZWMucHJvdG9zLlBFUE5ldEgAEi4KCnVsdHJhX2hzdHUYzwEgASgLMhcudHpyZWMucHJvdG9zLlVsdHJhSFNUVUgAEiMKBGRzc20YrQIgASgLMhIudHpyZWMucHJvdG9zLkRTU01IABIoCgdkc3NtX3YyGK4CIAEoCzIULnR6cmVjLnByb3Rvcy5EU1NNVjJIABIhCgNkYXQYrwIgASgLMhEudHpyZWMucHJvdG9zLkRBVEgAEi4KCmhzdHVfbWF0Y2gYsAIgASgLMhcudHpyZWMucHJvdG9zLkhTVFVNYXRjaEgAEiMKBG1pbmQYsQIgASgLMhIudHpyZWMucHJvdG9zLk1JTkRIABIhCgN0ZG0YkAMgASgLMhEudHpyZWMucHJvdG9zLlRETUgAEjoKEHJvY2tldF9sYXVuY2hpbmcY9AMgASgLMh0udHpyZWMucHJvdG9zLlJvY2tldExhdW5jaGluZ0gAEiwKCXNpZF9ycXZhZRjYBCABKAsyFi50enJlYy5wcm90b3MuU2lkUnF2YWVIABIyCgxzaWRfcnFrbWVhbnMY2QQgASgLMhkudHpyZWMucHJvdG9zLlNpZFJxa21lYW5zSAASFAoJbnVtX2NsYXNzGAIgASgNOgExEigKBmxvc3NlcxgDIAMoCzIYLnR6cmVjLnByb3Rvcy5Mb3NzQ29uZmlnEisKB21ldHJpY3MYBCADKAsyGi50enJlYy5wcm90b3MuTWV0cmljQ29uZmlnEjYKDXRyYWluX21ldHJpY3MYBSADKAsyHy50enJlYy5wcm90b3MuVHJhaW5NZXRyaWNDb25maWcSPQoTdmFyaWF0aW9uYWxfZHJvcG91dBgLIAEoCzIgLnR6cmVjLnByb3Rvcy5WYXJpYXRpb25hbERyb3BvdXQSLQoGa2VybmVsGAwgASgOMhQudHpyZWMucHJvdG9zLktlcm5lbDoHUFlUT1JDSBIlChZ1c2VfcGFyZXRvX2xvc3Nfd2VpZ2h0GA0gASgIOgVmYWxzZUIHCgVtb2RlbCpJChBGZWF0dXJlR3JvdXBUeXBlEggKBERFRVAQABIICgRXSURFEAESDAoIU0VRVUVOQ0UQAhITCg9KQUdHRURfU0VRVUVOQ0UQAyouCgZLZXJuZWwSCgoGVFJJVE9OEAASCwoHUFlUT1JDSBABEgsKB0NVVExBU1MQAg", [file_tzrec_protos_models_rank_model, file_tzrec_protos_models_multi_task_rank, file_tzrec_protos_models_match_model, file_tzrec_protos_models_general_rank_model, file_tzrec_protos_models_sid_model, file_tzrec_protos_loss, file_tzrec_protos_metric, file_tzrec_protos_seq_encoder, file_tzrec_protos_module]);
+
+/**
+ * @generated from message tzrec.protos.SeqGroupConfig
+ */
+export type SeqGroupConfig = Message<"tzrec.protos.SeqGroupConfig"> & {
+  /**
+   * @generated from field: optional string group_name = 1;
+   */
+  groupName: string;
+
+  /**
+   * @generated from field: repeated string feature_names = 2;
+   */
+  featureNames: string[];
+
+  /**
+   * Suffix appended to each feature's embedding_name; same semantics as
+   * FeatureGroupConfig.embedding_name_suffix. Empty == disabled.
+   *
+   * @generated from field: optional string embedding_name_suffix = 3;
+   */
+  embeddingNameSuffix: string;
+};
+
+/**
+ * Describes the message tzrec.protos.SeqGroupConfig.
+ * Use `create(SeqGroupConfigSchema)` to create a new message.
+ */
+export const SeqGroupConfigSchema: GenMessage<SeqGroupConfig> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_model, 0);
 
 /**
  * @generated from message tzrec.protos.FeatureGroupConfig
@@ -35,13 +75,24 @@ export type FeatureGroupConfig = Message<"tzrec.protos.FeatureGroupConfig"> & {
   featureNames: string[];
 
   /**
-   * 4, 5: sequence_groups, sequence_encoders (not in this subset)
-   *
    * @generated from field: required tzrec.protos.FeatureGroupType group_type = 3 [default = DEEP];
    */
   groupType: FeatureGroupType;
 
   /**
+   * @generated from field: repeated tzrec.protos.SeqGroupConfig sequence_groups = 4;
+   */
+  sequenceGroups: SeqGroupConfig[];
+
+  /**
+   * @generated from field: repeated tzrec.protos.SeqEncoderConfig sequence_encoders = 5;
+   */
+  sequenceEncoders: SeqEncoderConfig[];
+
+  /**
+   * Suffix appended to each feature's embedding_name so groups with
+   * different suffixes use independent embedding tables. Empty == disabled.
+   *
    * @generated from field: optional string embedding_name_suffix = 6;
    */
   embeddingNameSuffix: string;
@@ -52,7 +103,7 @@ export type FeatureGroupConfig = Message<"tzrec.protos.FeatureGroupConfig"> & {
  * Use `create(FeatureGroupConfigSchema)` to create a new message.
  */
 export const FeatureGroupConfigSchema: GenMessage<FeatureGroupConfig> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_model, 0);
+  messageDesc(file_tzrec_protos_model, 1);
 
 /**
  * @generated from message tzrec.protos.ModelConfig
@@ -68,6 +119,66 @@ export type ModelConfig = Message<"tzrec.protos.ModelConfig"> & {
    */
   model: {
     /**
+     * @generated from field: tzrec.protos.DLRM dlrm = 100;
+     */
+    value: DLRM;
+    case: "dlrm";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.DeepFM deepfm = 101;
+     */
+    value: DeepFM;
+    case: "deepfm";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.MultiTower multi_tower = 102;
+     */
+    value: MultiTower;
+    case: "multiTower";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.MultiTowerDIN multi_tower_din = 103;
+     */
+    value: MultiTowerDIN;
+    case: "multiTowerDin";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.MaskNet mask_net = 104;
+     */
+    value: MaskNet;
+    case: "maskNet";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.WideAndDeep wide_and_deep = 105;
+     */
+    value: WideAndDeep;
+    case: "wideAndDeep";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.DCNV1 dcn_v1 = 106;
+     */
+    value: DCNV1;
+    case: "dcnV1";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.DCNV2 dcn_v2 = 107;
+     */
+    value: DCNV2;
+    case: "dcnV2";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.xDeepFM xdeepfm = 108;
+     */
+    value: xDeepFM;
+    case: "xdeepfm";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.WuKong wukong = 109;
+     */
+    value: WuKong;
+    case: "wukong";
+  } | {
+    /**
      * @generated from field: tzrec.protos.SimpleMultiTask simple_multi_task = 200;
      */
     value: SimpleMultiTask;
@@ -80,10 +191,96 @@ export type ModelConfig = Message<"tzrec.protos.ModelConfig"> & {
     case: "mmoe";
   } | {
     /**
+     * @generated from field: tzrec.protos.DBMTL dbmtl = 202;
+     */
+    value: DBMTL;
+    case: "dbmtl";
+  } | {
+    /**
      * @generated from field: tzrec.protos.PLE ple = 203;
      */
     value: PLE;
     case: "ple";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.DC2VR dc2vr = 204;
+     */
+    value: DC2VR;
+    case: "dc2vr";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.DlrmHSTU dlrm_hstu = 205;
+     */
+    value: DlrmHSTU;
+    case: "dlrmHstu";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.PEPNet pepnet = 206;
+     */
+    value: PEPNet;
+    case: "pepnet";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.UltraHSTU ultra_hstu = 207;
+     */
+    value: UltraHSTU;
+    case: "ultraHstu";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.DSSM dssm = 301;
+     */
+    value: DSSM;
+    case: "dssm";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.DSSMV2 dssm_v2 = 302;
+     */
+    value: DSSMV2;
+    case: "dssmV2";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.DAT dat = 303;
+     */
+    value: DAT;
+    case: "dat";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.HSTUMatch hstu_match = 304;
+     */
+    value: HSTUMatch;
+    case: "hstuMatch";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.MIND mind = 305;
+     */
+    value: MIND;
+    case: "mind";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.TDM tdm = 400;
+     */
+    value: TDM;
+    case: "tdm";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.RocketLaunching rocket_launching = 500;
+     */
+    value: RocketLaunching;
+    case: "rocketLaunching";
+  } | {
+    /**
+     * SID generation models
+     *
+     * @generated from field: tzrec.protos.SidRqvae sid_rqvae = 600;
+     */
+    value: SidRqvae;
+    case: "sidRqvae";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.SidRqkmeans sid_rqkmeans = 601;
+     */
+    value: SidRqkmeans;
+    case: "sidRqkmeans";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -97,11 +294,14 @@ export type ModelConfig = Message<"tzrec.protos.ModelConfig"> & {
   losses: LossConfig[];
 
   /**
-   * 5: train_metrics (not in this subset)
-   *
    * @generated from field: repeated tzrec.protos.MetricConfig metrics = 4;
    */
   metrics: MetricConfig[];
+
+  /**
+   * @generated from field: repeated tzrec.protos.TrainMetricConfig train_metrics = 5;
+   */
+  trainMetrics: TrainMetricConfig[];
 
   /**
    * @generated from field: optional tzrec.protos.VariationalDropout variational_dropout = 11;
@@ -114,6 +314,8 @@ export type ModelConfig = Message<"tzrec.protos.ModelConfig"> & {
   kernel: Kernel;
 
   /**
+   * whether use pareto loss weight
+   *
    * @generated from field: optional bool use_pareto_loss_weight = 13 [default = false];
    */
   useParetoLossWeight: boolean;
@@ -124,7 +326,7 @@ export type ModelConfig = Message<"tzrec.protos.ModelConfig"> & {
  * Use `create(ModelConfigSchema)` to create a new message.
  */
 export const ModelConfigSchema: GenMessage<ModelConfig> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_model, 1);
+  messageDesc(file_tzrec_protos_model, 2);
 
 /**
  * @generated from enum tzrec.protos.FeatureGroupType

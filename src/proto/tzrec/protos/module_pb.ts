@@ -10,38 +10,50 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tzrec/protos/module.proto.
  */
 export const file_tzrec_protos_module: GenFile = /*@__PURE__*/
-  fileDesc("Chl0enJlYy9wcm90b3MvbW9kdWxlLnByb3RvEgx0enJlYy5wcm90b3MikQEKA01MUBIUCgxoaWRkZW5fdW5pdHMYASADKA0SFQoNZHJvcG91dF9yYXRpbxgCIAMoAhIbCgphY3RpdmF0aW9uGAMgASgJOgdubi5SZUxVEhUKBnVzZV9ibhgEIAEoCDoFZmFsc2USEgoEYmlhcxgFIAEoCDoEdHJ1ZRIVCgZ1c2VfbG4YBiABKAg6BWZhbHNlIrIBChFFeHRyYWN0aW9uTmV0d29yaxIUCgxuZXR3b3JrX25hbWUYASACKAkSGwoTZXhwZXJ0X251bV9wZXJfdGFzaxgCIAIoDRIRCglzaGFyZV9udW0YAyABKA0SKgoPdGFza19leHBlcnRfbmV0GAQgAigLMhEudHpyZWMucHJvdG9zLk1MUBIrChBzaGFyZV9leHBlcnRfbmV0GAUgASgLMhEudHpyZWMucHJvdG9zLk1MUCJ8ChJWYXJpYXRpb25hbERyb3BvdXQSMwoVcmVndWxhcml6YXRpb25fbGFtYmRhGAEgASgCOhQwLjAwOTk5OTk5OTc3NjQ4MjU4MhIxCiJlbWJlZGRpbmdfd2lzZV92YXJpYXRpb25hbF9kcm9wb3V0GAIgASgIOgVmYWxzZQ");
+  fileDesc("Chl0enJlYy9wcm90b3MvbW9kdWxlLnByb3RvEgx0enJlYy5wcm90b3MikQEKA01MUBIUCgxoaWRkZW5fdW5pdHMYASADKA0SFQoNZHJvcG91dF9yYXRpbxgCIAMoAhIbCgphY3RpdmF0aW9uGAMgASgJOgdubi5SZUxVEhUKBnVzZV9ibhgEIAEoCDoFZmFsc2USEgoEYmlhcxgFIAEoCDoEdHJ1ZRIVCgZ1c2VfbG4YBiABKAg6BWZhbHNlIrIBChFFeHRyYWN0aW9uTmV0d29yaxIUCgxuZXR3b3JrX25hbWUYASACKAkSGwoTZXhwZXJ0X251bV9wZXJfdGFzaxgCIAIoDRIRCglzaGFyZV9udW0YAyABKA0SKgoPdGFza19leHBlcnRfbmV0GAQgAigLMhEudHpyZWMucHJvdG9zLk1MUBIrChBzaGFyZV9leHBlcnRfbmV0GAUgASgLMhEudHpyZWMucHJvdG9zLk1MUCJ8ChJWYXJpYXRpb25hbERyb3BvdXQSMwoVcmVndWxhcml6YXRpb25fbGFtYmRhGAEgASgCOhQwLjAwOTk5OTk5OTc3NjQ4MjU4MhIxCiJlbWJlZGRpbmdfd2lzZV92YXJpYXRpb25hbF9kcm9wb3V0GAIgASgIOgVmYWxzZSL6AQoKQjJJQ2Fwc3VsZRIQCgVtYXhfaxgBIAEoDToBNRITCgttYXhfc2VxX2xlbhgCIAIoDRIQCghoaWdoX2RpbRgDIAIoDRIUCgludW1faXRlcnMYBCABKA06ATMSIAoUcm91dGluZ19sb2dpdHNfc2NhbGUYBSABKAI6AjIwEiAKFXJvdXRpbmdfbG9naXRzX3N0ZGRldhgGIAEoAjoBMRIVCgpzcXVhc2hfcG93GAcgASgCOgExEh0KDmNvbnN0X2NhcHNfbnVtGAggASgIOgVmYWxzZRIjChNyb3V0aW5nX2luaXRfbWV0aG9kGAkgASgJOgZub3JtYWwiVAoJTWFza0Jsb2NrEhoKD3JlZHVjdGlvbl9yYXRpbxgBIAEoAjoBMRIXCg9hZ2dyZWdhdGlvbl9kaW0YAiABKA0SEgoKaGlkZGVuX2RpbRgDIAIoDSKTAQoNTWFza05ldE1vZHVsZRIVCg1uX21hc2tfYmxvY2tzGAEgAigNEisKCm1hc2tfYmxvY2sYAiACKAsyFy50enJlYy5wcm90b3MuTWFza0Jsb2NrEiIKB3RvcF9tbHAYAyABKAsyES50enJlYy5wcm90b3MuTUxQEhoKDHVzZV9wYXJhbGxlbBgEIAEoCDoEdHJ1ZSIdCgVDcm9zcxIUCgljcm9zc19udW0YASABKA06ATMiNQoHQ3Jvc3NWMhIUCgljcm9zc19udW0YASABKA06ATMSFAoIbG93X3JhbmsYAiABKA06AjMyIh0KA0NJThIWCg5jaW5fbGF5ZXJfc2l6ZRgBIAMoDSKPAQoLV3VLb25nTGF5ZXISFwoPbGNiX2ZlYXR1cmVfbnVtGAEgAigNEhcKD2ZtYl9mZWF0dXJlX251bRgCIAIoDRIiChZjb21wcmVzc2VkX2ZlYXR1cmVfbnVtGAMgASgNOgIxNhIqCg9mZWF0dXJlX251bV9tbHAYBCACKAsyES50enJlYy5wcm90b3MuTUxQIssBChVHUlNpbXBsZUFjdGlvbkVuY29kZXISHAoUYWN0aW9uX2VtYmVkZGluZ19kaW0YASABKA0SFgoOYWN0aW9uX3dlaWdodHMYAyADKA0SJgoed2F0Y2h0aW1lX3RvX2FjdGlvbl90aHJlc2hvbGRzGAQgAygNEiMKG3dhdGNodGltZV90b19hY3Rpb25fd2VpZ2h0cxgFIAMoDRIvChJlbWJlZGRpbmdfaW5pdF9zdGQYBiABKAI6EzAuMTAwMDAwMDAxNDkwMTE2MTIiaQoPR1JBY3Rpb25FbmNvZGVyEkQKFXNpbXBsZV9hY3Rpb25fZW5jb2RlchgBIAEoCzIjLnR6cmVjLnByb3Rvcy5HUlNpbXBsZUFjdGlvbkVuY29kZXJIAEIQCg5hY3Rpb25fZW5jb2RlciIXChVHUlNsaWNlQ29udGVudEVuY29kZXIiFQoTR1JQYWRDb250ZW50RW5jb2RlciJgChNHUk1MUENvbnRlbnRFbmNvZGVyEiIKB3VpaF9tbHAYASACKAsyES50enJlYy5wcm90b3MuTUxQEiUKCnRhcmdldF9tbHAYAiACKAsyES50enJlYy5wcm90b3MuTUxQIu8BChBHUkNvbnRlbnRFbmNvZGVyEkQKFXNsaWNlX2NvbnRlbnRfZW5jb2RlchgBIAEoCzIjLnR6cmVjLnByb3Rvcy5HUlNsaWNlQ29udGVudEVuY29kZXJIABJAChNwYWRfY29udGVudF9lbmNvZGVyGAIgASgLMiEudHpyZWMucHJvdG9zLkdSUGFkQ29udGVudEVuY29kZXJIABJAChNtbHBfY29udGVudF9lbmNvZGVyGAMgASgLMiEudHpyZWMucHJvdG9zLkdSTUxQQ29udGVudEVuY29kZXJIAEIRCg9jb250ZW50X2VuY29kZXIiLwoZR1JTaW1wbGVDb250ZXh0dWFsaXplZE1MUBISCgpoaWRkZW5fZGltGAEgAigNIm0KIEdSUGFyYW1ldGVyaXplZENvbnRleHR1YWxpemVkTUxQEhIKCmhpZGRlbl9kaW0YASACKA0SNQoYY29udGV4dHVhbF9kcm9wb3V0X3JhdGlvGAIgASgCOhMwLjMwMDAwMDAxMTkyMDkyODk2IrcBChNHUkNvbnRleHR1YWxpemVkTUxQEj0KCnNpbXBsZV9tbHAYCiABKAsyJy50enJlYy5wcm90b3MuR1JTaW1wbGVDb250ZXh0dWFsaXplZE1MUEgAEksKEXBhcmFtZXRlcml6ZWRfbWxwGAsgASgLMi4udHpyZWMucHJvdG9zLkdSUGFyYW1ldGVyaXplZENvbnRleHR1YWxpemVkTUxQSABCFAoSY29udGV4dHVhbGl6ZWRfbWxwIvkBChhHUkNvbnRleHR1YWxQcmVwcm9jZXNzb3ISNQoOYWN0aW9uX2VuY29kZXIYAyABKAsyHS50enJlYy5wcm90b3MuR1JBY3Rpb25FbmNvZGVyEjUKCmFjdGlvbl9tbHAYBCABKAsyIS50enJlYy5wcm90b3MuR1JDb250ZXh0dWFsaXplZE1MUBI3Cg9jb250ZW50X2VuY29kZXIYBSACKAsyHi50enJlYy5wcm90b3MuR1JDb250ZW50RW5jb2RlchI2Cgtjb250ZW50X21scBgGIAIoCzIhLnR6cmVjLnByb3Rvcy5HUkNvbnRleHR1YWxpemVkTUxQIqYCCiJHUkNvbnRleHR1YWxJbnRlcmxlYXZlUHJlcHJvY2Vzc29yEjUKDmFjdGlvbl9lbmNvZGVyGAMgASgLMh0udHpyZWMucHJvdG9zLkdSQWN0aW9uRW5jb2RlchIhChNlbmFibGVfaW50ZXJsZWF2aW5nGAQgASgIOgR0cnVlEjUKCmFjdGlvbl9tbHAYBSABKAsyIS50enJlYy5wcm90b3MuR1JDb250ZXh0dWFsaXplZE1MUBI3Cg9jb250ZW50X2VuY29kZXIYBiACKAsyHi50enJlYy5wcm90b3MuR1JDb250ZW50RW5jb2RlchI2Cgtjb250ZW50X21scBgHIAIoCzIhLnR6cmVjLnByb3Rvcy5HUkNvbnRleHR1YWxpemVkTUxQIoEBChFHUlVJSFByZXByb2Nlc3NvchI1Cg5hY3Rpb25fZW5jb2RlchgBIAEoCzIdLnR6cmVjLnByb3Rvcy5HUkFjdGlvbkVuY29kZXISNQoKYWN0aW9uX21scBgCIAEoCzIhLnR6cmVjLnByb3Rvcy5HUkNvbnRleHR1YWxpemVkTUxQIpMCChNHUklucHV0UHJlcHJvY2Vzc29yEkkKF2NvbnRleHR1YWxfcHJlcHJvY2Vzc29yGBQgASgLMiYudHpyZWMucHJvdG9zLkdSQ29udGV4dHVhbFByZXByb2Nlc3NvckgAEl4KImNvbnRleHR1YWxfaW50ZXJsZWF2ZV9wcmVwcm9jZXNzb3IYFSABKAsyMC50enJlYy5wcm90b3MuR1JDb250ZXh0dWFsSW50ZXJsZWF2ZVByZXByb2Nlc3NvckgAEjsKEHVpaF9wcmVwcm9jZXNzb3IYFiABKAsyHy50enJlYy5wcm90b3MuR1JVSUhQcmVwcm9jZXNzb3JIAEIUChJpbnB1dF9wcmVwcm9jZXNzb3IiFwoVR1JMMk5vcm1Qb3N0cHJvY2Vzc29yIhoKGEdSTGF5ZXJOb3JtUG9zdHByb2Nlc3NvciJvCiFHUlRpbWVzdGFtcExheWVyTm9ybVBvc3Rwcm9jZXNzb3ISIgoadGltZV9kdXJhdGlvbl9wZXJpb2RfdW5pdHMYASADKA0SJgoedGltZV9kdXJhdGlvbl91bml0c19wZXJfcGVyaW9kGAIgAygNIp0CChVHUk91dHB1dFBvc3Rwcm9jZXNzb3ISQwoUbDJub3JtX3Bvc3Rwcm9jZXNzb3IYHyABKAsyIy50enJlYy5wcm90b3MuR1JMMk5vcm1Qb3N0cHJvY2Vzc29ySAASSQoXbGF5ZXJub3JtX3Bvc3Rwcm9jZXNzb3IYICABKAsyJi50enJlYy5wcm90b3MuR1JMYXllck5vcm1Qb3N0cHJvY2Vzc29ySAASXAohdGltZXN0YW1wX2xheWVybm9ybV9wb3N0cHJvY2Vzc29yGCEgASgLMi8udHpyZWMucHJvdG9zLkdSVGltZXN0YW1wTGF5ZXJOb3JtUG9zdHByb2Nlc3NvckgAQhYKFG91dHB1dF9wb3N0cHJvY2Vzc29yIqsDCgNTVFUSFQoNZW1iZWRkaW5nX2RpbRgBIAIoDRIRCgludW1faGVhZHMYAiACKA0SEgoKaGlkZGVuX2RpbRgDIAIoDRIVCg1hdHRlbnRpb25fZGltGAQgAigNEjEKFG91dHB1dF9kcm9wb3V0X3JhdGlvGAUgASgCOhMwLjMwMDAwMDAxMTkyMDkyODk2EhQKDG1heF9hdHRuX2xlbhgGIAEoDRISCgphdHRuX2FscGhhGAcgASgCEh0KDnVzZV9ncm91cF9ub3JtGAggASgIOgVmYWxzZRIgChJyZWNvbXB1dGVfbm9ybWVkX3gYCSABKAg6BHRydWUSHAoOcmVjb21wdXRlX3V2cWsYCiABKAg6BHRydWUSGQoLcmVjb21wdXRlX3kYCyABKAg6BHRydWUSHAoOc29ydF9ieV9sZW5ndGgYDCABKAg6BHRydWUSHgoSY29udGV4dHVhbF9zZXFfbGVuGA0gASgFOgItMRIOCgZzbGFfazEYDiABKA0SDgoGc2xhX2syGA8gASgNEhoKDnNjYWxpbmdfc2VxbGVuGBAgASgFOgItMSKxAQoTR1JQb3NpdGlvbmFsRW5jb2RlchIcChRudW1fcG9zaXRpb25fYnVja2V0cxgBIAIoDRIYChBudW1fdGltZV9idWNrZXRzGAIgASgNEiAKEXVzZV90aW1lX2VuY29kaW5nGAMgASgIOgVmYWxzZRIcCg50aW1lX2J1Y2tldF9mbhgEIAEoCToEc3FydBIiChZ0aW1lX2J1Y2tldF9pbmNyZW1lbnRzGAUgASgCOgI2MCKMAwoESFNUVRIeCgNzdHUYASACKAsyES50enJlYy5wcm90b3MuU1RVEjAKE2lucHV0X2Ryb3BvdXRfcmF0aW8YAiABKAI6EzAuMjAwMDAwMDAyOTgwMjMyMjQSGgoPYXR0bl9udW1fbGF5ZXJzGAMgASgNOgEzEj0KEnBvc2l0aW9uYWxfZW5jb2RlchgEIAIoCzIhLnR6cmVjLnByb3Rvcy5HUlBvc2l0aW9uYWxFbmNvZGVyEj0KEmlucHV0X3ByZXByb2Nlc3NvchgFIAIoCzIhLnR6cmVjLnByb3Rvcy5HUklucHV0UHJlcHJvY2Vzc29yEkEKFG91dHB1dF9wb3N0cHJvY2Vzc29yGAYgAigLMiMudHpyZWMucHJvdG9zLkdST3V0cHV0UG9zdHByb2Nlc3NvchIjChthdHRuX3RydW5jYXRpb25fc3BsaXRfbGF5ZXIYByABKA0SIAoYYXR0bl90cnVuY2F0aW9uX3RhaWxfbGVuGAggASgNEg4KBG5hbWUYCSABKAk6AA");
 
 /**
  * @generated from message tzrec.protos.MLP
  */
 export type MLP = Message<"tzrec.protos.MLP"> & {
   /**
+   * hidden units for each layer
+   *
    * @generated from field: repeated uint32 hidden_units = 1;
    */
   hiddenUnits: number[];
 
   /**
+   * ratio of dropout
+   *
    * @generated from field: repeated float dropout_ratio = 2;
    */
   dropoutRatio: number[];
 
   /**
+   * activation function
+   *
    * @generated from field: optional string activation = 3 [default = "nn.ReLU"];
    */
   activation: string;
 
   /**
+   * use batch normalization
+   *
    * @generated from field: optional bool use_bn = 4 [default = false];
    */
   useBn: boolean;
 
   /**
+   * use bias
+   *
    * @generated from field: optional bool bias = 5 [default = true];
    */
   bias: boolean;
 
   /**
+   * use layer normalization
+   *
    * @generated from field: optional bool use_ln = 6 [default = false];
    */
   useLn: boolean;
@@ -64,21 +76,29 @@ export type ExtractionNetwork = Message<"tzrec.protos.ExtractionNetwork"> & {
   networkName: string;
 
   /**
+   * number of experts per task
+   *
    * @generated from field: required uint32 expert_num_per_task = 2;
    */
   expertNumPerTask: number;
 
   /**
+   * number of experts for share
+   *
    * @generated from field: optional uint32 share_num = 3;
    */
   shareNum: number;
 
   /**
+   * mlp network of experts per task
+   *
    * @generated from field: required tzrec.protos.MLP task_expert_net = 4;
    */
   taskExpertNet?: MLP | undefined;
 
   /**
+   * mlp network of experts for share
+   *
    * @generated from field: optional tzrec.protos.MLP share_expert_net = 5;
    */
   shareExpertNet?: MLP | undefined;
@@ -96,11 +116,15 @@ export const ExtractionNetworkSchema: GenMessage<ExtractionNetwork> = /*@__PURE_
  */
 export type VariationalDropout = Message<"tzrec.protos.VariationalDropout"> & {
   /**
+   * regularization coefficient lambda
+   *
    * @generated from field: optional float regularization_lambda = 1 [default = 0.009999999776482582];
    */
   regularizationLambda: number;
 
   /**
+   * variational_dropout dimension
+   *
    * @generated from field: optional bool embedding_wise_variational_dropout = 2 [default = false];
    */
   embeddingWiseVariationalDropout: boolean;
@@ -112,4 +136,1003 @@ export type VariationalDropout = Message<"tzrec.protos.VariationalDropout"> & {
  */
 export const VariationalDropoutSchema: GenMessage<VariationalDropout> = /*@__PURE__*/
   messageDesc(file_tzrec_protos_module, 2);
+
+/**
+ * @generated from message tzrec.protos.B2ICapsule
+ */
+export type B2ICapsule = Message<"tzrec.protos.B2ICapsule"> & {
+  /**
+   * max number of high capsules Default: 5
+   *
+   * @generated from field: optional uint32 max_k = 1 [default = 5];
+   */
+  maxK: number;
+
+  /**
+   * max behaviour sequence length
+   *
+   * @generated from field: required uint32 max_seq_len = 2;
+   */
+  maxSeqLen: number;
+
+  /**
+   * high capsule embedding vector dimension
+   *
+   * @generated from field: required uint32 high_dim = 3;
+   */
+  highDim: number;
+
+  /**
+   * dynamic routing iterations, Default: 3
+   *
+   * @generated from field: optional uint32 num_iters = 4 [default = 3];
+   */
+  numIters: number;
+
+  /**
+   * routing logits scale Default: 20
+   *
+   * @generated from field: optional float routing_logits_scale = 5 [default = 20];
+   */
+  routingLogitsScale: number;
+
+  /**
+   * routing logits initial stddev Default: 1
+   *
+   * @generated from field: optional float routing_logits_stddev = 6 [default = 1];
+   */
+  routingLogitsStddev: number;
+
+  /**
+   * squash power Default: 1
+   *
+   * @generated from field: optional float squash_pow = 7 [default = 1];
+   */
+  squashPow: number;
+
+  /**
+   * whether to use constant capsule number, Default: false
+   *
+   * @generated from field: optional bool const_caps_num = 8 [default = false];
+   */
+  constCapsNum: boolean;
+
+  /**
+   * the initialization method for routing logits,
+   *  Default: normal, available: zeros.
+   *
+   * @generated from field: optional string routing_init_method = 9 [default = "normal"];
+   */
+  routingInitMethod: string;
+};
+
+/**
+ * Describes the message tzrec.protos.B2ICapsule.
+ * Use `create(B2ICapsuleSchema)` to create a new message.
+ */
+export const B2ICapsuleSchema: GenMessage<B2ICapsule> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 3);
+
+/**
+ * @generated from message tzrec.protos.MaskBlock
+ */
+export type MaskBlock = Message<"tzrec.protos.MaskBlock"> & {
+  /**
+   * the ratio between aggregation dim and masked input dim
+   *
+   * @generated from field: optional float reduction_ratio = 1 [default = 1];
+   */
+  reductionRatio: number;
+
+  /**
+   * the dim of aggregation layer
+   *
+   * @generated from field: optional uint32 aggregation_dim = 2;
+   */
+  aggregationDim: number;
+
+  /**
+   * the dim of hidden ffn layer
+   *
+   * @generated from field: required uint32 hidden_dim = 3;
+   */
+  hiddenDim: number;
+};
+
+/**
+ * Describes the message tzrec.protos.MaskBlock.
+ * Use `create(MaskBlockSchema)` to create a new message.
+ */
+export const MaskBlockSchema: GenMessage<MaskBlock> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 4);
+
+/**
+ * @generated from message tzrec.protos.MaskNetModule
+ */
+export type MaskNetModule = Message<"tzrec.protos.MaskNetModule"> & {
+  /**
+   * number of mask blocks
+   *
+   * @generated from field: required uint32 n_mask_blocks = 1;
+   */
+  nMaskBlocks: number;
+
+  /**
+   * mask block
+   *
+   * @generated from field: required tzrec.protos.MaskBlock mask_block = 2;
+   */
+  maskBlock?: MaskBlock | undefined;
+
+  /**
+   * mlp layer on top of mask blocks
+   *
+   * @generated from field: optional tzrec.protos.MLP top_mlp = 3;
+   */
+  topMlp?: MLP | undefined;
+
+  /**
+   * use parallel or serial mask blocks
+   *
+   * @generated from field: optional bool use_parallel = 4 [default = true];
+   */
+  useParallel: boolean;
+};
+
+/**
+ * Describes the message tzrec.protos.MaskNetModule.
+ * Use `create(MaskNetModuleSchema)` to create a new message.
+ */
+export const MaskNetModuleSchema: GenMessage<MaskNetModule> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 5);
+
+/**
+ * @generated from message tzrec.protos.Cross
+ */
+export type Cross = Message<"tzrec.protos.Cross"> & {
+  /**
+   * number of cross layers
+   *
+   * @generated from field: optional uint32 cross_num = 1 [default = 3];
+   */
+  crossNum: number;
+};
+
+/**
+ * Describes the message tzrec.protos.Cross.
+ * Use `create(CrossSchema)` to create a new message.
+ */
+export const CrossSchema: GenMessage<Cross> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 6);
+
+/**
+ * @generated from message tzrec.protos.CrossV2
+ */
+export type CrossV2 = Message<"tzrec.protos.CrossV2"> & {
+  /**
+   * number of cross layers
+   *
+   * @generated from field: optional uint32 cross_num = 1 [default = 3];
+   */
+  crossNum: number;
+
+  /**
+   * Matrix decomposition with minimal rank.
+   *
+   * @generated from field: optional uint32 low_rank = 2 [default = 32];
+   */
+  lowRank: number;
+};
+
+/**
+ * Describes the message tzrec.protos.CrossV2.
+ * Use `create(CrossV2Schema)` to create a new message.
+ */
+export const CrossV2Schema: GenMessage<CrossV2> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 7);
+
+/**
+ * @generated from message tzrec.protos.CIN
+ */
+export type CIN = Message<"tzrec.protos.CIN"> & {
+  /**
+   * every layer size
+   *
+   * @generated from field: repeated uint32 cin_layer_size = 1;
+   */
+  cinLayerSize: number[];
+};
+
+/**
+ * Describes the message tzrec.protos.CIN.
+ * Use `create(CINSchema)` to create a new message.
+ */
+export const CINSchema: GenMessage<CIN> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 8);
+
+/**
+ * @generated from message tzrec.protos.WuKongLayer
+ */
+export type WuKongLayer = Message<"tzrec.protos.WuKongLayer"> & {
+  /**
+   * LinearCompressBlock output feature num
+   *
+   * @generated from field: required uint32 lcb_feature_num = 1;
+   */
+  lcbFeatureNum: number;
+
+  /**
+   * FactorizationMachineBlock output feature num
+   *
+   * @generated from field: required uint32 fmb_feature_num = 2;
+   */
+  fmbFeatureNum: number;
+
+  /**
+   * number of compressed features in optimized FM.
+   *
+   * @generated from field: optional uint32 compressed_feature_num = 3 [default = 16];
+   */
+  compressedFeatureNum: number;
+
+  /**
+   * feature num mlp
+   *
+   * @generated from field: required tzrec.protos.MLP feature_num_mlp = 4;
+   */
+  featureNumMlp?: MLP | undefined;
+};
+
+/**
+ * Describes the message tzrec.protos.WuKongLayer.
+ * Use `create(WuKongLayerSchema)` to create a new message.
+ */
+export const WuKongLayerSchema: GenMessage<WuKongLayer> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 9);
+
+/**
+ * @generated from message tzrec.protos.GRSimpleActionEncoder
+ */
+export type GRSimpleActionEncoder = Message<"tzrec.protos.GRSimpleActionEncoder"> & {
+  /**
+   * action embedding dim
+   *
+   * @generated from field: optional uint32 action_embedding_dim = 1;
+   */
+  actionEmbeddingDim: number;
+
+  /**
+   * bitmask of each action
+   *
+   * @generated from field: repeated uint32 action_weights = 3;
+   */
+  actionWeights: number[];
+
+  /**
+   * thresholds for watch time to actions
+   *
+   * @generated from field: repeated uint32 watchtime_to_action_thresholds = 4;
+   */
+  watchtimeToActionThresholds: number[];
+
+  /**
+   * bitmask for watch time to actions
+   *
+   * @generated from field: repeated uint32 watchtime_to_action_weights = 5;
+   */
+  watchtimeToActionWeights: number[];
+
+  /**
+   * action embedding weights init std
+   *
+   * @generated from field: optional float embedding_init_std = 6 [default = 0.10000000149011612];
+   */
+  embeddingInitStd: number;
+};
+
+/**
+ * Describes the message tzrec.protos.GRSimpleActionEncoder.
+ * Use `create(GRSimpleActionEncoderSchema)` to create a new message.
+ */
+export const GRSimpleActionEncoderSchema: GenMessage<GRSimpleActionEncoder> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 10);
+
+/**
+ * @generated from message tzrec.protos.GRActionEncoder
+ */
+export type GRActionEncoder = Message<"tzrec.protos.GRActionEncoder"> & {
+  /**
+   * @generated from oneof tzrec.protos.GRActionEncoder.action_encoder
+   */
+  actionEncoder: {
+    /**
+     * @generated from field: tzrec.protos.GRSimpleActionEncoder simple_action_encoder = 1;
+     */
+    value: GRSimpleActionEncoder;
+    case: "simpleActionEncoder";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message tzrec.protos.GRActionEncoder.
+ * Use `create(GRActionEncoderSchema)` to create a new message.
+ */
+export const GRActionEncoderSchema: GenMessage<GRActionEncoder> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 11);
+
+/**
+ * @generated from message tzrec.protos.GRSliceContentEncoder
+ */
+export type GRSliceContentEncoder = Message<"tzrec.protos.GRSliceContentEncoder"> & {
+};
+
+/**
+ * Describes the message tzrec.protos.GRSliceContentEncoder.
+ * Use `create(GRSliceContentEncoderSchema)` to create a new message.
+ */
+export const GRSliceContentEncoderSchema: GenMessage<GRSliceContentEncoder> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 12);
+
+/**
+ * @generated from message tzrec.protos.GRPadContentEncoder
+ */
+export type GRPadContentEncoder = Message<"tzrec.protos.GRPadContentEncoder"> & {
+};
+
+/**
+ * Describes the message tzrec.protos.GRPadContentEncoder.
+ * Use `create(GRPadContentEncoderSchema)` to create a new message.
+ */
+export const GRPadContentEncoderSchema: GenMessage<GRPadContentEncoder> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 13);
+
+/**
+ * @generated from message tzrec.protos.GRMLPContentEncoder
+ */
+export type GRMLPContentEncoder = Message<"tzrec.protos.GRMLPContentEncoder"> & {
+  /**
+   * mlp for uih seq embedding
+   *
+   * @generated from field: required tzrec.protos.MLP uih_mlp = 1;
+   */
+  uihMlp?: MLP | undefined;
+
+  /**
+   * mlp for candidate seq embedding
+   *
+   * @generated from field: required tzrec.protos.MLP target_mlp = 2;
+   */
+  targetMlp?: MLP | undefined;
+};
+
+/**
+ * Describes the message tzrec.protos.GRMLPContentEncoder.
+ * Use `create(GRMLPContentEncoderSchema)` to create a new message.
+ */
+export const GRMLPContentEncoderSchema: GenMessage<GRMLPContentEncoder> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 14);
+
+/**
+ * @generated from message tzrec.protos.GRContentEncoder
+ */
+export type GRContentEncoder = Message<"tzrec.protos.GRContentEncoder"> & {
+  /**
+   * @generated from oneof tzrec.protos.GRContentEncoder.content_encoder
+   */
+  contentEncoder: {
+    /**
+     * slice candidate dim to uih dim
+     *
+     * @generated from field: tzrec.protos.GRSliceContentEncoder slice_content_encoder = 1;
+     */
+    value: GRSliceContentEncoder;
+    case: "sliceContentEncoder";
+  } | {
+    /**
+     * padding candidate dim to uih dim
+     *
+     * @generated from field: tzrec.protos.GRPadContentEncoder pad_content_encoder = 2;
+     */
+    value: GRPadContentEncoder;
+    case: "padContentEncoder";
+  } | {
+    /**
+     * linear transform uih and candidate to same dim
+     *
+     * @generated from field: tzrec.protos.GRMLPContentEncoder mlp_content_encoder = 3;
+     */
+    value: GRMLPContentEncoder;
+    case: "mlpContentEncoder";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message tzrec.protos.GRContentEncoder.
+ * Use `create(GRContentEncoderSchema)` to create a new message.
+ */
+export const GRContentEncoderSchema: GenMessage<GRContentEncoder> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 15);
+
+/**
+ * @generated from message tzrec.protos.GRSimpleContextualizedMLP
+ */
+export type GRSimpleContextualizedMLP = Message<"tzrec.protos.GRSimpleContextualizedMLP"> & {
+  /**
+   * mlp hidden dimension
+   *
+   * @generated from field: required uint32 hidden_dim = 1;
+   */
+  hiddenDim: number;
+};
+
+/**
+ * Describes the message tzrec.protos.GRSimpleContextualizedMLP.
+ * Use `create(GRSimpleContextualizedMLPSchema)` to create a new message.
+ */
+export const GRSimpleContextualizedMLPSchema: GenMessage<GRSimpleContextualizedMLP> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 16);
+
+/**
+ * @generated from message tzrec.protos.GRParameterizedContextualizedMLP
+ */
+export type GRParameterizedContextualizedMLP = Message<"tzrec.protos.GRParameterizedContextualizedMLP"> & {
+  /**
+   * mlp hidden dimension
+   *
+   * @generated from field: required uint32 hidden_dim = 1;
+   */
+  hiddenDim: number;
+
+  /**
+   * dropout ratio for contextual embedding
+   *
+   * @generated from field: optional float contextual_dropout_ratio = 2 [default = 0.30000001192092896];
+   */
+  contextualDropoutRatio: number;
+};
+
+/**
+ * Describes the message tzrec.protos.GRParameterizedContextualizedMLP.
+ * Use `create(GRParameterizedContextualizedMLPSchema)` to create a new message.
+ */
+export const GRParameterizedContextualizedMLPSchema: GenMessage<GRParameterizedContextualizedMLP> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 17);
+
+/**
+ * @generated from message tzrec.protos.GRContextualizedMLP
+ */
+export type GRContextualizedMLP = Message<"tzrec.protos.GRContextualizedMLP"> & {
+  /**
+   * @generated from oneof tzrec.protos.GRContextualizedMLP.contextualized_mlp
+   */
+  contextualizedMlp: {
+    /**
+     * mlp for sequence embedding
+     *
+     * @generated from field: tzrec.protos.GRSimpleContextualizedMLP simple_mlp = 10;
+     */
+    value: GRSimpleContextualizedMLP;
+    case: "simpleMlp";
+  } | {
+    /**
+     * mlp for sequence and contextual embedding
+     *
+     * @generated from field: tzrec.protos.GRParameterizedContextualizedMLP parameterized_mlp = 11;
+     */
+    value: GRParameterizedContextualizedMLP;
+    case: "parameterizedMlp";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message tzrec.protos.GRContextualizedMLP.
+ * Use `create(GRContextualizedMLPSchema)` to create a new message.
+ */
+export const GRContextualizedMLPSchema: GenMessage<GRContextualizedMLP> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 18);
+
+/**
+ * @generated from message tzrec.protos.GRContextualPreprocessor
+ */
+export type GRContextualPreprocessor = Message<"tzrec.protos.GRContextualPreprocessor"> & {
+  /**
+   * action encoder config
+   *
+   * @generated from field: optional tzrec.protos.GRActionEncoder action_encoder = 3;
+   */
+  actionEncoder?: GRActionEncoder | undefined;
+
+  /**
+   * action embedding mlp config
+   *
+   * @generated from field: optional tzrec.protos.GRContextualizedMLP action_mlp = 4;
+   */
+  actionMlp?: GRContextualizedMLP | undefined;
+
+  /**
+   * content encoder config
+   *
+   * @generated from field: required tzrec.protos.GRContentEncoder content_encoder = 5;
+   */
+  contentEncoder?: GRContentEncoder | undefined;
+
+  /**
+   * content embedding mlp config
+   *
+   * @generated from field: required tzrec.protos.GRContextualizedMLP content_mlp = 6;
+   */
+  contentMlp?: GRContextualizedMLP | undefined;
+};
+
+/**
+ * Describes the message tzrec.protos.GRContextualPreprocessor.
+ * Use `create(GRContextualPreprocessorSchema)` to create a new message.
+ */
+export const GRContextualPreprocessorSchema: GenMessage<GRContextualPreprocessor> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 19);
+
+/**
+ * @generated from message tzrec.protos.GRContextualInterleavePreprocessor
+ */
+export type GRContextualInterleavePreprocessor = Message<"tzrec.protos.GRContextualInterleavePreprocessor"> & {
+  /**
+   * action encoder config
+   *
+   * @generated from field: optional tzrec.protos.GRActionEncoder action_encoder = 3;
+   */
+  actionEncoder?: GRActionEncoder | undefined;
+
+  /**
+   * enable interleave target or not
+   *
+   * @generated from field: optional bool enable_interleaving = 4 [default = true];
+   */
+  enableInterleaving: boolean;
+
+  /**
+   * action embedding mlp config
+   *
+   * @generated from field: optional tzrec.protos.GRContextualizedMLP action_mlp = 5;
+   */
+  actionMlp?: GRContextualizedMLP | undefined;
+
+  /**
+   * content encoder config
+   *
+   * @generated from field: required tzrec.protos.GRContentEncoder content_encoder = 6;
+   */
+  contentEncoder?: GRContentEncoder | undefined;
+
+  /**
+   * content embedding mlp config
+   *
+   * @generated from field: required tzrec.protos.GRContextualizedMLP content_mlp = 7;
+   */
+  contentMlp?: GRContextualizedMLP | undefined;
+};
+
+/**
+ * Describes the message tzrec.protos.GRContextualInterleavePreprocessor.
+ * Use `create(GRContextualInterleavePreprocessorSchema)` to create a new message.
+ */
+export const GRContextualInterleavePreprocessorSchema: GenMessage<GRContextualInterleavePreprocessor> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 20);
+
+/**
+ * @generated from message tzrec.protos.GRUIHPreprocessor
+ */
+export type GRUIHPreprocessor = Message<"tzrec.protos.GRUIHPreprocessor"> & {
+  /**
+   * action encoder config (optional - for models with action info)
+   *
+   * @generated from field: optional tzrec.protos.GRActionEncoder action_encoder = 1;
+   */
+  actionEncoder?: GRActionEncoder | undefined;
+
+  /**
+   * action embedding mlp config (required if action_encoder is set)
+   *
+   * @generated from field: optional tzrec.protos.GRContextualizedMLP action_mlp = 2;
+   */
+  actionMlp?: GRContextualizedMLP | undefined;
+};
+
+/**
+ * Describes the message tzrec.protos.GRUIHPreprocessor.
+ * Use `create(GRUIHPreprocessorSchema)` to create a new message.
+ */
+export const GRUIHPreprocessorSchema: GenMessage<GRUIHPreprocessor> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 21);
+
+/**
+ * @generated from message tzrec.protos.GRInputPreprocessor
+ */
+export type GRInputPreprocessor = Message<"tzrec.protos.GRInputPreprocessor"> & {
+  /**
+   * @generated from oneof tzrec.protos.GRInputPreprocessor.input_preprocessor
+   */
+  inputPreprocessor: {
+    /**
+     * input preprocessor with contextual features
+     *
+     * @generated from field: tzrec.protos.GRContextualPreprocessor contextual_preprocessor = 20;
+     */
+    value: GRContextualPreprocessor;
+    case: "contextualPreprocessor";
+  } | {
+    /**
+     * input preprocessor with interleave targets
+     *
+     * @generated from field: tzrec.protos.GRContextualInterleavePreprocessor contextual_interleave_preprocessor = 21;
+     */
+    value: GRContextualInterleavePreprocessor;
+    case: "contextualInterleavePreprocessor";
+  } | {
+    /**
+     * input preprocessor for sequence-only models (no candidate concat)
+     *
+     * @generated from field: tzrec.protos.GRUIHPreprocessor uih_preprocessor = 22;
+     */
+    value: GRUIHPreprocessor;
+    case: "uihPreprocessor";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message tzrec.protos.GRInputPreprocessor.
+ * Use `create(GRInputPreprocessorSchema)` to create a new message.
+ */
+export const GRInputPreprocessorSchema: GenMessage<GRInputPreprocessor> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 22);
+
+/**
+ * @generated from message tzrec.protos.GRL2NormPostprocessor
+ */
+export type GRL2NormPostprocessor = Message<"tzrec.protos.GRL2NormPostprocessor"> & {
+};
+
+/**
+ * Describes the message tzrec.protos.GRL2NormPostprocessor.
+ * Use `create(GRL2NormPostprocessorSchema)` to create a new message.
+ */
+export const GRL2NormPostprocessorSchema: GenMessage<GRL2NormPostprocessor> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 23);
+
+/**
+ * @generated from message tzrec.protos.GRLayerNormPostprocessor
+ */
+export type GRLayerNormPostprocessor = Message<"tzrec.protos.GRLayerNormPostprocessor"> & {
+};
+
+/**
+ * Describes the message tzrec.protos.GRLayerNormPostprocessor.
+ * Use `create(GRLayerNormPostprocessorSchema)` to create a new message.
+ */
+export const GRLayerNormPostprocessorSchema: GenMessage<GRLayerNormPostprocessor> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 24);
+
+/**
+ * @generated from message tzrec.protos.GRTimestampLayerNormPostprocessor
+ */
+export type GRTimestampLayerNormPostprocessor = Message<"tzrec.protos.GRTimestampLayerNormPostprocessor"> & {
+  /**
+   * time duration period units, e.g. 60 * 60 for hour of day.
+   *
+   * @generated from field: repeated uint32 time_duration_period_units = 1;
+   */
+  timeDurationPeriodUnits: number[];
+
+  /**
+   * time duration units per period, e.g. 24 for hour of day.
+   *
+   * @generated from field: repeated uint32 time_duration_units_per_period = 2;
+   */
+  timeDurationUnitsPerPeriod: number[];
+};
+
+/**
+ * Describes the message tzrec.protos.GRTimestampLayerNormPostprocessor.
+ * Use `create(GRTimestampLayerNormPostprocessorSchema)` to create a new message.
+ */
+export const GRTimestampLayerNormPostprocessorSchema: GenMessage<GRTimestampLayerNormPostprocessor> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 25);
+
+/**
+ * @generated from message tzrec.protos.GROutputPostprocessor
+ */
+export type GROutputPostprocessor = Message<"tzrec.protos.GROutputPostprocessor"> & {
+  /**
+   * @generated from oneof tzrec.protos.GROutputPostprocessor.output_postprocessor
+   */
+  outputPostprocessor: {
+    /**
+     * l2 norm postprocessor
+     *
+     * @generated from field: tzrec.protos.GRL2NormPostprocessor l2norm_postprocessor = 31;
+     */
+    value: GRL2NormPostprocessor;
+    case: "l2normPostprocessor";
+  } | {
+    /**
+     * layer norm postprocessor
+     *
+     * @generated from field: tzrec.protos.GRLayerNormPostprocessor layernorm_postprocessor = 32;
+     */
+    value: GRLayerNormPostprocessor;
+    case: "layernormPostprocessor";
+  } | {
+    /**
+     * timestamp layer norm postprocessor
+     *
+     * @generated from field: tzrec.protos.GRTimestampLayerNormPostprocessor timestamp_layernorm_postprocessor = 33;
+     */
+    value: GRTimestampLayerNormPostprocessor;
+    case: "timestampLayernormPostprocessor";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message tzrec.protos.GROutputPostprocessor.
+ * Use `create(GROutputPostprocessorSchema)` to create a new message.
+ */
+export const GROutputPostprocessorSchema: GenMessage<GROutputPostprocessor> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 26);
+
+/**
+ * @generated from message tzrec.protos.STU
+ */
+export type STU = Message<"tzrec.protos.STU"> & {
+  /**
+   * dimension of input embeddings
+   *
+   * @generated from field: required uint32 embedding_dim = 1;
+   */
+  embeddingDim: number;
+
+  /**
+   * number of attention heads
+   *
+   * @generated from field: required uint32 num_heads = 2;
+   */
+  numHeads: number;
+
+  /**
+   * dimension of hidden linear layers
+   *
+   * @generated from field: required uint32 hidden_dim = 3;
+   */
+  hiddenDim: number;
+
+  /**
+   * dimension of attention mechanism
+   *
+   * @generated from field: required uint32 attention_dim = 4;
+   */
+  attentionDim: number;
+
+  /**
+   * dropout probability for linear layers
+   *
+   * @generated from field: optional float output_dropout_ratio = 5 [default = 0.30000001192092896];
+   */
+  outputDropoutRatio: number;
+
+  /**
+   * maximum length of attention window
+   *
+   * @generated from field: optional uint32 max_attn_len = 6;
+   */
+  maxAttnLen: number;
+
+  /**
+   * alpha for mha attention
+   *
+   * @generated from field: optional float attn_alpha = 7;
+   */
+  attnAlpha: number;
+
+  /**
+   * use group normalization or layer normalization.
+   *
+   * @generated from field: optional bool use_group_norm = 8 [default = false];
+   */
+  useGroupNorm: boolean;
+
+  /**
+   * whether to recompute normed_x in backward
+   *
+   * @generated from field: optional bool recompute_normed_x = 9 [default = true];
+   */
+  recomputeNormedX: boolean;
+
+  /**
+   * whether to recompute_uvqk in backward
+   *
+   * @generated from field: optional bool recompute_uvqk = 10 [default = true];
+   */
+  recomputeUvqk: boolean;
+
+  /**
+   * whether to recompute y in backward
+   *
+   * @generated from field: optional bool recompute_y = 11 [default = true];
+   */
+  recomputeY: boolean;
+
+  /**
+   * whether to sort by sequence length when forwarding
+   *
+   * @generated from field: optional bool sort_by_length = 12 [default = true];
+   */
+  sortByLength: boolean;
+
+  /**
+   * sequence length of contextual feature.
+   * Sentinel: < 0 (default) = use input_preprocessor.contextual_seq_len().
+   *
+   * @generated from field: optional int32 contextual_seq_len = 13 [default = -1];
+   */
+  contextualSeqLen: number;
+
+  /**
+   * Semi-Local Attention: local causal window size (0 = disabled)
+   *
+   * @generated from field: optional uint32 sla_k1 = 14;
+   */
+  slaK1: number;
+
+  /**
+   * Semi-Local Attention: global prefix length (0 = disabled)
+   *
+   * @generated from field: optional uint32 sla_k2 = 15;
+   */
+  slaK2: number;
+
+  /**
+   * attention output scaling divisor (denominator of the SiLU(QK)/N term).
+   * Sentinel: < 0 (default) = use runtime max_seq_len.
+   *
+   * @generated from field: optional int32 scaling_seqlen = 16 [default = -1];
+   */
+  scalingSeqlen: number;
+};
+
+/**
+ * Describes the message tzrec.protos.STU.
+ * Use `create(STUSchema)` to create a new message.
+ */
+export const STUSchema: GenMessage<STU> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 27);
+
+/**
+ * @generated from message tzrec.protos.GRPositionalEncoder
+ */
+export type GRPositionalEncoder = Message<"tzrec.protos.GRPositionalEncoder"> & {
+  /**
+   * buckets for position embedding
+   *
+   * @generated from field: required uint32 num_position_buckets = 1;
+   */
+  numPositionBuckets: number;
+
+  /**
+   * buckets for timestamp embedding
+   *
+   * @generated from field: optional uint32 num_time_buckets = 2;
+   */
+  numTimeBuckets: number;
+
+  /**
+   * use timestamp encoding or not.
+   *
+   * @generated from field: optional bool use_time_encoding = 3 [default = false];
+   */
+  useTimeEncoding: boolean;
+
+  /**
+   * transform function for timestamp gap. sqrt | log
+   *
+   * @generated from field: optional string time_bucket_fn = 4 [default = "sqrt"];
+   */
+  timeBucketFn: string;
+
+  /**
+   * timestamp gap will div by time_bucket_increments
+   *
+   * @generated from field: optional float time_bucket_increments = 5 [default = 60];
+   */
+  timeBucketIncrements: number;
+};
+
+/**
+ * Describes the message tzrec.protos.GRPositionalEncoder.
+ * Use `create(GRPositionalEncoderSchema)` to create a new message.
+ */
+export const GRPositionalEncoderSchema: GenMessage<GRPositionalEncoder> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 28);
+
+/**
+ * @generated from message tzrec.protos.HSTU
+ */
+export type HSTU = Message<"tzrec.protos.HSTU"> & {
+  /**
+   * stu config
+   *
+   * @generated from field: required tzrec.protos.STU stu = 1;
+   */
+  stu?: STU | undefined;
+
+  /**
+   * dropout ratio after preprocessor
+   *
+   * @generated from field: optional float input_dropout_ratio = 2 [default = 0.20000000298023224];
+   */
+  inputDropoutRatio: number;
+
+  /**
+   * num stu layers
+   *
+   * @generated from field: optional uint32 attn_num_layers = 3 [default = 3];
+   */
+  attnNumLayers: number;
+
+  /**
+   * position encoder
+   *
+   * @generated from field: required tzrec.protos.GRPositionalEncoder positional_encoder = 4;
+   */
+  positionalEncoder?: GRPositionalEncoder | undefined;
+
+  /**
+   * input preprocessor
+   *
+   * @generated from field: required tzrec.protos.GRInputPreprocessor input_preprocessor = 5;
+   */
+  inputPreprocessor?: GRInputPreprocessor | undefined;
+
+  /**
+   * output postprocessor
+   *
+   * @generated from field: required tzrec.protos.GROutputPostprocessor output_postprocessor = 6;
+   */
+  outputPostprocessor?: GROutputPostprocessor | undefined;
+
+  /**
+   * Attention truncation: after this many full-sequence layers, drop UIH
+   * prefix tokens to keep only the last attn_truncation_tail_len per
+   * sample.  Contextual prefix and targets survive.  Must be in
+   * (0, attn_num_layers); 0 disables.
+   *
+   * @generated from field: optional uint32 attn_truncation_split_layer = 7;
+   */
+  attnTruncationSplitLayer: number;
+
+  /**
+   * Trailing UIH cap; both fields must be > 0 to enable truncation.
+   *
+   * @generated from field: optional uint32 attn_truncation_tail_len = 8;
+   */
+  attnTruncationTailLen: number;
+
+  /**
+   * MoT channel name.  When non-empty, replaces the default `uih`
+   * prefix on UIH-side keys read from grouped_features (e.g.
+   * name="uih_click" -> uih_click.sequence, uih_click_action.sequence,
+   * uih_click_watchtime.sequence, uih_click_timestamp.sequence).
+   * Empty preserves the original uih.* keys (DlrmHSTU behavior).
+   * Channels with the same `embedding_name` on a feature share the
+   * underlying embedding table via EmbeddingGroup dedupe; per-channel
+   * tables multiply sparse-param + TBE + all-to-all cost by N.
+   *
+   * @generated from field: optional string name = 9 [default = ""];
+   */
+  name: string;
+};
+
+/**
+ * Describes the message tzrec.protos.HSTU.
+ * Use `create(HSTUSchema)` to create a new message.
+ */
+export const HSTUSchema: GenMessage<HSTU> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_module, 29);
 

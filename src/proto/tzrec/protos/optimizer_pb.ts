@@ -10,11 +10,9 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tzrec/protos/optimizer.proto.
  */
 export const file_tzrec_protos_optimizer: GenFile = /*@__PURE__*/
-  fileDesc("Chx0enJlYy9wcm90b3Mvb3B0aW1pemVyLnByb3RvEgx0enJlYy5wcm90b3MitQYKD1NwYXJzZU9wdGltaXplchI4Cg1zZ2Rfb3B0aW1pemVyGAEgASgLMh8udHpyZWMucHJvdG9zLkZ1c2VkU0dET3B0aW1pemVySAASQAoRYWRhZ3JhZF9vcHRpbWl6ZXIYAiABKAsyIy50enJlYy5wcm90b3MuRnVzZWRBZGFncmFkT3B0aW1pemVySAASOgoOYWRhbV9vcHRpbWl6ZXIYAyABKAsyIC50enJlYy5wcm90b3MuRnVzZWRBZGFtT3B0aW1pemVySAASQQoSbGFyc19zZ2Rfb3B0aW1pemVyGAQgASgLMiMudHpyZWMucHJvdG9zLkZ1c2VkTGFyc1NHRE9wdGltaXplckgAEjoKDmxhbWJfb3B0aW1pemVyGAUgASgLMiAudHpyZWMucHJvdG9zLkZ1c2VkTEFNQk9wdGltaXplckgAElgKHnBhcnRpYWxfcm93d2lzZV9sYW1iX29wdGltaXplchgGIAEoCzIuLnR6cmVjLnByb3Rvcy5GdXNlZFBhcnRpYWxSb3dXaXNlTEFNQk9wdGltaXplckgAElgKHnBhcnRpYWxfcm93d2lzZV9hZGFtX29wdGltaXplchgHIAEoCzIuLnR6cmVjLnByb3Rvcy5GdXNlZFBhcnRpYWxSb3dXaXNlQWRhbU9wdGltaXplckgAEk8KGXJvd3dpc2VfYWRhZ3JhZF9vcHRpbWl6ZXIYCCABKAsyKi50enJlYy5wcm90b3MuRnVzZWRSb3dXaXNlQWRhZ3JhZE9wdGltaXplckgAEjoKFmNvbnN0YW50X2xlYXJuaW5nX3JhdGUYZSABKAsyGC50enJlYy5wcm90b3MuQ29uc3RhbnRMUkgBEksKH2V4cG9uZW50aWFsX2RlY2F5X2xlYXJuaW5nX3JhdGUYZiABKAsyIC50enJlYy5wcm90b3MuRXhwb25lbnRpYWxEZWNheUxSSAESPwoZbWFudWFsX3N0ZXBfbGVhcm5pbmdfcmF0ZRhnIAEoCzIaLnR6cmVjLnByb3Rvcy5NYW51YWxTdGVwTFJIAUILCglvcHRpbWl6ZXJCDwoNbGVhcm5pbmdfcmF0ZSLaAwoORGVuc2VPcHRpbWl6ZXISMwoNc2dkX29wdGltaXplchgBIAEoCzIaLnR6cmVjLnByb3Rvcy5TR0RPcHRpbWl6ZXJIABI7ChFhZGFncmFkX29wdGltaXplchgCIAEoCzIeLnR6cmVjLnByb3Rvcy5BZGFncmFkT3B0aW1pemVySAASNQoOYWRhbV9vcHRpbWl6ZXIYAyABKAsyGy50enJlYy5wcm90b3MuQWRhbU9wdGltaXplckgAEjcKD2FkYW13X29wdGltaXplchgEIAEoCzIcLnR6cmVjLnByb3Rvcy5BZGFtV09wdGltaXplckgAEjoKFmNvbnN0YW50X2xlYXJuaW5nX3JhdGUYZSABKAsyGC50enJlYy5wcm90b3MuQ29uc3RhbnRMUkgBEksKH2V4cG9uZW50aWFsX2RlY2F5X2xlYXJuaW5nX3JhdGUYZiABKAsyIC50enJlYy5wcm90b3MuRXhwb25lbnRpYWxEZWNheUxSSAESPwoZbWFudWFsX3N0ZXBfbGVhcm5pbmdfcmF0ZRhnIAEoCzIaLnR6cmVjLnByb3Rvcy5NYW51YWxTdGVwTFJIAUILCglvcHRpbWl6ZXJCDwoNbGVhcm5pbmdfcmF0ZSJxChFGdXNlZFNHRE9wdGltaXplchIhCgJschgBIAIoAjoVMC4wMDIwMDAwMDAwOTQ5OTQ5MDI2EiAKEWdyYWRpZW50X2NsaXBwaW5nGAIgASgIOgVmYWxzZRIXCgxtYXhfZ3JhZGllbnQYAyABKAI6ATEidQoVRnVzZWRBZGFncmFkT3B0aW1pemVyEiEKAmxyGAEgAigCOhUwLjAwMjAwMDAwMDA5NDk5NDkwMjYSIAoRZ3JhZGllbnRfY2xpcHBpbmcYAiABKAg6BWZhbHNlEhcKDG1heF9ncmFkaWVudBgDIAEoAjoBMSLRAQoSRnVzZWRBZGFtT3B0aW1pemVyEiEKAmxyGAEgAigCOhUwLjAwMjAwMDAwMDA5NDk5NDkwMjYSIQoFYmV0YTEYAiABKAI6EjAuODk5OTk5OTc2MTU4MTQyMRIhCgViZXRhMhgDIAEoAjoSMC45OTkwMDAwMTI4NzQ2MDMzEhcKDHdlaWdodF9kZWNheRgEIAEoAjoBMBIgChFncmFkaWVudF9jbGlwcGluZxgFIAEoCDoFZmFsc2USFwoMbWF4X2dyYWRpZW50GAYgASgCOgExIrQBChVGdXNlZExhcnNTR0RPcHRpbWl6ZXISIQoCbHIYASACKAI6FTAuMDAyMDAwMDAwMDk0OTk0OTAyNhIkCghtb21lbnR1bRgCIAEoAjoSMC44OTk5OTk5NzYxNTgxNDIxEhcKDHdlaWdodF9kZWNheRgDIAEoAjoBMBIgChFncmFkaWVudF9jbGlwcGluZxgEIAEoCDoFZmFsc2USFwoMbWF4X2dyYWRpZW50GAUgASgCOgExItEBChJGdXNlZExBTUJPcHRpbWl6ZXISIQoCbHIYASACKAI6FTAuMDAyMDAwMDAwMDk0OTk0OTAyNhIhCgViZXRhMRgCIAEoAjoSMC44OTk5OTk5NzYxNTgxNDIxEiEKBWJldGEyGAMgASgCOhIwLjk5OTAwMDAxMjg3NDYwMzMSFwoMd2VpZ2h0X2RlY2F5GAQgASgCOgEwEiAKEWdyYWRpZW50X2NsaXBwaW5nGAUgASgIOgVmYWxzZRIXCgxtYXhfZ3JhZGllbnQYBiABKAI6ATEi3wEKIEZ1c2VkUGFydGlhbFJvd1dpc2VMQU1CT3B0aW1pemVyEiEKAmxyGAEgAigCOhUwLjAwMjAwMDAwMDA5NDk5NDkwMjYSIQoFYmV0YTEYAiABKAI6EjAuODk5OTk5OTc2MTU4MTQyMRIhCgViZXRhMhgDIAEoAjoSMC45OTkwMDAwMTI4NzQ2MDMzEhcKDHdlaWdodF9kZWNheRgEIAEoAjoBMBIgChFncmFkaWVudF9jbGlwcGluZxgFIAEoCDoFZmFsc2USFwoMbWF4X2dyYWRpZW50GAYgASgCOgExIt8BCiBGdXNlZFBhcnRpYWxSb3dXaXNlQWRhbU9wdGltaXplchIhCgJschgBIAIoAjoVMC4wMDIwMDAwMDAwOTQ5OTQ5MDI2EiEKBWJldGExGAIgASgCOhIwLjg5OTk5OTk3NjE1ODE0MjESIQoFYmV0YTIYAyABKAI6EjAuOTk5MDAwMDEyODc0NjAzMxIXCgx3ZWlnaHRfZGVjYXkYBCABKAI6ATASIAoRZ3JhZGllbnRfY2xpcHBpbmcYBSABKAg6BWZhbHNlEhcKDG1heF9ncmFkaWVudBgGIAEoAjoBMSLVAQocRnVzZWRSb3dXaXNlQWRhZ3JhZE9wdGltaXplchIhCgJschgBIAIoAjoVMC4wMDIwMDAwMDAwOTQ5OTQ5MDI2EhcKDHdlaWdodF9kZWNheRgCIAEoAjoBMBI+ChF3ZWlnaHRfZGVjYXlfbW9kZRgDIAEoDjIdLnR6cmVjLnByb3Rvcy5XZWlnaHREZWNheU1vZGU6BE5PTkUSIAoRZ3JhZGllbnRfY2xpcHBpbmcYBCABKAg6BWZhbHNlEhcKDG1heF9ncmFkaWVudBgFIAEoAjoBMSJwCgxTR0RPcHRpbWl6ZXISIQoCbHIYASACKAI6FTAuMDAyMDAwMDAwMDk0OTk0OTAyNhIkCghtb21lbnR1bRgCIAEoAjoSMC44OTk5OTk5NzYxNTgxNDIxEhcKDHdlaWdodF9kZWNheRgDIAEoAjoBMCJOChBBZGFncmFkT3B0aW1pemVyEiEKAmxyGAEgAigCOhUwLjAwMjAwMDAwMDA5NDk5NDkwMjYSFwoMd2VpZ2h0X2RlY2F5GAIgASgCOgEwIpEBCg1BZGFtT3B0aW1pemVyEiEKAmxyGAEgAigCOhUwLjAwMjAwMDAwMDA5NDk5NDkwMjYSIQoFYmV0YTEYAiABKAI6EjAuODk5OTk5OTc2MTU4MTQyMRIhCgViZXRhMhgDIAEoAjoSMC45OTkwMDAwMTI4NzQ2MDMzEhcKDHdlaWdodF9kZWNheRgEIAEoAjoBMCKSAQoOQWRhbVdPcHRpbWl6ZXISIQoCbHIYASACKAI6FTAuMDAyMDAwMDAwMDk0OTk0OTAyNhIhCgViZXRhMRgCIAEoAjoSMC44OTk5OTk5NzYxNTgxNDIxEiEKBWJldGEyGAMgASgCOhIwLjk5OTAwMDAxMjg3NDYwMzMSFwoMd2VpZ2h0X2RlY2F5GAQgASgCOgEwIgwKCkNvbnN0YW50TFIi2gEKEkV4cG9uZW50aWFsRGVjYXlMUhISCgpkZWNheV9zaXplGAEgASgNEicKDGRlY2F5X2ZhY3RvchgCIAEoAjoRMC45NDk5OTk5ODgwNzkwNzESFwoJc3RhaXJjYXNlGAMgASgIOgR0cnVlEh8KFHdhcm11cF9sZWFybmluZ19yYXRlGAQgASgCOgEwEhYKC3dhcm11cF9zaXplGAUgASgNOgEwEhwKEW1pbl9sZWFybmluZ19yYXRlGAYgASgCOgEwEhcKCGJ5X2Vwb2NoGAcgASgIOgVmYWxzZSJuCgxNYW51YWxTdGVwTFISFgoOc2NoZWR1bGVfc2l6ZXMYASADKA0SFgoObGVhcm5pbmdfcmF0ZXMYAiADKAISFQoGd2FybXVwGAMgASgIOgVmYWxzZRIXCghieV9lcG9jaBgEIAEoCDoFZmFsc2UqMQoPV2VpZ2h0RGVjYXlNb2RlEggKBE5PTkUQABIGCgJMMhABEgwKCERFQ09VUExFEAI");
+  fileDesc("Chx0enJlYy9wcm90b3Mvb3B0aW1pemVyLnByb3RvEgx0enJlYy5wcm90b3Mi6wgKD1NwYXJzZU9wdGltaXplchI4Cg1zZ2Rfb3B0aW1pemVyGAEgASgLMh8udHpyZWMucHJvdG9zLkZ1c2VkU0dET3B0aW1pemVySAASQAoRYWRhZ3JhZF9vcHRpbWl6ZXIYAiABKAsyIy50enJlYy5wcm90b3MuRnVzZWRBZGFncmFkT3B0aW1pemVySAASOgoOYWRhbV9vcHRpbWl6ZXIYAyABKAsyIC50enJlYy5wcm90b3MuRnVzZWRBZGFtT3B0aW1pemVySAASQQoSbGFyc19zZ2Rfb3B0aW1pemVyGAQgASgLMiMudHpyZWMucHJvdG9zLkZ1c2VkTGFyc1NHRE9wdGltaXplckgAEjoKDmxhbWJfb3B0aW1pemVyGAUgASgLMiAudHpyZWMucHJvdG9zLkZ1c2VkTEFNQk9wdGltaXplckgAElgKHnBhcnRpYWxfcm93d2lzZV9sYW1iX29wdGltaXplchgGIAEoCzIuLnR6cmVjLnByb3Rvcy5GdXNlZFBhcnRpYWxSb3dXaXNlTEFNQk9wdGltaXplckgAElgKHnBhcnRpYWxfcm93d2lzZV9hZGFtX29wdGltaXplchgHIAEoCzIuLnR6cmVjLnByb3Rvcy5GdXNlZFBhcnRpYWxSb3dXaXNlQWRhbU9wdGltaXplckgAEk8KGXJvd3dpc2VfYWRhZ3JhZF9vcHRpbWl6ZXIYCCABKAsyKi50enJlYy5wcm90b3MuRnVzZWRSb3dXaXNlQWRhZ3JhZE9wdGltaXplckgAEkIKEmFkYWRlbHRhX29wdGltaXplchgJIAEoCzIkLnR6cmVjLnByb3Rvcy5GdXNlZEFkYWRlbHRhT3B0aW1pemVySAASQAoRcm1zcHJvcF9vcHRpbWl6ZXIYCiABKAsyIy50enJlYy5wcm90b3MuRnVzZWRSTVNwcm9wT3B0aW1pemVySAASOgoWY29uc3RhbnRfbGVhcm5pbmdfcmF0ZRhlIAEoCzIYLnR6cmVjLnByb3Rvcy5Db25zdGFudExSSAESSwofZXhwb25lbnRpYWxfZGVjYXlfbGVhcm5pbmdfcmF0ZRhmIAEoCzIgLnR6cmVjLnByb3Rvcy5FeHBvbmVudGlhbERlY2F5TFJIARI/ChltYW51YWxfc3RlcF9sZWFybmluZ19yYXRlGGcgASgLMhoudHpyZWMucHJvdG9zLk1hbnVhbFN0ZXBMUkgBEkkKHmNvc2luZV9hbm5lYWxpbmdfbGVhcm5pbmdfcmF0ZRhoIAEoCzIfLnR6cmVjLnByb3Rvcy5Db3NpbmVBbm5lYWxpbmdMUkgBEmMKLGNvc2luZV9hbm5lYWxpbmdfd2FybV9yZXN0YXJ0c19sZWFybmluZ19yYXRlGGkgASgLMisudHpyZWMucHJvdG9zLkNvc2luZUFubmVhbGluZ1dhcm1SZXN0YXJ0c0xSSAFCCwoJb3B0aW1pemVyQg8KDWxlYXJuaW5nX3JhdGUiLgoJRU1BQ29uZmlnEiEKBWRlY2F5GAEgASgCOhIwLjk5OTAwMDAxMjg3NDYwMzMi5AYKDkRlbnNlT3B0aW1pemVyEjMKDXNnZF9vcHRpbWl6ZXIYASABKAsyGi50enJlYy5wcm90b3MuU0dET3B0aW1pemVySAASOwoRYWRhZ3JhZF9vcHRpbWl6ZXIYAiABKAsyHi50enJlYy5wcm90b3MuQWRhZ3JhZE9wdGltaXplckgAEjUKDmFkYW1fb3B0aW1pemVyGAMgASgLMhsudHpyZWMucHJvdG9zLkFkYW1PcHRpbWl6ZXJIABI3Cg9hZGFtd19vcHRpbWl6ZXIYBCABKAsyHC50enJlYy5wcm90b3MuQWRhbVdPcHRpbWl6ZXJIABI9ChJhZGFkZWx0YV9vcHRpbWl6ZXIYBSABKAsyHy50enJlYy5wcm90b3MuQWRhZGVsdGFPcHRpbWl6ZXJIABI7ChFybXNwcm9wX29wdGltaXplchgGIAEoCzIeLnR6cmVjLnByb3Rvcy5STVNwcm9wT3B0aW1pemVySAASOgoWY29uc3RhbnRfbGVhcm5pbmdfcmF0ZRhlIAEoCzIYLnR6cmVjLnByb3Rvcy5Db25zdGFudExSSAESSwofZXhwb25lbnRpYWxfZGVjYXlfbGVhcm5pbmdfcmF0ZRhmIAEoCzIgLnR6cmVjLnByb3Rvcy5FeHBvbmVudGlhbERlY2F5TFJIARI/ChltYW51YWxfc3RlcF9sZWFybmluZ19yYXRlGGcgASgLMhoudHpyZWMucHJvdG9zLk1hbnVhbFN0ZXBMUkgBEkkKHmNvc2luZV9hbm5lYWxpbmdfbGVhcm5pbmdfcmF0ZRhoIAEoCzIfLnR6cmVjLnByb3Rvcy5Db3NpbmVBbm5lYWxpbmdMUkgBEmMKLGNvc2luZV9hbm5lYWxpbmdfd2FybV9yZXN0YXJ0c19sZWFybmluZ19yYXRlGGkgASgLMisudHpyZWMucHJvdG9zLkNvc2luZUFubmVhbGluZ1dhcm1SZXN0YXJ0c0xSSAESNQoPcGFydF9vcHRpbWl6ZXJzGMkBIAMoCzIbLnR6cmVjLnByb3Rvcy5QYXJ0T3B0aW1pemVyEiUKA2VtYRjKASABKAsyFy50enJlYy5wcm90b3MuRU1BQ29uZmlnQgsKCW9wdGltaXplckIPCg1sZWFybmluZ19yYXRlIpwGCg1QYXJ0T3B0aW1pemVyEjMKDXNnZF9vcHRpbWl6ZXIYASABKAsyGi50enJlYy5wcm90b3MuU0dET3B0aW1pemVySAASOwoRYWRhZ3JhZF9vcHRpbWl6ZXIYAiABKAsyHi50enJlYy5wcm90b3MuQWRhZ3JhZE9wdGltaXplckgAEjUKDmFkYW1fb3B0aW1pemVyGAMgASgLMhsudHpyZWMucHJvdG9zLkFkYW1PcHRpbWl6ZXJIABI3Cg9hZGFtd19vcHRpbWl6ZXIYBCABKAsyHC50enJlYy5wcm90b3MuQWRhbVdPcHRpbWl6ZXJIABI9ChJhZGFkZWx0YV9vcHRpbWl6ZXIYBiABKAsyHy50enJlYy5wcm90b3MuQWRhZGVsdGFPcHRpbWl6ZXJIABI7ChFybXNwcm9wX29wdGltaXplchgHIAEoCzIeLnR6cmVjLnByb3Rvcy5STVNwcm9wT3B0aW1pemVySAASFQoNcmVnZXhfcGF0dGVybhgFIAIoCRI6ChZjb25zdGFudF9sZWFybmluZ19yYXRlGGUgASgLMhgudHpyZWMucHJvdG9zLkNvbnN0YW50TFJIARJLCh9leHBvbmVudGlhbF9kZWNheV9sZWFybmluZ19yYXRlGGYgASgLMiAudHpyZWMucHJvdG9zLkV4cG9uZW50aWFsRGVjYXlMUkgBEj8KGW1hbnVhbF9zdGVwX2xlYXJuaW5nX3JhdGUYZyABKAsyGi50enJlYy5wcm90b3MuTWFudWFsU3RlcExSSAESSQoeY29zaW5lX2FubmVhbGluZ19sZWFybmluZ19yYXRlGGggASgLMh8udHpyZWMucHJvdG9zLkNvc2luZUFubmVhbGluZ0xSSAESYwosY29zaW5lX2FubmVhbGluZ193YXJtX3Jlc3RhcnRzX2xlYXJuaW5nX3JhdGUYaSABKAsyKy50enJlYy5wcm90b3MuQ29zaW5lQW5uZWFsaW5nV2FybVJlc3RhcnRzTFJIAUILCglvcHRpbWl6ZXJCDwoNbGVhcm5pbmdfcmF0ZSJxChFGdXNlZFNHRE9wdGltaXplchIhCgJschgBIAIoAjoVMC4wMDIwMDAwMDAwOTQ5OTQ5MDI2EiAKEWdyYWRpZW50X2NsaXBwaW5nGAIgASgIOgVmYWxzZRIXCgxtYXhfZ3JhZGllbnQYAyABKAI6ATEimwEKFUZ1c2VkQWRhZ3JhZE9wdGltaXplchIhCgJschgBIAIoAjoVMC4wMDIwMDAwMDAwOTQ5OTQ5MDI2EiAKEWdyYWRpZW50X2NsaXBwaW5nGAIgASgIOgVmYWxzZRIXCgxtYXhfZ3JhZGllbnQYAyABKAI6ATESJAoZaW5pdGlhbF9hY2N1bXVsYXRvcl92YWx1ZRgEIAEoAjoBMCLRAQoSRnVzZWRBZGFtT3B0aW1pemVyEiEKAmxyGAEgAigCOhUwLjAwMjAwMDAwMDA5NDk5NDkwMjYSIQoFYmV0YTEYAiABKAI6EjAuODk5OTk5OTc2MTU4MTQyMRIhCgViZXRhMhgDIAEoAjoSMC45OTkwMDAwMTI4NzQ2MDMzEhcKDHdlaWdodF9kZWNheRgEIAEoAjoBMBIgChFncmFkaWVudF9jbGlwcGluZxgFIAEoCDoFZmFsc2USFwoMbWF4X2dyYWRpZW50GAYgASgCOgExIrQBChVGdXNlZExhcnNTR0RPcHRpbWl6ZXISIQoCbHIYASACKAI6FTAuMDAyMDAwMDAwMDk0OTk0OTAyNhIkCghtb21lbnR1bRgCIAEoAjoSMC44OTk5OTk5NzYxNTgxNDIxEhcKDHdlaWdodF9kZWNheRgDIAEoAjoBMBIgChFncmFkaWVudF9jbGlwcGluZxgEIAEoCDoFZmFsc2USFwoMbWF4X2dyYWRpZW50GAUgASgCOgExItEBChJGdXNlZExBTUJPcHRpbWl6ZXISIQoCbHIYASACKAI6FTAuMDAyMDAwMDAwMDk0OTk0OTAyNhIhCgViZXRhMRgCIAEoAjoSMC44OTk5OTk5NzYxNTgxNDIxEiEKBWJldGEyGAMgASgCOhIwLjk5OTAwMDAxMjg3NDYwMzMSFwoMd2VpZ2h0X2RlY2F5GAQgASgCOgEwEiAKEWdyYWRpZW50X2NsaXBwaW5nGAUgASgIOgVmYWxzZRIXCgxtYXhfZ3JhZGllbnQYBiABKAI6ATEi3wEKIEZ1c2VkUGFydGlhbFJvd1dpc2VMQU1CT3B0aW1pemVyEiEKAmxyGAEgAigCOhUwLjAwMjAwMDAwMDA5NDk5NDkwMjYSIQoFYmV0YTEYAiABKAI6EjAuODk5OTk5OTc2MTU4MTQyMRIhCgViZXRhMhgDIAEoAjoSMC45OTkwMDAwMTI4NzQ2MDMzEhcKDHdlaWdodF9kZWNheRgEIAEoAjoBMBIgChFncmFkaWVudF9jbGlwcGluZxgFIAEoCDoFZmFsc2USFwoMbWF4X2dyYWRpZW50GAYgASgCOgExIt8BCiBGdXNlZFBhcnRpYWxSb3dXaXNlQWRhbU9wdGltaXplchIhCgJschgBIAIoAjoVMC4wMDIwMDAwMDAwOTQ5OTQ5MDI2EiEKBWJldGExGAIgASgCOhIwLjg5OTk5OTk3NjE1ODE0MjESIQoFYmV0YTIYAyABKAI6EjAuOTk5MDAwMDEyODc0NjAzMxIXCgx3ZWlnaHRfZGVjYXkYBCABKAI6ATASIAoRZ3JhZGllbnRfY2xpcHBpbmcYBSABKAg6BWZhbHNlEhcKDG1heF9ncmFkaWVudBgGIAEoAjoBMSLVAQocRnVzZWRSb3dXaXNlQWRhZ3JhZE9wdGltaXplchIhCgJschgBIAIoAjoVMC4wMDIwMDAwMDAwOTQ5OTQ5MDI2EhcKDHdlaWdodF9kZWNheRgCIAEoAjoBMBI+ChF3ZWlnaHRfZGVjYXlfbW9kZRgDIAEoDjIdLnR6cmVjLnByb3Rvcy5XZWlnaHREZWNheU1vZGU6BE5PTkUSIAoRZ3JhZGllbnRfY2xpcHBpbmcYBCABKAg6BWZhbHNlEhcKDG1heF9ncmFkaWVudBgFIAEoAjoBMSLTAQoWRnVzZWRBZGFkZWx0YU9wdGltaXplchIhCgJschgBIAIoAjoVMC4wMDIwMDAwMDAwOTQ5OTQ5MDI2Eh4KA3JobxgCIAEoAjoRMC45NDk5OTk5ODgwNzkwNzESIgoDZXBzGAMgASgCOhU5Ljk5OTk5OTk3NDc1MjQyN2UtMDcSFwoMd2VpZ2h0X2RlY2F5GAQgASgCOgEwEiAKEWdyYWRpZW50X2NsaXBwaW5nGAUgASgIOgVmYWxzZRIXCgxtYXhfZ3JhZGllbnQYBiABKAI6ATEi1AEKFUZ1c2VkUk1TcHJvcE9wdGltaXplchIhCgJschgBIAIoAjoVMC4wMDIwMDAwMDAwOTQ5OTQ5MDI2EiEKBWFscGhhGAIgASgCOhIwLjk5MDAwMDAwOTUzNjc0MzISIQoDZXBzGAMgASgCOhQ5Ljk5OTk5OTkzOTIyNTI5ZS0wORIXCgx3ZWlnaHRfZGVjYXkYBCABKAI6ATASIAoRZ3JhZGllbnRfY2xpcHBpbmcYBSABKAg6BWZhbHNlEhcKDG1heF9ncmFkaWVudBgGIAEoAjoBMSK1AQoMU0dET3B0aW1pemVyEiEKAmxyGAEgAigCOhUwLjAwMjAwMDAwMDA5NDk5NDkwMjYSJAoIbW9tZW50dW0YAiABKAI6EjAuODk5OTk5OTc2MTU4MTQyMRIXCgx3ZWlnaHRfZGVjYXkYAyABKAI6ATASFAoJZGFtcGVuaW5nGAQgASgCOgEwEhcKCG5lc3Rlcm92GAUgASgIOgVmYWxzZRIUCgVmdXNlZBgGIAEoCDoFZmFsc2UirgEKEEFkYWdyYWRPcHRpbWl6ZXISIQoCbHIYASACKAI6FTAuMDAyMDAwMDAwMDk0OTk0OTAyNhIXCgx3ZWlnaHRfZGVjYXkYAiABKAI6ATASJAoZaW5pdGlhbF9hY2N1bXVsYXRvcl92YWx1ZRgDIAEoAjoBMBIiCgNlcHMYBCABKAI6FTEuMDAwMDAwMDEzMzUxNDMyZS0xMBIUCgVmdXNlZBgFIAEoCDoFZmFsc2Ui4gEKDUFkYW1PcHRpbWl6ZXISIQoCbHIYASACKAI6FTAuMDAyMDAwMDAwMDk0OTk0OTAyNhIhCgViZXRhMRgCIAEoAjoSMC44OTk5OTk5NzYxNTgxNDIxEiEKBWJldGEyGAMgASgCOhIwLjk5OTAwMDAxMjg3NDYwMzMSFwoMd2VpZ2h0X2RlY2F5GAQgASgCOgEwEiEKA2VwcxgFIAEoAjoUOS45OTk5OTk5MzkyMjUyOWUtMDkSFgoHYW1zZ3JhZBgGIAEoCDoFZmFsc2USFAoFZnVzZWQYByABKAg6BWZhbHNlIuMBCg5BZGFtV09wdGltaXplchIhCgJschgBIAIoAjoVMC4wMDIwMDAwMDAwOTQ5OTQ5MDI2EiEKBWJldGExGAIgASgCOhIwLjg5OTk5OTk3NjE1ODE0MjESIQoFYmV0YTIYAyABKAI6EjAuOTk5MDAwMDEyODc0NjAzMxIXCgx3ZWlnaHRfZGVjYXkYBCABKAI6ATASIQoDZXBzGAUgASgCOhQ5Ljk5OTk5OTkzOTIyNTI5ZS0wORIWCgdhbXNncmFkGAYgASgIOgVmYWxzZRIUCgVmdXNlZBgHIAEoCDoFZmFsc2UikwEKEUFkYWRlbHRhT3B0aW1pemVyEiEKAmxyGAEgAigCOhUwLjAwMjAwMDAwMDA5NDk5NDkwMjYSHgoDcmhvGAIgASgCOhEwLjk0OTk5OTk4ODA3OTA3MRIiCgNlcHMYAyABKAI6FTkuOTk5OTk5OTc0NzUyNDI3ZS0wNxIXCgx3ZWlnaHRfZGVjYXkYBCABKAI6ATAilAEKEFJNU3Byb3BPcHRpbWl6ZXISIQoCbHIYASACKAI6FTAuMDAyMDAwMDAwMDk0OTk0OTAyNhIhCgVhbHBoYRgCIAEoAjoSMC45OTAwMDAwMDk1MzY3NDMyEiEKA2VwcxgDIAEoAjoUOS45OTk5OTk5MzkyMjUyOWUtMDkSFwoMd2VpZ2h0X2RlY2F5GAQgASgCOgEwIgwKCkNvbnN0YW50TFIi2gEKEkV4cG9uZW50aWFsRGVjYXlMUhISCgpkZWNheV9zaXplGAEgASgNEicKDGRlY2F5X2ZhY3RvchgCIAEoAjoRMC45NDk5OTk5ODgwNzkwNzESFwoJc3RhaXJjYXNlGAMgASgIOgR0cnVlEh8KFHdhcm11cF9sZWFybmluZ19yYXRlGAQgASgCOgEwEhYKC3dhcm11cF9zaXplGAUgASgNOgEwEhwKEW1pbl9sZWFybmluZ19yYXRlGAYgASgCOgEwEhcKCGJ5X2Vwb2NoGAcgASgIOgVmYWxzZSJuCgxNYW51YWxTdGVwTFISFgoOc2NoZWR1bGVfc2l6ZXMYASADKA0SFgoObGVhcm5pbmdfcmF0ZXMYAiADKAISFQoGd2FybXVwGAMgASgIOgVmYWxzZRIXCghieV9lcG9jaBgEIAEoCDoFZmFsc2UikgEKEUNvc2luZUFubmVhbGluZ0xSEg0KBVRfbWF4GAEgASgNEhwKEW1pbl9sZWFybmluZ19yYXRlGAIgASgCOgEwEh8KFHdhcm11cF9sZWFybmluZ19yYXRlGAMgASgCOgEwEhYKC3dhcm11cF9zaXplGAQgASgNOgEwEhcKCGJ5X2Vwb2NoGAUgASgIOgVmYWxzZSKvAQodQ29zaW5lQW5uZWFsaW5nV2FybVJlc3RhcnRzTFISCwoDVF8wGAEgASgNEhEKBlRfbXVsdBgCIAEoDToBMRIcChFtaW5fbGVhcm5pbmdfcmF0ZRgDIAEoAjoBMBIfChR3YXJtdXBfbGVhcm5pbmdfcmF0ZRgEIAEoAjoBMBIWCgt3YXJtdXBfc2l6ZRgFIAEoDToBMBIXCghieV9lcG9jaBgGIAEoCDoFZmFsc2UqMQoPV2VpZ2h0RGVjYXlNb2RlEggKBE5PTkUQABIGCgJMMhABEgwKCERFQ09VUExFEAI");
 
 /**
- * Embedding (sparse) optimizers: fbgemm fused kernels in tzrec.
- *
  * @generated from message tzrec.protos.SparseOptimizer
  */
 export type SparseOptimizer = Message<"tzrec.protos.SparseOptimizer"> & {
@@ -69,6 +67,18 @@ export type SparseOptimizer = Message<"tzrec.protos.SparseOptimizer"> & {
      */
     value: FusedRowWiseAdagradOptimizer;
     case: "rowwiseAdagradOptimizer";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.FusedAdadeltaOptimizer adadelta_optimizer = 9;
+     */
+    value: FusedAdadeltaOptimizer;
+    case: "adadeltaOptimizer";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.FusedRMSpropOptimizer rmsprop_optimizer = 10;
+     */
+    value: FusedRMSpropOptimizer;
+    case: "rmspropOptimizer";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -92,6 +102,18 @@ export type SparseOptimizer = Message<"tzrec.protos.SparseOptimizer"> & {
      */
     value: ManualStepLR;
     case: "manualStepLearningRate";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.CosineAnnealingLR cosine_annealing_learning_rate = 104;
+     */
+    value: CosineAnnealingLR;
+    case: "cosineAnnealingLearningRate";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.CosineAnnealingWarmRestartsLR cosine_annealing_warm_restarts_learning_rate = 105;
+     */
+    value: CosineAnnealingWarmRestartsLR;
+    case: "cosineAnnealingWarmRestartsLearningRate";
   } | { case: undefined; value?: undefined };
 };
 
@@ -103,10 +125,25 @@ export const SparseOptimizerSchema: GenMessage<SparseOptimizer> = /*@__PURE__*/
   messageDesc(file_tzrec_protos_optimizer, 0);
 
 /**
- * Optimizers of every other parameter: torch.optim in tzrec.
- *
- * 201: param_optimizers (not in this subset)
- *
+ * @generated from message tzrec.protos.EMAConfig
+ */
+export type EMAConfig = Message<"tzrec.protos.EMAConfig"> & {
+  /**
+   * Exponential moving average decay in [0, 1].
+   *
+   * @generated from field: optional float decay = 1 [default = 0.9990000128746033];
+   */
+  decay: number;
+};
+
+/**
+ * Describes the message tzrec.protos.EMAConfig.
+ * Use `create(EMAConfigSchema)` to create a new message.
+ */
+export const EMAConfigSchema: GenMessage<EMAConfig> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_optimizer, 1);
+
+/**
  * @generated from message tzrec.protos.DenseOptimizer
  */
 export type DenseOptimizer = Message<"tzrec.protos.DenseOptimizer"> & {
@@ -137,6 +174,18 @@ export type DenseOptimizer = Message<"tzrec.protos.DenseOptimizer"> & {
      */
     value: AdamWOptimizer;
     case: "adamwOptimizer";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.AdadeltaOptimizer adadelta_optimizer = 5;
+     */
+    value: AdadeltaOptimizer;
+    case: "adadeltaOptimizer";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.RMSpropOptimizer rmsprop_optimizer = 6;
+     */
+    value: RMSpropOptimizer;
+    case: "rmspropOptimizer";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -160,7 +209,29 @@ export type DenseOptimizer = Message<"tzrec.protos.DenseOptimizer"> & {
      */
     value: ManualStepLR;
     case: "manualStepLearningRate";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.CosineAnnealingLR cosine_annealing_learning_rate = 104;
+     */
+    value: CosineAnnealingLR;
+    case: "cosineAnnealingLearningRate";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.CosineAnnealingWarmRestartsLR cosine_annealing_warm_restarts_learning_rate = 105;
+     */
+    value: CosineAnnealingWarmRestartsLR;
+    case: "cosineAnnealingWarmRestartsLearningRate";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * @generated from field: repeated tzrec.protos.PartOptimizer part_optimizers = 201;
+   */
+  partOptimizers: PartOptimizer[];
+
+  /**
+   * @generated from field: optional tzrec.protos.EMAConfig ema = 202;
+   */
+  ema?: EMAConfig | undefined;
 };
 
 /**
@@ -168,7 +239,100 @@ export type DenseOptimizer = Message<"tzrec.protos.DenseOptimizer"> & {
  * Use `create(DenseOptimizerSchema)` to create a new message.
  */
 export const DenseOptimizerSchema: GenMessage<DenseOptimizer> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_optimizer, 1);
+  messageDesc(file_tzrec_protos_optimizer, 2);
+
+/**
+ * @generated from message tzrec.protos.PartOptimizer
+ */
+export type PartOptimizer = Message<"tzrec.protos.PartOptimizer"> & {
+  /**
+   * @generated from oneof tzrec.protos.PartOptimizer.optimizer
+   */
+  optimizer: {
+    /**
+     * @generated from field: tzrec.protos.SGDOptimizer sgd_optimizer = 1;
+     */
+    value: SGDOptimizer;
+    case: "sgdOptimizer";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.AdagradOptimizer adagrad_optimizer = 2;
+     */
+    value: AdagradOptimizer;
+    case: "adagradOptimizer";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.AdamOptimizer adam_optimizer = 3;
+     */
+    value: AdamOptimizer;
+    case: "adamOptimizer";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.AdamWOptimizer adamw_optimizer = 4;
+     */
+    value: AdamWOptimizer;
+    case: "adamwOptimizer";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.AdadeltaOptimizer adadelta_optimizer = 6;
+     */
+    value: AdadeltaOptimizer;
+    case: "adadeltaOptimizer";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.RMSpropOptimizer rmsprop_optimizer = 7;
+     */
+    value: RMSpropOptimizer;
+    case: "rmspropOptimizer";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * @generated from field: required string regex_pattern = 5;
+   */
+  regexPattern: string;
+
+  /**
+   * @generated from oneof tzrec.protos.PartOptimizer.learning_rate
+   */
+  learningRate: {
+    /**
+     * @generated from field: tzrec.protos.ConstantLR constant_learning_rate = 101;
+     */
+    value: ConstantLR;
+    case: "constantLearningRate";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.ExponentialDecayLR exponential_decay_learning_rate = 102;
+     */
+    value: ExponentialDecayLR;
+    case: "exponentialDecayLearningRate";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.ManualStepLR manual_step_learning_rate = 103;
+     */
+    value: ManualStepLR;
+    case: "manualStepLearningRate";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.CosineAnnealingLR cosine_annealing_learning_rate = 104;
+     */
+    value: CosineAnnealingLR;
+    case: "cosineAnnealingLearningRate";
+  } | {
+    /**
+     * @generated from field: tzrec.protos.CosineAnnealingWarmRestartsLR cosine_annealing_warm_restarts_learning_rate = 105;
+     */
+    value: CosineAnnealingWarmRestartsLR;
+    case: "cosineAnnealingWarmRestartsLearningRate";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message tzrec.protos.PartOptimizer.
+ * Use `create(PartOptimizerSchema)` to create a new message.
+ */
+export const PartOptimizerSchema: GenMessage<PartOptimizer> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_optimizer, 3);
 
 /**
  * @generated from message tzrec.protos.FusedSGDOptimizer
@@ -195,7 +359,7 @@ export type FusedSGDOptimizer = Message<"tzrec.protos.FusedSGDOptimizer"> & {
  * Use `create(FusedSGDOptimizerSchema)` to create a new message.
  */
 export const FusedSGDOptimizerSchema: GenMessage<FusedSGDOptimizer> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_optimizer, 2);
+  messageDesc(file_tzrec_protos_optimizer, 4);
 
 /**
  * @generated from message tzrec.protos.FusedAdagradOptimizer
@@ -215,6 +379,11 @@ export type FusedAdagradOptimizer = Message<"tzrec.protos.FusedAdagradOptimizer"
    * @generated from field: optional float max_gradient = 3 [default = 1];
    */
   maxGradient: number;
+
+  /**
+   * @generated from field: optional float initial_accumulator_value = 4 [default = 0];
+   */
+  initialAccumulatorValue: number;
 };
 
 /**
@@ -222,7 +391,7 @@ export type FusedAdagradOptimizer = Message<"tzrec.protos.FusedAdagradOptimizer"
  * Use `create(FusedAdagradOptimizerSchema)` to create a new message.
  */
 export const FusedAdagradOptimizerSchema: GenMessage<FusedAdagradOptimizer> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_optimizer, 3);
+  messageDesc(file_tzrec_protos_optimizer, 5);
 
 /**
  * @generated from message tzrec.protos.FusedAdamOptimizer
@@ -264,7 +433,7 @@ export type FusedAdamOptimizer = Message<"tzrec.protos.FusedAdamOptimizer"> & {
  * Use `create(FusedAdamOptimizerSchema)` to create a new message.
  */
 export const FusedAdamOptimizerSchema: GenMessage<FusedAdamOptimizer> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_optimizer, 4);
+  messageDesc(file_tzrec_protos_optimizer, 6);
 
 /**
  * @generated from message tzrec.protos.FusedLarsSGDOptimizer
@@ -301,7 +470,7 @@ export type FusedLarsSGDOptimizer = Message<"tzrec.protos.FusedLarsSGDOptimizer"
  * Use `create(FusedLarsSGDOptimizerSchema)` to create a new message.
  */
 export const FusedLarsSGDOptimizerSchema: GenMessage<FusedLarsSGDOptimizer> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_optimizer, 5);
+  messageDesc(file_tzrec_protos_optimizer, 7);
 
 /**
  * @generated from message tzrec.protos.FusedLAMBOptimizer
@@ -343,7 +512,7 @@ export type FusedLAMBOptimizer = Message<"tzrec.protos.FusedLAMBOptimizer"> & {
  * Use `create(FusedLAMBOptimizerSchema)` to create a new message.
  */
 export const FusedLAMBOptimizerSchema: GenMessage<FusedLAMBOptimizer> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_optimizer, 6);
+  messageDesc(file_tzrec_protos_optimizer, 8);
 
 /**
  * @generated from message tzrec.protos.FusedPartialRowWiseLAMBOptimizer
@@ -385,7 +554,7 @@ export type FusedPartialRowWiseLAMBOptimizer = Message<"tzrec.protos.FusedPartia
  * Use `create(FusedPartialRowWiseLAMBOptimizerSchema)` to create a new message.
  */
 export const FusedPartialRowWiseLAMBOptimizerSchema: GenMessage<FusedPartialRowWiseLAMBOptimizer> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_optimizer, 7);
+  messageDesc(file_tzrec_protos_optimizer, 9);
 
 /**
  * @generated from message tzrec.protos.FusedPartialRowWiseAdamOptimizer
@@ -427,7 +596,7 @@ export type FusedPartialRowWiseAdamOptimizer = Message<"tzrec.protos.FusedPartia
  * Use `create(FusedPartialRowWiseAdamOptimizerSchema)` to create a new message.
  */
 export const FusedPartialRowWiseAdamOptimizerSchema: GenMessage<FusedPartialRowWiseAdamOptimizer> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_optimizer, 8);
+  messageDesc(file_tzrec_protos_optimizer, 10);
 
 /**
  * @generated from message tzrec.protos.FusedRowWiseAdagradOptimizer
@@ -464,7 +633,91 @@ export type FusedRowWiseAdagradOptimizer = Message<"tzrec.protos.FusedRowWiseAda
  * Use `create(FusedRowWiseAdagradOptimizerSchema)` to create a new message.
  */
 export const FusedRowWiseAdagradOptimizerSchema: GenMessage<FusedRowWiseAdagradOptimizer> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_optimizer, 9);
+  messageDesc(file_tzrec_protos_optimizer, 11);
+
+/**
+ * @generated from message tzrec.protos.FusedAdadeltaOptimizer
+ */
+export type FusedAdadeltaOptimizer = Message<"tzrec.protos.FusedAdadeltaOptimizer"> & {
+  /**
+   * @generated from field: required float lr = 1 [default = 0.0020000000949949026];
+   */
+  lr: number;
+
+  /**
+   * @generated from field: optional float rho = 2 [default = 0.949999988079071];
+   */
+  rho: number;
+
+  /**
+   * @generated from field: optional float eps = 3 [default = 9.999999974752427e-07];
+   */
+  eps: number;
+
+  /**
+   * @generated from field: optional float weight_decay = 4 [default = 0];
+   */
+  weightDecay: number;
+
+  /**
+   * @generated from field: optional bool gradient_clipping = 5 [default = false];
+   */
+  gradientClipping: boolean;
+
+  /**
+   * @generated from field: optional float max_gradient = 6 [default = 1];
+   */
+  maxGradient: number;
+};
+
+/**
+ * Describes the message tzrec.protos.FusedAdadeltaOptimizer.
+ * Use `create(FusedAdadeltaOptimizerSchema)` to create a new message.
+ */
+export const FusedAdadeltaOptimizerSchema: GenMessage<FusedAdadeltaOptimizer> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_optimizer, 12);
+
+/**
+ * @generated from message tzrec.protos.FusedRMSpropOptimizer
+ */
+export type FusedRMSpropOptimizer = Message<"tzrec.protos.FusedRMSpropOptimizer"> & {
+  /**
+   * @generated from field: required float lr = 1 [default = 0.0020000000949949026];
+   */
+  lr: number;
+
+  /**
+   * @generated from field: optional float alpha = 2 [default = 0.9900000095367432];
+   */
+  alpha: number;
+
+  /**
+   * @generated from field: optional float eps = 3 [default = 9.99999993922529e-09];
+   */
+  eps: number;
+
+  /**
+   * @generated from field: optional float weight_decay = 4 [default = 0];
+   */
+  weightDecay: number;
+
+  /**
+   * @generated from field: optional bool gradient_clipping = 5 [default = false];
+   */
+  gradientClipping: boolean;
+
+  /**
+   * @generated from field: optional float max_gradient = 6 [default = 1];
+   */
+  maxGradient: number;
+};
+
+/**
+ * Describes the message tzrec.protos.FusedRMSpropOptimizer.
+ * Use `create(FusedRMSpropOptimizerSchema)` to create a new message.
+ */
+export const FusedRMSpropOptimizerSchema: GenMessage<FusedRMSpropOptimizer> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_optimizer, 13);
 
 /**
  * @generated from message tzrec.protos.SGDOptimizer
@@ -484,6 +737,21 @@ export type SGDOptimizer = Message<"tzrec.protos.SGDOptimizer"> & {
    * @generated from field: optional float weight_decay = 3 [default = 0];
    */
   weightDecay: number;
+
+  /**
+   * @generated from field: optional float dampening = 4 [default = 0];
+   */
+  dampening: number;
+
+  /**
+   * @generated from field: optional bool nesterov = 5 [default = false];
+   */
+  nesterov: boolean;
+
+  /**
+   * @generated from field: optional bool fused = 6 [default = false];
+   */
+  fused: boolean;
 };
 
 /**
@@ -491,7 +759,7 @@ export type SGDOptimizer = Message<"tzrec.protos.SGDOptimizer"> & {
  * Use `create(SGDOptimizerSchema)` to create a new message.
  */
 export const SGDOptimizerSchema: GenMessage<SGDOptimizer> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_optimizer, 10);
+  messageDesc(file_tzrec_protos_optimizer, 14);
 
 /**
  * @generated from message tzrec.protos.AdagradOptimizer
@@ -506,6 +774,21 @@ export type AdagradOptimizer = Message<"tzrec.protos.AdagradOptimizer"> & {
    * @generated from field: optional float weight_decay = 2 [default = 0];
    */
   weightDecay: number;
+
+  /**
+   * @generated from field: optional float initial_accumulator_value = 3 [default = 0];
+   */
+  initialAccumulatorValue: number;
+
+  /**
+   * @generated from field: optional float eps = 4 [default = 1.000000013351432e-10];
+   */
+  eps: number;
+
+  /**
+   * @generated from field: optional bool fused = 5 [default = false];
+   */
+  fused: boolean;
 };
 
 /**
@@ -513,7 +796,7 @@ export type AdagradOptimizer = Message<"tzrec.protos.AdagradOptimizer"> & {
  * Use `create(AdagradOptimizerSchema)` to create a new message.
  */
 export const AdagradOptimizerSchema: GenMessage<AdagradOptimizer> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_optimizer, 11);
+  messageDesc(file_tzrec_protos_optimizer, 15);
 
 /**
  * @generated from message tzrec.protos.AdamOptimizer
@@ -538,6 +821,21 @@ export type AdamOptimizer = Message<"tzrec.protos.AdamOptimizer"> & {
    * @generated from field: optional float weight_decay = 4 [default = 0];
    */
   weightDecay: number;
+
+  /**
+   * @generated from field: optional float eps = 5 [default = 9.99999993922529e-09];
+   */
+  eps: number;
+
+  /**
+   * @generated from field: optional bool amsgrad = 6 [default = false];
+   */
+  amsgrad: boolean;
+
+  /**
+   * @generated from field: optional bool fused = 7 [default = false];
+   */
+  fused: boolean;
 };
 
 /**
@@ -545,7 +843,7 @@ export type AdamOptimizer = Message<"tzrec.protos.AdamOptimizer"> & {
  * Use `create(AdamOptimizerSchema)` to create a new message.
  */
 export const AdamOptimizerSchema: GenMessage<AdamOptimizer> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_optimizer, 12);
+  messageDesc(file_tzrec_protos_optimizer, 16);
 
 /**
  * @generated from message tzrec.protos.AdamWOptimizer
@@ -570,6 +868,21 @@ export type AdamWOptimizer = Message<"tzrec.protos.AdamWOptimizer"> & {
    * @generated from field: optional float weight_decay = 4 [default = 0];
    */
   weightDecay: number;
+
+  /**
+   * @generated from field: optional float eps = 5 [default = 9.99999993922529e-09];
+   */
+  eps: number;
+
+  /**
+   * @generated from field: optional bool amsgrad = 6 [default = false];
+   */
+  amsgrad: boolean;
+
+  /**
+   * @generated from field: optional bool fused = 7 [default = false];
+   */
+  fused: boolean;
 };
 
 /**
@@ -577,7 +890,71 @@ export type AdamWOptimizer = Message<"tzrec.protos.AdamWOptimizer"> & {
  * Use `create(AdamWOptimizerSchema)` to create a new message.
  */
 export const AdamWOptimizerSchema: GenMessage<AdamWOptimizer> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_optimizer, 13);
+  messageDesc(file_tzrec_protos_optimizer, 17);
+
+/**
+ * @generated from message tzrec.protos.AdadeltaOptimizer
+ */
+export type AdadeltaOptimizer = Message<"tzrec.protos.AdadeltaOptimizer"> & {
+  /**
+   * @generated from field: required float lr = 1 [default = 0.0020000000949949026];
+   */
+  lr: number;
+
+  /**
+   * @generated from field: optional float rho = 2 [default = 0.949999988079071];
+   */
+  rho: number;
+
+  /**
+   * @generated from field: optional float eps = 3 [default = 9.999999974752427e-07];
+   */
+  eps: number;
+
+  /**
+   * @generated from field: optional float weight_decay = 4 [default = 0];
+   */
+  weightDecay: number;
+};
+
+/**
+ * Describes the message tzrec.protos.AdadeltaOptimizer.
+ * Use `create(AdadeltaOptimizerSchema)` to create a new message.
+ */
+export const AdadeltaOptimizerSchema: GenMessage<AdadeltaOptimizer> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_optimizer, 18);
+
+/**
+ * @generated from message tzrec.protos.RMSpropOptimizer
+ */
+export type RMSpropOptimizer = Message<"tzrec.protos.RMSpropOptimizer"> & {
+  /**
+   * @generated from field: required float lr = 1 [default = 0.0020000000949949026];
+   */
+  lr: number;
+
+  /**
+   * @generated from field: optional float alpha = 2 [default = 0.9900000095367432];
+   */
+  alpha: number;
+
+  /**
+   * @generated from field: optional float eps = 3 [default = 9.99999993922529e-09];
+   */
+  eps: number;
+
+  /**
+   * @generated from field: optional float weight_decay = 4 [default = 0];
+   */
+  weightDecay: number;
+};
+
+/**
+ * Describes the message tzrec.protos.RMSpropOptimizer.
+ * Use `create(RMSpropOptimizerSchema)` to create a new message.
+ */
+export const RMSpropOptimizerSchema: GenMessage<RMSpropOptimizer> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_optimizer, 19);
 
 /**
  * @generated from message tzrec.protos.ConstantLR
@@ -590,43 +967,57 @@ export type ConstantLR = Message<"tzrec.protos.ConstantLR"> & {
  * Use `create(ConstantLRSchema)` to create a new message.
  */
 export const ConstantLRSchema: GenMessage<ConstantLR> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_optimizer, 14);
+  messageDesc(file_tzrec_protos_optimizer, 20);
 
 /**
  * @generated from message tzrec.protos.ExponentialDecayLR
  */
 export type ExponentialDecayLR = Message<"tzrec.protos.ExponentialDecayLR"> & {
   /**
+   * decay steps or epochs
+   *
    * @generated from field: optional uint32 decay_size = 1;
    */
   decaySize: number;
 
   /**
+   * decay rate
+   *
    * @generated from field: optional float decay_factor = 2 [default = 0.949999988079071];
    */
   decayFactor: number;
 
   /**
+   * if true, decay the learning rate at discrete intervals
+   *
    * @generated from field: optional bool staircase = 3 [default = true];
    */
   staircase: boolean;
 
   /**
+   * warmup start learning rate
+   *
    * @generated from field: optional float warmup_learning_rate = 4 [default = 0];
    */
   warmupLearningRate: number;
 
   /**
+   * warmup steps or epochs
+   *
    * @generated from field: optional uint32 warmup_size = 5 [default = 0];
    */
   warmupSize: number;
 
   /**
+   * minimum learning rate
+   *
    * @generated from field: optional float min_learning_rate = 6 [default = 0];
    */
   minLearningRate: number;
 
   /**
+   * schedule by epoch or by step.
+   *
    * @generated from field: optional bool by_epoch = 7 [default = false];
    */
   byEpoch: boolean;
@@ -637,28 +1028,37 @@ export type ExponentialDecayLR = Message<"tzrec.protos.ExponentialDecayLR"> & {
  * Use `create(ExponentialDecayLRSchema)` to create a new message.
  */
 export const ExponentialDecayLRSchema: GenMessage<ExponentialDecayLR> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_optimizer, 15);
+  messageDesc(file_tzrec_protos_optimizer, 21);
 
 /**
  * @generated from message tzrec.protos.ManualStepLR
  */
 export type ManualStepLR = Message<"tzrec.protos.ManualStepLR"> & {
   /**
+   * a list of global steps or epochs at which to switch learning
+   *
    * @generated from field: repeated uint32 schedule_sizes = 1;
    */
   scheduleSizes: number[];
 
   /**
+   * a list of learning rates corresponding to intervals
+   *
    * @generated from field: repeated float learning_rates = 2;
    */
   learningRates: number[];
 
   /**
+   * Whether to linearly interpolate learning rates for steps in
+   * [0, schedule_steps[0]].
+   *
    * @generated from field: optional bool warmup = 3 [default = false];
    */
   warmup: boolean;
 
   /**
+   * schedule by epoch or by step.
+   *
    * @generated from field: optional bool by_epoch = 4 [default = false];
    */
   byEpoch: boolean;
@@ -669,7 +1069,108 @@ export type ManualStepLR = Message<"tzrec.protos.ManualStepLR"> & {
  * Use `create(ManualStepLRSchema)` to create a new message.
  */
 export const ManualStepLRSchema: GenMessage<ManualStepLR> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_optimizer, 16);
+  messageDesc(file_tzrec_protos_optimizer, 22);
+
+/**
+ * @generated from message tzrec.protos.CosineAnnealingLR
+ */
+export type CosineAnnealingLR = Message<"tzrec.protos.CosineAnnealingLR"> & {
+  /**
+   * total number of steps or epochs for cosine annealing
+   *
+   * @generated from field: optional uint32 T_max = 1;
+   */
+  TMax: number;
+
+  /**
+   * minimum learning rate
+   *
+   * @generated from field: optional float min_learning_rate = 2 [default = 0];
+   */
+  minLearningRate: number;
+
+  /**
+   * warmup start learning rate
+   *
+   * @generated from field: optional float warmup_learning_rate = 3 [default = 0];
+   */
+  warmupLearningRate: number;
+
+  /**
+   * warmup steps or epochs
+   *
+   * @generated from field: optional uint32 warmup_size = 4 [default = 0];
+   */
+  warmupSize: number;
+
+  /**
+   * schedule by epoch or by step.
+   *
+   * @generated from field: optional bool by_epoch = 5 [default = false];
+   */
+  byEpoch: boolean;
+};
+
+/**
+ * Describes the message tzrec.protos.CosineAnnealingLR.
+ * Use `create(CosineAnnealingLRSchema)` to create a new message.
+ */
+export const CosineAnnealingLRSchema: GenMessage<CosineAnnealingLR> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_optimizer, 23);
+
+/**
+ * @generated from message tzrec.protos.CosineAnnealingWarmRestartsLR
+ */
+export type CosineAnnealingWarmRestartsLR = Message<"tzrec.protos.CosineAnnealingWarmRestartsLR"> & {
+  /**
+   * number of steps or epochs for the first cosine annealing period
+   *
+   * @generated from field: optional uint32 T_0 = 1;
+   */
+  T0: number;
+
+  /**
+   * factor to grow period length after each restart (1 = fixed period)
+   *
+   * @generated from field: optional uint32 T_mult = 2 [default = 1];
+   */
+  TMult: number;
+
+  /**
+   * minimum learning rate
+   *
+   * @generated from field: optional float min_learning_rate = 3 [default = 0];
+   */
+  minLearningRate: number;
+
+  /**
+   * warmup start learning rate
+   *
+   * @generated from field: optional float warmup_learning_rate = 4 [default = 0];
+   */
+  warmupLearningRate: number;
+
+  /**
+   * warmup steps or epochs
+   *
+   * @generated from field: optional uint32 warmup_size = 5 [default = 0];
+   */
+  warmupSize: number;
+
+  /**
+   * schedule by epoch or by step.
+   *
+   * @generated from field: optional bool by_epoch = 6 [default = false];
+   */
+  byEpoch: boolean;
+};
+
+/**
+ * Describes the message tzrec.protos.CosineAnnealingWarmRestartsLR.
+ * Use `create(CosineAnnealingWarmRestartsLRSchema)` to create a new message.
+ */
+export const CosineAnnealingWarmRestartsLRSchema: GenMessage<CosineAnnealingWarmRestartsLR> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_optimizer, 24);
 
 /**
  * @generated from enum tzrec.protos.WeightDecayMode

@@ -2,13 +2,13 @@
 // @generated from file tzrec/protos/tower.proto (package tzrec.protos, syntax proto2)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { MLP } from "./module_pb.ts";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { B2ICapsule, HSTU, MLP } from "./module_pb.ts";
 import { file_tzrec_protos_module } from "./module_pb.ts";
 import type { LossConfig } from "./loss_pb.ts";
 import { file_tzrec_protos_loss } from "./loss_pb.ts";
-import type { MetricConfig } from "./metric_pb.ts";
+import type { MetricConfig, TrainMetricConfig } from "./metric_pb.ts";
 import { file_tzrec_protos_metric } from "./metric_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -16,66 +16,187 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tzrec/protos/tower.proto.
  */
 export const file_tzrec_protos_tower: GenFile = /*@__PURE__*/
-  fileDesc("Chh0enJlYy9wcm90b3MvdG93ZXIucHJvdG8SDHR6cmVjLnByb3RvcyLWAgoJVGFza1Rvd2VyEhIKCnRvd2VyX25hbWUYASACKAkSEgoKbGFiZWxfbmFtZRgCIAIoCRIrCgdtZXRyaWNzGAMgAygLMhoudHpyZWMucHJvdG9zLk1ldHJpY0NvbmZpZxIoCgZsb3NzZXMYBCADKAsyGC50enJlYy5wcm90b3MuTG9zc0NvbmZpZxIUCgludW1fY2xhc3MYBSABKA06ATESHgoDbWxwGAYgASgLMhEudHpyZWMucHJvdG9zLk1MUBIRCgZ3ZWlnaHQYByABKAI6ATESGgoSc2FtcGxlX3dlaWdodF9uYW1lGAggASgJEiIKGnRhc2tfc3BhY2VfaW5kaWNhdG9yX2xhYmVsGAkgASgJEh8KFGluX3Rhc2tfc3BhY2Vfd2VpZ2h0GAogASgCOgExEiAKFW91dF90YXNrX3NwYWNlX3dlaWdodBgLIAEoAjoBMQ", [file_tzrec_protos_module, file_tzrec_protos_loss, file_tzrec_protos_metric]);
+  fileDesc("Chh0enJlYy9wcm90b3MvdG93ZXIucHJvdG8SDHR6cmVjLnByb3RvcyI2CgVUb3dlchINCgVpbnB1dBgBIAIoCRIeCgNtbHAYAiABKAsyES50enJlYy5wcm90b3MuTUxQIlUKDUhTVFVVc2VyVG93ZXISDQoFaW5wdXQYASACKAkSIAoEaHN0dRgCIAIoCzISLnR6cmVjLnByb3Rvcy5IU1RVEhMKC21heF9zZXFfbGVuGAMgAigNIj4KCERJTlRvd2VyEg0KBWlucHV0GAEgAigJEiMKCGF0dG5fbWxwGAIgAigLMhEudHpyZWMucHJvdG9zLk1MUCKxAwoJVGFza1Rvd2VyEhIKCnRvd2VyX25hbWUYASACKAkSEgoKbGFiZWxfbmFtZRgCIAIoCRIrCgdtZXRyaWNzGAMgAygLMhoudHpyZWMucHJvdG9zLk1ldHJpY0NvbmZpZxI2Cg10cmFpbl9tZXRyaWNzGBQgAygLMh8udHpyZWMucHJvdG9zLlRyYWluTWV0cmljQ29uZmlnEigKBmxvc3NlcxgEIAMoCzIYLnR6cmVjLnByb3Rvcy5Mb3NzQ29uZmlnEhQKCW51bV9jbGFzcxgFIAEoDToBMRIeCgNtbHAYBiABKAsyES50enJlYy5wcm90b3MuTUxQEhEKBndlaWdodBgHIAEoAjoBMRIaChJzYW1wbGVfd2VpZ2h0X25hbWUYCCABKAkSIgoadGFza19zcGFjZV9pbmRpY2F0b3JfbGFiZWwYCSABKAkSHwoUaW5fdGFza19zcGFjZV93ZWlnaHQYCiABKAI6ATESIAoVb3V0X3Rhc2tfc3BhY2Vfd2VpZ2h0GAsgASgCOgExEiEKFnBhcmV0b19taW5fbG9zc193ZWlnaHQYDCABKAI6ATAi/QMKDkJheWVzVGFza1Rvd2VyEhIKCnRvd2VyX25hbWUYASACKAkSEgoKbGFiZWxfbmFtZRgCIAEoCRIrCgdtZXRyaWNzGAMgAygLMhoudHpyZWMucHJvdG9zLk1ldHJpY0NvbmZpZxI2Cg10cmFpbl9tZXRyaWNzGBQgAygLMh8udHpyZWMucHJvdG9zLlRyYWluTWV0cmljQ29uZmlnEigKBmxvc3NlcxgEIAMoCzIYLnR6cmVjLnByb3Rvcy5Mb3NzQ29uZmlnEhQKCW51bV9jbGFzcxgFIAEoDToBMRIeCgNtbHAYBiABKAsyES50enJlYy5wcm90b3MuTUxQEhEKBndlaWdodBgHIAEoAjoBMRIcChRyZWxhdGlvbl90b3dlcl9uYW1lcxgIIAMoCRInCgxyZWxhdGlvbl9tbHAYCSABKAsyES50enJlYy5wcm90b3MuTUxQEhoKEnNhbXBsZV93ZWlnaHRfbmFtZRgKIAEoCRIiChp0YXNrX3NwYWNlX2luZGljYXRvcl9sYWJlbBgLIAEoCRIfChRpbl90YXNrX3NwYWNlX3dlaWdodBgMIAEoAjoBMRIgChVvdXRfdGFza19zcGFjZV93ZWlnaHQYDSABKAI6ATESIQoWcGFyZXRvX21pbl9sb3NzX3dlaWdodBgOIAEoAjoBMCKFBAoVSW50ZXJ2ZW50aW9uVGFza1Rvd2VyEhIKCnRvd2VyX25hbWUYASACKAkSEgoKbGFiZWxfbmFtZRgCIAEoCRIrCgdtZXRyaWNzGAMgAygLMhoudHpyZWMucHJvdG9zLk1ldHJpY0NvbmZpZxI2Cg10cmFpbl9tZXRyaWNzGBQgAygLMh8udHpyZWMucHJvdG9zLlRyYWluTWV0cmljQ29uZmlnEigKBmxvc3NlcxgEIAMoCzIYLnR6cmVjLnByb3Rvcy5Mb3NzQ29uZmlnEhQKCW51bV9jbGFzcxgFIAEoDToBMRIeCgNtbHAYBiABKAsyES50enJlYy5wcm90b3MuTUxQEhEKBndlaWdodBgHIAEoAjoBMRIgChhpbnRlcnZlbnRpb25fdG93ZXJfbmFtZXMYCCADKAkSFAoMbG93X3JhbmtfZGltGAkgAigNEioKDWRyb3BvdXRfcmF0aW8YCiABKAI6EzAuMTAwMDAwMDAxNDkwMTE2MTISIgoadGFza19zcGFjZV9pbmRpY2F0b3JfbGFiZWwYCyABKAkSHwoUaW5fdGFza19zcGFjZV93ZWlnaHQYDCABKAI6ATESIAoVb3V0X3Rhc2tfc3BhY2Vfd2VpZ2h0GA0gASgCOgExEiEKFnBhcmV0b19taW5fbG9zc193ZWlnaHQYDiABKAI6ATAiigIKE0Z1c2lvblN1YlRhc2tDb25maWcSEQoJdGFza19uYW1lGAEgAigJEhIKCmxhYmVsX25hbWUYAiACKAkSFAoMdGFza19iaXRtYXNrGAMgASgEEigKBmxvc3NlcxgEIAMoCzIYLnR6cmVjLnByb3Rvcy5Mb3NzQ29uZmlnEhQKCW51bV9jbGFzcxgFIAEoDToBMRIrCgdtZXRyaWNzGAYgAygLMhoudHpyZWMucHJvdG9zLk1ldHJpY0NvbmZpZxIRCgZ3ZWlnaHQYByABKAI6ATESNgoNdHJhaW5fbWV0cmljcxgUIAMoCzIfLnR6cmVjLnByb3Rvcy5UcmFpbk1ldHJpY0NvbmZpZyJpCg5GdXNpb25NVExUb3dlchIeCgNtbHAYASABKAsyES50enJlYy5wcm90b3MuTUxQEjcKDHRhc2tfY29uZmlncxgCIAMoCzIhLnR6cmVjLnByb3Rvcy5GdXNpb25TdWJUYXNrQ29uZmlnIk8KE011bHRpV2luZG93RElOVG93ZXISEwoLd2luZG93c19sZW4YASADKA0SIwoIYXR0bl9tbHAYAiACKAsyES50enJlYy5wcm90b3MuTUxQIlAKCERBVFRvd2VyEg0KBWlucHV0GAEgAigJEhUKDWF1Z21lbnRfaW5wdXQYAiACKAkSHgoDbWxwGAMgAigLMhEudHpyZWMucHJvdG9zLk1MUCLaAgoNTUlORFVzZXJUb3dlchINCgVpbnB1dBgBIAIoCRIVCg1oaXN0b3J5X2lucHV0GAIgAigJEiMKCHVzZXJfbWxwGAMgAigLMhEudHpyZWMucHJvdG9zLk1MUBInCgxoaXN0X3NlcV9tbHAYBCABKAsyES50enJlYy5wcm90b3MuTUxQEk8KEHVzZXJfc2VxX2NvbWJpbmUYBSABKA4yMC50enJlYy5wcm90b3MuTUlORFVzZXJUb3dlci5Vc2VyU2VxQ29tYmluZU1ldGhvZDoDU1VNEjAKDmNhcHN1bGVfY29uZmlnGAYgAigLMhgudHpyZWMucHJvdG9zLkIySUNhcHN1bGUSJQoKY29uY2F0X21scBgHIAIoCzIRLnR6cmVjLnByb3Rvcy5NTFAiKwoUVXNlclNlcUNvbWJpbmVNZXRob2QSCgoGQ09OQ0FUEAASBwoDU1VNEAE", [file_tzrec_protos_module, file_tzrec_protos_loss, file_tzrec_protos_metric]);
+
+/**
+ * @generated from message tzrec.protos.Tower
+ */
+export type Tower = Message<"tzrec.protos.Tower"> & {
+  /**
+   * input feature group name
+   *
+   * @generated from field: required string input = 1;
+   */
+  input: string;
+
+  /**
+   * mlp config (optional; when unset the tower applies no projection)
+   *
+   * @generated from field: optional tzrec.protos.MLP mlp = 2;
+   */
+  mlp?: MLP | undefined;
+};
+
+/**
+ * Describes the message tzrec.protos.Tower.
+ * Use `create(TowerSchema)` to create a new message.
+ */
+export const TowerSchema: GenMessage<Tower> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_tower, 0);
+
+/**
+ * @generated from message tzrec.protos.HSTUUserTower
+ */
+export type HSTUUserTower = Message<"tzrec.protos.HSTUUserTower"> & {
+  /**
+   * input feature group name (uih group)
+   *
+   * @generated from field: required string input = 1;
+   */
+  input: string;
+
+  /**
+   * HSTU config (STU, positional_encoder, input_preprocessor, output_postprocessor)
+   *
+   * @generated from field: required tzrec.protos.HSTU hstu = 2;
+   */
+  hstu?: HSTU | undefined;
+
+  /**
+   * max sequence length
+   *
+   * @generated from field: required uint32 max_seq_len = 3;
+   */
+  maxSeqLen: number;
+};
+
+/**
+ * Describes the message tzrec.protos.HSTUUserTower.
+ * Use `create(HSTUUserTowerSchema)` to create a new message.
+ */
+export const HSTUUserTowerSchema: GenMessage<HSTUUserTower> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_tower, 1);
+
+/**
+ * @generated from message tzrec.protos.DINTower
+ */
+export type DINTower = Message<"tzrec.protos.DINTower"> & {
+  /**
+   * input feature group name
+   *
+   * @generated from field: required string input = 1;
+   */
+  input: string;
+
+  /**
+   * mlp config for target attention score
+   *
+   * @generated from field: required tzrec.protos.MLP attn_mlp = 2;
+   */
+  attnMlp?: MLP | undefined;
+};
+
+/**
+ * Describes the message tzrec.protos.DINTower.
+ * Use `create(DINTowerSchema)` to create a new message.
+ */
+export const DINTowerSchema: GenMessage<DINTower> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_tower, 2);
 
 /**
  * @generated from message tzrec.protos.TaskTower
  */
 export type TaskTower = Message<"tzrec.protos.TaskTower"> & {
   /**
+   * task name for the task tower
+   *
    * @generated from field: required string tower_name = 1;
    */
   towerName: string;
 
   /**
+   * label for the task
+   *
    * @generated from field: required string label_name = 2;
    */
   labelName: string;
 
   /**
+   * metrics for the task
+   *
    * @generated from field: repeated tzrec.protos.MetricConfig metrics = 3;
    */
   metrics: MetricConfig[];
 
   /**
+   * log train merics for task
+   *
+   * @generated from field: repeated tzrec.protos.TrainMetricConfig train_metrics = 20;
+   */
+  trainMetrics: TrainMetricConfig[];
+
+  /**
+   * loss for the task
+   *
    * @generated from field: repeated tzrec.protos.LossConfig losses = 4;
    */
   losses: LossConfig[];
 
   /**
+   * num_class for multi-class classification loss
+   *
    * @generated from field: optional uint32 num_class = 5 [default = 1];
    */
   numClass: number;
 
   /**
+   * task specific mlp
+   *
    * @generated from field: optional tzrec.protos.MLP mlp = 6;
    */
   mlp?: MLP | undefined;
 
   /**
+   * training loss weights
+   *
    * @generated from field: optional float weight = 7 [default = 1];
    */
   weight: number;
 
   /**
+   * sample weight for the task
+   *
    * @generated from field: optional string sample_weight_name = 8;
    */
   sampleWeightName: string;
 
   /**
+   * label name for indicating the sample space for the task tower
+   *
    * @generated from field: optional string task_space_indicator_label = 9;
    */
   taskSpaceIndicatorLabel: string;
 
   /**
+   * the loss weight for sample in the task space
+   *
    * @generated from field: optional float in_task_space_weight = 10 [default = 1];
    */
   inTaskSpaceWeight: number;
 
   /**
+   * the loss weight for sample out the task space
+   *
    * @generated from field: optional float out_task_space_weight = 11 [default = 1];
    */
   outTaskSpaceWeight: number;
+
+  /**
+   * use pareto front minimal loss weight, ge 0 and lt 1
+   *
+   * @generated from field: optional float pareto_min_loss_weight = 12 [default = 0];
+   */
+  paretoMinLossWeight: number;
 };
 
 /**
@@ -83,5 +204,468 @@ export type TaskTower = Message<"tzrec.protos.TaskTower"> & {
  * Use `create(TaskTowerSchema)` to create a new message.
  */
 export const TaskTowerSchema: GenMessage<TaskTower> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_tower, 0);
+  messageDesc(file_tzrec_protos_tower, 3);
+
+/**
+ * @generated from message tzrec.protos.BayesTaskTower
+ */
+export type BayesTaskTower = Message<"tzrec.protos.BayesTaskTower"> & {
+  /**
+   * task name for the task tower
+   *
+   * @generated from field: required string tower_name = 1;
+   */
+  towerName: string;
+
+  /**
+   * label for the task, default is label_fields by order
+   *
+   * @generated from field: optional string label_name = 2;
+   */
+  labelName: string;
+
+  /**
+   * metrics for the task
+   *
+   * @generated from field: repeated tzrec.protos.MetricConfig metrics = 3;
+   */
+  metrics: MetricConfig[];
+
+  /**
+   * log train merics for task
+   *
+   * @generated from field: repeated tzrec.protos.TrainMetricConfig train_metrics = 20;
+   */
+  trainMetrics: TrainMetricConfig[];
+
+  /**
+   * loss for the task
+   *
+   * @generated from field: repeated tzrec.protos.LossConfig losses = 4;
+   */
+  losses: LossConfig[];
+
+  /**
+   * num_class for multi-class classification loss
+   *
+   * @generated from field: optional uint32 num_class = 5 [default = 1];
+   */
+  numClass: number;
+
+  /**
+   * task specific mlp
+   *
+   * @generated from field: optional tzrec.protos.MLP mlp = 6;
+   */
+  mlp?: MLP | undefined;
+
+  /**
+   * training loss weights
+   *
+   * @generated from field: optional float weight = 7 [default = 1];
+   */
+  weight: number;
+
+  /**
+   * related tower names
+   *
+   * @generated from field: repeated string relation_tower_names = 8;
+   */
+  relationTowerNames: string[];
+
+  /**
+   * relation mlp
+   *
+   * @generated from field: optional tzrec.protos.MLP relation_mlp = 9;
+   */
+  relationMlp?: MLP | undefined;
+
+  /**
+   * sample weight for the task
+   *
+   * @generated from field: optional string sample_weight_name = 10;
+   */
+  sampleWeightName: string;
+
+  /**
+   * label name for indicating the sample space for the task tower
+   *
+   * @generated from field: optional string task_space_indicator_label = 11;
+   */
+  taskSpaceIndicatorLabel: string;
+
+  /**
+   * the loss weight for sample in the task space
+   *
+   * @generated from field: optional float in_task_space_weight = 12 [default = 1];
+   */
+  inTaskSpaceWeight: number;
+
+  /**
+   * the loss weight for sample out the task space
+   *
+   * @generated from field: optional float out_task_space_weight = 13 [default = 1];
+   */
+  outTaskSpaceWeight: number;
+
+  /**
+   * use pareto front minimal loss weight, ge 0 and lt 1
+   *
+   * @generated from field: optional float pareto_min_loss_weight = 14 [default = 0];
+   */
+  paretoMinLossWeight: number;
+};
+
+/**
+ * Describes the message tzrec.protos.BayesTaskTower.
+ * Use `create(BayesTaskTowerSchema)` to create a new message.
+ */
+export const BayesTaskTowerSchema: GenMessage<BayesTaskTower> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_tower, 4);
+
+/**
+ * @generated from message tzrec.protos.InterventionTaskTower
+ */
+export type InterventionTaskTower = Message<"tzrec.protos.InterventionTaskTower"> & {
+  /**
+   * task name for the task tower
+   *
+   * @generated from field: required string tower_name = 1;
+   */
+  towerName: string;
+
+  /**
+   * label for the task, default is label_fields by order
+   *
+   * @generated from field: optional string label_name = 2;
+   */
+  labelName: string;
+
+  /**
+   * metrics for the task
+   *
+   * @generated from field: repeated tzrec.protos.MetricConfig metrics = 3;
+   */
+  metrics: MetricConfig[];
+
+  /**
+   * log train merics for task
+   *
+   * @generated from field: repeated tzrec.protos.TrainMetricConfig train_metrics = 20;
+   */
+  trainMetrics: TrainMetricConfig[];
+
+  /**
+   * loss for the task
+   *
+   * @generated from field: repeated tzrec.protos.LossConfig losses = 4;
+   */
+  losses: LossConfig[];
+
+  /**
+   * num_class for multi-class classification loss
+   *
+   * @generated from field: optional uint32 num_class = 5 [default = 1];
+   */
+  numClass: number;
+
+  /**
+   * task specific mlp
+   *
+   * @generated from field: optional tzrec.protos.MLP mlp = 6;
+   */
+  mlp?: MLP | undefined;
+
+  /**
+   * training loss weights
+   *
+   * @generated from field: optional float weight = 7 [default = 1];
+   */
+  weight: number;
+
+  /**
+   * intervention tower names
+   *
+   * @generated from field: repeated string intervention_tower_names = 8;
+   */
+  interventionTowerNames: string[];
+
+  /**
+   * low_rank_dim
+   *
+   * @generated from field: required uint32 low_rank_dim = 9;
+   */
+  lowRankDim: number;
+
+  /**
+   * dropout_ratio
+   *
+   * @generated from field: optional float dropout_ratio = 10 [default = 0.10000000149011612];
+   */
+  dropoutRatio: number;
+
+  /**
+   * label name for indicating the sample space for the task tower
+   *
+   * @generated from field: optional string task_space_indicator_label = 11;
+   */
+  taskSpaceIndicatorLabel: string;
+
+  /**
+   * the loss weight for sample in the task space
+   *
+   * @generated from field: optional float in_task_space_weight = 12 [default = 1];
+   */
+  inTaskSpaceWeight: number;
+
+  /**
+   * the loss weight for sample out the task space
+   *
+   * @generated from field: optional float out_task_space_weight = 13 [default = 1];
+   */
+  outTaskSpaceWeight: number;
+
+  /**
+   * use pareto front minimal loss weight, ge 0 and lt 1
+   *
+   * @generated from field: optional float pareto_min_loss_weight = 14 [default = 0];
+   */
+  paretoMinLossWeight: number;
+};
+
+/**
+ * Describes the message tzrec.protos.InterventionTaskTower.
+ * Use `create(InterventionTaskTowerSchema)` to create a new message.
+ */
+export const InterventionTaskTowerSchema: GenMessage<InterventionTaskTower> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_tower, 5);
+
+/**
+ * @generated from message tzrec.protos.FusionSubTaskConfig
+ */
+export type FusionSubTaskConfig = Message<"tzrec.protos.FusionSubTaskConfig"> & {
+  /**
+   * task name for the task
+   *
+   * @generated from field: required string task_name = 1;
+   */
+  taskName: string;
+
+  /**
+   * label for the task
+   *
+   * @generated from field: required string label_name = 2;
+   */
+  labelName: string;
+
+  /**
+   * bitmask for get actual label for binary classification task
+   *
+   * @generated from field: optional uint64 task_bitmask = 3;
+   */
+  taskBitmask: bigint;
+
+  /**
+   * loss for the task
+   *
+   * @generated from field: repeated tzrec.protos.LossConfig losses = 4;
+   */
+  losses: LossConfig[];
+
+  /**
+   * support multi-class classification loss
+   *
+   * @generated from field: optional uint32 num_class = 5 [default = 1];
+   */
+  numClass: number;
+
+  /**
+   * metrics for the task
+   *
+   * @generated from field: repeated tzrec.protos.MetricConfig metrics = 6;
+   */
+  metrics: MetricConfig[];
+
+  /**
+   * training loss weight for the task
+   *
+   * @generated from field: optional float weight = 7 [default = 1];
+   */
+  weight: number;
+
+  /**
+   * log train merics for task
+   *
+   * @generated from field: repeated tzrec.protos.TrainMetricConfig train_metrics = 20;
+   */
+  trainMetrics: TrainMetricConfig[];
+};
+
+/**
+ * Describes the message tzrec.protos.FusionSubTaskConfig.
+ * Use `create(FusionSubTaskConfigSchema)` to create a new message.
+ */
+export const FusionSubTaskConfigSchema: GenMessage<FusionSubTaskConfig> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_tower, 6);
+
+/**
+ * @generated from message tzrec.protos.FusionMTLTower
+ */
+export type FusionMTLTower = Message<"tzrec.protos.FusionMTLTower"> & {
+  /**
+   * task tower mlp
+   *
+   * @generated from field: optional tzrec.protos.MLP mlp = 1;
+   */
+  mlp?: MLP | undefined;
+
+  /**
+   * sub task configs
+   *
+   * @generated from field: repeated tzrec.protos.FusionSubTaskConfig task_configs = 2;
+   */
+  taskConfigs: FusionSubTaskConfig[];
+};
+
+/**
+ * Describes the message tzrec.protos.FusionMTLTower.
+ * Use `create(FusionMTLTowerSchema)` to create a new message.
+ */
+export const FusionMTLTowerSchema: GenMessage<FusionMTLTower> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_tower, 7);
+
+/**
+ * @generated from message tzrec.protos.MultiWindowDINTower
+ */
+export type MultiWindowDINTower = Message<"tzrec.protos.MultiWindowDINTower"> & {
+  /**
+   * time windows len
+   *
+   * @generated from field: repeated uint32 windows_len = 1;
+   */
+  windowsLen: number[];
+
+  /**
+   * mlp config for target attention score
+   *
+   * @generated from field: required tzrec.protos.MLP attn_mlp = 2;
+   */
+  attnMlp?: MLP | undefined;
+};
+
+/**
+ * Describes the message tzrec.protos.MultiWindowDINTower.
+ * Use `create(MultiWindowDINTowerSchema)` to create a new message.
+ */
+export const MultiWindowDINTowerSchema: GenMessage<MultiWindowDINTower> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_tower, 8);
+
+/**
+ * @generated from message tzrec.protos.DATTower
+ */
+export type DATTower = Message<"tzrec.protos.DATTower"> & {
+  /**
+   * input feature group name
+   *
+   * @generated from field: required string input = 1;
+   */
+  input: string;
+
+  /**
+   * augmented feature group name
+   *
+   * @generated from field: required string augment_input = 2;
+   */
+  augmentInput: string;
+
+  /**
+   * mlp config
+   *
+   * @generated from field: required tzrec.protos.MLP mlp = 3;
+   */
+  mlp?: MLP | undefined;
+};
+
+/**
+ * Describes the message tzrec.protos.DATTower.
+ * Use `create(DATTowerSchema)` to create a new message.
+ */
+export const DATTowerSchema: GenMessage<DATTower> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_tower, 9);
+
+/**
+ * @generated from message tzrec.protos.MINDUserTower
+ */
+export type MINDUserTower = Message<"tzrec.protos.MINDUserTower"> & {
+  /**
+   * user feature group name
+   *
+   * @generated from field: required string input = 1;
+   */
+  input: string;
+
+  /**
+   * user history group name
+   *
+   * @generated from field: required string history_input = 2;
+   */
+  historyInput: string;
+
+  /**
+   * @generated from field: required tzrec.protos.MLP user_mlp = 3;
+   */
+  userMlp?: MLP | undefined;
+
+  /**
+   * @generated from field: optional tzrec.protos.MLP hist_seq_mlp = 4;
+   */
+  histSeqMlp?: MLP | undefined;
+
+  /**
+   * @generated from field: optional tzrec.protos.MINDUserTower.UserSeqCombineMethod user_seq_combine = 5 [default = SUM];
+   */
+  userSeqCombine: MINDUserTower_UserSeqCombineMethod;
+
+  /**
+   * capsule config
+   *
+   * @generated from field: required tzrec.protos.B2ICapsule capsule_config = 6;
+   */
+  capsuleConfig?: B2ICapsule | undefined;
+
+  /**
+   * concat mlp config for user interests vector
+   *
+   * @generated from field: required tzrec.protos.MLP concat_mlp = 7;
+   */
+  concatMlp?: MLP | undefined;
+};
+
+/**
+ * Describes the message tzrec.protos.MINDUserTower.
+ * Use `create(MINDUserTowerSchema)` to create a new message.
+ */
+export const MINDUserTowerSchema: GenMessage<MINDUserTower> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_tower, 10);
+
+/**
+ * @generated from enum tzrec.protos.MINDUserTower.UserSeqCombineMethod
+ */
+export enum MINDUserTower_UserSeqCombineMethod {
+  /**
+   * @generated from enum value: CONCAT = 0;
+   */
+  CONCAT = 0,
+
+  /**
+   * @generated from enum value: SUM = 1;
+   */
+  SUM = 1,
+}
+
+/**
+ * Describes the enum tzrec.protos.MINDUserTower.UserSeqCombineMethod.
+ */
+export const MINDUserTower_UserSeqCombineMethodSchema: GenEnum<MINDUserTower_UserSeqCombineMethod> = /*@__PURE__*/
+  enumDesc(file_tzrec_protos_tower, 10, 0);
 

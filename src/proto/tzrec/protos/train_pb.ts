@@ -2,129 +2,477 @@
 // @generated from file tzrec/protos/train.proto (package tzrec.protos, syntax proto2)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { DenseOptimizer, SparseOptimizer } from "./optimizer_pb.ts";
 import { file_tzrec_protos_optimizer } from "./optimizer_pb.ts";
+import type { ParameterConstraints } from "./feature_pb.ts";
+import { file_tzrec_protos_feature } from "./feature_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file tzrec/protos/train.proto.
  */
 export const file_tzrec_protos_train: GenFile = /*@__PURE__*/
-  fileDesc("Chh0enJlYy9wcm90b3MvdHJhaW4ucHJvdG8SDHR6cmVjLnByb3RvcyLTBQoLVHJhaW5Db25maWcSNwoQc3BhcnNlX29wdGltaXplchgBIAIoCzIdLnR6cmVjLnByb3Rvcy5TcGFyc2VPcHRpbWl6ZXISNQoPZGVuc2Vfb3B0aW1pemVyGAIgAigLMhwudHpyZWMucHJvdG9zLkRlbnNlT3B0aW1pemVyEhEKCW51bV9zdGVwcxgDIAEoDRISCgpudW1fZXBvY2hzGAQgASgNEiQKFnNhdmVfY2hlY2twb2ludHNfc3RlcHMYBSABKA06BDEwMDASHAoUZmluZV90dW5lX2NoZWNrcG9pbnQYBiABKAkSIAoYZmluZV90dW5lX2NrcHRfcGFyYW1fbWFwGAcgASgJEiEKFGxvZ19zdGVwX2NvdW50X3N0ZXBzGAggASgNOgMxMDASGwoMaXNfcHJvZmlsaW5nGAkgASgIOgVmYWxzZRIdCg91c2VfdGVuc29yYm9hcmQYCiABKAg6BHRydWUSHwoXc2F2ZV9jaGVja3BvaW50c19lcG9jaHMYCyABKA0SHQoVdGVuc29yYm9hcmRfc3VtbWFyaWVzGAwgAygJEh4KEGN1ZG5uX2FsbG93X3RmMzIYDSABKAg6BHRydWUSJQoWY3VkYV9tYXRtdWxfYWxsb3dfdGYzMhgOIAEoCDoFZmFsc2USFwoPbWl4ZWRfcHJlY2lzaW9uGBAgASgJEiMKG2dyYWRpZW50X2FjY3VtdWxhdGlvbl9zdGVwcxgSIAEoDRIeChNrZWVwX2NoZWNrcG9pbnRfbWF4GBQgASgNOgEwEi4KI3NhdmVfY2hlY2twb2ludHNfdGltZXN0YW1wX2ludGVydmFsGBUgASgNOgEwEiMKG3NhdmVfY2hlY2twb2ludHNfdGltZXN0YW1wcxgWIAMoBBIuCiFzYXZlX2NoZWNrcG9pbnRzX3RpbWVzdGFtcF9xdW9ydW0YFyABKAI6AzAuNQ", [file_tzrec_protos_optimizer]);
+  fileDesc("Chh0enJlYy9wcm90b3MvdHJhaW4ucHJvdG8SDHR6cmVjLnByb3RvcyJ9CgpHcmFkU2NhbGVyEhkKCmluaXRfc2NhbGUYASABKAI6BTY1NTM2EhgKDWdyb3d0aF9mYWN0b3IYAiABKAI6ATISGwoOYmFja29mZl9mYWN0b3IYAyABKAI6AzAuNRIdCg9ncm93dGhfaW50ZXJ2YWwYBCABKA06BDIwMDAiggEKDEdyYWRDbGlwcGluZxIbCg1jbGlwcGluZ190eXBlGAEgASgJOgRub25lEhcKDG1heF9ncmFkaWVudBgCIAEoAjoBMRIUCglub3JtX3R5cGUYAyABKAI6ATISJgoXZW5hYmxlX2dsb2JhbF9ncmFkX2NsaXAYBCABKAg6BWZhbHNlIqMEChJGZWF0dXJlU3RvcmVDb25maWcSDgoGcmVnaW9uGAEgAigJEhQKDHByb2plY3RfbmFtZRgCIAIoCRIZChFmZWF0dXJlX3ZpZXdfbmFtZRgDIAIoCRIPCgd2ZXJzaW9uGAUgAigJEhAKCGVuZHBvaW50GAYgASgJEh8KEXVwbG9hZF9iYXRjaF9zaXplGAcgASgNOgQxMDAwEhYKC21heF9yZXRyaWVzGAggASgNOgEzEh0KEnJldHJ5X2JhY2tvZmZfc2VjcxgJIAEoDToBNRIiChVzaHV0ZG93bl90aW1lb3V0X3NlY3MYCiABKA06AzYwMBIdChFtYXhfcGVuZGluZ19zdGVwcxgLIAEoDToCMzISHQoScG9sbF9pbnRlcnZhbF9zZWNzGAwgASgNOgExEiYKFWZlYXR1cmVfdmlld190dGxfc2VjcxgNIAEoDToHMTI5NjAwMBIkChhmZWF0dXJlX3ZpZXdfc2hhcmRfY291bnQYDiABKA06AjIwEikKHmZlYXR1cmVfdmlld19yZXBsaWNhdGlvbl9jb3VudBgPIAEoDToBMRIgChFyZXRhaW5fbG9jYWxfZHVtcBgRIAEoCDoFZmFsc2USHAoNdXBsb2FkX2Zvcm1hdBgSIAEoCToFQVJST1dKBAgEEAVKBAgQEBFSE2ZlYXR1cmVfZW50aXR5X25hbWVSFWFsbG93X2N1c3RvbV9lbmRwb2ludCKtAgoYRGVsdGFFbWJlZGRpbmdEdW1wQ29uZmlnEiEKE2R1bXBfaW50ZXJ2YWxfc3RlcHMYASABKA06BDEwMDASEgoKb3V0cHV0X2RpchgCIAEoCRIkCgtmaWxlX3ByZWZpeBgDIAEoCToPZGVsdGFfZW1iZWRkaW5nEj4KFGZlYXR1cmVfc3RvcmVfY29uZmlnGAQgASgLMiAudHpyZWMucHJvdG9zLkZlYXR1cmVTdG9yZUNvbmZpZxIdChVkdW1wX2ludGVydmFsX21pbnV0ZXMYBSABKA0SVQoKcXVhbnRfdHlwZRgGIAEoDjIlLnR6cmVjLnByb3Rvcy5EZWx0YUVtYmVkZGluZ1F1YW50VHlwZToaREVMVEFfRU1CRURESU5HX1FVQU5UX05PTkUizAcKC1RyYWluQ29uZmlnEjcKEHNwYXJzZV9vcHRpbWl6ZXIYASACKAsyHS50enJlYy5wcm90b3MuU3BhcnNlT3B0aW1pemVyEjUKD2RlbnNlX29wdGltaXplchgCIAIoCzIcLnR6cmVjLnByb3Rvcy5EZW5zZU9wdGltaXplchIRCgludW1fc3RlcHMYAyABKA0SEgoKbnVtX2Vwb2NocxgEIAEoDRIkChZzYXZlX2NoZWNrcG9pbnRzX3N0ZXBzGAUgASgNOgQxMDAwEhwKFGZpbmVfdHVuZV9jaGVja3BvaW50GAYgASgJEiAKGGZpbmVfdHVuZV9ja3B0X3BhcmFtX21hcBgHIAEoCRIhChRsb2dfc3RlcF9jb3VudF9zdGVwcxgIIAEoDToDMTAwEhsKDGlzX3Byb2ZpbGluZxgJIAEoCDoFZmFsc2USHQoPdXNlX3RlbnNvcmJvYXJkGAogASgIOgR0cnVlEh8KF3NhdmVfY2hlY2twb2ludHNfZXBvY2hzGAsgASgNEh0KFXRlbnNvcmJvYXJkX3N1bW1hcmllcxgMIAMoCRIeChBjdWRubl9hbGxvd190ZjMyGA0gASgIOgR0cnVlEiUKFmN1ZGFfbWF0bXVsX2FsbG93X3RmMzIYDiABKAg6BWZhbHNlEkgKHGdsb2JhbF9lbWJlZGRpbmdfY29uc3RyYWludHMYDyABKAsyIi50enJlYy5wcm90b3MuUGFyYW1ldGVyQ29uc3RyYWludHMSFwoPbWl4ZWRfcHJlY2lzaW9uGBAgASgJEi0KC2dyYWRfc2NhbGVyGBEgASgLMhgudHpyZWMucHJvdG9zLkdyYWRTY2FsZXISIwobZ3JhZGllbnRfYWNjdW11bGF0aW9uX3N0ZXBzGBIgASgNEjEKDWdyYWRfY2xpcHBpbmcYEyABKAsyGi50enJlYy5wcm90b3MuR3JhZENsaXBwaW5nEh4KE2tlZXBfY2hlY2twb2ludF9tYXgYFCABKA06ATASLgojc2F2ZV9jaGVja3BvaW50c190aW1lc3RhbXBfaW50ZXJ2YWwYFSABKA06ATASIwobc2F2ZV9jaGVja3BvaW50c190aW1lc3RhbXBzGBYgAygEEi4KIXNhdmVfY2hlY2twb2ludHNfdGltZXN0YW1wX3F1b3J1bRgXIAEoAjoDMC41EksKG2RlbHRhX2VtYmVkZGluZ19kdW1wX2NvbmZpZxgYIAEoCzImLnR6cmVjLnByb3Rvcy5EZWx0YUVtYmVkZGluZ0R1bXBDb25maWcqWQoXRGVsdGFFbWJlZGRpbmdRdWFudFR5cGUSHgoaREVMVEFfRU1CRURESU5HX1FVQU5UX05PTkUQABIeChpERUxUQV9FTUJFRERJTkdfUVVBTlRfSU5UOBAB", [file_tzrec_protos_optimizer, file_tzrec_protos_feature]);
+
+/**
+ * @generated from message tzrec.protos.GradScaler
+ */
+export type GradScaler = Message<"tzrec.protos.GradScaler"> & {
+  /**
+   * Initial scale factor
+   *
+   * @generated from field: optional float init_scale = 1 [default = 65536];
+   */
+  initScale: number;
+
+  /**
+   * Factor by which the scale is multiplied during update
+   * if no inf/NaN gradients occur for ``growth_interval`` consecutive iterations.
+   *
+   * @generated from field: optional float growth_factor = 2 [default = 2];
+   */
+  growthFactor: number;
+
+  /**
+   * Factor by which the scale is multiplied during update
+   * if inf/NaN gradients occur in an iteration.
+   *
+   * @generated from field: optional float backoff_factor = 3 [default = 0.5];
+   */
+  backoffFactor: number;
+
+  /**
+   * Number of consecutive iterations without inf/NaN gradients
+   * that must occur for the scale to be multiplied by ``growth_factor``.
+   *
+   * @generated from field: optional uint32 growth_interval = 4 [default = 2000];
+   */
+  growthInterval: number;
+};
+
+/**
+ * Describes the message tzrec.protos.GradScaler.
+ * Use `create(GradScalerSchema)` to create a new message.
+ */
+export const GradScalerSchema: GenMessage<GradScaler> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_train, 0);
+
+/**
+ * @generated from message tzrec.protos.GradClipping
+ */
+export type GradClipping = Message<"tzrec.protos.GradClipping"> & {
+  /**
+   * Clipping type: "norm", "value", or "none"
+   *
+   * @generated from field: optional string clipping_type = 1 [default = "none"];
+   */
+  clippingType: string;
+
+  /**
+   * Max gradient value/norm threshold
+   *
+   * @generated from field: optional float max_gradient = 2 [default = 1];
+   */
+  maxGradient: number;
+
+  /**
+   * Norm type for gradient norm clipping (2.0 for L2, inf for max)
+   *
+   * @generated from field: optional float norm_type = 3 [default = 2];
+   */
+  normType: number;
+
+  /**
+   * Enable global gradient clipping for distributed training
+   *
+   * @generated from field: optional bool enable_global_grad_clip = 4 [default = false];
+   */
+  enableGlobalGradClip: boolean;
+};
+
+/**
+ * Describes the message tzrec.protos.GradClipping.
+ * Use `create(GradClippingSchema)` to create a new message.
+ */
+export const GradClippingSchema: GenMessage<GradClipping> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_train, 1);
+
+/**
+ * @generated from message tzrec.protos.FeatureStoreConfig
+ */
+export type FeatureStoreConfig = Message<"tzrec.protos.FeatureStoreConfig"> & {
+  /**
+   * Cloud credentials (AK/SK/STS) are resolved at runtime through the
+   * Alibaba Cloud default credential provider chain (alibabacloud_credentials).
+   * FeatureDB credentials are read from FEATUREDB_USERNAME/FEATUREDB_PASSWORD.
+   * FeatureStore control-plane region. An explicitly empty value falls back
+   * to ALIBABA_CLOUD_REGION at runtime.
+   *
+   * @generated from field: required string region = 1;
+   */
+  region: string;
+
+  /**
+   * Existing FeatureStore project name and target DynamicEmbedding FeatureView
+   * name. The view is validated at startup and created when it does not exist,
+   * together with a default FeatureStore entity that is auto-created on demand.
+   *
+   * @generated from field: required string project_name = 2;
+   */
+  projectName: string;
+
+  /**
+   * @generated from field: required string feature_view_name = 3;
+   */
+  featureViewName: string;
+
+  /**
+   * FeatureDB version for this incremental training run.
+   *
+   * @generated from field: required string version = 5;
+   */
+  version: string;
+
+  /**
+   * Optional FeatureStore control-plane endpoint override, passed directly to
+   * the FeatureStore SDK, which owns endpoint handling and connection errors.
+   *
+   * @generated from field: optional string endpoint = 6;
+   */
+  endpoint: string;
+
+  /**
+   * Maximum records submitted before each SDK write_flush() completion gate.
+   *
+   * @generated from field: optional uint32 upload_batch_size = 7 [default = 1000];
+   */
+  uploadBatchSize: number;
+
+  /**
+   * Total attempts per rank for one step. All retries reuse the version;
+   * each attempt reserves a newer monotonic ts range and fully replays the
+   * rank's delta so incremental readers cannot miss a partial earlier attempt.
+   *
+   * @generated from field: optional uint32 max_retries = 8 [default = 3];
+   */
+  maxRetries: number;
+
+  /**
+   * @generated from field: optional uint32 retry_backoff_secs = 9 [default = 5];
+   */
+  retryBackoffSecs: number;
+
+  /**
+   * Maximum time normal training shutdown waits for the uploader to drain.
+   *
+   * @generated from field: optional uint32 shutdown_timeout_secs = 10 [default = 600];
+   */
+  shutdownTimeoutSecs: number;
+
+  /**
+   * Apply back-pressure when too many completed dumps await upload; bounds
+   * the per-rank memory retained by pending in-memory deltas.
+   *
+   * @generated from field: optional uint32 max_pending_steps = 11 [default = 32];
+   */
+  maxPendingSteps: number;
+
+  /**
+   * @generated from field: optional uint32 poll_interval_secs = 12 [default = 1];
+   */
+  pollIntervalSecs: number;
+
+  /**
+   * Creation settings used only when feature_view_name does not yet exist.
+   *
+   * @generated from field: optional uint32 feature_view_ttl_secs = 13 [default = 1296000];
+   */
+  featureViewTtlSecs: number;
+
+  /**
+   * @generated from field: optional uint32 feature_view_shard_count = 14 [default = 20];
+   */
+  featureViewShardCount: number;
+
+  /**
+   * @generated from field: optional uint32 feature_view_replication_count = 15 [default = 1];
+   */
+  featureViewReplicationCount: number;
+
+  /**
+   * Also write the local per-rank delta parquet files while uploading to
+   * FeatureStore (e.g. for the offline readback checker); by default the
+   * delta is handed to the uploader in memory and never touches disk.
+   *
+   * @generated from field: optional bool retain_local_dump = 17 [default = false];
+   */
+  retainLocalDump: boolean;
+
+  /**
+   * Wire format for delta upload. "ARROW" (default) streams a columnar Arrow
+   * IPC batch through write_features_arrow(), avoiding the JSON path's per-row
+   * dict construction and embedding deep-copy; "JSON" keeps the legacy
+   * write_features() per-row payload. Both paths use MERGE write_mode.
+   *
+   * @generated from field: optional string upload_format = 18 [default = "ARROW"];
+   */
+  uploadFormat: string;
+};
+
+/**
+ * Describes the message tzrec.protos.FeatureStoreConfig.
+ * Use `create(FeatureStoreConfigSchema)` to create a new message.
+ */
+export const FeatureStoreConfigSchema: GenMessage<FeatureStoreConfig> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_train, 2);
+
+/**
+ * @generated from message tzrec.protos.DeltaEmbeddingDumpConfig
+ */
+export type DeltaEmbeddingDumpConfig = Message<"tzrec.protos.DeltaEmbeddingDumpConfig"> & {
+  /**
+   * ZCH features publish raw feature ids: every id touched, admitted or
+   * evicted, each with the row the model now serves for it -- its trained row
+   * while the table holds it, the shared fallback row once it does not
+   * (FeatureStore has no delete, so a stale vector must be overwritten).
+   * Dump touched ids and their latest embedding every N training steps. Do not
+   * set this together with dump_interval_minutes.
+   * Larger intervals retain a longer id window in memory; auto compaction reduces
+   * per-batch tensor buildup but unique ids still scale with the interval.
+   *
+   * @generated from field: optional uint32 dump_interval_steps = 1 [default = 1000];
+   */
+  dumpIntervalSteps: number;
+
+  /**
+   * output directory. default is ${model_dir}/delta_embedding_dump
+   *
+   * @generated from field: optional string output_dir = 2;
+   */
+  outputDir: string;
+
+  /**
+   * parquet file prefix
+   *
+   * @generated from field: optional string file_prefix = 3 [default = "delta_embedding"];
+   */
+  filePrefix: string;
+
+  /**
+   * Presence enables best-effort per-rank background upload to FeatureStore.
+   *
+   * @generated from field: optional tzrec.protos.FeatureStoreConfig feature_store_config = 4;
+   */
+  featureStoreConfig?: FeatureStoreConfig | undefined;
+
+  /**
+   * Dump after this many elapsed minutes. The timer starts when training starts.
+   * Do not set this together with dump_interval_steps.
+   *
+   * @generated from field: optional uint32 dump_interval_minutes = 5;
+   */
+  dumpIntervalMinutes: number;
+
+  /**
+   * Quantization format for dumped embeddings. INT8 applies rowwise uint8
+   * quantization (QUint8RowwiseF16: uint8 values + fp16 scale/offset, 4 extra
+   * bytes per row) using the same format as distributed sparse export. Requires
+   * even embedding_dim.
+   *
+   * @generated from field: optional tzrec.protos.DeltaEmbeddingQuantType quant_type = 6 [default = DELTA_EMBEDDING_QUANT_NONE];
+   */
+  quantType: DeltaEmbeddingQuantType;
+};
+
+/**
+ * Describes the message tzrec.protos.DeltaEmbeddingDumpConfig.
+ * Use `create(DeltaEmbeddingDumpConfigSchema)` to create a new message.
+ */
+export const DeltaEmbeddingDumpConfigSchema: GenMessage<DeltaEmbeddingDumpConfig> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_train, 3);
 
 /**
  * @generated from message tzrec.protos.TrainConfig
  */
 export type TrainConfig = Message<"tzrec.protos.TrainConfig"> & {
   /**
+   * embedding part optimizer
+   *
    * @generated from field: required tzrec.protos.SparseOptimizer sparse_optimizer = 1;
    */
   sparseOptimizer?: SparseOptimizer | undefined;
 
   /**
+   * dense part optimizer
+   *
    * @generated from field: required tzrec.protos.DenseOptimizer dense_optimizer = 2;
    */
   denseOptimizer?: DenseOptimizer | undefined;
 
   /**
+   * number of steps to train models
+   *
    * @generated from field: optional uint32 num_steps = 3;
    */
   numSteps: number;
 
   /**
+   * number of epochs to train models
+   *
    * @generated from field: optional uint32 num_epochs = 4;
    */
   numEpochs: number;
 
   /**
+   * step interval for saving checkpoint
+   *
    * @generated from field: optional uint32 save_checkpoints_steps = 5 [default = 1000];
    */
   saveCheckpointsSteps: number;
 
   /**
+   * checkpoint to restore parameters from
+   *
    * @generated from field: optional string fine_tune_checkpoint = 6;
    */
   fineTuneCheckpoint: string;
 
   /**
+   * checkpoint to restore parameters mapping, each line is {param name in current model}\\t{param name in old ckpt}
+   *
    * @generated from field: optional string fine_tune_ckpt_param_map = 7;
    */
   fineTuneCkptParamMap: string;
 
   /**
+   * the frequency the loss and lr will be logged during training
+   *
    * @generated from field: optional uint32 log_step_count_steps = 8 [default = 100];
    */
   logStepCountSteps: number;
 
   /**
+   * profiling or not
+   *
    * @generated from field: optional bool is_profiling = 9 [default = false];
    */
   isProfiling: boolean;
 
   /**
+   * use tensorboard or not.
+   *
    * @generated from field: optional bool use_tensorboard = 10 [default = true];
    */
   useTensorboard: boolean;
 
   /**
+   * epoch interval for saving checkpoint
+   *
    * @generated from field: optional uint32 save_checkpoints_epochs = 11;
    */
   saveCheckpointsEpochs: number;
 
   /**
+   * the summaries to be saved in tensorboard, activated only when use_tensorboard=true,
+   * possible values are: "loss", "learning_rate", "parameter", "global_gradient_norm", "gradient_norm", "gradient"
+   * default values are ["loss", "learning_rate"]
+   *
    * @generated from field: repeated string tensorboard_summaries = 12;
    */
   tensorboardSummaries: string[];
 
   /**
+   * where to use torch.backends.cudnn.allow_tf32
+   *
    * @generated from field: optional bool cudnn_allow_tf32 = 13 [default = true];
    */
   cudnnAllowTf32: boolean;
 
   /**
-   * 15: global_embedding_constraints (not in this subset)
+   * where to use torch.backends.cuda.matmul.allow_tf32
    *
    * @generated from field: optional bool cuda_matmul_allow_tf32 = 14 [default = false];
    */
   cudaMatmulAllowTf32: boolean;
 
   /**
-   * 17: grad_scaler (not in this subset)
+   * global embedding param constraints
+   *
+   * @generated from field: optional tzrec.protos.ParameterConstraints global_embedding_constraints = 15;
+   */
+  globalEmbeddingConstraints?: ParameterConstraints | undefined;
+
+  /**
+   * mixed precision dtype.
    *
    * @generated from field: optional string mixed_precision = 16;
    */
   mixedPrecision: string;
 
   /**
-   * 19: grad_clipping (not in this subset)
+   * grad_scaler dynamically estimates the scale factor each iteration.
+   *
+   * @generated from field: optional tzrec.protos.GradScaler grad_scaler = 17;
+   */
+  gradScaler?: GradScaler | undefined;
+
+  /**
+   * gradient accumulation steps
    *
    * @generated from field: optional uint32 gradient_accumulation_steps = 18;
    */
   gradientAccumulationSteps: number;
 
   /**
+   * dense gradient clipping config
+   *
+   * @generated from field: optional tzrec.protos.GradClipping grad_clipping = 19;
+   */
+  gradClipping?: GradClipping | undefined;
+
+  /**
+   * maximum number of recent checkpoints to keep; 0 keeps all.
+   *
    * @generated from field: optional uint32 keep_checkpoint_max = 20 [default = 0];
    */
   keepCheckpointMax: number;
 
   /**
+   * save every N seconds of consumed event-time (e.g. kafka message timestamp),
+   * aligned to the Unix epoch (not training epochs). 0 disables.
+   *
    * @generated from field: optional uint32 save_checkpoints_timestamp_interval = 21 [default = 0];
    */
   saveCheckpointsTimestampInterval: number;
 
   /**
+   * absolute event-time targets (Unix-epoch seconds); save once when consumed
+   * data crosses each. empty disables.
+   *
    * @generated from field: repeated uint64 save_checkpoints_timestamps = 22;
    */
   saveCheckpointsTimestamps: bigint[];
 
   /**
-   * 24: delta_embedding_dump_config (not in this subset)
+   * fraction of workers (0,1] that must pass a boundary/target before a
+   * timestamp checkpoint fires; default 0.5 (1.0 = all). outlier-robust.
    *
    * @generated from field: optional float save_checkpoints_timestamp_quorum = 23 [default = 0.5];
    */
   saveCheckpointsTimestampQuorum: number;
+
+  /**
+   * Configuring this field dumps changed sparse embedding rows during CUDA
+   * training. Multi-GPU training writes one parquet shard per rank;
+   * column-wise embedding sharding is not supported.
+   *
+   * TBD: qcomm config
+   *
+   * @generated from field: optional tzrec.protos.DeltaEmbeddingDumpConfig delta_embedding_dump_config = 24;
+   */
+  deltaEmbeddingDumpConfig?: DeltaEmbeddingDumpConfig | undefined;
 };
 
 /**
@@ -132,5 +480,26 @@ export type TrainConfig = Message<"tzrec.protos.TrainConfig"> & {
  * Use `create(TrainConfigSchema)` to create a new message.
  */
 export const TrainConfigSchema: GenMessage<TrainConfig> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_train, 0);
+  messageDesc(file_tzrec_protos_train, 4);
+
+/**
+ * @generated from enum tzrec.protos.DeltaEmbeddingQuantType
+ */
+export enum DeltaEmbeddingQuantType {
+  /**
+   * @generated from enum value: DELTA_EMBEDDING_QUANT_NONE = 0;
+   */
+  DELTA_EMBEDDING_QUANT_NONE = 0,
+
+  /**
+   * @generated from enum value: DELTA_EMBEDDING_QUANT_INT8 = 1;
+   */
+  DELTA_EMBEDDING_QUANT_INT8 = 1,
+}
+
+/**
+ * Describes the enum tzrec.protos.DeltaEmbeddingQuantType.
+ */
+export const DeltaEmbeddingQuantTypeSchema: GenEnum<DeltaEmbeddingQuantType> = /*@__PURE__*/
+  enumDesc(file_tzrec_protos_train, 0);
 

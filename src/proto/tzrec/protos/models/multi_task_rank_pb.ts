@@ -4,9 +4,9 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { ExtractionNetwork, MLP } from "../module_pb.ts";
+import type { ExtractionNetwork, HSTU, MaskNetModule, MLP } from "../module_pb.ts";
 import { file_tzrec_protos_module } from "../module_pb.ts";
-import type { TaskTower } from "../tower_pb.ts";
+import type { BayesTaskTower, FusionMTLTower, InterventionTaskTower, TaskTower } from "../tower_pb.ts";
 import { file_tzrec_protos_tower } from "../tower_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tzrec/protos/models/multi_task_rank.proto.
  */
 export const file_tzrec_protos_models_multi_task_rank: GenFile = /*@__PURE__*/
-  fileDesc("Cil0enJlYy9wcm90b3MvbW9kZWxzL211bHRpX3Rhc2tfcmFuay5wcm90bxIMdHpyZWMucHJvdG9zIj8KD1NpbXBsZU11bHRpVGFzaxIsCgt0YXNrX3Rvd2VycxgBIAMoCzIXLnR6cmVjLnByb3Rvcy5UYXNrVG93ZXIilwEKBE1Nb0USJQoKZXhwZXJ0X21scBgBIAIoCzIRLnR6cmVjLnByb3Rvcy5NTFASIwoIZ2F0ZV9tbHAYAiABKAsyES50enJlYy5wcm90b3MuTUxQEhUKCm51bV9leHBlcnQYAyACKA06ATMSLAoLdGFza190b3dlcnMYBCADKAsyFy50enJlYy5wcm90b3MuVGFza1Rvd2VyInEKA1BMRRI8ChNleHRyYWN0aW9uX25ldHdvcmtzGAEgAygLMh8udHpyZWMucHJvdG9zLkV4dHJhY3Rpb25OZXR3b3JrEiwKC3Rhc2tfdG93ZXJzGAIgAygLMhcudHpyZWMucHJvdG9zLlRhc2tUb3dlcg", [file_tzrec_protos_module, file_tzrec_protos_tower]);
+  fileDesc("Cil0enJlYy9wcm90b3MvbW9kZWxzL211bHRpX3Rhc2tfcmFuay5wcm90bxIMdHpyZWMucHJvdG9zIj8KD1NpbXBsZU11bHRpVGFzaxIsCgt0YXNrX3Rvd2VycxgBIAMoCzIXLnR6cmVjLnByb3Rvcy5UYXNrVG93ZXIilwEKBE1Nb0USJQoKZXhwZXJ0X21scBgBIAIoCzIRLnR6cmVjLnByb3Rvcy5NTFASIwoIZ2F0ZV9tbHAYAiABKAsyES50enJlYy5wcm90b3MuTUxQEhUKCm51bV9leHBlcnQYAyACKA06ATMSLAoLdGFza190b3dlcnMYBCADKAsyFy50enJlYy5wcm90b3MuVGFza1Rvd2VyIvMBCgVEQk1UTBItCghtYXNrX25ldBgGIAEoCzIbLnR6cmVjLnByb3Rvcy5NYXNrTmV0TW9kdWxlEiUKCmJvdHRvbV9tbHAYASABKAsyES50enJlYy5wcm90b3MuTUxQEiUKCmV4cGVydF9tbHAYAiABKAsyES50enJlYy5wcm90b3MuTUxQEiMKCGdhdGVfbWxwGAMgASgLMhEudHpyZWMucHJvdG9zLk1MUBIVCgpudW1fZXhwZXJ0GAQgASgNOgEzEjEKC3Rhc2tfdG93ZXJzGAUgAygLMhwudHpyZWMucHJvdG9zLkJheWVzVGFza1Rvd2VyIssBCgVEQzJWUhIlCgpib3R0b21fbWxwGAEgASgLMhEudHpyZWMucHJvdG9zLk1MUBIlCgpleHBlcnRfbWxwGAIgASgLMhEudHpyZWMucHJvdG9zLk1MUBIjCghnYXRlX21scBgDIAEoCzIRLnR6cmVjLnByb3Rvcy5NTFASFQoKbnVtX2V4cGVydBgEIAEoDToBMxI4Cgt0YXNrX3Rvd2VycxgFIAMoCzIjLnR6cmVjLnByb3Rvcy5JbnRlcnZlbnRpb25UYXNrVG93ZXIicQoDUExFEjwKE2V4dHJhY3Rpb25fbmV0d29ya3MYASADKAsyHy50enJlYy5wcm90b3MuRXh0cmFjdGlvbk5ldHdvcmsSLAoLdGFza190b3dlcnMYAiADKAsyFy50enJlYy5wcm90b3MuVGFza1Rvd2VyIqUCCghEbHJtSFNUVRIgCgRoc3R1GAEgAigLMhIudHpyZWMucHJvdG9zLkhTVFUSNgoQZnVzaW9uX210bF90b3dlchgCIAIoCzIcLnR6cmVjLnByb3Rvcy5GdXNpb25NVExUb3dlchITCgttYXhfc2VxX2xlbhgDIAIoDRImChlpdGVtX2VtYmVkZGluZ19oaWRkZW5fZGltGAQgASgNOgM1MTISKAoaZW5hYmxlX2dsb2JhbF9hdmVyYWdlX2xvc3MYBSABKAg6BHRydWUSLQofc2VxdWVuY2VfdGltZXN0YW1wX2lzX2FzY2VuZGluZxgGIAEoCDoEdHJ1ZRIpChpjb25jYXRfY29udGV4dHVhbF9mZWF0dXJlcxgHIAEoCDoFZmFsc2UipgIKCVVsdHJhSFNUVRIgCgRoc3R1GAEgAygLMhIudHpyZWMucHJvdG9zLkhTVFUSNgoQZnVzaW9uX210bF90b3dlchgCIAIoCzIcLnR6cmVjLnByb3Rvcy5GdXNpb25NVExUb3dlchITCgttYXhfc2VxX2xlbhgDIAIoDRImChlpdGVtX2VtYmVkZGluZ19oaWRkZW5fZGltGAQgASgNOgM1MTISKAoaZW5hYmxlX2dsb2JhbF9hdmVyYWdlX2xvc3MYBSABKAg6BHRydWUSLQofc2VxdWVuY2VfdGltZXN0YW1wX2lzX2FzY2VuZGluZxgGIAEoCDoEdHJ1ZRIpChpjb25jYXRfY29udGV4dHVhbF9mZWF0dXJlcxgHIAEoCDoFZmFsc2UilAIKBlBFUE5ldBIZChFlcG5ldF9oaWRkZW5fdW5pdBgBIAEoDRIWCgtlcG5ldF9nYW1tYRgCIAEoAjoBMhIaChJwcG5ldF9oaWRkZW5fdW5pdHMYAyADKA0SIQoQcHBuZXRfYWN0aXZhdGlvbhgEIAEoCToHbm4uUmVMVRIbChNwcG5ldF9kcm9wb3V0X3JhdGlvGAUgAygCEhYKC3BwbmV0X2dhbW1hGAYgASgCOgEyEhkKEWRvbWFpbl9pbnB1dF9uYW1lGAcgASgJEhoKD3Rhc2tfZG9tYWluX251bRgIIAEoDToBMRIsCgt0YXNrX3Rvd2VycxgJIAMoCzIXLnR6cmVjLnByb3Rvcy5UYXNrVG93ZXI", [file_tzrec_protos_module, file_tzrec_protos_tower]);
 
 /**
  * @generated from message tzrec.protos.SimpleMultiTask
@@ -38,21 +38,29 @@ export const SimpleMultiTaskSchema: GenMessage<SimpleMultiTask> = /*@__PURE__*/
  */
 export type MMoE = Message<"tzrec.protos.MMoE"> & {
   /**
+   * mmoe expert module definition
+   *
    * @generated from field: required tzrec.protos.MLP expert_mlp = 1;
    */
   expertMlp?: MLP | undefined;
 
   /**
+   * mmoe gate module definition
+   *
    * @generated from field: optional tzrec.protos.MLP gate_mlp = 2;
    */
   gateMlp?: MLP | undefined;
 
   /**
+   * number of mmoe experts
+   *
    * @generated from field: required uint32 num_expert = 3 [default = 3];
    */
   numExpert: number;
 
   /**
+   * task tower
+   *
    * @generated from field: repeated tzrec.protos.TaskTower task_towers = 4;
    */
   taskTowers: TaskTower[];
@@ -66,15 +74,120 @@ export const MMoESchema: GenMessage<MMoE> = /*@__PURE__*/
   messageDesc(file_tzrec_protos_models_multi_task_rank, 1);
 
 /**
+ * @generated from message tzrec.protos.DBMTL
+ */
+export type DBMTL = Message<"tzrec.protos.DBMTL"> & {
+  /**
+   * shared bottom MaskNet module
+   *
+   * @generated from field: optional tzrec.protos.MaskNetModule mask_net = 6;
+   */
+  maskNet?: MaskNetModule | undefined;
+
+  /**
+   * shared bottom mlp layer
+   *
+   * @generated from field: optional tzrec.protos.MLP bottom_mlp = 1;
+   */
+  bottomMlp?: MLP | undefined;
+
+  /**
+   * mmoe expert mlp layer definition
+   *
+   * @generated from field: optional tzrec.protos.MLP expert_mlp = 2;
+   */
+  expertMlp?: MLP | undefined;
+
+  /**
+   * mmoe gate module definition
+   *
+   * @generated from field: optional tzrec.protos.MLP gate_mlp = 3;
+   */
+  gateMlp?: MLP | undefined;
+
+  /**
+   * number of mmoe experts
+   *
+   * @generated from field: optional uint32 num_expert = 4 [default = 3];
+   */
+  numExpert: number;
+
+  /**
+   * bayes task tower
+   *
+   * @generated from field: repeated tzrec.protos.BayesTaskTower task_towers = 5;
+   */
+  taskTowers: BayesTaskTower[];
+};
+
+/**
+ * Describes the message tzrec.protos.DBMTL.
+ * Use `create(DBMTLSchema)` to create a new message.
+ */
+export const DBMTLSchema: GenMessage<DBMTL> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_models_multi_task_rank, 2);
+
+/**
+ * @generated from message tzrec.protos.DC2VR
+ */
+export type DC2VR = Message<"tzrec.protos.DC2VR"> & {
+  /**
+   * shared bottom mlp layer
+   *
+   * @generated from field: optional tzrec.protos.MLP bottom_mlp = 1;
+   */
+  bottomMlp?: MLP | undefined;
+
+  /**
+   * mmoe expert mlp layer definition
+   *
+   * @generated from field: optional tzrec.protos.MLP expert_mlp = 2;
+   */
+  expertMlp?: MLP | undefined;
+
+  /**
+   * mmoe gate module definition
+   *
+   * @generated from field: optional tzrec.protos.MLP gate_mlp = 3;
+   */
+  gateMlp?: MLP | undefined;
+
+  /**
+   * number of mmoe experts
+   *
+   * @generated from field: optional uint32 num_expert = 4 [default = 3];
+   */
+  numExpert: number;
+
+  /**
+   * task tower
+   *
+   * @generated from field: repeated tzrec.protos.InterventionTaskTower task_towers = 5;
+   */
+  taskTowers: InterventionTaskTower[];
+};
+
+/**
+ * Describes the message tzrec.protos.DC2VR.
+ * Use `create(DC2VRSchema)` to create a new message.
+ */
+export const DC2VRSchema: GenMessage<DC2VR> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_models_multi_task_rank, 3);
+
+/**
  * @generated from message tzrec.protos.PLE
  */
 export type PLE = Message<"tzrec.protos.PLE"> & {
   /**
+   * extraction network
+   *
    * @generated from field: repeated tzrec.protos.ExtractionNetwork extraction_networks = 1;
    */
   extractionNetworks: ExtractionNetwork[];
 
   /**
+   * task tower
+   *
    * @generated from field: repeated tzrec.protos.TaskTower task_towers = 2;
    */
   taskTowers: TaskTower[];
@@ -85,5 +198,207 @@ export type PLE = Message<"tzrec.protos.PLE"> & {
  * Use `create(PLESchema)` to create a new message.
  */
 export const PLESchema: GenMessage<PLE> = /*@__PURE__*/
-  messageDesc(file_tzrec_protos_models_multi_task_rank, 2);
+  messageDesc(file_tzrec_protos_models_multi_task_rank, 4);
+
+/**
+ * @generated from message tzrec.protos.DlrmHSTU
+ */
+export type DlrmHSTU = Message<"tzrec.protos.DlrmHSTU"> & {
+  /**
+   * hstu config
+   *
+   * @generated from field: required tzrec.protos.HSTU hstu = 1;
+   */
+  hstu?: HSTU | undefined;
+
+  /**
+   * multi task tower config
+   *
+   * @generated from field: required tzrec.protos.FusionMTLTower fusion_mtl_tower = 2;
+   */
+  fusionMtlTower?: FusionMTLTower | undefined;
+
+  /**
+   * max sequence length
+   *
+   * @generated from field: required uint32 max_seq_len = 3;
+   */
+  maxSeqLen: number;
+
+  /**
+   * item embedding mlp hidden dimension
+   *
+   * @generated from field: optional uint32 item_embedding_hidden_dim = 4 [default = 512];
+   */
+  itemEmbeddingHiddenDim: number;
+
+  /**
+   * enables loss averaging computation globally across all ranks (total rank)
+   * instead of locally (local rank).
+   *
+   * @generated from field: optional bool enable_global_average_loss = 5 [default = true];
+   */
+  enableGlobalAverageLoss: boolean;
+
+  /**
+   * timestamp of sequence is ascending or descending
+   *
+   * @generated from field: optional bool sequence_timestamp_is_ascending = 6 [default = true];
+   */
+  sequenceTimestampIsAscending: boolean;
+
+  /**
+   * concat all contextual features on channel dim as one token
+   *
+   * @generated from field: optional bool concat_contextual_features = 7 [default = false];
+   */
+  concatContextualFeatures: boolean;
+};
+
+/**
+ * Describes the message tzrec.protos.DlrmHSTU.
+ * Use `create(DlrmHSTUSchema)` to create a new message.
+ */
+export const DlrmHSTUSchema: GenMessage<DlrmHSTU> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_models_multi_task_rank, 5);
+
+/**
+ * @generated from message tzrec.protos.UltraHSTU
+ */
+export type UltraHSTU = Message<"tzrec.protos.UltraHSTU"> & {
+  /**
+   * Mixture of Transducers: one HSTU per channel; per-candidate
+   * outputs are concatenated on the embedding dim.  >= 2 entries
+   * requires every entry to set a unique non-empty `name` plus the
+   * matching `<name>` / `<name>_action` / `<name>_watchtime` /
+   * `<name>_timestamp` feature_groups.  Candidate-side and
+   * contextual groups are shared across all channels.
+   *
+   * @generated from field: repeated tzrec.protos.HSTU hstu = 1;
+   */
+  hstu: HSTU[];
+
+  /**
+   * multi task tower config
+   *
+   * @generated from field: required tzrec.protos.FusionMTLTower fusion_mtl_tower = 2;
+   */
+  fusionMtlTower?: FusionMTLTower | undefined;
+
+  /**
+   * max sequence length
+   *
+   * @generated from field: required uint32 max_seq_len = 3;
+   */
+  maxSeqLen: number;
+
+  /**
+   * item embedding mlp hidden dimension
+   *
+   * @generated from field: optional uint32 item_embedding_hidden_dim = 4 [default = 512];
+   */
+  itemEmbeddingHiddenDim: number;
+
+  /**
+   * enables loss averaging computation globally across all ranks (total rank)
+   * instead of locally (local rank).
+   *
+   * @generated from field: optional bool enable_global_average_loss = 5 [default = true];
+   */
+  enableGlobalAverageLoss: boolean;
+
+  /**
+   * timestamp of sequence is ascending or descending
+   *
+   * @generated from field: optional bool sequence_timestamp_is_ascending = 6 [default = true];
+   */
+  sequenceTimestampIsAscending: boolean;
+
+  /**
+   * concat all contextual features on channel dim as one token
+   *
+   * @generated from field: optional bool concat_contextual_features = 7 [default = false];
+   */
+  concatContextualFeatures: boolean;
+};
+
+/**
+ * Describes the message tzrec.protos.UltraHSTU.
+ * Use `create(UltraHSTUSchema)` to create a new message.
+ */
+export const UltraHSTUSchema: GenMessage<UltraHSTU> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_models_multi_task_rank, 6);
+
+/**
+ * @generated from message tzrec.protos.PEPNet
+ */
+export type PEPNet = Message<"tzrec.protos.PEPNet"> & {
+  /**
+   * epnet hidden units
+   *
+   * @generated from field: optional uint32 epnet_hidden_unit = 1;
+   */
+  epnetHiddenUnit: number;
+
+  /**
+   * activation function for epnet
+   *
+   * @generated from field: optional float epnet_gamma = 2 [default = 2];
+   */
+  epnetGamma: number;
+
+  /**
+   * ppnet hidden units
+   *
+   * @generated from field: repeated uint32 ppnet_hidden_units = 3;
+   */
+  ppnetHiddenUnits: number[];
+
+  /**
+   * activation function for ppnet
+   *
+   * @generated from field: optional string ppnet_activation = 4 [default = "nn.ReLU"];
+   */
+  ppnetActivation: string;
+
+  /**
+   * ratio of dropout
+   *
+   * @generated from field: repeated float ppnet_dropout_ratio = 5;
+   */
+  ppnetDropoutRatio: number[];
+
+  /**
+   * @generated from field: optional float ppnet_gamma = 6 [default = 2];
+   */
+  ppnetGamma: number;
+
+  /**
+   * domain feature name, must is num bucket
+   *
+   * @generated from field: optional string domain_input_name = 7;
+   */
+  domainInputName: string;
+
+  /**
+   * domain number for each task
+   *
+   * @generated from field: optional uint32 task_domain_num = 8 [default = 1];
+   */
+  taskDomainNum: number;
+
+  /**
+   * task tower
+   *
+   * @generated from field: repeated tzrec.protos.TaskTower task_towers = 9;
+   */
+  taskTowers: TaskTower[];
+};
+
+/**
+ * Describes the message tzrec.protos.PEPNet.
+ * Use `create(PEPNetSchema)` to create a new message.
+ */
+export const PEPNetSchema: GenMessage<PEPNet> = /*@__PURE__*/
+  messageDesc(file_tzrec_protos_models_multi_task_rank, 7);
 
