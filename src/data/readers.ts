@@ -259,7 +259,11 @@ async function* csvBatches(
           stream: true,
         });
       } catch (error) {
-        throw new TypeError(`${path}:${line}: not valid UTF-8`, { cause: error });
+        // The line of the first bad byte: `line` is where `pending` starts.
+        const text = pending + (end ? "" : validUtf8Prefix(bytes.subarray(0, bytesRead)));
+        let at = line;
+        for (let i = text.indexOf("\n"); i !== -1; i = text.indexOf("\n", i + 1)) at++;
+        throw new TypeError(`${path}:${at}: not valid UTF-8`, { cause: error });
       }
       if (config === undefined) {
         const lf = pending.indexOf("\n");
@@ -318,6 +322,21 @@ async function* csvBatches(
   } finally {
     await file.close();
   }
+}
+
+/** The text of the longest prefix of `bytes` that is valid UTF-8 (a sequence cut at the end is valid). */
+function validUtf8Prefix(bytes: Uint8Array): string {
+  let valid = 0, invalid = bytes.length + 1;
+  while (invalid - valid > 1) {
+    const mid = (valid + invalid) >> 1;
+    try {
+      new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(0, mid), { stream: true });
+      valid = mid;
+    } catch {
+      invalid = mid;
+    }
+  }
+  return new TextDecoder().decode(bytes.subarray(0, valid), { stream: true });
 }
 
 /**
