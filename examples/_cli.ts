@@ -2,6 +2,7 @@
 // embed_model.ts): errors as one line and exit code 1 (`exitOnErrors`, from
 // _cli_errors.ts), strict flags with typed values, input reading by
 // extension, column checks before any work, progress output.
+import { open } from "node:fs/promises";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { inputColumns, readRecords } from "../src/data/readers.ts";
@@ -156,11 +157,38 @@ export function records(
 const COMMON_DELIMITERS = [",", ";", "\t", "|"];
 
 /**
+ * When the first line of a CSV file holds another common delimiter and not
+ * `delimiter`: what to say about it; else "".
+ */
+async function delimiterHint(path: string, delimiter: string): Promise<string> {
+  if (/\.(parquet|pq)$/i.test(path)) return "";
+  let first: string;
+  try {
+    const file = await open(path, "r");
+    try {
+      const bytes = new Uint8Array(1 << 16);
+      const { bytesRead } = await file.read(bytes, 0, bytes.length, 0);
+      first = new TextDecoder().decode(bytes.subarray(0, bytesRead)).split("\n")[0];
+    } finally {
+      await file.close();
+    }
+  } catch {
+    return ""; // the reader reports the file itself
+  }
+  const other = COMMON_DELIMITERS.find((d) => d !== delimiter && first.includes(d));
+  return other === undefined || first.includes(delimiter)
+    ? ""
+    : `the file seems delimited by ${JSON.stringify(other)}, not by ${
+      JSON.stringify(delimiter)
+    } (data_config.delimiter)`;
+}
+
+/**
  * Fails before any training or scoring when an input lacks a column the
- * model needs (every missing column named, with what needs it), or one of
- * `extra` (e.g. `--reserved_columns`). A header read as one column that
- * holds another common delimiter says so: the file's delimiter is not the
- * config's.
+ * model needs (every missing column named, with what needs it, and the
+ * header), or one of `extra` (e.g. `--reserved_columns`). A CSV file whose
+ * first line holds another common delimiter than the config's (read as one
+ * giant column, or a header that does not parse) says so.
  */
 export async function checkColumns(
   paths: string[],
@@ -169,7 +197,14 @@ export async function checkColumns(
   extra: readonly RequiredColumn[] = [],
 ): Promise<void> {
   for (const path of paths) {
-    const header = await inputColumns(path, { delimiter });
+    let header: string[];
+    try {
+      header = await inputColumns(path, { delimiter });
+    } catch (error) {
+      const hint = await delimiterHint(path, delimiter);
+      if (hint === "") throw error;
+      throw new TypeError(`${(error as Error).message}: ${hint}`, { cause: error });
+    }
     try {
       encoder.checkColumns(header, path);
       const missing = extra.find(({ column }) => !header.includes(column));
@@ -182,23 +217,20 @@ export async function checkColumns(
       }
     } catch (error) {
       if (!(error instanceof FeatureError)) throw error;
-      const other = COMMON_DELIMITERS.find((d) => d !== delimiter && header[0]?.includes(d));
-      if (header.length !== 1 || other === undefined) {
-        const columns = header.join(delimiter);
+      const hint = header.length === 1 ? await delimiterHint(path, delimiter) : "";
+      if (hint !== "") {
         throw new FeatureError(
-          `${error.message} (header: ${
-            columns.length > 200 ? columns.slice(0, 200) + "..." : columns
-          })`,
-          error.location,
+          `${path}:1: the header is one column, ${JSON.stringify(header[0].slice(0, 80))}: ${hint}`,
+          path,
           error.column,
         );
       }
+      const columns = header.join(delimiter);
       throw new FeatureError(
-        `${path}:1: the header is one column, ${JSON.stringify(header[0].slice(0, 80))}: the ` +
-          `file seems delimited by ${JSON.stringify(other)}, not by ${
-            JSON.stringify(delimiter)
-          } (data_config.delimiter)`,
-        path,
+        `${error.message} (header: ${
+          columns.length > 200 ? columns.slice(0, 200) + "..." : columns
+        })`,
+        error.location,
         error.column,
       );
     }
