@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
+import { Buffer } from "node:buffer";
 import { modelCheckpoint } from "../src/io/checkpoint.ts";
 import { resolveConfig } from "../src/config/config.ts";
 import { parsePipelineConfig } from "../src/config/config_text.ts";
@@ -309,6 +310,11 @@ test("cli: predict.ts checks the header, names file lines, clamps and skips bad 
       "semicolons",
     );
     assertOneLineError(
+      predict(['"req";"user_id";"pid";"price"', '"a";"3";"p1";"1"']),
+      /^error: .*in\.csv:1: header row: .*: the file seems delimited by ";", not by ","/,
+      "quoted header, semicolons",
+    );
+    assertOneLineError(
       predict(["req,userid,pid,price", "a,3,p1,1"]),
       /^error: .*in\.csv: missing column 'user_id' \(needed by feature user_id\) \(header: req,userid,pid,price\)$/,
       "renamed column",
@@ -323,6 +329,23 @@ test("cli: predict.ts checks the header, names file lines, clamps and skips bad 
       predict([...good, "e,2,p1,1,0", "d,x7,p1,1,0"]),
       /^error: .*in\.csv:7: column 'user_id': "x7" is not an integer id$/,
       "bad value",
+    );
+    // Invalid UTF-8 on line 6: named there (not at the start of the read chunk).
+    writeFileSync(
+      input,
+      Buffer.concat([Buffer.from(good.join("\n") + "\n"), Buffer.from([0x64, 0x2c, 0xff, 0x0a])]),
+    );
+    assertOneLineError(
+      runCli("examples/predict.ts", [
+        "--model_dir",
+        modelDir,
+        "--predict_input_path",
+        input,
+        "--predict_output_path",
+        output,
+      ]),
+      /^error: .*in\.csv:6: not valid UTF-8$/,
+      "invalid UTF-8",
     );
     // Out of range: an error naming the line, or clamped and counted.
     const outOfRange = ["req,user_id,pid,price", "a,3,p1,1", "b,12,p1,1"];
