@@ -310,6 +310,11 @@ test("serve: a model that fails to load gives 503; the reason is logged once, no
       String(logged[1][0]),
       /^denorec serve: model not loaded: checkpoint does not match the model:[\s\S]*checkpoint shape \[8, 16\], model \[4, 16\]/,
     );
+    // A promise of something else than a loaded model is a load failure too.
+    const wrong = serve.createHandler(Promise.resolve({ predictor: "x" } as never));
+    await expectError(await wrong(new Request(`${URL_BASE}/healthz`)), 503, NOT_LOADED);
+    assert.equal(logged.length, 3);
+    assert.match(String(logged[2][0]), /model not loaded: model must be \{ predictor: Predictor/);
   } finally {
     console.error = original;
   }
@@ -441,6 +446,11 @@ test("serve: a body not complete in time is 408; busy is 503 with Retry-After; s
   assert.throws(() => serve.createHandler(loaded, { bodyTimeoutMs: 0 }), {
     name: "RangeError",
     message: "limits.bodyTimeoutMs must be a positive integer, got 0",
+  });
+  assert.throws(() => serve.createHandler(null as never), {
+    name: "TypeError",
+    message:
+      "model must be { predictor: Predictor, source, loadMs } (or a promise of it), got null",
   });
 });
 

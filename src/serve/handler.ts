@@ -57,9 +57,7 @@
  * @module
  */
 import { bestKernelVariant } from "../kernels/kernels.ts";
-import { PredictError, type Predictor } from "./inference.ts";
-
-export type { Predictor };
+import { PredictError, Predictor } from "./inference.ts";
 
 /**
  * Request limits of {@link createHandler}.
@@ -332,6 +330,16 @@ function modelInfo(loaded: LoadedModel, limits: ServeLimits): Record<string, unk
   };
 }
 
+/** `value` as a {@link LoadedModel}, or a TypeError saying what it is instead. */
+function checkModel(value: unknown): LoadedModel {
+  const predictor = (value as { predictor?: unknown } | null)?.predictor;
+  if (predictor instanceof Predictor) return value as LoadedModel;
+  throw new TypeError(
+    "model must be { predictor: Predictor, source, loadMs } (or a promise of it), got " +
+      (value === null ? "null" : typeof value),
+  );
+}
+
 function checkLimits(limits: ServeLimits): void {
   for (const [name, value] of Object.entries(limits)) {
     if (!Number.isInteger(value) || value <= 0) {
@@ -342,8 +350,11 @@ function checkLimits(limits: ServeLimits): void {
 
 /**
  * The request handler over a model that is loaded or loading (a promise): a
- * load failure is logged once and answered with 503 from then on (the
- * reason stays in the server log: it names files). Limits not given are
+ * load failure (or a promise of something else) is logged once and
+ * answered with 503 from then on (the reason stays in the server log: it
+ * names files). A `model` that is not a {@link LoadedModel} throws a
+ * `TypeError`, limits that are not positive integers a `RangeError`. Limits
+ * not given are
  * {@link DEFAULT_LIMITS}; the predictor should accept `maxRows` rows per
  * call. The handler never throws.
  *
@@ -373,7 +384,8 @@ export function createHandler(
 ): (request: Request) => Promise<Response> {
   const settings: ServeLimits = { ...DEFAULT_LIMITS, ...limits };
   checkLimits(settings);
-  const ready = Promise.resolve(model).then(
+  if (!(model instanceof Promise)) checkModel(model);
+  const ready = Promise.resolve(model).then(checkModel).then(
     (loaded) => ({ loaded, reason: "" }),
     (error: unknown) => {
       const reason = error instanceof Error ? error.message : String(error);
