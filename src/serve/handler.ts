@@ -204,8 +204,8 @@ function checkContentType(request: Request): void {
 /**
  * The body as UTF-8 text: refuses more than `limit` bytes (declared or
  * counted while it streams in) and a body that is not complete `timeoutMs`
- * after reading starts (the stream is then cancelled, releasing the
- * connection).
+ * after reading starts (the stream is then cancelled; see
+ * {@link ServeLimits.bodyTimeoutMs}).
  */
 async function readBody(request: Request, limit: number, timeoutMs: number): Promise<string> {
   const declared = request.headers.get("content-length");
@@ -223,16 +223,16 @@ async function readBody(request: Request, limit: number, timeoutMs: number): Pro
     timedOut = true;
     reader.cancel().catch(() => {});
   }, timeoutMs);
+  const late = () =>
+    new HttpError(408, `request body not complete after ${timeoutMs} ms`, {}, {
+      connection: "close",
+    });
   const chunks: Uint8Array[] = [];
   let size = 0;
   try {
     for (;;) {
       const { done, value } = await reader.read();
-      if (timedOut) {
-        throw new HttpError(408, `request body not complete after ${timeoutMs} ms`, {}, {
-          connection: "close",
-        });
-      }
+      if (timedOut) throw late();
       if (done) break;
       size += value.byteLength;
       if (size > limit) {
@@ -243,6 +243,7 @@ async function readBody(request: Request, limit: number, timeoutMs: number): Pro
     }
   } catch (error) {
     if (error instanceof HttpError) throw error;
+    if (timedOut) throw late(); // a runtime whose cancel fails the pending read
     throw new HttpError(400, `could not read the request body: ${(error as Error).message}`);
   } finally {
     clearTimeout(timer);
