@@ -150,13 +150,16 @@ export function createRunner(): Promise<CaseRunner> {
       if (error instanceof ConfigTextError) {
         const place = /^mmoe_taobao\.config:(\d+):(\d+): /.exec(error.message);
         const ok = place !== null && Number(place[1]) >= 1 && Number(place[1]) <= lines &&
-          Number(place[2]) >= 1 && !error.message.includes("\n");
-        return Promise.resolve(
-          ok ? { outcome: "clear error", detail } : {
+          Number(place[2]) >= 1;
+        if (!ok) {
+          return Promise.resolve({
             outcome: "crash",
             detail: `${detail}: badly located: ${error.message}`,
-          },
-        );
+          });
+        }
+        // txtpb quotes a bad escape as is: `invalid escape \<line break>` (the CLIs print one line).
+        const note = error.message.includes("\n") ? "message holds a line break" : undefined;
+        return Promise.resolve({ outcome: "clear error", detail, note });
       }
       if (error instanceof ConfigError) {
         // resolveConfig: the message starts with the field path.
