@@ -10,7 +10,7 @@ import { FeatureError, type RequiredColumn } from "../src/data/features.ts";
 import type { LocatedRecord } from "../src/core/records.ts";
 import { DEBUG_FLAG, terminal } from "./_cli_errors.ts";
 
-export { exitOnErrors, formatCliError } from "./_cli_errors.ts";
+export { exitOnErrors } from "./_cli_errors.ts";
 
 /** A flag taking a string: `--model_dir experiments/x` or `--model_dir=experiments/x`. */
 export interface StringFlag {

@@ -44,7 +44,7 @@ function debugVariable(): string | undefined {
 }
 
 /** Whether this process was asked for stack traces (`--debug`, `DENOREC_DEBUG=1`). */
-export function debugRequested(): boolean {
+function debugRequested(): boolean {
   return commandLine().includes(DEBUG_FLAG) || debugVariable() === "1";
 }
 
@@ -53,7 +53,7 @@ export function debugRequested(): boolean {
  * breaks of multi-line messages become "; "), or with `debug` the stack and
  * every cause.
  */
-export function formatCliError(error: unknown, debug: boolean): string {
+function formatCliError(error: unknown, debug: boolean): string {
   if (debug) {
     const parts: string[] = [];
     for (let e: unknown = error, depth = 0; e !== undefined && depth < 8; depth++) {
