@@ -31,7 +31,7 @@ export type Outcome =
   | "500";
 
 /** Outcomes in print order; those after "accepted" must never happen. */
-export const OUTCOMES: readonly Outcome[] = [
+const OUTCOMES: readonly Outcome[] = [
   "clear error",
   "accepted correct",
   "accepted",
@@ -69,13 +69,13 @@ export function iterations(fallback: number): number {
 }
 
 /** The seed of every sequence: `FUZZ_SEED` if set, else 1. */
-export function fuzzSeed(): number {
+function fuzzSeed(): number {
   const text = process.env.FUZZ_SEED;
   return text === undefined || text === "" ? 1 : Number(text) >>> 0;
 }
 
 /** Counts of each outcome, with the first few details of the bad ones. */
-export class Tally {
+class Tally {
   readonly counts: Record<Outcome, number> = Object.fromEntries(
     OUTCOMES.map((o) => [o, 0]),
   ) as Record<Outcome, number>;

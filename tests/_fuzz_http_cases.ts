@@ -51,7 +51,7 @@ model_config {
 `;
 
 /** Small limits, so that huge and slow bodies cost little. */
-export const LIMITS: ServeLimits = {
+const LIMITS: ServeLimits = {
   maxBodyBytes: 16384,
   maxRows: 64,
   maxDepth: 4,
