@@ -319,6 +319,7 @@ for (const v of variants) {
       const request = new Request("http://127.0.0.1/predict", {
         method: "POST",
         body: bodies[i % bodies.length],
+        headers: { "content-type": "application/json" },
       });
       const t = performance.now();
       const response = await handler(request);
@@ -435,7 +436,11 @@ for (const runtime of ["deno", "bun"] as const) {
       );
       // Warm-up (JIT), then measure.
       for (let i = 0; i < 50; i++) {
-        const r = await fetch(`${server.url}/predict`, { method: "POST", body: bodies[i % 64] });
+        const r = await fetch(`${server.url}/predict`, {
+          method: "POST",
+          body: bodies[i % 64],
+          headers: { "content-type": "application/json" },
+        });
         await r.arrayBuffer();
       }
       const before = rssOf(server.pid);

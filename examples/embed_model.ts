@@ -14,7 +14,7 @@
  * checkpoint as base64. JSON rather than a `.ts` module with a string
  * literal: Deno imports 10 MB of JSON in ~35 ms, of TypeScript in ~130 ms
  * (bench/serve_load.ts). Runs under Bun too (`bun run examples/embed_model.ts
- * <model_dir>`).
+ * <model_dir>`). Errors are one line and exit code 1 (`--debug`: the stack).
  *
  * @module
  */
@@ -23,6 +23,7 @@ import { join } from "node:path";
 import process from "node:process";
 import type { PipelineConfig } from "../src/config/config.ts";
 import { modelCheckpoint, parsePipelineConfig, Predictor, readCheckpoint } from "../mod.ts";
+import { exitOnErrors, parseFlags } from "./_cli.ts";
 
 /** The shape of `model_embedded.json`: both null when no model is embedded. */
 export interface EmbeddedModel {
@@ -62,12 +63,9 @@ export function embedModel(
 }
 
 if (import.meta.main) {
-  const [dir, out = new URL("./model_embedded.json", import.meta.url).pathname] = process.argv
-    .slice(2);
-  if (dir === undefined) {
-    console.error("usage: embed_model.ts <model_dir> [out.json]");
-    process.exit(2);
-  }
+  exitOnErrors();
+  const { positionals } = parseFlags(process.argv.slice(2), {}, [1, 2]);
+  const [dir, out = new URL("./model_embedded.json", import.meta.url).pathname] = positionals;
   const configText = await readFile(join(dir, "pipeline.config"), "utf8");
   const checkpoint = await readCheckpoint(join(dir, "model.safetensors"));
   const text = JSON.stringify(embedModel(configText, checkpoint, dir), null, 2) + "\n";

@@ -2,33 +2,46 @@
  * Evaluate a trained model, like `python -m tzrec.eval`:
  *
  *   deno run -A examples/eval.ts --model_dir experiments/mmoe_taobao \
- *     [--pipeline_config_path <model_dir>/pipeline.config] [--eval_input_path data/taobao_eval.csv]
+ *     [--pipeline_config_path <model_dir>/pipeline.config] [--eval_input_path data/taobao_eval.csv] \
+ *     [--batch_size N] [--skip_bad_rows] [--clamp_out_of_range] [--debug]
  *
  * Loads `<model_dir>/model.safetensors`, evaluates every configured metric and
  * loss on the eval input (CSV, or Parquet by extension) and writes them as one
- * JSON line to `<model_dir>/eval_result.txt`.
+ * JSON line to `<model_dir>/eval_result.txt`. The input must hold every
+ * column the model and its towers read (checked before any work);
+ * `--skip_bad_rows` and `--clamp_out_of_range` work as in train.ts, so data
+ * trained with clamping evaluates the same way. Errors are one line with
+ * their file and line, exit code 1; `--debug` prints the stack.
+ *
+ * @module
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { parseArgs } from "node:util";
 import { evaluate, loadCheckpoint, MMoEModel, readCheckpoint, resolveConfig } from "../mod.ts";
 import { loadPipelineConfig } from "../src/config/config_text.ts";
 import { batchRecords, FeatureEncoder } from "../src/data/features.ts";
-import { checkColumns, records, status } from "./_cli.ts";
+import {
+  checkColumns,
+  exitOnErrors,
+  parseFlags,
+  records,
+  reportClamped,
+  type SkipCounter,
+  status,
+} from "./_cli.ts";
 
-const { values: flags } = parseArgs({
-  args: process.argv.slice(2),
-  options: {
-    pipeline_config_path: { type: "string" },
-    eval_input_path: { type: "string" },
-    model_dir: { type: "string" },
-    batch_size: { type: "string" },
-    skip_bad_rows: { type: "boolean", default: false },
-  },
+exitOnErrors();
+const { flags } = parseFlags(process.argv.slice(2), {
+  pipeline_config_path: { type: "string" },
+  eval_input_path: { type: "string" },
+  model_dir: { type: "string" },
+  batch_size: { type: "integer" },
+  skip_bad_rows: { type: "boolean" },
+  clamp_out_of_range: { type: "boolean" },
 });
-if (!flags.model_dir && !flags.pipeline_config_path) {
-  throw new Error(
+if (flags.model_dir === undefined && flags.pipeline_config_path === undefined) {
+  throw new TypeError(
     "give --model_dir (holding pipeline.config and model.safetensors) or --pipeline_config_path",
   );
 }
@@ -37,13 +50,15 @@ const pipeline = await loadPipelineConfig(
 );
 if (flags.eval_input_path) pipeline.evalInputPath = flags.eval_input_path;
 if (flags.model_dir) pipeline.modelDir = flags.model_dir;
-if (flags.batch_size) {
-  pipeline.dataConfig = { ...pipeline.dataConfig, batchSize: Number(flags.batch_size) };
+if (flags.batch_size !== undefined) {
+  pipeline.dataConfig = { ...pipeline.dataConfig, batchSize: flags.batch_size };
 }
 const config = resolveConfig(pipeline);
 const { evalInputPath, modelDir } = config.paths;
 
-const encoder = new FeatureEncoder(config);
+const encoder = new FeatureEncoder(config, {
+  outOfRange: flags.clamp_out_of_range ? "clamp" : "error",
+});
 await checkColumns([evalInputPath], encoder, config.data.delimiter);
 const model = new MMoEModel(config, { maxBatch: config.data.batchSize });
 loadCheckpoint(model, await readCheckpoint(join(modelDir, "model.safetensors")), {
@@ -52,11 +67,11 @@ loadCheckpoint(model, await readCheckpoint(join(modelDir, "model.safetensors")),
 
 let rows = 0;
 const started = performance.now();
+const counter: SkipCounter = { skipped: 0 };
+const input = records(evalInputPath, config.data.delimiter, flags.skip_bad_rows, counter);
 const metrics = await evaluate(
   model,
-  batchRecords(records(evalInputPath, config.data.delimiter, flags.skip_bad_rows), encoder, {
-    batchSize: config.data.batchSize,
-  }),
+  batchRecords(input, encoder, { batchSize: config.data.batchSize }),
   {
     onBatch: (_, batch) => {
       rows += batch.size;
@@ -70,6 +85,8 @@ status(
   `evaluated ${rows} rows in ${seconds.toFixed(1)} s (${Math.round(rows / seconds)} rows/s)`,
   true,
 );
+if (counter.skipped > 0) console.log(`skipped ${counter.skipped} bad rows (--skip_bad_rows)`);
+reportClamped(encoder.clampCounts);
 for (const [name, value] of Object.entries(metrics)) {
   console.log(`  ${name.padEnd(28)} ${value.toFixed(6)}`);
 }

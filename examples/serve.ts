@@ -1,29 +1,29 @@
 /**
  * An HTTP scoring service for a trained MMoE: one file that runs under
- * `deno serve`, on Deno Deploy and under Bun.
+ * `deno serve`, on Deno Deploy and under Bun. The handler is the library's
+ * `createHandler` (src/serve/handler.ts: routes, limits, JSON errors, never
+ * a 500 for anything a client sends); this file loads the model and starts
+ * the server.
  *
- *   POST /predict  {"rows": [{"user_id": 17, "adgroup_id": 5, ...}, ...]}
+ *   POST /predict  content-type: application/json  {"rows": [{"user_id": 17, ...}, ...]}
  *                  -> 200 {"logits_ctr": [...], "probs_ctr": [...], ...}
  *   GET  /healthz  -> 200 {"status": "ok", "towers": [...], "columns": [...], ...}
- *
- * Bad input is a 400 with `{"error": "row 3: column 'user_id': ..."}` (plus
- * `row` and `column` when one row is at fault), never a 500: a body over
- * {@link DEFAULT_LIMITS}.maxBodyBytes (counted while it streams in), invalid
- * UTF-8 or JSON, JSON nested deeper than the request shape needs (checked
- * before parsing), another top-level key than `rows`, more than `maxRows`
- * rows, a row that is not an object, an unknown column, a value of the wrong
- * type. An unknown path is a 404, a known path with another method a 405
- * with `Allow`. If the model failed to load, every request to /predict and
- * /healthz is a 503 naming the reason (logged once at start).
  *
  * The model is loaded once per process at cold start, from the directory in
  * `DENOREC_MODEL_DIR` (`pipeline.config` + `model.safetensors`) when that
  * variable is set, otherwise from `examples/model_embedded.json` (written by
  * `examples/embed_model.ts`: the typed config and the parameters as base64;
- * it needs no permission at all and starts fastest).
+ * it needs no permission at all and starts fastest). If it fails to load,
+ * the reason is logged once and every request is answered 503.
  *
  *   deno serve --allow-read=experiments/mmoe_taobao --allow-env=DENOREC_MODEL_DIR examples/serve.ts
  *   DENOREC_MODEL_DIR=experiments/mmoe_taobao HOST=127.0.0.1 PORT=8000 bun run examples/serve.ts
+ *
+ * Under Bun, `PORT` (default 3000) and `HOST` (default all interfaces) are
+ * checked (a bad `PORT` is an error, not port 3000), and Bun's development
+ * error page is off: its own errors are JSON too. A server that cannot
+ * start (port in use) prints one line `error: ...` and exits with code 1
+ * under both runtimes (`DENOREC_DEBUG=1`: the stack).
  *
  * @module
  */
@@ -32,39 +32,31 @@
 // by src/checkpoint.ts) cost more start-up time than loading a small model
 // (bench/serve_load.ts). The text parser is loaded only for a model dir.
 import type { PipelineConfig } from "../src/config/config.ts";
-import { loadPredictor, PredictError, Predictor } from "../src/serve/inference.ts";
-import { bestKernelVariant } from "../src/kernels/kernels.ts";
+import { loadPredictor, Predictor } from "../src/serve/inference.ts";
+import {
+  createHandler,
+  DEFAULT_LIMITS,
+  internalErrorResponse,
+  type LoadedModel,
+} from "../src/serve/handler.ts";
+import { exitOnErrors } from "./_cli_errors.ts";
 import type { EmbeddedModel } from "./embed_model.ts";
 import embeddedJson from "./model_embedded.json" with { type: "json" };
+
+export {
+  createHandler,
+  DEFAULT_LIMITS,
+  type LoadedModel,
+  type ServeLimits,
+} from "../src/serve/handler.ts";
+
+if (import.meta.main) exitOnErrors();
 
 /** The model `examples/embed_model.ts` wrote (config and checkpoint null: none). */
 const embedded = embeddedJson as unknown as EmbeddedModel;
 
 /** The environment variable naming the model directory. */
 export const MODEL_DIR_VARIABLE = "DENOREC_MODEL_DIR";
-
-/** Request limits of the handler. */
-export interface ServeLimits {
-  /** Largest request body in bytes (counted while reading). */
-  maxBodyBytes: number;
-  /** Most rows per request (also the predictor's batch: one model call per request). */
-  maxRows: number;
-  /** Deepest JSON nesting: `{"rows": [{"tags": [...]}]}` is 4. */
-  maxDepth: number;
-}
-
-/** 1 MiB of body, 1024 rows, the 4 levels the request shape has. */
-export const DEFAULT_LIMITS: ServeLimits = { maxBodyBytes: 1 << 20, maxRows: 1024, maxDepth: 4 };
-
-/** A loaded model and where it came from (for /healthz). */
-export interface LoadedModel {
-  /** The predictor. */
-  predictor: Predictor;
-  /** `dir <path>` or `embedded`. */
-  source: string;
-  /** Milliseconds to parse the config, build the arena and load the checkpoint. */
-  loadMs: number;
-}
 
 /** The Deno namespace, or undefined under Bun and Node. */
 const deno = (globalThis as { Deno?: typeof Deno }).Deno;
@@ -90,7 +82,9 @@ export async function loadModelDir(
   const configText = new TextDecoder().decode(await readBytes(`${dir}/pipeline.config`));
   const checkpoint = await readBytes(`${dir}/model.safetensors`);
   const predictor = await loadPredictor(configText, checkpoint, { maxBatch: maxRows, maxRows });
-  return { predictor, source: `dir ${dir}`, loadMs: performance.now() - started };
+  // The last path segment only: /healthz answers clients, who need no absolute paths.
+  const name = dir.replace(/[\\/]+$/, "").split(/[\\/]/).pop() || dir;
+  return { predictor, source: `dir ${name}`, loadMs: performance.now() - started };
 }
 
 /** Base64 -> bytes: `Uint8Array.fromBase64` where the runtime has it, else an `atob` loop. */
@@ -144,198 +138,34 @@ async function loadDefaultModel(): Promise<LoadedModel> {
   );
 }
 
-// ------------------------------------------------------------------ handler
-
-/** A client error: 400 with this message. */
-class BadRequest extends Error {}
-
-const JSON_HEADERS = { "content-type": "application/json; charset=utf-8" };
-
-function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify(body), { status, headers: { ...JSON_HEADERS, ...headers } });
-}
-
-/** The body as UTF-8 text, refusing more than `limit` bytes while it streams in. */
-async function readBody(request: Request, limit: number): Promise<string> {
-  const declared = request.headers.get("content-length");
-  if (declared !== null && Number(declared) > limit) {
-    throw new BadRequest(`request body of ${declared} bytes is over the ${limit}-byte limit`);
-  }
-  if (request.body === null) throw new BadRequest('empty body: send JSON {"rows": [...]}');
-  const reader = request.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.byteLength;
-      if (size > limit) {
-        reader.cancel().catch(() => {});
-        throw new BadRequest(`request body is over the ${limit}-byte limit`);
-      }
-      chunks.push(value);
-    }
-  } catch (error) {
-    if (error instanceof BadRequest) throw error;
-    throw new BadRequest(`could not read the request body: ${(error as Error).message}`);
-  }
-  const bytes = chunks.length === 1 ? chunks[0] : new Uint8Array(size);
-  if (chunks.length !== 1) {
-    let at = 0;
-    for (const chunk of chunks) bytes.set(chunk, at), at += chunk.byteLength;
-  }
-  try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-  } catch {
-    throw new BadRequest("request body is not valid UTF-8");
-  }
-}
-
-/**
- * Refuses JSON nested deeper than `max` before `JSON.parse` sees it (a deep
- * enough nesting overflows the stack of a recursive parser).
- */
-function checkDepth(text: string, max: number): void {
-  let depth = 0, inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === 92) i++; // backslash: skip the escaped character
-      else if (c === 34) inString = false;
-    } else if (c === 34) {
-      inString = true;
-    } else if (c === 91 || c === 123) {
-      if (++depth > max) {
-        throw new BadRequest(
-          `JSON is nested deeper than ${max} levels (expected {"rows": [{"column": value}]})`,
-        );
-      }
-    } else if (c === 93 || c === 125) {
-      depth--;
-    }
-  }
-}
-
-/** The rows of a parsed body `{"rows": [...]}`. */
-function requestRows(body: unknown, maxRows: number): Record<string, unknown>[] {
-  if (typeof body !== "object" || body === null || Array.isArray(body)) {
-    throw new BadRequest(
-      `body must be a JSON object {"rows": [...]}, got ${
-        Array.isArray(body) ? "an array" : body === null ? "null" : typeof body
-      }`,
-    );
-  }
-  for (const key in body) {
-    if (key !== "rows") throw new BadRequest(`unknown key '${key}' (the body has only "rows")`);
-  }
-  const rows = (body as { rows?: unknown }).rows;
-  if (!Array.isArray(rows)) throw new BadRequest('"rows" must be an array of row objects');
-  if (rows.length > maxRows) {
-    throw new BadRequest(`too many rows: ${rows.length}, the limit is ${maxRows} per request`);
-  }
-  return rows;
-}
-
-/** The /healthz body: what the model reads and returns. */
-function modelInfo(loaded: LoadedModel, limits: ServeLimits): Record<string, unknown> {
-  const { predictor } = loaded;
-  const config = predictor.config;
-  return {
-    status: "ok",
-    source: loaded.source,
-    loadMs: Math.round(loaded.loadMs * 10) / 10,
-    towers: config.towers.map((t) => t.name),
-    outputs: predictor.outputs,
-    columns: predictor.columns,
-    experts: config.numExpert,
-    parameters: predictor.model.parameters.reduce(
-      (sum, p) => sum + p.shape.reduce((a, b) => a * b, 1),
-      0,
-    ),
-    arenaBytes: predictor.model.memory.buffer.byteLength,
-    kernels: bestKernelVariant(),
-    limits,
-  };
-}
-
-/**
- * The request handler over a model that is loading or loaded: a load failure
- * is logged once and answered with 503 from then on.
- */
-export function createHandler(
-  model: Promise<LoadedModel>,
-  limits: Partial<ServeLimits> = {},
-): (request: Request) => Promise<Response> {
-  const settings: ServeLimits = { ...DEFAULT_LIMITS, ...limits };
-  const ready = model.then(
-    (loaded) => ({ loaded, reason: "" }),
-    (error: unknown) => {
-      const reason = error instanceof Error ? error.message : String(error);
-      console.error(`denorec serve: model not loaded: ${reason}`);
-      return { loaded: null, reason };
-    },
-  );
-  return async (request: Request): Promise<Response> => {
-    const { pathname } = new URL(request.url);
-    const method = request.method;
-    if (pathname === "/predict") {
-      if (method !== "POST") return json(405, { error: "use POST" }, { allow: "POST" });
-    } else if (pathname === "/healthz") {
-      if (method !== "GET" && method !== "HEAD") {
-        return json(405, { error: "use GET" }, { allow: "GET, HEAD" });
-      }
-    } else {
-      return json(404, { error: `no route ${pathname}: POST /predict, GET /healthz` });
-    }
-    const { loaded, reason } = await ready;
-    if (loaded === null) return json(503, { error: `model not loaded: ${reason}` });
-    if (pathname === "/healthz") {
-      const response = json(200, modelInfo(loaded, settings));
-      return method === "HEAD" ? new Response(null, response) : response;
-    }
-    let rows: Record<string, unknown>[];
-    try {
-      const text = await readBody(request, settings.maxBodyBytes);
-      checkDepth(text, settings.maxDepth);
-      let body: unknown;
-      try {
-        body = JSON.parse(text);
-      } catch (error) {
-        throw new BadRequest(`body is not valid JSON: ${(error as Error).message}`);
-      }
-      rows = requestRows(body, settings.maxRows);
-    } catch (error) {
-      if (error instanceof BadRequest) return json(400, { error: error.message });
-      throw error;
-    }
-    let scores: Record<string, Float32Array>;
-    try {
-      scores = loaded.predictor.predict(rows as Parameters<Predictor["predict"]>[0]);
-    } catch (error) {
-      if (error instanceof PredictError) {
-        const detail: Record<string, unknown> = { error: error.message };
-        if (error.row >= 0) detail.row = error.row;
-        if (error.column !== "") detail.column = error.column;
-        return json(400, detail);
-      }
-      console.error("denorec serve: predict failed:", error);
-      return json(500, { error: "internal error while scoring" });
-    }
-    const body: Record<string, number[]> = {};
-    for (const name in scores) body[name] = Array.from(scores[name]);
-    return json(200, body);
-  };
-}
-
 const handler = createHandler(loadDefaultModel());
 
-// Bun takes the address from this object (port: $PORT, default 3000; hostname: $HOST here,
-// default all interfaces); `deno serve` ignores both and takes --host and --port.
-const bunHostname = deno === undefined ? readEnv("HOST") : undefined;
+/**
+ * Bun's address when this file is its entry: `PORT` and `HOST`, checked
+ * (Bun itself would take `PORT=abc` as 3000). `deno serve` ignores both and
+ * takes --host and --port.
+ */
+function bunAddress(): { port?: number; hostname?: string } {
+  if (deno !== undefined || !import.meta.main) return {};
+  const port = readEnv("PORT"), hostname = readEnv("HOST");
+  const address: { port?: number; hostname?: string } = {};
+  if (port !== undefined && port !== "") {
+    if (!/^\d{1,5}$/.test(port) || Number(port) > 65535) {
+      throw new RangeError(`PORT must be a port number in [0, 65535], got ${JSON.stringify(port)}`);
+    }
+    address.port = Number(port);
+  }
+  if (hostname !== undefined && hostname !== "") address.hostname = hostname;
+  return address;
+}
 
-/** `deno serve` / Deno Deploy / Bun entry: `{ fetch }`. */
+/**
+ * `deno serve` / Deno Deploy / Bun entry: `{ fetch }`, plus Bun's options:
+ * its own errors as JSON, no development error page, the checked address.
+ */
 export default {
   fetch: (request: Request): Promise<Response> => handler(request),
-  ...(bunHostname ? { hostname: bunHostname } : {}),
+  error: internalErrorResponse,
+  development: false,
+  ...bunAddress(),
 };

@@ -39,7 +39,6 @@
 import { accessSync, constants, existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { parseArgs } from "node:util";
 import {
   BinnedAuc,
   DivergedError,
@@ -58,26 +57,24 @@ import {
 } from "../mod.ts";
 import { loadPipelineConfig, toPipelineConfigText } from "../src/config/config_text.ts";
 import { batchRecords, FeatureEncoder } from "../src/data/features.ts";
-import { checkColumns, records, status } from "./_cli.ts";
+import { checkColumns, exitOnErrors, parseFlags, records, status } from "./_cli.ts";
 import { TAOBAO_COLUMNS, type TaobaoStats, writeTaobaoCsv } from "../src/data/synthetic.ts";
 
+exitOnErrors();
 const args = process.argv.slice(2);
-const { values: flags } = parseArgs({
-  args,
-  options: {
-    pipeline_config_path: { type: "string" },
-    train_input_path: { type: "string" },
-    eval_input_path: { type: "string" },
-    model_dir: { type: "string" },
-    continue_train: { type: "boolean", default: false },
-    num_epochs: { type: "string" },
-    batch_size: { type: "string" },
-    train_rows: { type: "string", default: "300000" },
-    eval_rows: { type: "string", default: "50000" },
-    seed: { type: "string" },
-    skip_bad_rows: { type: "boolean", default: false },
-    clamp_out_of_range: { type: "boolean", default: false },
-  },
+const { flags } = parseFlags(args, {
+  pipeline_config_path: { type: "string" },
+  train_input_path: { type: "string" },
+  eval_input_path: { type: "string" },
+  model_dir: { type: "string" },
+  continue_train: { type: "boolean" },
+  num_epochs: { type: "integer" },
+  batch_size: { type: "integer" },
+  train_rows: { type: "integer", default: 300000 },
+  eval_rows: { type: "integer", default: 50000 },
+  seed: { type: "integer", min: 0 },
+  skip_bad_rows: { type: "boolean" },
+  clamp_out_of_range: { type: "boolean" },
 });
 
 const EXAMPLE_CONFIG = new URL("../configs/mmoe_taobao.config", import.meta.url).pathname;
@@ -88,12 +85,12 @@ if (flags.eval_input_path) pipeline.evalInputPath = flags.eval_input_path;
 if (flags.model_dir) pipeline.modelDir = flags.model_dir;
 // With no arguments at all (the demo), train with batches of 1024 so that a
 // minute of training is ~200 steps; the config's 8192 would give ~25.
-const batchSizeFlag = flags.batch_size ?? (args.length === 0 ? "1024" : undefined);
+const batchSizeFlag = flags.batch_size ?? (args.length === 0 ? 1024 : undefined);
 if (batchSizeFlag) {
-  pipeline.dataConfig = { ...pipeline.dataConfig, batchSize: Number(batchSizeFlag) };
+  pipeline.dataConfig = { ...pipeline.dataConfig, batchSize: batchSizeFlag };
 }
 if (flags.num_epochs) {
-  pipeline.trainConfig = { ...pipeline.trainConfig, numEpochs: Number(flags.num_epochs) };
+  pipeline.trainConfig = { ...pipeline.trainConfig, numEpochs: flags.num_epochs };
 }
 const config = resolveConfig(pipeline);
 const { trainInputPath, evalInputPath, modelDir } = config.paths;
@@ -121,8 +118,8 @@ if (latest !== null && !flags.continue_train) {
 }
 // A resumed run keeps the seed it started with (model init, dropout, shuffle).
 const saved = latest === null ? null : (await readCheckpointState(latest)).training;
-const seed = saved?.seed ?? Number(flags.seed ?? "1");
-if (saved && flags.seed !== undefined && Number(flags.seed) !== saved.seed) {
+const seed = saved?.seed ?? flags.seed ?? 1;
+if (saved && flags.seed !== undefined && flags.seed !== saved.seed) {
   throw new Error(
     `--seed ${flags.seed}: ${latest} was trained with seed ${saved.seed}; ` +
       "a resumed run keeps its seed (drop --seed)",
@@ -144,8 +141,8 @@ if (!existsSync(trainInputPath) && !existsSync(evalInputPath)) {
   }
   console.log(`${trainInputPath} and ${evalInputPath} do not exist: generating Taobao-schema data`);
   const started = performance.now();
-  const train = writeTaobaoCsv(trainInputPath, { rows: Number(flags.train_rows), seed: 1 });
-  const evalStats = writeTaobaoCsv(evalInputPath, { rows: Number(flags.eval_rows), seed: 2 });
+  const train = writeTaobaoCsv(trainInputPath, { rows: flags.train_rows, seed: 1 });
+  const evalStats = writeTaobaoCsv(evalInputPath, { rows: flags.eval_rows, seed: 2 });
   oracle = { train, eval: evalStats };
   console.log(
     `generated ${train.rows} train rows (${train.clicks} clicks, ${train.buys} buys) -> ${trainInputPath}, ` +

@@ -1,17 +1,25 @@
 // End-to-end: examples/train.ts on generated Taobao-schema data with a small
-// model (tests/fixtures/mmoe_taobao_small.config), as a user runs it.
+// model (tests/fixtures/mmoe_taobao_small.config), as a user runs it; and
+// the CLIs' errors (one line, exit code 1, file lines) and input checks.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
+import { Buffer } from "node:buffer";
+import { modelCheckpoint } from "../src/io/checkpoint.ts";
+import { resolveConfig } from "../src/config/config.ts";
+import { parsePipelineConfig } from "../src/config/config_text.ts";
+import { MMoEModel } from "../src/model/mmoe.ts";
+import { Predictor } from "../src/serve/inference.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
 
-function runExample(script: string, args: string[]) {
+/** Runs an example under this test's runtime; resolves to its exit code and output. */
+function runCli(script: string, args: string[], env: Record<string, string> = {}) {
   const command = isDeno
     ? ["run", "-A", join(ROOT, script), ...args]
     : [join(ROOT, script), ...args];
@@ -19,7 +27,13 @@ function runExample(script: string, args: string[]) {
     encoding: "utf8",
     cwd: ROOT,
     timeout: 240_000,
+    env: { ...process.env, ...env },
   });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+function runExample(script: string, args: string[]) {
+  const result = runCli(script, args);
   if (result.status !== 0) {
     assert.fail(`${script} exited with ${result.status}:\n${result.stdout}\n${result.stderr}`);
   }
@@ -139,4 +153,271 @@ test("cli: kernels_demo.ts trains its MLP from the raw kernels close to the orac
   )!;
   // Measured: 0.7200 vs oracle 0.7282.
   assert.ok(Number(auc) > Number(oracle) - 0.03, `${auc} vs oracle ${oracle}`);
+});
+
+// ------------------------------------------------------------ errors and inputs
+
+const TINY_CONFIG = `
+data_config { batch_size: 4 label_fields: "clk" fg_mode: FG_DAG }
+feature_configs { id_feature { feature_name: "user_id" expression: "user:user_id" num_buckets: 10 embedding_dim: 4 } }
+feature_configs { id_feature { feature_name: "pid" expression: "context:pid" hash_bucket_size: 20 embedding_dim: 4 } }
+feature_configs { raw_feature { feature_name: "price" expression: "item:price" } }
+model_config {
+  feature_groups { group_name: "all" feature_names: ["user_id", "pid", "price"] group_type: DEEP }
+  mmoe {
+    expert_mlp { hidden_units: [8] }
+    num_expert: 2
+    task_towers { tower_name: "ctr" label_name: "clk" losses { binary_cross_entropy {} } metrics { auc {} } }
+  }
+}
+`;
+
+/** A model dir as train.ts writes it (config + checkpoint) for a tiny model, in a new temp dir. */
+function tinyModelDir(): { dir: string; modelDir: string; checkpoint: Uint8Array } {
+  const dir = mkdtempSync(join(tmpdir(), "denorec-cli-"));
+  const modelDir = join(dir, "model");
+  mkdirSync(modelDir);
+  const config = resolveConfig(parsePipelineConfig(TINY_CONFIG));
+  const checkpoint = modelCheckpoint(new MMoEModel(config, { maxBatch: 4, seed: 3 }));
+  writeFileSync(join(modelDir, "pipeline.config"), TINY_CONFIG);
+  writeFileSync(join(modelDir, "model.safetensors"), checkpoint);
+  return { dir, modelDir, checkpoint };
+}
+
+/** Asserts a failed run: exit code 1 and exactly one stderr line, `error: ...` matching `pattern`. */
+function assertOneLineError(result: ReturnType<typeof runCli>, pattern: RegExp, label: string) {
+  assert.equal(result.status, 1, `${label}: exit code\n${result.stderr}`);
+  const lines = result.stderr.trimEnd().split("\n");
+  assert.equal(lines.length, 1, `${label}: one line:\n${result.stderr}`);
+  assert.match(lines[0], /^error: /, label);
+  assert.match(lines[0], pattern, `${label}: ${lines[0]}`);
+  assert.doesNotMatch(lines[0], /\bat .*:\d+:\d+/, `${label}: a stack frame`);
+}
+
+test("cli: bad flags in every CLI are one line and exit code 1; --debug and DENOREC_DEBUG=1 show the stack", () => {
+  for (const script of ["train", "eval", "predict", "embed_model"]) {
+    const result = runCli(`examples/${script}.ts`, ["--bogus", "1"]);
+    assertOneLineError(result, /^error: unknown flag --bogus \(flags: .*--debug\)$/, script);
+  }
+  assertOneLineError(
+    runCli("examples/predict.ts", ["--model_dir", "m", "--batch_size", "0"]),
+    /^error: --batch_size: expected an integer >= 1, got "0"$/,
+    "batch_size 0",
+  );
+  assertOneLineError(
+    runCli("examples/train.ts", ["--num_epochs", "two"]),
+    /^error: --num_epochs: expected an integer >= 1, got "two"$/,
+    "num_epochs two",
+  );
+  assertOneLineError(
+    runCli("examples/eval.ts", ["--skip_bad_rows=yes"]),
+    /^error: --skip_bad_rows takes no value$/,
+    "boolean with a value",
+  );
+  assertOneLineError(
+    runCli("examples/predict.ts", ["--model_dir"]),
+    /^error: --model_dir needs a value$/,
+    "missing value",
+  );
+  assertOneLineError(
+    runCli("examples/predict.ts", ["--model_dir", "m"]),
+    /^error: --predict_input_path is required$/,
+    "required flag",
+  );
+  assertOneLineError(
+    runCli("examples/embed_model.ts", []),
+    /^error: expected 1 positional argument, got 0$/,
+    "embed_model without a model dir",
+  );
+  const args = ["--model_dir", join(tmpdir(), "denorec-no-such-dir")];
+  assertOneLineError(runCli("examples/eval.ts", args), /no such file|not found/i, "missing dir");
+  for (
+    const [extra, env] of [[["--debug"], {}], [[], { DENOREC_DEBUG: "1" }]] as const
+  ) {
+    const result = runCli("examples/eval.ts", [...args, ...extra], env);
+    assert.equal(result.status, 1);
+    assert.match(result.stderr, /^error: /);
+    assert.match(result.stderr, /\n\s+at /, `stack with ${JSON.stringify([extra, env])}`);
+  }
+});
+
+test("cli: a config error names file:line:col and the field, on one line", () => {
+  const { dir, modelDir } = tinyModelDir();
+  try {
+    const path = join(dir, "broken.config");
+    writeFileSync(path, TINY_CONFIG.replace("num_expert: 2", "num_experts: 2"));
+    const result = runCli("examples/eval.ts", [
+      "--pipeline_config_path",
+      path,
+      "--model_dir",
+      modelDir,
+    ]);
+    assertOneLineError(
+      result,
+      new RegExp(
+        `^error: ${
+          path.replace(/[.]/g, "\\.")
+        }:10:5: model_config\\.mmoe\\.num_experts: unknown field`,
+      ),
+      "config",
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("cli: predict.ts checks the header, names file lines, clamps and skips bad rows", () => {
+  const { dir, modelDir, checkpoint } = tinyModelDir();
+  try {
+    const predictor = new Predictor(parsePipelineConfig(TINY_CONFIG), checkpoint);
+    const input = join(dir, "in.csv"), output = join(dir, "out.csv");
+    const predict = (lines: string[], ...flags: string[]) => {
+      writeFileSync(input, lines.join("\n") + "\n");
+      return runCli("examples/predict.ts", [
+        "--model_dir",
+        modelDir,
+        "--predict_input_path",
+        input,
+        "--predict_output_path",
+        output,
+        "--reserved_columns",
+        "req",
+        ...flags,
+      ]);
+    };
+    // A quoted field over two lines, and a row with every feature missing: scored, in order.
+    const good = ["req,user_id,pid,price,clk", 'a,3,"p\n1",9.5,1', "b,,,,0", "c,7,p2,0.25,"];
+    const ok = predict(good);
+    assert.equal(ok.status, 0, ok.stderr);
+    const written = readFileSync(output, "utf8").trimEnd().split("\n");
+    assert.equal(written[0], "req,logits_ctr,probs_ctr");
+    const expected = predictor.predict([
+      { user_id: "3", pid: "p\n1", price: "9.5" },
+      { user_id: "", pid: "", price: "" },
+      { user_id: "7", pid: "p2", price: "0.25" },
+    ]);
+    assert.deepEqual(
+      written.slice(1).map((line) => line.split(",")),
+      ["a", "b", "c"].map((
+        req,
+        i,
+      ) => [req, String(expected.logits_ctr[i]), String(expected.probs_ctr[i])]),
+    );
+
+    assertOneLineError(
+      predict(good.map((line) => line.replaceAll(",", ";"))),
+      /^error: .*in\.csv:1: the header is one column, "req;user_id;pid;price;clk": the file seems delimited by ";", not by "," \(data_config\.delimiter\)$/,
+      "semicolons",
+    );
+    assertOneLineError(
+      predict(['"req";"user_id";"pid";"price"', '"a";"3";"p1";"1"']),
+      /^error: .*in\.csv:1: header row: .*: the file seems delimited by ";", not by ","/,
+      "quoted header, semicolons",
+    );
+    assertOneLineError(
+      predict(["req,userid,pid,price", "a,3,p1,1"]),
+      /^error: .*in\.csv: missing column 'user_id' \(needed by feature user_id\) \(header: req,userid,pid,price\)$/,
+      "renamed column",
+    );
+    assertOneLineError(
+      predict(["user_id,pid,price", "3,p1,1"]),
+      /^error: .*in\.csv: missing column 'req' \(needed by --reserved_columns\)/,
+      "reserved column",
+    );
+    // The 5th record starts on line 7: the quoted field of the 1st spans lines 2-3.
+    assertOneLineError(
+      predict([...good, "e,2,p1,1,0", "d,x7,p1,1,0"]),
+      /^error: .*in\.csv:7: column 'user_id': "x7" is not an integer id$/,
+      "bad value",
+    );
+    // Invalid UTF-8 on line 6: named there (not at the start of the read chunk).
+    writeFileSync(
+      input,
+      Buffer.concat([Buffer.from(good.join("\n") + "\n"), Buffer.from([0x64, 0x2c, 0xff, 0x0a])]),
+    );
+    assertOneLineError(
+      runCli("examples/predict.ts", [
+        "--model_dir",
+        modelDir,
+        "--predict_input_path",
+        input,
+        "--predict_output_path",
+        output,
+      ]),
+      /^error: .*in\.csv:6: not valid UTF-8$/,
+      "invalid UTF-8",
+    );
+    // Out of range: an error naming the line, or clamped and counted.
+    const outOfRange = ["req,user_id,pid,price", "a,3,p1,1", "b,12,p1,1"];
+    assertOneLineError(
+      predict(outOfRange),
+      /^error: .*in\.csv:3: column 'user_id': id 12 is out of range \[0, 10\)$/,
+      "out of range",
+    );
+    const clamped = predict(outOfRange, "--clamp_out_of_range");
+    assert.equal(clamped.status, 0, clamped.stderr);
+    assert.match(clamped.stdout, /clamped out-of-range ids: user_id 1/);
+    const clampedScores = predictor.predict([{ user_id: "3", pid: "p1", price: "1" }, {
+      user_id: "9",
+      pid: "p1",
+      price: "1",
+    }]);
+    assert.deepEqual(
+      readFileSync(output, "utf8").trimEnd().split("\n").slice(1).map((l) =>
+        Number(l.split(",")[2])
+      ),
+      Array.from(clampedScores.probs_ctr),
+    );
+    // A malformed row: an error naming the line, or skipped and counted.
+    const malformed = ["req,user_id,pid,price", "a,3,p1,1", "b,4,p1", "c,5,p1,1"];
+    assertOneLineError(
+      predict(malformed),
+      /^error: .*in\.csv:3: expected 4 fields, got 3$/,
+      "malformed",
+    );
+    const skipped = predict(malformed, "--skip_bad_rows");
+    assert.equal(skipped.status, 0, skipped.stderr);
+    assert.match(skipped.stdout, /skipped 1 bad rows/);
+    assert.match(skipped.stderr, /skipped bad row .*in\.csv:3: expected 4 fields, got 3/);
+    assert.deepEqual(
+      readFileSync(output, "utf8").trimEnd().split("\n").slice(1).map((l) => l.split(",")[0]),
+      ["a", "c"],
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("cli: eval.ts clamps with --clamp_out_of_range and skips with --skip_bad_rows, as train.ts", () => {
+  const { dir, modelDir } = tinyModelDir();
+  try {
+    const input = join(dir, "eval.csv");
+    const run = (...flags: string[]) =>
+      runCli("examples/eval.ts", ["--model_dir", modelDir, "--eval_input_path", input, ...flags]);
+    const rows = "user_id,pid,price,clk\n3,p1,1,1\n12,p2,2,0\n5,p3,0.5,1\n";
+    writeFileSync(input, rows);
+    assertOneLineError(
+      run(),
+      /^error: .*eval\.csv:3: column 'user_id': id 12 is out of range \[0, 10\)$/,
+      "eval",
+    );
+    const clamped = run("--clamp_out_of_range");
+    assert.equal(clamped.status, 0, clamped.stderr);
+    assert.match(clamped.stdout, /clamped out-of-range ids: user_id 1/);
+    writeFileSync(input, rows + "4,p1\n");
+    assertOneLineError(
+      run("--clamp_out_of_range"),
+      /^error: .*eval\.csv:5: expected 4 fields, got 2$/,
+      "eval malformed",
+    );
+    const result = run("--clamp_out_of_range", "--skip_bad_rows");
+    assert.equal(result.status, 0, result.stderr);
+    assert.match(result.stdout, /evaluated 3 rows/);
+    assert.match(result.stdout, /skipped 1 bad rows/);
+    assert.match(result.stdout, /clamped out-of-range ids: user_id 1/);
+    const metrics = JSON.parse(readFileSync(join(modelDir, "eval_result.txt"), "utf8"));
+    assert.deepEqual(Object.keys(metrics).sort(), ["auc_ctr", "binary_cross_entropy_ctr"]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -246,7 +246,8 @@ test("predictor: bad records throw a PredictError naming the row and column", ()
   const many = good.slice(0, 8).map((r) => ({ ...r, tags: "1|2|3|4" }));
   assert.throws(() => predictor.predict(many), {
     name: "PredictError",
-    message: "column 'tags': 32 ids in rows 0..7 exceed the 24 the predictor holds per call " +
+    message: "column 'tags': 32 ids in 8 rows (row 0 to row 7) exceed the 24 the predictor " +
+      "holds per call " +
       "(maxBatch 8 x idsPerRow 3)",
   });
   assert.equal(
@@ -368,4 +369,106 @@ test("mmoe predict: label columns are not needed and outputs equal evalStep's", 
   assert.deepEqual(batch.columns, {});
   assert.deepEqual(model.predict(batch), expected);
   assert.throws(() => model.evalStep(batch), /batch has no column "clk"/);
+});
+
+test("predictor: only plain objects are rows; null is a missing value; values name their type", () => {
+  const { bytes } = trainedModel();
+  const predictor = new Predictor(PIPELINE, bytes);
+  const missing = predictor.predict([{}]);
+  class Row {
+    user_id = 3;
+  }
+  const rows: [unknown, string][] = [
+    [new Date(0), "a Date"],
+    [/user_id/, "a RegExp"],
+    [new Map([["user_id", 3]]), "a Map"],
+    [new Row(), "an instance of a class"],
+    [Uint8Array.of(1), "a Uint8Array"],
+  ];
+  for (const [row, kind] of rows) {
+    assert.throws(() => predictor.predict([{ user_id: 1 }, row as RawRecord]), {
+      name: "PredictError",
+      message: `row 1: expected an object of column values, got ${kind}`,
+    });
+  }
+  // Object.create(null) (no prototype) is a plain object.
+  const bare = Object.assign(Object.create(null), { user_id: 3 });
+  assert.deepEqual(predictor.predict([bare]), predictor.predict([{ user_id: 3 }]));
+  // null (JSON's missing value) in every feature kind scores as an absent column.
+  const nulls = { user_id: null, item: null, cate: null, tags: null, price: null, score: null };
+  assert.deepEqual(predictor.predict([nulls]), missing);
+  assert.deepEqual(
+    predictor.predict([{ tags: [3, null] as never }]),
+    predictor.predict([{ tags: [3] }]),
+  );
+  for (const [value, kind] of [[new Date(0), "a Date"], [/x/, "a RegExp"], [{}, "an object"]]) {
+    assert.throws(() => predictor.predict([{ item: value } as unknown as RawRecord]), {
+      message: "row 0: column 'item': expected a string, number, boolean, null or an array of " +
+        `strings and numbers, got ${kind}`,
+    });
+  }
+  assert.throws(() => predictor.predict([{ tags: [new Date(0)] } as unknown as RawRecord]), {
+    message: "row 0: column 'tags': item 0: expected a string or a finite number, got a Date",
+  });
+});
+
+test("predictor: locations name bad records in place of their index", () => {
+  const { bytes } = trainedModel();
+  const predictor = new Predictor(PIPELINE, bytes, { maxBatch: 4 });
+  const rows = records(10, 18);
+  const locations = rows.map((_, i) => `data.csv:${i + 2}`);
+  assert.deepEqual(predictor.predict(rows, locations), predictor.predict(rows));
+  // Errors of the type check, of the encoder (in the third chunk) and of the batch check.
+  const cases: [RawRecord, string][] = [
+    [{ userid: 1 }, "data.csv:9: unknown column 'userid'"],
+    [{ user_id: "abc" }, `data.csv:9: column 'user_id': "abc" is not an integer id`],
+    [{ score: "1e999|0" }, "data.csv:9: column 'score': value is not a finite float32"],
+  ];
+  for (const [bad, message] of cases) {
+    const copy = rows.slice();
+    copy[7] = bad;
+    assert.throws(
+      () => predictor.predict(copy, locations),
+      (e) => e instanceof PredictError && e.row === 7 && e.message.startsWith(message),
+    );
+  }
+  assert.throws(() => predictor.predict(rows, locations.slice(1)), {
+    name: "TypeError",
+    message: "locations must be an array of 10 strings, one per record",
+  });
+});
+
+test("predictor: outputs are finite: overflowing rows and non-finite parameters are refused", () => {
+  const { bytes } = trainedModel();
+  const predictor = new Predictor(PIPELINE, bytes, { maxBatch: 4 });
+  // Finite weights large enough that a large finite dense value overflows float32.
+  for (let e = 0; e < 3; e++) {
+    predictor.model.parameter(`mmoe.expert_mlps.${e}.mlp.0.perceptron.0.weight`).fill(1e30);
+  }
+  const rows = records(6, 19).map((r) => ({ ...r, score: [0, 0], price: 1 }));
+  const finite = predictor.predict(rows);
+  for (const name of OUTPUTS) assert.ok(finite[name].every(Number.isFinite), name);
+  rows[5] = { ...rows[5], score: [1e20, -1e20] };
+  assert.throws(
+    () => predictor.predict(rows),
+    (e) =>
+      e instanceof PredictError && e.code === "nonFiniteOutput" && e.row === 5 &&
+      /^row 5: output \w+ is (-?Infinity|NaN): the row's values overflow the model/.test(e.message),
+  );
+  // A NaN parameter (a diverged checkpoint) is the model's fault: a RangeError naming it.
+  const broken = new Predictor(PIPELINE, bytes);
+  broken.model.parameter("_task_tower.1.linear.bias")[0] = NaN;
+  assert.throws(() => broken.predict(records(2, 20)), {
+    name: "RangeError",
+    message: "the model cannot score: parameter _task_tower.1.linear.bias has non-finite values " +
+      "(load a checkpoint saved before training diverged)",
+  });
+});
+
+test("predictor: clampCounts counts clamped ids with outOfRange clamp", () => {
+  const { bytes } = trainedModel();
+  const clamping = new Predictor(PIPELINE, bytes, { outOfRange: "clamp" });
+  assert.deepEqual(clamping.clampCounts, { user_id: 0, tags: 0 });
+  clamping.predict([{ user_id: 1000 }, { user_id: -1, tags: [3, 99] }, { user_id: 4 }]);
+  assert.deepEqual(clamping.clampCounts, { user_id: 2, tags: 1 });
 });

@@ -6,10 +6,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { spawn } from "node:child_process";
+import { type AddressInfo, createServer } from "node:net";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import process from "node:process";
 import { modelCheckpoint } from "../src/io/checkpoint.ts";
 import { resolveConfig } from "../src/config/config.ts";
@@ -19,6 +20,7 @@ import { Predictor } from "../src/serve/inference.ts";
 import { MMoEModel } from "../src/model/mmoe.ts";
 import { embedModel } from "../examples/embed_model.ts";
 import { assertClose } from "./_util.ts";
+import { listen, rawExchange } from "./_http.ts";
 
 const CONFIG_TEXT = `
 data_config { fg_mode: FG_DAG }
@@ -122,24 +124,30 @@ test("serve: POST /predict scores rows; GET /healthz describes the model", async
   assert.equal(health.status, 200);
   const info = await health.json();
   assert.equal(info.status, "ok");
-  assert.equal(info.source, `dir ${MODEL_DIR}`);
+  // The directory's name only: clients are not told absolute paths.
+  assert.equal(info.source, `dir ${basename(MODEL_DIR)}`);
   assert.deepEqual(info.towers, ["ctr", "cvr"]);
   assert.deepEqual(info.columns, ["user_id", "pid", "tags", "price"]);
-  assert.deepEqual(info.limits, { maxBodyBytes: 1048576, maxRows: 1024, maxDepth: 4 });
+  assert.deepEqual(info.limits, {
+    maxBodyBytes: 1048576,
+    maxRows: 1024,
+    maxDepth: 4,
+    bodyTimeoutMs: 10000,
+    maxConcurrent: 64,
+  });
   const head = await fetchDefault(new Request(`${URL_BASE}/healthz`, { method: "HEAD" }));
   assert.equal(head.status, 200);
   assert.equal(await head.text(), "");
 });
 
 test("serve: each bad input is a 400 with a message, never a 500", async () => {
-  const limit = 1 << 20;
+  // A Request built in process may carry no content-length: then the streamed count refuses it.
+  await expectError(
+    await fetchDefault(post("x".repeat((1 << 20) + 1))),
+    413,
+    /^request body (of 1048577 bytes )?is over the 1048576-byte limit$/,
+  );
   const cases: [string, Request, string | RegExp][] = [
-    [
-      // A Request built in process may carry no content-length: then the streamed count refuses it.
-      "oversized body",
-      post("x".repeat(limit + 1)),
-      /^request body (of 1048577 bytes )?is over the 1048576-byte limit$/,
-    ],
     [
       "too many rows",
       post(JSON.stringify({ rows: Array.from({ length: 1025 }, () => ({ user_id: 1 })) })),
@@ -204,8 +212,8 @@ test("serve: each bad input is a 400 with a message, never a 500", async () => {
     [
       "more multi-value ids than the arena holds",
       post(JSON.stringify({ rows: [{ tags: Array.from({ length: 5000 }, () => 1) }] })),
-      "column 'tags': 5000 ids in rows 0..0 exceed the 4096 the predictor holds per call " +
-      "(maxBatch 1024 x idsPerRow 4)",
+      "column 'tags': 5000 ids in 1 rows (row 0 to row 0) exceed the 4096 the predictor holds " +
+      "per call (maxBatch 1024 x idsPerRow 4)",
     ],
   ];
   for (const [name, request, error] of cases) {
@@ -238,12 +246,13 @@ test("serve: an endless body is refused after the limit, while it streams in", a
   const request = new Request(`${URL_BASE}/predict`, {
     method: "POST",
     body: endless,
+    headers: { "content-type": "application/json" },
     // Node and Bun want this for a stream body; Deno ignores it.
     duplex: "half",
   } as RequestInit);
   await expectError(
     await fetchDefault(request),
-    400,
+    413,
     "request body is over the 1048576-byte limit",
   );
   // 1 MiB is 16 chunks: reading stopped right after the limit (allowing read-ahead).
@@ -269,7 +278,9 @@ test("serve: unknown routes are 404, wrong methods 405 with Allow", async () => 
   assert.equal(put.headers.get("allow"), "GET, HEAD");
 });
 
-test("serve: a model that fails to load gives 503 with the reason, logged once", async () => {
+const NOT_LOADED = "model not loaded (the server log says why)";
+
+test("serve: a model that fails to load gives 503; the reason is logged once, not sent", async () => {
   const logged: unknown[][] = [];
   const original = console.error;
   console.error = (...args: unknown[]) => void logged.push(args);
@@ -277,10 +288,14 @@ test("serve: a model that fails to load gives 503 with the reason, logged once",
     const missing = join(MODEL_DIR, "missing");
     const handler = serve.createHandler(serve.loadModelDir(missing));
     for (const request of [post('{"rows": []}'), new Request(`${URL_BASE}/healthz`), post("{")]) {
-      await expectError(await handler(request), 503, /^model not loaded: .*ENOENT|No such file/i);
+      const body = await expectError(await handler(request), 503, NOT_LOADED);
+      assert.doesNotMatch(JSON.stringify(body), /missing|ENOENT/);
     }
     assert.equal(logged.length, 1);
-    assert.match(String(logged[0][0]), /^denorec serve: model not loaded: /);
+    assert.match(
+      String(logged[0][0]),
+      /^denorec serve: model not loaded: .*(ENOENT|No such file)/i,
+    );
     // A checkpoint of another architecture is a load failure too, with the mismatch named.
     const other = serve.createHandler(
       Promise.resolve().then(() =>
@@ -290,12 +305,17 @@ test("serve: a model that fails to load gives 503 with the reason, logged once",
         )
       ),
     );
-    await expectError(
-      await other(new Request(`${URL_BASE}/healthz`)),
-      503,
-      /^model not loaded: checkpoint does not match the model:[\s\S]*checkpoint shape \[8, 16\], model \[4, 16\]/,
-    );
+    await expectError(await other(new Request(`${URL_BASE}/healthz`)), 503, NOT_LOADED);
     assert.equal(logged.length, 2);
+    assert.match(
+      String(logged[1][0]),
+      /^denorec serve: model not loaded: checkpoint does not match the model:[\s\S]*checkpoint shape \[8, 16\], model \[4, 16\]/,
+    );
+    // A promise of something else than a loaded model is a load failure too.
+    const wrong = serve.createHandler(Promise.resolve({ predictor: "x" } as never));
+    await expectError(await wrong(new Request(`${URL_BASE}/healthz`)), 503, NOT_LOADED);
+    assert.equal(logged.length, 3);
+    assert.match(String(logged[2][0]), /model not loaded: model must be \{ predictor: Predictor/);
   } finally {
     console.error = original;
   }
@@ -315,49 +335,8 @@ test("serve: a model embedded by examples/embed_model.ts loads with no file acce
   assert.deepEqual(await response.json(), expectedScores(ROWS));
 });
 
-interface LoopbackServer {
-  url: string;
-  close(): Promise<void>;
-}
-
-/** The default export on 127.0.0.1, port 0: Deno.serve under Deno, Bun.serve under Bun. */
-function listen(fetch: (request: Request) => Promise<Response>): Promise<LoopbackServer> {
-  const host = globalThis as {
-    Deno?: typeof Deno;
-    Bun?: {
-      serve(options: { port: number; hostname: string; fetch: typeof fetch }): {
-        port: number;
-        stop(force?: boolean): Promise<void>;
-      };
-    };
-  };
-  if (host.Deno !== undefined) {
-    const controller = new AbortController();
-    return new Promise((resolve) => {
-      const server = host.Deno!.serve({
-        port: 0,
-        hostname: "127.0.0.1",
-        signal: controller.signal,
-        onListen: ({ port }) =>
-          resolve({
-            url: `http://127.0.0.1:${port}`,
-            close: async () => {
-              controller.abort();
-              await server.finished;
-            },
-          }),
-      }, fetch);
-    });
-  }
-  const server = host.Bun!.serve({ port: 0, hostname: "127.0.0.1", fetch });
-  return Promise.resolve({
-    url: `http://127.0.0.1:${server.port}`,
-    close: () => server.stop(true),
-  });
-}
-
 test("serve: loopback on 127.0.0.1 (Deno.serve, or Bun.serve under Bun)", async () => {
-  const server = await listen(fetchDefault);
+  const server = await listen(serve.default);
   try {
     const ok = await fetch(`${server.url}/predict`, {
       method: "POST",
@@ -366,20 +345,287 @@ test("serve: loopback on 127.0.0.1 (Deno.serve, or Bun.serve under Bun)", async 
     });
     assert.equal(ok.status, 200);
     assert.deepEqual(await ok.json(), expectedScores(ROWS));
-    const bad = await fetch(`${server.url}/predict`, { method: "POST", body: "{" });
-    assert.equal(bad.status, 400);
-    await bad.body?.cancel();
+    const bad = await fetch(`${server.url}/predict`, {
+      method: "POST",
+      body: "{",
+      headers: { "content-type": "application/json" },
+    });
+    await expectError(bad, 400, /^body is not valid JSON: /);
+    const plain = await fetch(`${server.url}/predict`, {
+      method: "POST",
+      body: "{}",
+      headers: { "content-type": "text/plain" },
+    });
+    await expectError(plain, 415, /^content-type "text\/plain" is not supported/);
     // Over the wire the declared length is refused before the body is read.
     const big = await fetch(`${server.url}/predict`, {
       method: "POST",
       body: new Uint8Array(2 << 20).fill(0x20),
+      headers: { "content-type": "application/json" },
     });
-    await expectError(big, 400, "request body of 2097152 bytes is over the 1048576-byte limit");
+    await expectError(big, 413, "request body of 2097152 bytes is over the 1048576-byte limit");
     const health = await fetch(`${server.url}/healthz`);
     assert.equal((await health.json()).status, "ok");
   } finally {
     await server.close();
   }
+});
+
+test("serve: the body must be application/json (UTF-8): 415 otherwise", async () => {
+  const body = JSON.stringify({ rows: ROWS });
+  for (
+    const type of [
+      "application/json",
+      "Application/JSON; charset=UTF-8",
+      'application/json;charset="utf-8"',
+    ]
+  ) {
+    const response = await fetchDefault(post(body, { "content-type": type }));
+    assert.equal(response.status, 200, type);
+    assert.deepEqual(await response.json(), expectedScores(ROWS));
+  }
+  for (
+    const type of [
+      "text/plain",
+      "application/x-www-form-urlencoded",
+      "application/json; charset=latin1",
+      "application/jsonx",
+      "",
+    ]
+  ) {
+    const response = await fetchDefault(post(body, { "content-type": type }));
+    const error = await expectError(response, 415, /content-type|send the body as/);
+    assert.match(error.error, /application\/json/, type);
+    assert.equal(response.headers.get("accept-post"), "application/json");
+  }
+  const none = new Request(`${URL_BASE}/predict`, { method: "POST", body: new Uint8Array(2) });
+  assert.equal(none.headers.get("content-type"), null);
+  await expectError(
+    await fetchDefault(none),
+    415,
+    "no content-type: send the body as content-type: application/json",
+  );
+});
+
+/** A request whose body sends `first` and then nothing, ever (a client holding half a body). */
+function stalledPost(first: string): Request {
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(new TextEncoder().encode(first));
+    },
+  });
+  return new Request(`${URL_BASE}/predict`, {
+    method: "POST",
+    body,
+    headers: { "content-type": "application/json" },
+    duplex: "half",
+  } as RequestInit);
+}
+
+test("serve: a body not complete in time is 408; busy is 503 with Retry-After; slots are freed", async () => {
+  const loaded = serve.loadEmbeddedModel(
+    parsePipelineConfig(CONFIG_TEXT),
+    Buffer.from(CHECKPOINT).toString("base64"),
+  );
+  const handler = serve.createHandler(loaded, { bodyTimeoutMs: 300, maxConcurrent: 2 });
+  const started = performance.now();
+  const held = [handler(stalledPost('{"rows": [')), handler(stalledPost("{"))];
+  // Both slots are taken by the held bodies: the next request is refused at once.
+  const busy = await handler(post(JSON.stringify({ rows: ROWS })));
+  await expectError(busy, 503, "busy: 2 requests in flight; retry shortly");
+  assert.equal(busy.headers.get("retry-after"), "1");
+  assert.ok(performance.now() - started < 250, "503 before the held bodies time out");
+  for (const response of await Promise.all(held)) {
+    await expectError(response, 408, "request body not complete after 300 ms");
+    assert.equal(response.headers.get("connection"), "close");
+  }
+  assert.ok(performance.now() - started >= 290);
+  // The slots are free again.
+  const ok = await handler(post(JSON.stringify({ rows: ROWS })));
+  assert.equal(ok.status, 200);
+  assert.deepEqual(await ok.json(), expectedScores(ROWS));
+  assert.throws(() => serve.createHandler(loaded, { bodyTimeoutMs: 0 }), {
+    name: "RangeError",
+    message: "limits.bodyTimeoutMs must be a positive integer, got 0",
+  });
+  assert.throws(() => serve.createHandler(null as never), {
+    name: "TypeError",
+    message:
+      "model must be { predictor: Predictor, source, loadMs } (or a promise of it), got null",
+  });
+});
+
+/** What must never reach a client: a 500, HTML, a stack frame, a path of this machine. */
+function assertNoInternals(status: number, body: string, label: string): void {
+  assert.notEqual(status, 500, `${label}: 500: ${body}`);
+  assert.doesNotMatch(body, /<html|<!doctype/i, `${label}: HTML`);
+  assert.doesNotMatch(body, /\bat .*:\d+:\d+|file:\/\/|\.ts:\d+/, `${label}: stack: ${body}`);
+  assert.ok(!body.includes(process.cwd()), `${label}: working directory: ${body}`);
+  assert.ok(!body.includes(MODEL_DIR), `${label}: model dir: ${body}`);
+}
+
+test("serve: loopback: malformed Host headers and absolute URLs are answered, never a 500", async () => {
+  const server = await listen(serve.default);
+  try {
+    const requests = [
+      "GET /healthz HTTP/1.0\r\nHost:\r\n\r\n",
+      "GET /healthz HTTP/1.0\r\n\r\n",
+      "GET /healthz HTTP/1.1\r\nHost: [::1\r\n\r\n",
+      "GET /healthz HTTP/1.1\r\nHost: a b\r\n\r\n",
+      "GET /healthz HTTP/1.1\r\nHost: x:99999\r\n\r\n",
+      "GET /healthz HTTP/1.1\r\nHost: %zz\r\n\r\n",
+      "GET /healthz?x=[ HTTP/1.1\r\nHost: [\r\n\r\n",
+      "GET http://[::1/healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+      "POST /predict HTTP/1.1\r\nHost: [::1\r\ncontent-type: application/json\r\n" +
+      `content-length: ${'{"rows":[]}'.length}\r\n\r\n{"rows":[]}`,
+      "GET /nowhere HTTP/1.1\r\nHost: [::1\r\n\r\n",
+    ];
+    for (const request of requests) {
+      const label = JSON.stringify(request.slice(0, 60));
+      const answer = await rawExchange(server.port, request, { complete: true });
+      assertNoInternals(answer.status, answer.body, label);
+      if (answer.status === 400 && answer.body === "") continue; // the runtime's own parser refused it
+      assert.match(answer.headers["content-type"] ?? "", /^application\/json/, label);
+      const body = JSON.parse(answer.body);
+      if (request.includes("/healthz")) assert.equal(body.status, "ok", label);
+      else if (request.includes("/predict")) {
+        assert.deepEqual(body, { logits_ctr: [], probs_ctr: [], logits_cvr: [], probs_cvr: [] });
+      } else assert.equal(answer.status, 404, label);
+    }
+  } finally {
+    await server.close();
+  }
+});
+
+test("serve: loopback: a client holding half a body gets 408 in time", async () => {
+  const loaded = serve.loadEmbeddedModel(
+    parsePipelineConfig(CONFIG_TEXT),
+    Buffer.from(CHECKPOINT).toString("base64"),
+  );
+  const handler = serve.createHandler(loaded, { bodyTimeoutMs: 400, maxConcurrent: 1 });
+  const server = await listen({ ...serve.default, fetch: handler });
+  try {
+    const half = "POST /predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n" +
+      'content-length: 100\r\n\r\n{"rows": [';
+    // Under Bun, wait for the server to close the connection; under Deno, for the answer.
+    const bun = (globalThis as { Bun?: unknown }).Bun !== undefined;
+    const holding = rawExchange(server.port, half, { waitMs: 3000, complete: !bun });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // The held body takes the only slot.
+    const busy = await fetch(`${server.url}/predict`, {
+      method: "POST",
+      body: JSON.stringify({ rows: ROWS }),
+      headers: { "content-type": "application/json" },
+    });
+    await expectError(busy, 503, "busy: 1 requests in flight; retry shortly");
+    const answer = await holding;
+    assert.equal(answer.status, 408);
+    assert.ok(answer.firstByteMs >= 390 && answer.firstByteMs < 2500, `${answer.firstByteMs} ms`);
+    assert.match(answer.body, /request body not complete after 400 ms/);
+    assert.equal(answer.headers.connection, "close");
+    // Bun closes the connection; Deno 2.9.6 keeps it while the body read is pending, whatever
+    // the handler answers (see ServeLimits.bodyTimeoutMs), until the client closes it.
+    if (bun) assert.ok(answer.closedByServer);
+    // Its slot is free again.
+    const ok = await fetch(`${server.url}/predict`, {
+      method: "POST",
+      body: JSON.stringify({ rows: ROWS }),
+      headers: { "content-type": "application/json" },
+    });
+    assert.equal(ok.status, 200);
+    await ok.body?.cancel();
+  } finally {
+    await server.close();
+  }
+});
+
+test("serve: a failing handler is a JSON 500 without internals (Bun's error page is off)", async () => {
+  const original = console.error;
+  const logged: unknown[] = [];
+  console.error = (...args: unknown[]) => void logged.push(args);
+  const server = await listen({
+    ...serve.default,
+    fetch: () => Promise.reject(new Error(`broken at ${process.cwd()}/examples/serve.ts:1:1`)),
+  });
+  try {
+    const response = await fetch(`${server.url}/healthz`);
+    const text = await response.text();
+    assert.equal(response.status, 500);
+    assert.deepEqual(JSON.parse(text), { error: "internal error" });
+    assert.ok(!text.includes(process.cwd()));
+    assert.equal(logged.length, 1); // the server log has it
+  } finally {
+    await server.close();
+    console.error = original;
+  }
+});
+
+test("serve: outputs are never NaN: NaN weights are a JSON 500, an overflowing row a 400", async () => {
+  const text = `
+feature_configs { id_feature { feature_name: "user_id" expression: "user:user_id" num_buckets: 10 embedding_dim: 4 } }
+feature_configs { raw_feature { feature_name: "price" expression: "item:price" } }
+model_config {
+  feature_groups { group_name: "all" feature_names: ["user_id", "price"] group_type: DEEP }
+  mmoe {
+    expert_mlp { hidden_units: [4] }
+    num_expert: 2
+    task_towers { tower_name: "ctr" label_name: "clk" losses { binary_cross_entropy {} } }
+  }
+}`;
+  const pipeline = parsePipelineConfig(text);
+  const bytes = modelCheckpoint(new MMoEModel(resolveConfig(pipeline), { maxBatch: 4, seed: 1 }));
+  const request = (rows: unknown[]) => post(JSON.stringify({ rows }));
+  // Finite but huge weights: a large finite price overflows float32 inside the model.
+  const huge = new Predictor(pipeline, bytes);
+  for (const expert of [0, 1]) {
+    huge.model.parameter(`mmoe.expert_mlps.${expert}.mlp.0.perceptron.0.weight`).fill(1e30);
+  }
+  const hugeHandler = serve.createHandler({ predictor: huge, source: "test", loadMs: 0 });
+  const ok = await hugeHandler(request([{ user_id: 1, price: 0 }]));
+  assert.equal(ok.status, 200);
+  assert.ok((await ok.json()).probs_ctr.every(Number.isFinite));
+  const overflow = await expectError(
+    await hugeHandler(request([{ user_id: 1, price: 0 }, { user_id: 2, price: 1e20 }])),
+    400,
+    /^row 1: output logits_ctr is -?Infinity|NaN: the row's values overflow the model/,
+  );
+  assert.equal(overflow.row, 1);
+  // NaN parameters: every row is NaN; a 500 that names nothing, the parameter in the log.
+  const broken = new Predictor(pipeline, bytes);
+  broken.model.parameter("mmoe.gate_finals.0.bias")[1] = NaN;
+  const brokenHandler = serve.createHandler({ predictor: broken, source: "test", loadMs: 0 });
+  const original = console.error;
+  const logged: unknown[][] = [];
+  console.error = (...args: unknown[]) => void logged.push(args);
+  try {
+    const response = await brokenHandler(request([{ user_id: 1, price: 3 }]));
+    assert.equal(response.status, 500);
+    assert.deepEqual(await response.json(), { error: "internal error" });
+    assert.match(
+      String(logged[0][1]),
+      /parameter mmoe\.gate_finals\.0\.bias has non-finite values/,
+    );
+  } finally {
+    console.error = original;
+  }
+});
+
+test("serve: null values are missing; nested objects are a 400 naming row and column", async () => {
+  const nulls = [{ user_id: null, pid: null, tags: null, price: null }, {
+    user_id: 3,
+    tags: [1, null],
+  }];
+  const response = await fetchDefault(post(JSON.stringify({ rows: nulls })));
+  assert.equal(response.status, 200);
+  assert.deepEqual(await response.json(), expectedScores([{}, { user_id: 3, tags: [1] }]));
+  const nested = await expectError(
+    await fetchDefault(post('{"rows": [{"user_id": 1}, {"user_id": 2, "pid": {"a": 1}}]}')),
+    400,
+    "row 1: column 'pid': expected a string, number, boolean, null or an array of strings and " +
+      "numbers, got an object",
+  );
+  assert.equal(nested.row, 1);
+  assert.equal(nested.column, "pid");
 });
 
 /** A child process's output callbacks, exit and kill, from whichever API spawns it faithfully. */
@@ -470,6 +716,7 @@ async function scoresFromServer(base: string, output: () => string): Promise<voi
   const response = await fetch(`${base}/predict`, {
     method: "POST",
     body: JSON.stringify({ rows: ROWS }),
+    headers: { "content-type": "application/json" },
   });
   assert.equal(response.status, 200, output());
   // Another runtime may round differently: relaxed SIMD lets V8 fuse multiply-add where
@@ -479,7 +726,7 @@ async function scoresFromServer(base: string, output: () => string): Promise<voi
     assertClose(scores[name], expected, name, { rtol: 1e-5, atol: 1e-6 });
   }
   const health = await fetch(`${base}/healthz`);
-  assert.equal((await health.json()).source, `dir ${MODEL_DIR}`);
+  assert.equal((await health.json()).source, `dir ${basename(MODEL_DIR)}`);
   assert.doesNotMatch(output(), /not loaded|error/i);
 }
 
@@ -527,17 +774,16 @@ test(
           const response = await fetch(`${base}${path}`, {
             method: path === "/predict" ? "POST" : "GET",
             body: path === "/predict" ? '{"rows": []}' : undefined,
+            headers: { "content-type": "application/json" },
           });
-          await expectError(
-            response,
-            503,
-            "model not loaded: no model: set DENOREC_MODEL_DIR to a directory with " +
-              "pipeline.config and model.safetensors (and allow reading it and the variable), " +
-              "or embed one with examples/embed_model.ts",
-          );
+          await expectError(response, 503, NOT_LOADED);
         }
-        // Logged once, at start.
+        // The reason, logged once at start.
         assert.equal(output().match(/model not loaded/g)?.length, 1, output());
+        assert.match(
+          output(),
+          /denorec serve: model not loaded: no model: set DENOREC_MODEL_DIR to a directory with pipeline\.config and model\.safetensors \(and allow reading it and the variable\), or embed one with examples\/embed_model\.ts/,
+        );
       },
     ),
 );
@@ -553,6 +799,66 @@ test(
       /server: http:\/\/[\w.]+:(\d+)/,
       scoresFromServer,
     ),
+);
+
+/** Runs `command` to its end (at most 20 s): exit code and output. */
+async function runToEnd(
+  command: string,
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number | null; output: string }> {
+  const child = spawnChild(command, args, env);
+  let output = "";
+  child.onOutput((text) => output += text);
+  const timer = setTimeout(() => child.kill(), 20000);
+  const code = await child.exited;
+  clearTimeout(timer);
+  return { code, output };
+}
+
+test(
+  "serve: a server that cannot start says why in one line and exits with 1 (deno serve, bun run)",
+  {
+    skip: existsSync(DENO_BIN) && existsSync(BUN_BIN) ? false : "no deno or bun binary (npm ci)",
+  },
+  async () => {
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", resolve));
+    const port = String((busy.address() as AddressInfo).port);
+    try {
+      const env = { DENOREC_MODEL_DIR: MODEL_DIR };
+      const runs = [
+        await runToEnd(
+          DENO_BIN,
+          ["serve", "-A", "--host", "127.0.0.1", "--port", port, "examples/serve.ts"],
+          env,
+        ),
+        await runToEnd(BUN_BIN, ["run", "examples/serve.ts"], {
+          ...env,
+          HOST: "127.0.0.1",
+          PORT: port,
+        }),
+      ];
+      for (const { code, output } of runs) {
+        assert.equal(code, 1, output);
+        const errors = output.split("\n").filter((line) => line.startsWith("error"));
+        assert.equal(errors.length, 1, output);
+        assert.match(errors[0], /^error: .*(in use|Address already in use)/i, output);
+        assert.doesNotMatch(output, /\bat .*:\d+:\d+|\^/, output);
+      }
+      const badPort = await runToEnd(BUN_BIN, ["run", "examples/serve.ts"], {
+        ...env,
+        PORT: "80a",
+      });
+      assert.equal(badPort.code, 1, badPort.output);
+      assert.equal(
+        badPort.output.trim(),
+        'error: PORT must be a port number in [0, 65535], got "80a"',
+      );
+    } finally {
+      busy.close();
+    }
+  },
 );
 
 test("serve: clean up the model dir", async () => {

@@ -21,10 +21,17 @@
  * - Requests larger than `maxBatch` rows are scored in `maxBatch` chunks;
  *   `maxRows` (unbounded by default) refuses larger requests.
  * - Bad input throws a {@link PredictError} naming the row and column:
- *   `row 3: column 'user_id': "abc" is not an integer id`. A column the model
- *   does not read is an error unless `unknownColumns: "ignore"` (label and
- *   sample-weight columns of the config are always accepted and ignored);
- *   a feature column that is absent is a missing value, as an empty CSV cell.
+ *   `row 3: column 'user_id': "abc" is not an integer id` (or the record's
+ *   own location, e.g. `data.csv:17`, when `predict` is given locations). A
+ *   record must be a plain object (a `Date` or a `Map` is refused, not read
+ *   as a row of missing values). A column the model does not read is an
+ *   error unless `unknownColumns: "ignore"` (label and sample-weight columns
+ *   of the config are always accepted and ignored); a feature column that is
+ *   absent or `null` is a missing value, as an empty CSV cell.
+ * - Outputs are always finite: a row whose values overflow the model (a
+ *   dense value of 1e38) is a {@link PredictError} naming it, and a model
+ *   whose parameters are not finite throws a `RangeError` naming the
+ *   parameter instead of returning NaN.
  *
  * @example Score two candidates with a freshly initialised model
  * ```ts
@@ -104,9 +111,9 @@ export interface PredictorOptions {
 
 /**
  * What was wrong with a request; see {@link PredictError}: more rows than
- * `maxRows`, a row that is not an object, a column the model does not read,
- * a value of the wrong type or unparsable, more multi-value ids than the
- * arena holds.
+ * `maxRows`, a row that is not a plain object, a column the model does not
+ * read, a value of the wrong type or unparsable, more multi-value ids than
+ * the arena holds, values that make the model's outputs overflow.
  *
  * @example
  * ```ts
@@ -119,7 +126,8 @@ export type PredictErrorCode =
   | "notAnObject"
   | "unknownColumn"
   | "badValue"
-  | "tooManyIds";
+  | "tooManyIds"
+  | "nonFiniteOutput";
 
 /**
  * Bad input to {@link Predictor.predict}: the message names the row (0-based
@@ -164,11 +172,24 @@ export class PredictError extends Error {
 const LOCATION_CACHE = 4096;
 const EMPTY_RECORD: RawRecord = {};
 
+/** An object literal, `JSON.parse` object or `Object.create(null)`: not a Date, Map, array or class instance. */
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== "object" || value === null) return false;
+  const prototype = Object.getPrototypeOf(value);
+  return prototype === Object.prototype || prototype === null;
+}
+
 /** What a value that is not a string, finite number, boolean, bigint, null or flat array is. */
 function describe(value: unknown): string {
   if (Array.isArray(value)) return "an array";
   if (value === null) return "null";
-  if (typeof value === "object") return "an object";
+  if (value === undefined) return "undefined";
+  if (typeof value === "object") {
+    if (isPlainObject(value)) return "an object";
+    // The built-in tag ("Date", "RegExp", "Map", "Uint8Array"), read without calling getters.
+    const tag = Object.prototype.toString.call(value).slice(8, -1);
+    return tag === "Object" ? "an instance of a class" : `a ${tag}`;
+  }
   if (typeof value === "number") return `the number ${value}`;
   return `a ${typeof value}`;
 }
@@ -187,7 +208,7 @@ function valueProblem(value: unknown): string {
       if (value === null) return "";
       if (!Array.isArray(value)) {
         return "expected a string, number, boolean, null or an array of strings and numbers, " +
-          "got an object";
+          `got ${describe(value)}`;
       }
       for (let i = 0; i < value.length; i++) {
         const item: unknown = value[i];
@@ -283,6 +304,8 @@ export class Predictor {
   readonly #wrappers: LocatedRecord[] = [];
   readonly #located: LocatedRecord[] = [];
   readonly #locations: string[] = [];
+  /** The first non-finite parameter ("" for none), found when an output is not finite. */
+  #nonFiniteParameter: string | undefined;
 
   /** Resolves the config, builds the inference arena and loads the checkpoint. */
   constructor(
@@ -346,13 +369,24 @@ export class Predictor {
   }
 
   /**
+   * Ids clamped into range per `num_buckets` feature since construction
+   * (with `outOfRange: "clamp"`; always 0 otherwise), as
+   * `FeatureEncoder.clampCounts`.
+   */
+  get clampCounts(): Record<string, number> {
+    return this.#encoder.clampCounts;
+  }
+
+  /**
    * Scores `records` (at most {@link Predictor.maxRows}): one value per row
    * (per class for multi-class towers, row-major) under each name of
-   * {@link Predictor.outputs}. Everything but the returned arrays and the
-   * encoded batch is reused between calls. Throws a {@link PredictError} for
-   * bad input, naming the row and column.
+   * {@link Predictor.outputs}, every value finite. Everything but the
+   * returned arrays and the encoded batch is reused between calls. Throws a
+   * {@link PredictError} for bad input, naming the row and column: `row 3`,
+   * or `locations[3]` when given (e.g. the `file:line` a reader gave each
+   * record).
    *
-   * @example Bad records name the row and column
+   * @example Bad records name the row (or their location) and column
    * ```ts
    * import assert from "node:assert/strict";
    * import { MMoEModel, modelCheckpoint, parsePipelineConfig, Predictor, resolveConfig } from "../../mod.ts";
@@ -376,17 +410,26 @@ export class Predictor {
    *   message: "row 0: column 'user_id': expected a string, number, boolean, null or an array " +
    *     "of strings and numbers, got an object",
    * });
-   * assert.throws(() => predictor.predict([{ user_id: 10 }]), {
-   *   message: "row 0: column 'user_id': id 10 is out of range [0, 10)",
+   * assert.throws(() => predictor.predict([{ user_id: 1 }, { user_id: 10 }], ["a.csv:2", "a.csv:3"]), {
+   *   message: "a.csv:3: column 'user_id': id 10 is out of range [0, 10)",
    * });
-   * assert.equal(predictor.predict([{ user_id: 3, clk: 1 }]).probs_ctr.length, 1);
+   * assert.throws(() => predictor.predict([new Date() as never]), {
+   *   message: "row 0: expected an object of column values, got a Date",
+   * });
+   * assert.equal(predictor.predict([{ user_id: 3, clk: 1 }, { user_id: null }]).probs_ctr.length, 2);
    * ```
    */
-  predict(records: readonly RawRecord[]): Record<string, Float32Array> {
+  predict(
+    records: readonly RawRecord[],
+    locations?: readonly string[],
+  ): Record<string, Float32Array> {
     if (!Array.isArray(records)) {
       throw new TypeError(`records must be an array of records, got ${describe(records)}`);
     }
     const n = records.length;
+    if (locations !== undefined && (!Array.isArray(locations) || locations.length !== n)) {
+      throw new TypeError(`locations must be an array of ${n} strings, one per record`);
+    }
     if (n > this.maxRows) {
       throw new PredictError(
         `too many rows: ${n}, the limit is ${this.maxRows} per request`,
@@ -395,42 +438,43 @@ export class Predictor {
         "",
       );
     }
-    for (let i = 0; i < n; i++) this.#check(records[i], i);
+    for (let i = 0; i < n; i++) this.#check(records[i], i, locations);
     if (n <= this.maxBatch) {
       if (n === 0) {
         const empty: Record<string, Float32Array> = {};
         for (const name of this.outputs) empty[name] = new Float32Array(0);
         return empty;
       }
-      return this.#score(records, 0, n);
+      return this.#score(records, 0, n, locations);
     }
     const result: Record<string, Float32Array> = {};
     for (const [name, width] of this.#widths) result[name] = new Float32Array(n * width);
     for (let start = 0; start < n; start += this.maxBatch) {
       const end = Math.min(n, start + this.maxBatch);
-      const chunk = this.#score(records, start, end);
+      const chunk = this.#score(records, start, end, locations);
       for (const [name, width] of this.#widths) result[name].set(chunk[name], start * width);
     }
     return result;
   }
 
-  /** Type checks of one record: an object whose columns are known and whose feature values fit. */
-  #check(record: unknown, row: number): void {
-    if (typeof record !== "object" || record === null || Array.isArray(record)) {
+  /** Type checks of one record: a plain object whose columns are known and whose feature values fit. */
+  #check(record: unknown, row: number, locations: readonly string[] | undefined): void {
+    if (!isPlainObject(record)) {
       throw new PredictError(
-        `row ${row}: expected an object of column values, got ${describe(record)}`,
+        `${this.#location(row, locations)}: expected an object of column values, got ${
+          describe(record)
+        }`,
         "notAnObject",
         row,
         "",
       );
     }
-    const values = record as Record<string, unknown>;
-    for (const column in values) {
+    for (const column in record) {
       if (this.#featureColumns.has(column)) {
-        const problem = valueProblem(values[column]);
+        const problem = valueProblem(record[column]);
         if (problem !== "") {
           throw new PredictError(
-            `row ${row}: column '${column}': ${problem}`,
+            `${this.#location(row, locations)}: column '${column}': ${problem}`,
             "badValue",
             row,
             column,
@@ -442,7 +486,7 @@ export class Predictor {
             "and ignored"
           : "";
         throw new PredictError(
-          `row ${row}: unknown column '${column}' (the model reads ${
+          `${this.#location(row, locations)}: unknown column '${column}' (the model reads ${
             this.columns.join(", ")
           }${ignored})`,
           "unknownColumn",
@@ -454,7 +498,12 @@ export class Predictor {
   }
 
   /** Encodes rows [start, end) (at most maxBatch) through the reused wrappers and scores them. */
-  #score(records: readonly RawRecord[], start: number, end: number): Record<string, Float32Array> {
+  #score(
+    records: readonly RawRecord[],
+    start: number,
+    end: number,
+    locations: readonly string[] | undefined,
+  ): Record<string, Float32Array> {
     const count = end - start;
     const wrappers = this.#wrappers, located = this.#located;
     while (wrappers.length < count) wrappers.push({ record: EMPTY_RECORD, location: "" });
@@ -462,7 +511,7 @@ export class Predictor {
     for (let i = 0; i < count; i++) {
       const wrapper = wrappers[i];
       wrapper.record = records[start + i];
-      wrapper.location = this.#location(start + i);
+      wrapper.location = this.#location(start + i, locations);
       located[i] = wrapper;
     }
     let batch: EncodedBatch;
@@ -470,33 +519,40 @@ export class Predictor {
       batch = this.#encoder.encode(located);
     } catch (error) {
       if (!(error instanceof FeatureError)) throw error;
-      const row = Number(error.location.slice(4));
+      // The encoder names the record by its location; the first record with it is the row.
+      const index = located.findIndex((wrapper) => wrapper.location === error.location);
+      const row = index === -1 ? -1 : start + index;
       throw new PredictError(error.message, "badValue", row, error.column, { cause: error });
     } finally {
       // Do not keep the request's records alive until the next call.
       for (let i = 0; i < count; i++) wrappers[i].record = EMPTY_RECORD;
     }
-    this.#checkBatch(batch, start);
-    return this.model.predict(batch);
+    this.#checkBatch(batch, start, locations);
+    const outputs = this.model.predict(batch);
+    this.#checkOutputs(outputs, start, locations);
+    return outputs;
   }
 
-  /** The encoder's location of row `i` ("row 3"), which its errors start with. */
-  #location(i: number): string {
+  /** Row `i`'s name in errors: `locations[i]`, else "row i" (the first ones cached). */
+  #location(i: number, locations: readonly string[] | undefined): string {
+    if (locations !== undefined) return String(locations[i]);
     if (i >= LOCATION_CACHE) return `row ${i}`;
     return this.#locations[i] ??= `row ${i}`;
   }
 
   /** Refuses what the encoder lets through but the arena cannot hold or should not score. */
-  #checkBatch(batch: EncodedBatch, start: number): void {
+  #checkBatch(batch: EncodedBatch, start: number, locations: readonly string[] | undefined): void {
     this.config.features.forEach((f, i) => {
       const input = batch.features[i];
       if (f.table >= 0) {
         const { ids } = input as SparseInput;
         if (ids.length > this.#idCapacity) {
-          const rows = `rows ${start}..${start + batch.size - 1}`;
+          const first = this.#location(start, locations);
+          const last = this.#location(start + batch.size - 1, locations);
           throw new PredictError(
-            `column '${f.column}': ${ids.length} ids in ${rows} exceed the ${this.#idCapacity} ` +
-              `the predictor holds per call (maxBatch ${this.maxBatch} x idsPerRow ${this.#idsPerRow})`,
+            `column '${f.column}': ${ids.length} ids in ${batch.size} rows (${first} to ${last}) ` +
+              `exceed the ${this.#idCapacity} the predictor holds per call (maxBatch ` +
+              `${this.maxBatch} x idsPerRow ${this.#idsPerRow})`,
             "tooManyIds",
             -1,
             f.column,
@@ -510,13 +566,55 @@ export class Predictor {
         if (Number.isFinite(values[j])) continue;
         const row = start + Math.floor(j / f.width);
         throw new PredictError(
-          `row ${row}: column '${f.column}': value is not a finite float32`,
+          `${this.#location(row, locations)}: column '${f.column}': value is not a finite float32`,
           "badValue",
           row,
           f.column,
         );
       }
     });
+  }
+
+  /**
+   * Refuses non-finite outputs: from finite parameters they come from the
+   * row's values (a dense value too large for the model); from non-finite
+   * parameters (a bad checkpoint) every row has them.
+   */
+  #checkOutputs(
+    outputs: Record<string, Float32Array>,
+    start: number,
+    locations: readonly string[] | undefined,
+  ): void {
+    for (const [name, width] of this.#widths) {
+      const values = outputs[name];
+      for (let j = 0; j < values.length; j++) {
+        if (Number.isFinite(values[j])) continue;
+        this.#nonFiniteParameter ??= this.#findNonFiniteParameter();
+        if (this.#nonFiniteParameter !== "") {
+          throw new RangeError(
+            `the model cannot score: parameter ${this.#nonFiniteParameter} has non-finite ` +
+              "values (load a checkpoint saved before training diverged)",
+          );
+        }
+        const row = start + Math.floor(j / width);
+        throw new PredictError(
+          `${this.#location(row, locations)}: output ${name} is ${values[j]}: the row's values ` +
+            "overflow the model (check the magnitude of its numeric columns)",
+          "nonFiniteOutput",
+          row,
+          "",
+        );
+      }
+    }
+  }
+
+  /** The first parameter or buffer holding NaN or an infinity, or "". */
+  #findNonFiniteParameter(): string {
+    for (const { name } of this.model.parameters) {
+      const values = this.model.parameter(name);
+      for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return name;
+    }
+    return "";
   }
 }
 
