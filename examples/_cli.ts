@@ -5,7 +5,7 @@
 import { open } from "node:fs/promises";
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { inputColumns, readRecords } from "../src/data/readers.ts";
+import { type CsvReadOptions, inputColumns, readRecords } from "../src/data/readers.ts";
 import { FeatureError, type RequiredColumn } from "../src/data/features.ts";
 import type { LocatedRecord } from "../src/core/records.ts";
 import { DEBUG_FLAG, terminal } from "./_cli_errors.ts";
@@ -135,17 +135,19 @@ export interface SkipCounter {
 }
 
 /**
- * CSV (with the config's delimiter) or Parquet records, skipping bad CSV
- * rows if asked: the first five are listed, all are counted in `counter`.
+ * CSV (read as the config says: `csvReadOptions(config)`, its delimiter and,
+ * for files without a header, its input_fields) or Parquet records, skipping
+ * bad CSV rows if asked: the first five are listed, all are counted in
+ * `counter`.
  */
 export function records(
   path: string,
-  delimiter: string,
+  csv: CsvReadOptions,
   skipBadRows: boolean,
   counter: SkipCounter = { skipped: 0 },
 ): AsyncIterable<LocatedRecord> {
   return readRecords(path, {
-    delimiter,
+    ...csv,
     skipBadRows,
     onBadRow: (location, message) => {
       if (counter.skipped++ < 5) console.error(`skipped bad row ${location}: ${message}`);
@@ -193,13 +195,14 @@ async function delimiterHint(path: string, delimiter: string): Promise<string> {
 export async function checkColumns(
   paths: string[],
   encoder: { checkColumns(header: readonly string[], file: string): void },
-  delimiter: string,
+  csv: CsvReadOptions,
   extra: readonly RequiredColumn[] = [],
 ): Promise<void> {
+  const delimiter = csv.delimiter ?? ",";
   for (const path of paths) {
     let header: string[];
     try {
-      header = await inputColumns(path, { delimiter });
+      header = await inputColumns(path, csv);
     } catch (error) {
       const hint = await delimiterHint(path, delimiter);
       if (hint === "") throw error;

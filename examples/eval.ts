@@ -21,6 +21,7 @@ import process from "node:process";
 import { evaluate, loadCheckpoint, MMoEModel, readCheckpoint, resolveConfig } from "../mod.ts";
 import { loadPipelineConfig } from "../src/config/config_text.ts";
 import { batchRecords, FeatureEncoder } from "../src/data/features.ts";
+import { csvReadOptions } from "../src/data/readers.ts";
 import {
   checkColumns,
   exitOnErrors,
@@ -51,7 +52,7 @@ const pipeline = await loadPipelineConfig(
 if (flags.eval_input_path) pipeline.evalInputPath = flags.eval_input_path;
 if (flags.model_dir) pipeline.modelDir = flags.model_dir;
 if (flags.batch_size !== undefined) {
-  pipeline.dataConfig = { ...pipeline.dataConfig, batchSize: flags.batch_size };
+  pipeline.dataConfig = { ...pipeline.dataConfig, evalBatchSize: flags.batch_size };
 }
 const config = resolveConfig(pipeline);
 const { evalInputPath, modelDir } = config.paths;
@@ -59,8 +60,8 @@ const { evalInputPath, modelDir } = config.paths;
 const encoder = new FeatureEncoder(config, {
   outOfRange: flags.clamp_out_of_range ? "clamp" : "error",
 });
-await checkColumns([evalInputPath], encoder, config.data.delimiter);
-const model = new MMoEModel(config, { maxBatch: config.data.batchSize });
+await checkColumns([evalInputPath], encoder, csvReadOptions(config));
+const model = new MMoEModel(config, { maxBatch: config.data.evalBatchSize, inference: true });
 loadCheckpoint(model, await readCheckpoint(join(modelDir, "model.safetensors")), {
   withOptimizer: false,
 });
@@ -68,10 +69,10 @@ loadCheckpoint(model, await readCheckpoint(join(modelDir, "model.safetensors")),
 let rows = 0;
 const started = performance.now();
 const counter: SkipCounter = { skipped: 0 };
-const input = records(evalInputPath, config.data.delimiter, flags.skip_bad_rows, counter);
+const input = records(evalInputPath, csvReadOptions(config), flags.skip_bad_rows, counter);
 const metrics = await evaluate(
   model,
-  batchRecords(input, encoder, { batchSize: config.data.batchSize }),
+  batchRecords(input, encoder, { batchSize: config.data.evalBatchSize }),
   {
     onBatch: (_, batch) => {
       rows += batch.size;

@@ -30,7 +30,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { parsePipelineConfig } from "../src/config/config_text.ts";
 import { FeatureEncoder } from "../src/data/features.ts";
-import { writeCsv, writeParquet } from "../src/data/readers.ts";
+import { csvReadOptions, writeCsv, writeParquet } from "../src/data/readers.ts";
 import { Predictor } from "../src/serve/inference.ts";
 import type { RawRecord } from "../src/core/records.ts";
 import {
@@ -88,11 +88,11 @@ export async function predictFile(
   if (twice !== undefined) {
     throw new TypeError(`column ${twice} is both reserved and an output, or given twice`);
   }
-  const delimiter = predictor.config.data.delimiter;
+  const csv = csvReadOptions(predictor.config);
   await checkColumns(
     [inputPath],
     new FeatureEncoder(predictor.config, { labels: false }),
-    delimiter,
+    csv,
     reserved.map((column) => ({ column, neededBy: "--reserved_columns" })),
   );
 
@@ -125,7 +125,7 @@ export async function predictFile(
       chunk = [];
       locations = [];
     };
-    for await (const { record, location } of records(inputPath, delimiter, skipBadRows, counter)) {
+    for await (const { record, location } of records(inputPath, csv, skipBadRows, counter)) {
       chunk.push(record);
       locations.push(location);
       if (chunk.length === batchSize) yield* flush();

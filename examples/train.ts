@@ -27,7 +27,8 @@
  * the end of training, the newest `keep_checkpoint_max` kept. `--continue_train`
  * resumes the latest one exactly where it stopped (shuffle included, and
  * `num_steps` counted as a total); without it a `<model_dir>` holding a
- * checkpoint is refused, as tzrec does. A NaN or infinite loss stops training
+ * checkpoint is refused, as tzrec does (the no-argument demo instead replaces
+ * an earlier demo run). A NaN or infinite loss stops training
  * with exit code 1 and saves nothing after the last good step.
  *
  * When training ends, before evaluating, `<model_dir>/model.safetensors` (the
@@ -36,7 +37,16 @@
  * tzrec, `<model_dir>/train_eval_result.txt` holds one JSON line with every
  * eval metric, and the report is `<model_dir>/report.html`.
  */
-import { accessSync, constants, existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
+import {
+  accessSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import {
@@ -57,6 +67,7 @@ import {
 } from "../mod.ts";
 import { loadPipelineConfig, toPipelineConfigText } from "../src/config/config_text.ts";
 import { batchRecords, FeatureEncoder } from "../src/data/features.ts";
+import { csvReadOptions } from "../src/data/readers.ts";
 import { checkColumns, exitOnErrors, parseFlags, records, status } from "./_cli.ts";
 import { TAOBAO_COLUMNS, type TaobaoStats, writeTaobaoCsv } from "../src/data/synthetic.ts";
 
@@ -78,6 +89,9 @@ const { flags } = parseFlags(args, {
 });
 
 const EXAMPLE_CONFIG = new URL("../configs/mmoe_taobao.config", import.meta.url).pathname;
+/** What a run writes to its model_dir. */
+const DEMO_OUTPUTS =
+  /^(model\.ckpt-\d+|model\.safetensors|pipeline\.config|train_eval_result\.txt|report\.html)$/;
 const configPath = flags.pipeline_config_path ?? EXAMPLE_CONFIG;
 const pipeline = await loadPipelineConfig(configPath);
 if (flags.train_input_path) pipeline.trainInputPath = flags.train_input_path;
@@ -108,6 +122,13 @@ try {
   accessSync(modelDir, constants.W_OK);
 } catch (error) {
   throw new Error(`--model_dir ${modelDir} cannot be written: ${(error as Error).message}`);
+}
+// The demo (no arguments) starts over each time: it replaces what an earlier
+// demo run wrote to its model_dir instead of refusing to overwrite it.
+if (args.length === 0) {
+  const earlier = readdirSync(modelDir).filter((name) => DEMO_OUTPUTS.test(name));
+  for (const name of earlier) rmSync(join(modelDir, name), { recursive: true, force: true });
+  if (earlier.length > 0) console.log(`replacing the earlier demo run in ${modelDir}`);
 }
 const latest = await latestCheckpoint(modelDir);
 if (latest !== null && !flags.continue_train) {
@@ -156,9 +177,9 @@ if (!existsSync(trainInputPath) && !existsSync(evalInputPath)) {
 const encoder = new FeatureEncoder(config, {
   outOfRange: flags.clamp_out_of_range ? "clamp" : "error",
 });
-const delimiter = config.data.delimiter;
-await checkColumns([trainInputPath, evalInputPath], encoder, delimiter);
-const input = (path: string) => records(path, delimiter, flags.skip_bad_rows);
+const csv = csvReadOptions(config);
+await checkColumns([trainInputPath, evalInputPath], encoder, csv);
+const input = (path: string) => records(path, csv, flags.skip_bad_rows);
 
 const batchSize = config.data.batchSize;
 const model = new MMoEModel(config, { maxBatch: batchSize, seed });
@@ -199,7 +220,7 @@ try {
       batchRecords(input(trainInputPath), encoder, {
         batchSize,
         dropRemainder: config.data.dropRemainder,
-        shuffleBufferSize: config.data.shuffle ? 8 * batchSize : 0,
+        shuffleBufferSize: config.data.shuffle ? config.data.shuffleBufferSize * batchSize : 0,
         seed: seed + epoch, // the shuffle of epoch e: the same on a resumed run
       }),
     {
@@ -245,7 +266,7 @@ let evalRows = 0;
 const evalStarted = performance.now();
 const metrics = await evaluate(
   model,
-  batchRecords(input(evalInputPath), encoder, { batchSize }),
+  batchRecords(input(evalInputPath), encoder, { batchSize: config.data.evalBatchSize }),
   {
     onBatch: (outputs, batch) => {
       towers.forEach((t, i) => {
