@@ -508,7 +508,7 @@ test("checkpoint: missing and unexpected tensors are named and nothing is loaded
   // Weights only: the optimizer tensors are ignored, the parameter problems remain.
   assert.throws(
     () => loadCheckpoint(target, edited, { withOptimizer: false }),
-    /missing from the checkpoint: mmoe\.gate_finals\.0\.bias\n {2}not in the model: mmoe\.gate_finals\.2\.bias$/,
+    /missing from the checkpoint: mmoe\.gate_finals\.0\.bias; not in the model: mmoe\.gate_finals\.2\.bias$/,
   );
   assert.throws(
     () => loadCheckpoint(target, modelCheckpoint(source), { withOptimizer: true }),

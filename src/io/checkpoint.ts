@@ -955,8 +955,8 @@ function loadFiles(
       context.push(`optimizer: checkpoint ${kinds}, model ${optimizerKinds(model)}`);
     }
     throw new RangeError(
-      `${at(modelFile)}checkpoint does not match the model:\n  ${
-        [...problems, ...context].join("\n  ")
+      `${at(modelFile)}checkpoint does not match the model: ${
+        [...problems, ...context].join("; ")
       }`,
     );
   }
