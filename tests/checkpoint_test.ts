@@ -220,8 +220,12 @@ test("checkpoint: bytes decode to the model's tensors, names, shapes and metadat
     assert.deepEqual(found.shape, t.shape, t.name);
     assert.deepEqual(Array.from(found.data), Array.from(model.view(t.offset, sizeOf(t.shape))));
   }
-  assert.ok(tensors.has("embedding_group.user_emb.weight"));
-  assert.ok(tensors.has("optimizer.embedding_group.user_emb.weight.sum"));
+  assert.ok(tensors.has("embedding_group.emb_impls.__BASE__.ebc.embedding_bags.user_emb.weight"));
+  assert.ok(
+    tensors.has(
+      "optimizer.embedding_group.emb_impls.__BASE__.ebc.embedding_bags.user_emb.weight.sum",
+    ),
+  );
   assert.ok(tensors.has("optimizer._task_tower.0.linear.weight.exp_avg_sq"));
   assert.deepEqual(tensors.get("mmoe.expert_mlps.1.mlp.0.perceptron.0.weight")!.shape, [6, 9]);
   assert.equal(metadata.format, "denorec-mmoe");
@@ -430,7 +434,9 @@ test("checkpoint: missing and unexpected tensors are named and nothing is loaded
   source.trainStep(tinyBatch(1));
   const { tensors, metadata } = decodeSafetensors(modelCheckpoint(source, { withOptimizer: true }));
   tensors.delete("mmoe.gate_finals.0.bias");
-  tensors.delete("optimizer.embedding_group.tags_emb.weight.sum");
+  tensors.delete(
+    "optimizer.embedding_group.emb_impls.__BASE__.ebc.embedding_bags.tags_emb.weight.sum",
+  );
   tensors.set("mmoe.gate_finals.2.bias", { shape: [2], data: new Float32Array(2) });
   const edited = encodeSafetensors([...tensors].map(([name, t]) => ({ name, ...t })), metadata);
 
@@ -442,7 +448,7 @@ test("checkpoint: missing and unexpected tensors are named and nothing is loaded
       error instanceof RangeError &&
       error.message.includes(
         "missing from the checkpoint: mmoe.gate_finals.0.bias, " +
-          "optimizer.embedding_group.tags_emb.weight.sum",
+          "optimizer.embedding_group.emb_impls.__BASE__.ebc.embedding_bags.tags_emb.weight.sum",
       ) &&
       error.message.includes("not in the model: mmoe.gate_finals.2.bias") &&
       !error.message.includes("fingerprint"),

@@ -322,11 +322,6 @@ test("model and tower errors", () => {
     /must set one loss/,
   );
   rejects(
-    (c) => mmoe(c).taskTowers[0].losses!.push({ l2Loss: {} }),
-    "model_config.mmoe.task_towers[0].losses[1]",
-    /more than one loss per tower is not supported yet/,
-  );
-  rejects(
     (c) => mmoe(c).taskTowers[0].losses = [{ softmaxCrossEntropy: {} }],
     "model_config.mmoe.task_towers[0].num_class",
     /softmax_cross_entropy needs num_class > 1/,

@@ -150,21 +150,46 @@ for (const variant of VARIANTS) {
     }
   });
 
-  test(`sgdMomentumStep ${variant}: torch SGD momentum over 4 steps, first step ignores the buffer`, () => {
+  test(`sgdMomentumStep ${variant}: torch SGD momentum, dampening, Nesterov over 4 steps; first step ignores the buffer`, () => {
     const mem = new TestMemory(variant, 1);
     const next = rng(14);
-    for (const n of SIZES) {
-      const p0 = randomArray(n, next);
-      const p = mem.f32(n, p0), grad = mem.f32(n), buf = mem.f32(n);
-      buf.view.fill(NaN); // garbage before the first step must not leak in
-      const expected = Float64Array.from(Float32Array.from(p0));
-      const expectedBuf = new Float64Array(n);
-      for (let step = 0; step < 4; step++) {
-        grad.view.set(randomArray(n, next));
-        mem.k.sgdMomentumStep(p.ptr, grad.ptr, buf.ptr, n, 0.1, 0.9, 0.01, step === 0);
-        sgdMomentumStepTwin(expected, expectedBuf, grad.view, 0.1, 0.9, 0.01, step === 0);
-        assertClose(p.view, expected, `n=${n} step ${step}`, { rtol: 1e-5, atol: 1e-6 });
-        assertClose(buf.view, expectedBuf, `n=${n} buf step ${step}`, { rtol: 1e-5, atol: 1e-6 });
+    for (const [dampening, nesterov] of [[0, false], [0.3, false], [0, true]] as const) {
+      for (const n of SIZES) {
+        const p0 = randomArray(n, next);
+        const p = mem.f32(n, p0), grad = mem.f32(n), buf = mem.f32(n);
+        buf.view.fill(NaN); // garbage before the first step must not leak in
+        const expected = Float64Array.from(Float32Array.from(p0));
+        const expectedBuf = new Float64Array(n);
+        for (let step = 0; step < 4; step++) {
+          const first = step === 0;
+          grad.view.set(randomArray(n, next));
+          mem.k.sgdMomentumStep(
+            p.ptr,
+            grad.ptr,
+            buf.ptr,
+            n,
+            0.1,
+            0.9,
+            dampening,
+            nesterov,
+            0.01,
+            first,
+          );
+          sgdMomentumStepTwin(
+            expected,
+            expectedBuf,
+            grad.view,
+            0.1,
+            0.9,
+            dampening,
+            nesterov,
+            0.01,
+            first,
+          );
+          const label = `dampening ${dampening} nesterov ${nesterov} n=${n} step ${step}`;
+          assertClose(p.view, expected, label, { rtol: 1e-5, atol: 1e-6 });
+          assertClose(buf.view, expectedBuf, `${label} buf`, { rtol: 1e-5, atol: 1e-6 });
+        }
       }
     }
   });
@@ -207,10 +232,10 @@ for (const variant of VARIANTS) {
     }
   });
 
-  test(`adamRows ${variant}: only listed rows change, bias-corrected by the global step`, () => {
+  test(`adamRows ${variant}: only listed rows change, bias-corrected by the global step, L2 decay`, () => {
     const mem = new TestMemory(variant, 2);
     const next = rng(6);
-    const o = { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+    const o = { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 };
     for (const dim of DIMS) {
       const { p: table, m, v, twin } = adamState(mem, ROWS * dim, next);
       for (const [s, rows] of ROW_STEPS.entries()) {
@@ -230,6 +255,7 @@ for (const variant of VARIANTS) {
           o.beta1,
           o.beta2,
           o.eps,
+          o.weightDecay,
           step,
         );
         adamRowsTwin(twin, rows, grads.view, dim, o, step);

@@ -906,30 +906,31 @@ export function resolveConfig(config: PipelineConfig): ResolvedConfig {
     const numClass = positiveInt(t.numClass ?? DEFAULTS.tower.numClass, `${tp}.num_class`);
     const losses = t.losses ?? [];
     if (losses.length === 0) throw new ConfigError(`${tp}.losses`, "must set one loss");
-    if (losses.length > 1) {
-      throw new ConfigError(`${tp}.losses[1]`, "more than one loss per tower is not supported yet");
-    }
-    const lossKind = oneOf(losses[0], `${tp}.losses[0]`, [
-      "binary_cross_entropy",
-      "l2_loss",
-      "softmax_cross_entropy",
-    ]);
-    const kind = snake(lossKind) as ResolvedLoss["kind"];
-    if ((kind === "softmax_cross_entropy") !== (numClass > 1)) {
-      throw new ConfigError(
-        `${tp}.num_class`,
-        kind === "softmax_cross_entropy"
-          ? "softmax_cross_entropy needs num_class > 1"
-          : `${kind} needs num_class 1, got ${numClass}`,
-      );
-    }
-    const smoothing = (losses[0][lossKind] as { labelSmoothing?: number }).labelSmoothing ?? 0;
-    if (!(smoothing >= 0 && smoothing <= 1)) {
-      throw new ConfigError(
-        `${tp}.losses[0].${kind}.label_smoothing`,
-        `must be in [0, 1], got ${smoothing}`,
-      );
-    }
+    const resolvedLosses = losses.map((loss, j): ResolvedLoss => {
+      const lp = `${tp}.losses[${j}]`;
+      const lossKind = oneOf(loss, lp, [
+        "binary_cross_entropy",
+        "l2_loss",
+        "softmax_cross_entropy",
+      ]);
+      const kind = snake(lossKind) as ResolvedLoss["kind"];
+      if ((kind === "softmax_cross_entropy") !== (numClass > 1)) {
+        throw new ConfigError(
+          `${tp}.num_class`,
+          kind === "softmax_cross_entropy"
+            ? "softmax_cross_entropy needs num_class > 1"
+            : `${kind} needs num_class 1, got ${numClass}`,
+        );
+      }
+      const smoothing = (loss[lossKind] as { labelSmoothing?: number }).labelSmoothing ?? 0;
+      if (!(smoothing >= 0 && smoothing <= 1)) {
+        throw new ConfigError(
+          `${lp}.${kind}.label_smoothing`,
+          `must be in [0, 1], got ${smoothing}`,
+        );
+      }
+      return { kind, name: `${kind}_${name}`, labelSmoothing: smoothing };
+    });
     const metrics = (t.metrics ?? []).map((m, j): ResolvedMetric => {
       const mpath = `${tp}.metrics[${j}]`;
       const key = oneOf(m, mpath, [
@@ -978,7 +979,7 @@ export function resolveConfig(config: PipelineConfig): ResolvedConfig {
       label: nonEmptyString(t.labelName, `${tp}.label_name`),
       numClass,
       mlp: t.mlp ? resolveMlp(t.mlp, `${tp}.mlp`) : null,
-      losses: [{ kind, name: `${kind}_${name}`, labelSmoothing: smoothing }],
+      losses: resolvedLosses,
       metrics,
       hasWeight: t.weight !== undefined || t.sampleWeightName !== undefined ||
         t.taskSpaceIndicatorLabel !== undefined,

@@ -449,7 +449,8 @@ const sizeOf = (shape: readonly number[]): number => shape.reduce((a, b) => a * 
  * const model = new MMoEModel(config, { maxBatch: 4 });
  * const { tensors, metadata } = decodeSafetensors(modelCheckpoint(model));
  * assert.deepEqual(tensors.get("_task_tower.0.linear.weight")!.shape, [1, 8]);
- * assert.deepEqual(tensors.get("embedding_group.item_emb.weight")!.shape, [4, 4]);
+ * const table = "embedding_group.emb_impls.__BASE__.ebc.embedding_bags.item_emb.weight";
+ * assert.deepEqual(tensors.get(table)!.shape, [4, 4]);
  * assert.equal(metadata.format, "denorec-mmoe");
  * assert.equal(metadata.step, "0");
  * ```
