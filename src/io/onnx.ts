@@ -340,9 +340,6 @@ type TensorInit = MessageInitShape<typeof TensorProtoSchema>;
 type ValueInfoInit = MessageInitShape<typeof ValueInfoProtoSchema>;
 type AttributeInit = MessageInitShape<typeof AttributeProtoSchema>;
 
-/** BatchNorm1d / LayerNorm eps (torch default, as the kernels use). */
-const NORM_EPS = 1e-5;
-
 const LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
 function floatBytes(values: ArrayLike<number>): Uint8Array {
@@ -569,7 +566,7 @@ class Exporter {
         .map((r) => this.model.parameter(memberName(r!, s)));
       const fw = new Float64Array(N * K), fb = new Float64Array(N);
       for (let o = 0; o < N; o++) {
-        const scale = gamma[o] / Math.sqrt(variance[o] + NORM_EPS);
+        const scale = gamma[o] / Math.sqrt(variance[o] + l.eps);
         for (let i = 0; i < K; i++) fw[o * K + i] = w[o * K + i] * scale;
         fb[o] = ((b ? b[o] : 0) - mean[o]) * scale + beta[o];
       }
@@ -594,29 +591,29 @@ class Exporter {
               this.param(memberName(l.runningVar!, s)),
             ],
             `${norm}/BatchNormalization`,
-            [attr("epsilon", NORM_EPS, "float")],
+            [attr("epsilon", l.eps, "float")],
           )
-          : this.layerNormalization(z, gamma, beta, norm);
+          : this.layerNormalization(z, gamma, beta, l.eps, norm);
       }
     }
     return this.activation(z, l.activation, l.slope, `${linear}/act`);
   }
 
-  layerNormalization(x: string, gamma: string, beta: string, prefix: string): string {
+  layerNormalization(x: string, gamma: string, beta: string, eps: number, prefix: string): string {
     const g = this.g;
     if (this.layerNorm === "node") {
       return g.node(
         "LayerNormalization",
         [x, this.param(gamma), this.param(beta)],
         `${prefix}/LayerNormalization`,
-        [attr("axis", -1, "int"), attr("epsilon", NORM_EPS, "float")],
+        [attr("axis", -1, "int"), attr("epsilon", eps, "float")],
       );
     }
     const mean = g.reduceMeanLast(x, `${prefix}/ReduceMean`);
     const d = g.node("Sub", [x, mean], `${prefix}/Sub`);
     const sq = g.node("Mul", [d, d], `${prefix}/Square`);
     const variance = g.reduceMeanLast(sq, `${prefix}/Variance`);
-    const shifted = g.node("Add", [variance, g.scalar(NORM_EPS)], `${prefix}/AddEps`);
+    const shifted = g.node("Add", [variance, g.scalar(eps)], `${prefix}/AddEps`);
     const std = g.node("Sqrt", [shifted], `${prefix}/Sqrt`);
     const normed = g.node("Div", [d, std], `${prefix}/Div`);
     const scaled = g.node("Mul", [normed, this.param(gamma)], `${prefix}/Mul`);

@@ -160,6 +160,10 @@ export interface Layer {
   slope: number;
   /** Normalisation after the Linear. */
   norm: "batch" | "layer" | null;
+  /** The norm's eps (torch's BatchNorm1d / LayerNorm default, 1e-5). */
+  eps: number;
+  /** BatchNorm's running-statistics momentum (torch's default, 0.1). */
+  momentum: number;
   /** Dropout ratio (0 in an inference model). */
   dropout: number;
   /** Linear + bias + ReLU in the GEMM epilogue: z, a, h and y are one region. */
@@ -498,6 +502,8 @@ class Builder {
         activation,
         slope: perceptron ? perceptron.slope : 0,
         norm,
+        eps: 1e-5,
+        momentum: 0.1,
         dropout,
         fused,
         weight,

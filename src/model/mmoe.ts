@@ -160,10 +160,6 @@ export interface ParameterInfo {
   dtype: "f32" | "i64";
 }
 
-/** BatchNorm1d / LayerNorm eps and BatchNorm momentum (torch defaults). */
-const NORM_EPS = 1e-5;
-const BN_MOMENTUM = 0.1;
-
 /** Learning rate at `step` (1-based) under the optimizer's schedule (tzrec ExponentialDecayLR). */
 export function learningRate(optimizer: ResolvedOptimizer, step: number): number {
   const s = optimizer.schedule;
@@ -305,20 +301,10 @@ export class MMoEModel {
         k.copyColumns(out, input.values.offset, B, f.width, F, f.width);
         return;
       }
-      const table = p.tables[f.table];
+      const table = p.tables[f.table], rows = table.weight.offset;
       const ids = table.ids.offset + 4 * this.#idStart[i];
-      const weights = input.weights?.offset ?? 0;
-      k.embeddingGather(
-        out,
-        table.weight.offset,
-        ids,
-        weights,
-        input.offsets!.offset,
-        B,
-        f.width,
-        F,
-        f.mean,
-      );
+      const weights = input.weights?.offset ?? 0, offsets = input.offsets!.offset;
+      k.embeddingGather(out, rows, ids, weights, offsets, B, f.width, F, f.mean);
     });
   }
 
@@ -326,31 +312,19 @@ export class MMoEModel {
   #embeddingsBackward(B: number): void {
     const k = this.kernels, p = this.plan, dx = p.dx!.offset, F = this.config.inputWidth;
     p.tables.forEach((table, t) => {
-      this.#uniqueCount[t] = k.embeddingUnique(
-        table.unique!.offset,
-        table.inverse!.offset,
-        table.ids.offset,
-        this.#idCount[t],
-        table.hash!.offset,
-        table.hashCapacity,
-      );
+      const unique = table.unique!.offset, inverse = table.inverse!.offset;
+      const ids = table.ids.offset, hash = table.hash!.offset;
+      const U = k.embeddingUnique(unique, inverse, ids, this.#idCount[t], hash, table.hashCapacity);
       const rows = table.gradRows!.offset / 4;
-      this.#f32.fill(0, rows, rows + this.#uniqueCount[t] * table.dim);
+      this.#f32.fill(0, rows, rows + U * table.dim);
+      this.#uniqueCount[t] = U;
     });
     this.config.features.forEach((f, i) => {
       if (f.table < 0) return;
-      const input = p.features[i], table = p.tables[f.table];
-      k.embeddingBackward(
-        table.gradRows!.offset,
-        dx + 4 * f.offset,
-        table.inverse!.offset + 4 * this.#idStart[i],
-        input.weights?.offset ?? 0,
-        input.offsets!.offset,
-        B,
-        f.width,
-        F,
-        f.mean,
-      );
+      const input = p.features[i], table = p.tables[f.table], rows = table.gradRows!.offset;
+      const inverse = table.inverse!.offset + 4 * this.#idStart[i], dOut = dx + 4 * f.offset;
+      const weights = input.weights?.offset ?? 0, offsets = input.offsets!.offset;
+      k.embeddingBackward(rows, dOut, inverse, weights, offsets, B, f.width, F, f.mean);
     });
   }
 
@@ -371,40 +345,21 @@ export class MMoEModel {
       }
     }
     if (l.fused) return;
-    if (l.norm === "batch") {
-      k.batchNormForward(
-        l.a.offset,
-        l.mean!.offset,
-        l.invStd!.offset,
-        l.runningMean!.offset,
-        l.runningVar!.offset,
-        l.z.offset,
-        l.gamma!.offset,
-        l.beta!.offset,
-        B,
-        W,
-        BN_MOMENTUM,
-        NORM_EPS,
-        training,
-      );
-      if (training) {
-        const counters = l.batches!.offset / 8;
-        for (let s = 0; s < S; s++) this.#i64[counters + s] += 1n;
+    if (l.norm !== null) {
+      const [a, mean, invStd, z] = [l.a.offset, l.mean!.offset, l.invStd!.offset, l.z.offset];
+      const gamma = l.gamma!.offset, beta = l.beta!.offset;
+      if (l.norm === "layer") {
+        k.layerNormForward(a, mean, invStd, z, gamma, beta, B, S, N, l.eps);
+      } else {
+        const rm = l.runningMean!.offset, rv = l.runningVar!.offset;
+        const { momentum, eps } = l;
+        k.batchNormForward(a, mean, invStd, rm, rv, z, gamma, beta, B, W, momentum, eps, training);
+        if (training) {
+          // num_batches_tracked: torch counts every train-mode forward of a BatchNorm.
+          const counters = l.batches!.offset / 8;
+          for (let s = 0; s < S; s++) this.#i64[counters + s] += 1n;
+        }
       }
-    } else if (l.norm === "layer") {
-      const { a, mean, invStd, z, gamma, beta } = l;
-      k.layerNormForward(
-        a.offset,
-        mean!.offset,
-        invStd!.offset,
-        z.offset,
-        gamma!.offset,
-        beta!.offset,
-        B,
-        S,
-        N,
-        NORM_EPS,
-      );
     }
     if (l.y === l.a) return;
     if (l.dropout > 0 && training) {
@@ -433,36 +388,14 @@ export class MMoEModel {
     if (l.activation !== Activation.identity) {
       k.activationBackward(dy, dy, l.a.offset, l.h.offset, n, l.activation, l.slope);
     }
-    const gamma = l.gamma?.offset ?? 0, mean = l.mean?.offset ?? 0, invStd = l.invStd?.offset ?? 0;
-    if (l.norm === "batch") {
-      const { grad: dGamma } = l.gamma!, { grad: dBeta } = l.beta!;
-      k.batchNormBackward(
-        dz,
-        dGamma!.offset,
-        dBeta!.offset,
-        dy,
-        l.z.offset,
-        gamma,
-        mean,
-        invStd,
-        B,
-        W,
-      );
-    } else if (l.norm === "layer") {
-      const { grad: dGamma } = l.gamma!, { grad: dBeta } = l.beta!;
-      k.layerNormBackward(
-        dz,
-        dGamma!.offset,
-        dBeta!.offset,
-        dy,
-        l.z.offset,
-        gamma,
-        mean,
-        invStd,
-        B,
-        S,
-        N,
-      );
+    if (l.norm !== null) {
+      const gamma = l.gamma!.offset, dGamma = l.gamma!.grad!.offset, dBeta = l.beta!.grad!.offset;
+      const z = l.z.offset, mean = l.mean!.offset, invStd = l.invStd!.offset;
+      if (l.norm === "batch") {
+        k.batchNormBackward(dz, dGamma, dBeta, dy, z, gamma, mean, invStd, B, W);
+      } else {
+        k.layerNormBackward(dz, dGamma, dBeta, dy, z, gamma, mean, invStd, B, S, N);
+      }
     }
     if (l.bias) k.columnSum(l.bias.grad!.offset, dz, B, W);
     const dZ: Matrix = { at: dz, ld: W }, dW = l.weight.grad!.offset, weight = l.weight.offset;
@@ -471,19 +404,9 @@ export class MMoEModel {
       return;
     }
     for (let s = 0; s < S; s++) {
-      const d = dInput && member(dInput, s, K), w = 4 * s * N * K;
-      linearBackward(
-        this.#gemm,
-        dW + w,
-        d,
-        accumulate,
-        member(dZ, s, N),
-        member(input, s, K),
-        weight + w,
-        B,
-        K,
-        N,
-      );
+      const dx = dInput && member(dInput, s, K), dz = member(dZ, s, N), x = member(input, s, K);
+      const w = 4 * s * N * K;
+      linearBackward(this.#gemm, dW + w, dx, accumulate, dz, x, weight + w, B, K, N);
     }
   }
 
@@ -502,13 +425,8 @@ export class MMoEModel {
       const l = stack.layers[i];
       if (i > 0) {
         const previous = stack.layers[i - 1], ld = previous.S * previous.outWidth;
-        this.#layerBackward(
-          l,
-          { at: previous.y.offset, ld },
-          { at: previous.dy!.offset, ld },
-          false,
-          B,
-        );
+        const x = { at: previous.y.offset, ld }, dx = { at: previous.dy!.offset, ld };
+        this.#layerBackward(l, x, dx, false, B);
       } else {
         const d = stack.dInput;
         this.#layerBackward(l, at(stack.input), d && at(d), d?.accumulate ?? false, B);
@@ -537,17 +455,9 @@ export class MMoEModel {
     if (p.dx) this.#f32.fill(0, p.dx.offset / 4, p.dx.offset / 4 + B * c.inputWidth);
     for (const t of p.towers) this.#stackBackward(t.stack, B);
     const experts = p.experts.layers.at(-1)!, gates = p.gates.layers.at(-1)!;
-    this.kernels.gateMixtureBackward(
-      gates.dy!.offset,
-      experts.dy!.offset,
-      p.dTaskInput!.offset,
-      p.gate.offset,
-      experts.y.offset,
-      B,
-      T,
-      E,
-      D,
-    );
+    const dLogits = gates.dy!.offset, dExperts = experts.dy!.offset, dTask = p.dTaskInput!.offset;
+    const gate = p.gate.offset, expertOut = experts.y.offset;
+    this.kernels.gateMixtureBackward(dLogits, dExperts, dTask, gate, expertOut, B, T, E, D);
     this.#stackBackward(p.gates, B);
     this.#stackBackward(p.experts, B);
     if (p.dx) this.#embeddingsBackward(B);
@@ -565,18 +475,11 @@ export class MMoEModel {
     for (const t of this.plan.towers) {
       const c = t.tower, C = c.numClass;
       const column = (name: string | null) => (name ? this.plan.columns.get(name)!.offset : 0);
-      let weights = 0;
+      const weights = c.hasWeight ? t.weights.offset : 0;
       if (c.hasWeight) {
-        k.taskSpaceWeights(
-          t.weights.offset,
-          column(c.sampleWeightName),
-          column(c.taskSpaceIndicatorLabel),
-          B,
-          c.inTaskSpaceWeight,
-          c.outTaskSpaceWeight,
-          c.weight,
-        );
-        weights = t.weights.offset;
+        const sample = column(c.sampleWeightName), indicator = column(c.taskSpaceIndicatorLabel);
+        const [inSpace, outSpace] = [c.inTaskSpaceWeight, c.outTaskSpaceWeight];
+        k.taskSpaceWeights(weights, sample, indicator, B, inSpace, outSpace, c.weight);
       }
       const logits = t.stack.layers.at(-1)!, labels = column(c.label);
       activeLosses(c).forEach((loss, i) => {
@@ -620,20 +523,8 @@ export class MMoEModel {
     } else if (dense.kind === "adagrad") {
       k.adagradStep(param, grad, state[0], n, lr, dense.eps, dense.weightDecay);
     } else if (dense.momentum > 0) {
-      const { momentum, dampening, nesterov, weightDecay } = dense;
-      const first = this.step === 1;
-      k.sgdMomentumStep(
-        param,
-        grad,
-        state[0],
-        n,
-        lr,
-        momentum,
-        dampening,
-        nesterov,
-        weightDecay,
-        first,
-      );
+      const { momentum: mu, dampening, nesterov, weightDecay: wd } = dense, first = this.step === 1;
+      k.sgdMomentumStep(param, grad, state[0], n, lr, mu, dampening, nesterov, wd, first);
     } else {
       k.sgdStep(param, grad, n, lr, dense.weightDecay);
     }
@@ -646,22 +537,8 @@ export class MMoEModel {
       if (sparse.kind === "adagrad") {
         k.adagradRows(table, s0, rows, g, U, dim, sparseLr, sparse.eps);
       } else if (sparse.kind === "adam") {
-        const { beta1, beta2, eps, weightDecay } = sparse;
-        k.adamRows(
-          table,
-          s0,
-          s1,
-          rows,
-          g,
-          U,
-          dim,
-          sparseLr,
-          beta1,
-          beta2,
-          eps,
-          weightDecay,
-          this.step,
-        );
+        const { beta1, beta2, eps, weightDecay: wd } = sparse;
+        k.adamRows(table, s0, s1, rows, g, U, dim, sparseLr, beta1, beta2, eps, wd, this.step);
       } else {
         k.sgdRows(table, rows, g, U, dim, sparseLr);
       }
