@@ -29,7 +29,7 @@
  * const a = 0, b = 64, c = 128, work = 192; // byte offsets
  * f32.set([1, 2, 3, 4, 5, 6], a / 4);
  * f32.set([1, 0, 0, 1, 1, 1], b / 4);
- * k.gemm(c, a, b, 0, work, 2, 3, 2, 3, false, false, false, false);
+ * k.gemm(c, a, b, 0, work, 2, 3, 2, 3, 2, 2, false, false, false, false);
  * assert.deepEqual(Array.from(f32.subarray(c / 4, c / 4 + 4)), [4, 5, 10, 11]);
  * ```
  * @module

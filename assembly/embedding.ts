@@ -1,10 +1,12 @@
 // Pooled embedding lookup (torchrec EmbeddingBagCollection, SUM or MEAN
-// pooling) writing straight into the feature's column slice of the DEEP
-// group concat, and its sparse backward.
+// pooling, optionally weighted per id) writing straight into the feature's
+// column slice of the DEEP group concat, and its sparse backward.
 //
 // Ids are i32 in CSR form: row b owns ids[offsets[b] .. offsets[b+1]), so
 // offsets has B+1 entries and a row with no ids (a missing value) pools to
-// the zero vector. Tables are rows x dim f32, row-major. Row strides of the
+// the zero vector. A weighted feature (tzrec `id_feature.weighted`, torchrec
+// per_sample_weights) passes one f32 weight per id; `weights` 0 means every
+// weight is 1, and w * row then equals row exactly, so one loop serves both. Tables are rows x dim f32, row-major. Row strides of the
 // concat (`ldOut`, `ldX`) are in floats.
 //
 // Backward is fbgemm's sparse form: ids are deduplicated once per batch
@@ -12,15 +14,19 @@
 // block (`embeddingBackward`), and the sparse optimizers (optim.ts) update
 // only those U rows.
 
+import { fma } from "./simd";
+
 /**
- * out[b*ldOut + 0..dim] = sum (or mean when `mean`) of table rows
- * ids[offsets[b] .. offsets[b+1]); an empty row writes zeros. Mean divides
- * the sum by the id count, as torchrec does.
+ * out[b*ldOut + 0..dim] = sum over the ids j of row b (offsets[b] ..
+ * offsets[b+1]) of weights[j] * table[ids[j]] (weight 1 when `weights` is
+ * 0); an empty row writes zeros. `mean` divides the sum by the id count, as
+ * torchrec does.
  */
 export function embeddingGather(
   out: usize,
   table: usize,
   ids: usize,
+  weights: usize,
   offsets: usize,
   B: i32,
   dim: i32,
@@ -33,6 +39,7 @@ export function embeddingGather(
     const start = load<i32>(offsets + (<usize> b << 2));
     const count = load<i32>(offsets + (<usize> b << 2), 4) - start;
     const rowIds = ids + (<usize> start << 2);
+    const rowWeights = weights + (<usize> start << 2);
     const o = out + <usize> b * ldBytes;
     const divide = mean && count > 1;
     const n = f32x4.splat(<f32> count);
@@ -44,10 +51,11 @@ export function embeddingGather(
       for (let j = 0; j < count; j++) {
         const row = table + <usize> load<i32>(rowIds + (<usize> j << 2)) * rowBytes +
           (<usize> d << 2);
-        a0 = f32x4.add(a0, v128.load(row));
-        a1 = f32x4.add(a1, v128.load(row, 16));
-        a2 = f32x4.add(a2, v128.load(row, 32));
-        a3 = f32x4.add(a3, v128.load(row, 48));
+        const w = idWeight(weights, rowWeights, j);
+        a0 = fma(w, v128.load(row), a0);
+        a1 = fma(w, v128.load(row, 16), a1);
+        a2 = fma(w, v128.load(row, 32), a2);
+        a3 = fma(w, v128.load(row, 48), a3);
       }
       if (divide) {
         a0 = f32x4.div(a0, n);
@@ -66,7 +74,7 @@ export function embeddingGather(
       for (let j = 0; j < count; j++) {
         const row = table + <usize> load<i32>(rowIds + (<usize> j << 2)) * rowBytes +
           (<usize> d << 2);
-        a = f32x4.add(a, v128.load(row));
+        a = fma(idWeight(weights, rowWeights, j), v128.load(row), a);
       }
       if (divide) a = f32x4.div(a, n);
       v128.store(o + (<usize> d << 2), a);
@@ -75,7 +83,8 @@ export function embeddingGather(
       let a: f32 = 0;
       for (let j = 0; j < count; j++) {
         const row = table + <usize> load<i32>(rowIds + (<usize> j << 2)) * rowBytes;
-        a += load<f32>(row + (<usize> d << 2));
+        const w: f32 = weights != 0 ? load<f32>(rowWeights + (<usize> j << 2)) : 1;
+        a += w * load<f32>(row + (<usize> d << 2));
       }
       store<f32>(o + (<usize> d << 2), divide ? a / <f32> count : a);
     }
@@ -83,7 +92,12 @@ export function embeddingGather(
 }
 
 // No `@inline` on helpers: `deno fmt` deletes decorators on function
-// declarations, and binaryen -O3 inlines this one anyway.
+// declarations, and binaryen -O3 inlines these anyway.
+
+/** Weight of id j of a row as four lanes: weights[j], or 1 when the feature is unweighted. */
+function idWeight(weights: usize, rowWeights: usize, j: i32): v128 {
+  return weights != 0 ? v128.load32_splat(rowWeights + (<usize> j << 2)) : f32x4.splat(1);
+}
 
 /**
  * murmur3's 32-bit finalizer (fmix32): a bijection on u32 whose low bits
@@ -144,14 +158,15 @@ export function embeddingUnique(
 
 /**
  * Sparse backward of embeddingGather: for every id j of row b,
- * gradRows[inverse[j]*dim ..] += dOut[b*ldOut ..] (times 1/count when
- * `mean`), so duplicate ids, within a row or across rows, sum into one row.
- * gradRows is U x dim and accumulates.
+ * gradRows[inverse[j]*dim ..] += weights[j] * dOut[b*ldOut ..] (weight 1 when
+ * `weights` is 0; times 1/count when `mean`), so duplicate ids, within a row
+ * or across rows, sum into one row. gradRows is U x dim and accumulates.
  */
 export function embeddingBackward(
   gradRows: usize,
   dOut: usize,
   inverse: usize,
+  weights: usize,
   offsets: usize,
   B: i32,
   dim: i32,
@@ -165,6 +180,7 @@ export function embeddingBackward(
     const count = load<i32>(offsets + (<usize> b << 2), 4) - start;
     if (count <= 0) continue;
     const rowInverse = inverse + (<usize> start << 2);
+    const rowWeights = weights + (<usize> start << 2);
     const dy = dOut + <usize> b * ldBytes;
     const scale: f32 = mean ? <f32> 1 / <f32> count : 1;
     const sv = f32x4.splat(scale);
@@ -177,10 +193,11 @@ export function embeddingBackward(
       const g3 = f32x4.mul(v128.load(dy + off, 48), sv);
       for (let j = 0; j < count; j++) {
         const row = gradRows + <usize> load<i32>(rowInverse + (<usize> j << 2)) * rowBytes + off;
-        v128.store(row, f32x4.add(v128.load(row), g0));
-        v128.store(row, f32x4.add(v128.load(row, 16), g1), 16);
-        v128.store(row, f32x4.add(v128.load(row, 32), g2), 32);
-        v128.store(row, f32x4.add(v128.load(row, 48), g3), 48);
+        const w = idWeight(weights, rowWeights, j);
+        v128.store(row, fma(w, g0, v128.load(row)));
+        v128.store(row, fma(w, g1, v128.load(row, 16)), 16);
+        v128.store(row, fma(w, g2, v128.load(row, 32)), 32);
+        v128.store(row, fma(w, g3, v128.load(row, 48)), 48);
       }
     }
     for (; d + 4 <= dim; d += 4) {
@@ -188,7 +205,7 @@ export function embeddingBackward(
       const g0 = f32x4.mul(v128.load(dy + off), sv);
       for (let j = 0; j < count; j++) {
         const row = gradRows + <usize> load<i32>(rowInverse + (<usize> j << 2)) * rowBytes + off;
-        v128.store(row, f32x4.add(v128.load(row), g0));
+        v128.store(row, fma(idWeight(weights, rowWeights, j), g0, v128.load(row)));
       }
     }
     for (; d < dim; d++) {
@@ -196,7 +213,8 @@ export function embeddingBackward(
       const g0 = load<f32>(dy + off) * scale;
       for (let j = 0; j < count; j++) {
         const row = gradRows + <usize> load<i32>(rowInverse + (<usize> j << 2)) * rowBytes + off;
-        store<f32>(row, load<f32>(row) + g0);
+        const w: f32 = weights != 0 ? load<f32>(rowWeights + (<usize> j << 2)) : 1;
+        store<f32>(row, load<f32>(row) + w * g0);
       }
     }
   }

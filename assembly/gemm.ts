@@ -5,9 +5,11 @@
 //   NN  Y  = X W        forward (W stored [in, out])
 //   NT  dX = dY W^T     input gradient
 //   TN  dW = X^T dY     weight gradient (K = batch rows)
-// `lda` is A's row stride as stored (K, or the full M of A^T), so a call can
-// address a row range of op(A) and C: every output row is computed by the
-// same instructions in the same k order whichever rows share the call, so
+// `lda`, `ldb`, `ldc` are the row strides of A, B and C as stored (A: K, or
+// the full M of A^T; B: N, or K for B^T; C: N), so a call can address a row
+// range of op(A) and C, or a column block of wider matrices (one expert's
+// columns of a [B, E*H] stack): every output element is computed by the same
+// instructions in the same k order whichever rows share the call, so
 // splitting rows across threads is bit-identical to one call.
 //
 // Blocking follows the Goto/BLIS scheme: per k-block of KC, op(B) is packed
@@ -43,7 +45,9 @@ export function gemmWorkspaceBytes(K: i32, N: i32): i32 {
  * C[M,N] = op(A) op(B), or C += op(A) op(B) when `accumulate`; then
  * C += bias[N] when `bias` is not 0, then ReLU when `relu`. `lda` is the
  * row stride of A as stored: K (A is M x K) or, when `transA`, the row count
- * of the whole A^T (A is K x lda, this call covers its first M columns).
+ * of the whole A^T (A is K x lda, this call covers its first M columns);
+ * `ldb` that of B (N, or K when `transB`) and `ldc` that of C (N), each at
+ * least the width the call reads or writes.
  * `work` must hold `gemmWorkspaceBytes(K, N)` bytes. K = 0 writes the
  * epilogue applied to zero (or to C when accumulating).
  */
@@ -57,21 +61,23 @@ export function gemm(
   K: i32,
   N: i32,
   lda: i32,
+  ldb: i32,
+  ldc: i32,
   transA: bool,
   transB: bool,
   accumulate: bool,
   relu: bool,
 ): void {
   if (K == 0) {
-    epilogueOnly(c, bias, M, N, accumulate, relu);
+    epilogueOnly(c, bias, M, N, ldc, accumulate, relu);
     return;
   }
-  const ldc = <usize> N << 2;
+  const ldcBytes = <usize> ldc << 2;
   const panels = (N + NR - 1) / NR;
   const packedA = work + ((<usize> min(K, KC) * <usize> (panels * NR)) << 2);
   for (let k0 = 0; k0 < K; k0 += KC) {
     const kc = min(KC, K - k0);
-    packB(work, b, k0, kc, K, N, transB);
+    packB(work, b, k0, kc, N, ldb, transB);
     const loadC = accumulate || k0 > 0;
     const last = k0 + kc == K;
     const doRelu = last && relu;
@@ -85,12 +91,12 @@ export function gemm(
         const biasJ: usize = last && bias != 0 ? bias + (<usize> j << 2) : 0;
         for (let i = 0; i < mc; i += MR) {
           const rows = min(MR, mc - i);
-          const cp = c + <usize> (i0 + i) * ldc + (<usize> j << 2);
+          const cp = c + <usize> (i0 + i) * ldcBytes + (<usize> j << 2);
           const ap = packedA + ((<usize> i * <usize> kc) << 2);
           if (MR == 6) {
-            micro6x8(cp, ldc, ap, panel, kc, rows, cols, biasJ, loadC, doRelu);
+            micro6x8(cp, ldcBytes, ap, panel, kc, rows, cols, biasJ, loadC, doRelu);
           } else {
-            micro4x8(cp, ldc, ap, panel, kc, rows, cols, biasJ, loadC, doRelu);
+            micro4x8(cp, ldcBytes, ap, panel, kc, rows, cols, biasJ, loadC, doRelu);
           }
         }
       }
@@ -98,8 +104,8 @@ export function gemm(
   }
 }
 
-/** Packs op(B)[k0 : k0+kc, :] into 8-wide panels, [panel][k][8], zero padded. */
-function packB(work: usize, b: usize, k0: i32, kc: i32, K: i32, N: i32, transB: bool): void {
+/** Packs op(B)[k0 : k0+kc, :] (row stride ldb) into 8-wide panels [panel][k][8], zero padded. */
+function packB(work: usize, b: usize, k0: i32, kc: i32, N: i32, ldb: i32, transB: bool): void {
   const panels = (N + NR - 1) / NR;
   for (let p = 0; p < panels; p++) {
     const j = p * NR;
@@ -107,13 +113,13 @@ function packB(work: usize, b: usize, k0: i32, kc: i32, K: i32, N: i32, transB: 
     let dst = work + ((<usize> p * <usize> kc * NR) << 2);
     if (!transB) {
       // B is K x N: row k of the panel is 8 contiguous floats.
-      const ldb = <usize> N << 2;
-      let src = b + ((<usize> k0 * <usize> N + <usize> j) << 2);
+      const ldbBytes = <usize> ldb << 2;
+      let src = b + ((<usize> k0 * <usize> ldb + <usize> j) << 2);
       if (cols == NR) {
         for (let k = 0; k < kc; k++) {
           v128.store(dst, v128.load(src));
           v128.store(dst, v128.load(src, 16), 16);
-          src += ldb;
+          src += ldbBytes;
           dst += NR << 2;
         }
       } else {
@@ -121,7 +127,7 @@ function packB(work: usize, b: usize, k0: i32, kc: i32, K: i32, N: i32, transB: 
           for (let jj = 0; jj < NR; jj++) {
             store<f32>(dst + (<usize> jj << 2), jj < cols ? load<f32>(src + (<usize> jj << 2)) : 0);
           }
-          src += ldb;
+          src += ldbBytes;
           dst += NR << 2;
         }
       }
@@ -130,7 +136,7 @@ function packB(work: usize, b: usize, k0: i32, kc: i32, K: i32, N: i32, transB: 
       for (let jj = 0; jj < NR; jj++) {
         const col = dst + (<usize> jj << 2);
         if (jj < cols) {
-          const src = b + ((<usize> (j + jj) * <usize> K + <usize> k0) << 2);
+          const src = b + ((<usize> (j + jj) * <usize> ldb + <usize> k0) << 2);
           for (let k = 0; k < kc; k++) {
             store<f32>(col + ((<usize> k * NR) << 2), load<f32>(src + (<usize> k << 2)));
           }
@@ -341,10 +347,18 @@ function micro4x8(
 }
 
 /** K = 0: C = epilogue(0) or epilogue(C). */
-function epilogueOnly(c: usize, bias: usize, M: i32, N: i32, accumulate: bool, relu: bool): void {
+function epilogueOnly(
+  c: usize,
+  bias: usize,
+  M: i32,
+  N: i32,
+  ldc: i32,
+  accumulate: bool,
+  relu: bool,
+): void {
   for (let i = 0; i < M; i++) {
     for (let j = 0; j < N; j++) {
-      const p = c + ((<usize> i * <usize> N + <usize> j) << 2);
+      const p = c + ((<usize> i * <usize> ldc + <usize> j) << 2);
       let v: f32 = accumulate ? load<f32>(p) : 0;
       if (bias != 0) v += load<f32>(bias + (<usize> j << 2));
       if (relu) v = max(v, 0);

@@ -2,7 +2,8 @@
 //
 // BatchNorm1d (Ioffe & Szegedy, ICML 2015; torch.nn.BatchNorm1d) normalises
 // each column h of a B x H row-major batch; LayerNorm (Ba et al., 2016;
-// torch.nn.LayerNorm(H), elementwise affine) each row. Both use the biased
+// torch.nn.LayerNorm(H), elementwise affine) each row, or each H-wide group
+// of a row when G models' layers are stacked side by side. Both use the biased
 // variance and save mean and invStd = 1/sqrt(var + eps) for the backward, like
 // torch's save_mean / save_invstd.
 //
@@ -506,9 +507,13 @@ function batchNormBackwardOneRow(
 }
 
 /**
- * torch.nn.LayerNorm(H) on each row of a B x H batch: mean[b] and invStd[b] =
- * 1/sqrt(biased var + eps) saved (two passes over the row, which is in L1),
- * y = gamma * (x - mean) * invStd + beta. `y` may equal `x`.
+ * torch.nn.LayerNorm(H) on each H-wide group of a B x (G*H) batch: G
+ * LayerNorms side by side (the stacked experts' or gates' layer, member g in
+ * columns g*H, with its own gamma/beta at g*H), each normalising its own H
+ * columns of every row. mean and invStd are saved per (row, group), [B, G]:
+ * invStd = 1/sqrt(biased var + eps), two passes over the H values (in L1).
+ * y = gamma * (x - mean) * invStd + beta. `y` may equal `x`. G = 1 is a plain
+ * LayerNorm over B x H.
  */
 export function layerNormForward(
   y: usize,
@@ -518,28 +523,32 @@ export function layerNormForward(
   gamma: usize,
   beta: usize,
   B: i32,
+  G: i32,
   H: i32,
   eps: f32,
 ): void {
-  const rowBytes = <usize> H << 2;
-  for (let b = 0; b < B; b++) {
-    const xr = x + <usize> b * rowBytes;
-    const yr = y + <usize> b * rowBytes;
+  const groupBytes = <usize> H << 2;
+  const rows = B * G;
+  for (let r = 0; r < rows; r++) {
+    const xr = x + <usize> r * groupBytes;
+    const yr = y + <usize> r * groupBytes;
+    const affine = <usize> (r % G) * groupBytes;
+    const gr = gamma + affine, br = beta + affine;
     const m = rowSum(xr, H) / <f32> H;
     const s: f32 = 1 / Mathf.sqrt(rowSquaredDeviation(xr, m, H) / <f32> H + eps);
-    store<f32>(mean + (<usize> b << 2), m);
-    store<f32>(invStd + (<usize> b << 2), s);
+    store<f32>(mean + (<usize> r << 2), m);
+    store<f32>(invStd + (<usize> r << 2), s);
     const mv = f32x4.splat(m), sv = f32x4.splat(s);
     let h = 0;
     for (; h + 4 <= H; h += 4) {
       const off = <usize> h << 2;
       const xhat = f32x4.mul(f32x4.sub(v128.load(xr + off), mv), sv);
-      v128.store(yr + off, fma(xhat, v128.load(gamma + off), v128.load(beta + off)));
+      v128.store(yr + off, fma(xhat, v128.load(gr + off), v128.load(br + off)));
     }
     for (; h < H; h++) {
       const off = <usize> h << 2;
       const xhat = (load<f32>(xr + off) - m) * s;
-      store<f32>(yr + off, xhat * load<f32>(gamma + off) + load<f32>(beta + off));
+      store<f32>(yr + off, xhat * load<f32>(gr + off) + load<f32>(br + off));
     }
   }
 }
@@ -588,31 +597,35 @@ function rowSquaredDeviation(x: usize, m: f32, H: i32): f32 {
 }
 
 /**
- * Backward of layerNormForward, per row b with xhat = (x - mean[b]) *
- * invStd[b] and g = dy * gamma:
- *   dGamma[h] += sum_b dy xhat;  dBeta[h] += sum_b dy
- *   dx[b,h]    = invStd[b] (g - sum_h g / H - xhat sum_h g xhat / H)
+ * Backward of layerNormForward, per row b and group k with xhat = (x -
+ * mean[b,k]) * invStd[b,k] and g = dy * gamma[k]:
+ *   dGamma[k,h] += sum_b dy xhat;  dBeta[k,h] += sum_b dy
+ *   dx[b,k,h]    = invStd[b,k] (g - sum_h g / H - xhat sum_h g xhat / H)
  * `dx` may equal `dy`.
  */
 export function layerNormBackward(
   dx: usize,
-  dGamma: usize,
-  dBeta: usize,
+  dGammaAll: usize,
+  dBetaAll: usize,
   dy: usize,
   x: usize,
-  gamma: usize,
+  gammaAll: usize,
   mean: usize,
   invStd: usize,
   B: i32,
+  G: i32,
   H: i32,
 ): void {
   const rowBytes = <usize> H << 2;
-  for (let b = 0; b < B; b++) {
-    const xr = x + <usize> b * rowBytes;
-    const dyr = dy + <usize> b * rowBytes;
-    const dxr = dx + <usize> b * rowBytes;
-    const m = load<f32>(mean + (<usize> b << 2));
-    const s = load<f32>(invStd + (<usize> b << 2));
+  const rows = B * G;
+  for (let r = 0; r < rows; r++) {
+    const xr = x + <usize> r * rowBytes;
+    const dyr = dy + <usize> r * rowBytes;
+    const dxr = dx + <usize> r * rowBytes;
+    const affine = <usize> (r % G) * rowBytes;
+    const gamma = gammaAll + affine, dGamma = dGammaAll + affine, dBeta = dBetaAll + affine;
+    const m = load<f32>(mean + (<usize> r << 2));
+    const s = load<f32>(invStd + (<usize> r << 2));
     const mv = f32x4.splat(m), sv = f32x4.splat(s);
     let sg0 = f32x4.splat(0), sg1 = f32x4.splat(0);
     let sgx0 = f32x4.splat(0), sgx1 = f32x4.splat(0);

@@ -5,8 +5,9 @@
 // gradient (U x dim).
 //
 // Formulas and operation order follow torch.optim's single-tensor CPU path
-// (Adam, Adagrad with lr_decay 0, SGD without momentum) and fbgemm's
-// EXACT_ADAGRAD for sparse Adagrad. Hyperparameters arrive as f64, scalars
+// (Adam, Adagrad with lr_decay 0, SGD with or without momentum, dampening,
+// Nesterov) and fbgemm's EXACT_ADAGRAD for sparse Adagrad. Adagrad's
+// initial_accumulator_value is where the caller's accumulator starts. Hyperparameters arrive as f64, scalars
 // derived from them (bias corrections, 1 - beta) are computed in f64 like
 // torch's Python floats, then rounded once to f32. Plain mul + add, no fused
 // madd, so both kernel builds give identical parameters.
@@ -172,9 +173,9 @@ export function sgdStep(param: usize, grad: usize, n: i32, lr: f64, weightDecay:
 }
 
 /**
- * torch.optim.SGD with momentum (dampening 0, not Nesterov; tzrec's dense
- * SGD defaults to momentum 0.9): g += wd p; buf = g on the first step, else
- * buf = momentum buf + g; p -= lr buf.
+ * torch.optim.SGD with momentum (tzrec's dense SGD defaults to momentum 0.9):
+ * g += wd p; buf = g on the first step, else buf = momentum buf + (1 -
+ * dampening) g; d = g + momentum buf when `nesterov`, else buf; p -= lr d.
  */
 export function sgdMomentumStep(
   param: usize,
@@ -183,12 +184,15 @@ export function sgdMomentumStep(
   n: i32,
   lr: f64,
   momentum: f64,
+  dampening: f64,
+  nesterov: bool,
   weightDecay: f64,
   first: bool,
 ): void {
-  const lr32 = <f32>lr, mu = <f32>momentum, wd32 = <f32>weightDecay;
+  const lr32 = <f32>lr, mu = <f32>momentum, keep = <f32>(1 - dampening), wd32 = <f32>weightDecay;
   const lrV = f32x4.splat(lr32);
-  const muV = f32x4.splat(first ? 0 : mu);
+  const muV = f32x4.splat(mu);
+  const keepV = f32x4.splat(keep);
   const wd = f32x4.splat(wd32);
   let i = 0;
   for (; i + 4 <= n; i += 4) {
@@ -196,17 +200,19 @@ export function sgdMomentumStep(
     const p = v128.load(param + off);
     const g = f32x4.add(v128.load(grad + off), f32x4.mul(wd, p));
     // On the first step buf may hold anything (even NaN): select g, do not scale.
-    const b = first ? g : f32x4.add(f32x4.mul(muV, v128.load(buf + off)), g);
+    const b = first ? g : f32x4.add(f32x4.mul(muV, v128.load(buf + off)), f32x4.mul(keepV, g));
+    const d = nesterov ? f32x4.add(g, f32x4.mul(muV, b)) : b;
     v128.store(buf + off, b);
-    v128.store(param + off, f32x4.sub(p, f32x4.mul(lrV, b)));
+    v128.store(param + off, f32x4.sub(p, f32x4.mul(lrV, d)));
   }
   for (; i < n; i++) {
     const off = <usize>i << 2;
     const p = load<f32>(param + off);
     const g = load<f32>(grad + off) + wd32 * p;
-    const b = first ? g : mu * load<f32>(buf + off) + g;
+    const b = first ? g : mu * load<f32>(buf + off) + keep * g;
+    const d = nesterov ? g + mu * b : b;
     store<f32>(buf + off, b);
-    store<f32>(param + off, p - lr32 * b);
+    store<f32>(param + off, p - lr32 * d);
   }
 }
 
@@ -236,8 +242,9 @@ export function adagradRows(
 }
 
 /**
- * Sparse Adam on touched rows only (torch.optim.SparseAdam): the Adam formulas
- * of adamStep without weight decay, bias-corrected with the global `step`.
+ * Sparse Adam on touched rows only (fbgemm ADAM, tzrec's sparse
+ * adam_optimizer): the Adam formulas of adamStep, bias-corrected with the
+ * global `step`, weight decay in its L2 form (g += wd w on the touched rows).
  */
 export function adamRows(
   table: usize,
@@ -251,6 +258,7 @@ export function adamRows(
   beta1: f64,
   beta2: f64,
   eps: f64,
+  weightDecay: f64,
   step: i32,
 ): void {
   const stepSize = <f32>(lr / (1 - powInt(beta1, step)));
@@ -260,7 +268,8 @@ export function adamRows(
     const row = <usize>load<i32>(unique + (<usize>u << 2)) * rowBytes;
     adamSpan(
       table + row, gradRows + <usize>u * rowBytes, m + row, v + row, dim,
-      stepSize, <f32>(1 - beta1), <f32>beta2, <f32>(1 - beta2), bc2Sqrt, <f32>eps, 0,
+      stepSize, <f32>(1 - beta1), <f32>beta2, <f32>(1 - beta2), bc2Sqrt, <f32>eps,
+      <f32>weightDecay,
     );
   }
 }

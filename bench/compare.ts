@@ -414,7 +414,7 @@ function oursGemm(M: number, K: number, N: number): { variant: string; rates: nu
   for (let i = a / 4; i < c / 4; i++) f32[i] = Math.sin(i) * 0.5;
   const rates = GEMM.map(([, tA, tB]) =>
     timeGflops(
-      () => k.gemm(c, a, b, 0, work, M, K, N, tA ? M : K, tA, tB, false, false),
+      () => k.gemm(c, a, b, 0, work, M, K, N, tA ? M : K, tB ? K : N, N, tA, tB, false, false),
       2 * M * K * N,
       400,
     )

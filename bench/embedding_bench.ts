@@ -146,7 +146,7 @@ for (const [variant, k] of kernels) {
     group: "embeddingGather",
     fn: () => {
       features.forEach((f, i) =>
-        k.embeddingGather(CONCAT + i * DIM * 4, f.table, f.ids, OFFSETS, B, DIM, LD, false)
+        k.embeddingGather(CONCAT + i * DIM * 4, f.table, f.ids, 0, OFFSETS, B, DIM, LD, false)
       );
     },
   });
@@ -184,6 +184,7 @@ for (const [variant, k] of kernels) {
           f.gradRows,
           DCONCAT + i * DIM * 4,
           f.inverse,
+          0,
           OFFSETS,
           B,
           DIM,

@@ -94,7 +94,8 @@ for (const shape of SHAPES) {
         name: `${group} wasm ${variant}`,
         group,
         fn: () => {
-          s.k.gemm(s.c, s.a, s.b, 0, s.work, M, K, N, transA ? M : K, transA, transB, false, false);
+          const [lda, ldb] = [transA ? M : K, transB ? K : N];
+          s.k.gemm(s.c, s.a, s.b, 0, s.work, M, K, N, lda, ldb, N, transA, transB, false, false);
         },
       });
     }
@@ -105,8 +106,20 @@ for (const shape of SHAPES) {
         name: `${group} wasm ${bestKernelVariant()} 2 threads`,
         group,
         fn: () => {
-          const lda = transA ? M : K;
-          s.pool!.gemm(s.k, s.c, s.a, s.b, 0, s.work, M, K, N, lda, transA, transB, false, false);
+          const op = {
+            c: s.c,
+            ldc: N,
+            a: s.a,
+            lda: transA ? M : K,
+            transA,
+            b: s.b,
+            ldb: transB ? K : N,
+          };
+          s.pool!.gemm(
+            s.k,
+            { ...op, transB, bias: 0, M, K, N, accumulate: false, relu: false },
+            s.work,
+          );
         },
       });
       globalThis.addEventListener("unload", () => s.pool!.close());

@@ -179,6 +179,6 @@ for (const [variant, k] of kernels) {
     name: `layerNormForward wasm ${variant} ${label}`,
     group: "layerNormForward",
     fn: () =>
-      k.layerNormForward(Y * 4, MEAN * 4, INV_STD * 4, X * 4, GAMMA * 4, BETA * 4, B, H, EPS),
+      k.layerNormForward(Y * 4, MEAN * 4, INV_STD * 4, X * 4, GAMMA * 4, BETA * 4, B, 1, H, EPS),
   });
 }

@@ -133,6 +133,7 @@ const cases: [string, string, () => void, (k: Kernels) => void][] = [
       BETA1,
       BETA2,
       EPS,
+      0,
       ++step,
     );
   }],

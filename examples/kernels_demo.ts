@@ -76,7 +76,23 @@ for (let i = F * H + H; i < sizes.params; i++) params[i] = (random() * 2 - 1) / 
 
 function forward(rows: number, x: Float32Array, first: number): void {
   view("x").set(x.subarray(first * F, (first + rows) * F));
-  k.gemm(offsets.hidden, offsets.x, W1, b1, offsets.work, rows, F, H, F, false, false, false, true);
+  k.gemm(
+    offsets.hidden,
+    offsets.x,
+    W1,
+    b1,
+    offsets.work,
+    rows,
+    F,
+    H,
+    F,
+    H,
+    H,
+    false,
+    false,
+    false,
+    true,
+  );
   k.gemm(
     offsets.logits,
     offsets.hidden,
@@ -87,6 +103,8 @@ function forward(rows: number, x: Float32Array, first: number): void {
     H,
     1,
     H,
+    1,
+    1,
     false,
     false,
     false,
@@ -123,6 +141,8 @@ for (let epoch = 1; epoch <= EPOCHS; epoch++) {
       B,
       1,
       H,
+      1,
+      1,
       true,
       false,
       true,
@@ -139,6 +159,8 @@ for (let epoch = 1; epoch <= EPOCHS; epoch++) {
       1,
       H,
       1,
+      1,
+      H,
       false,
       true,
       false,
@@ -153,7 +175,23 @@ for (let epoch = 1; epoch <= EPOCHS; epoch++) {
       Activation.relu,
       0,
     );
-    k.gemm(dW1, offsets.x, offsets.dHidden, 0, offsets.work, F, B, H, F, true, false, true, false);
+    k.gemm(
+      dW1,
+      offsets.x,
+      offsets.dHidden,
+      0,
+      offsets.work,
+      F,
+      B,
+      H,
+      F,
+      H,
+      H,
+      true,
+      false,
+      true,
+      false,
+    );
     k.columnSum(db1, offsets.dHidden, B, H);
     k.adamStep(
       offsets.params,

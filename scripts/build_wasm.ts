@@ -3,7 +3,11 @@
  * (relaxed-simd and plain simd, each on an unshared and a shared memory
  * import) and writes them base64-inlined to
  * `src/kernels/kernels_wasm.ts`, so the library loads them with no file access
- * (JSR, Bun, Deno Deploy).
+ * (JSR, Bun, Deno Deploy), together with the `Kernels` TypeScript interface of
+ * their exports: signatures from asc's own bindings (`--bindings raw`, whose
+ * `.d.ts` maps usize/i32/f32/f64 to number and bool to boolean), documentation
+ * from each kernel's doc comment in `assembly/`. A changed kernel signature is
+ * then a type error at every call, and `--check` catches a stale interface.
  *
  * Usage:
  *   deno task build            rebuild and write the generated module
@@ -51,14 +55,35 @@ const VARIANTS = [
   { constant: "SIMD_SHARED_WASM", flags: ["--enable", "simd", ...SHARED_FLAGS] },
 ] as const;
 
-async function compile(flags: readonly string[]): Promise<Uint8Array> {
+/** One build: the binary and asc's TypeScript declaration of its exports. */
+interface Build {
+  binary: Uint8Array;
+  declarations: string;
+}
+
+async function compile(flags: readonly string[]): Promise<Build> {
   let binary: Uint8Array | null = null;
+  let declarations = "";
   const stderr: string[] = [];
+  // `--bindings raw` only adds the glue files: the binary is byte-identical without it.
   const { error } = await asc.main(
-    [join(ASSEMBLY, "index.ts"), ...COMMON_FLAGS, ...flags, "--outFile", "out.wasm"],
+    [
+      join(ASSEMBLY, "index.ts"),
+      ...COMMON_FLAGS,
+      ...flags,
+      "--outFile",
+      "out.wasm",
+      "--bindings",
+      "raw",
+    ],
     {
       writeFile(name: string, contents: Uint8Array | string) {
         if (name.endsWith(".wasm") && typeof contents !== "string") binary = contents;
+        if (name.endsWith(".d.ts")) {
+          declarations = typeof contents === "string"
+            ? contents
+            : new TextDecoder().decode(contents);
+        }
       },
       stderr: {
         write(chunk: Uint8Array | string) {
@@ -71,7 +96,66 @@ async function compile(flags: readonly string[]): Promise<Uint8Array> {
   if (error || binary === null) {
     throw new Error(`asc failed (${flags.join(" ")}):\n${stderr.join("")}${error ?? ""}`);
   }
-  return binary;
+  return { binary, declarations };
+}
+
+/** The doc comment right above `export function <name>(` in one of the assembly sources. */
+function kernelDoc(name: string, sources: Map<string, string>): string {
+  for (const [file, text] of sources) {
+    const at = text.search(new RegExp(`^export function ${name}\\(`, "m"));
+    if (at < 0) continue;
+    const doc = /\/\*\*((?:(?!\*\/)[\s\S])*)\*\/\s*$/.exec(text.slice(0, at));
+    if (!doc) throw new Error(`assembly/${file}: export ${name} has no doc comment above it`);
+    return doc[1].split("\n").map((line) => line.replace(/^\s*\* ?/, "").trimEnd())
+      .join("\n").trim();
+  }
+  throw new Error(`no assembly source exports ${name}`);
+}
+
+/**
+ * The `Kernels` interface: every function of asc's declaration of the module,
+ * with the Wasm parameter types from its `@param` tags and the kernel's own
+ * doc comment.
+ */
+function kernelsInterface(declarations: string): string {
+  const sources = new Map(
+    readdirSync(ASSEMBLY).filter((f) => f.endsWith(".ts")).sort().map((
+      f,
+    ) => [f, readFileSync(join(ASSEMBLY, f), "utf8")]),
+  );
+  const members: string[] = [];
+  const pattern = /\/\*\*((?:(?!\*\/)[\s\S])*)\*\/\s*export function (\w+)\(([^)]*)\): (\w+);/g;
+  for (const [, tags, name, params, result] of declarations.matchAll(pattern)) {
+    const wasmTypes = [...tags.matchAll(/@param (\w+) `(\w+)`/g)].map(([, p, t]) => `${p}: ${t}`);
+    const returns = /@returns `(\w+)`/.exec(tags)?.[1] ?? "void";
+    const doc = [
+      ...kernelDoc(name, sources).split("\n"),
+      "",
+      `Wasm: \`${name}(${wasmTypes.join(", ")}): ${returns}\``,
+    ];
+    const args = params.split(", ").filter((p) => p !== "");
+    const oneLine = `  ${name}(${args.join(", ")}): ${result};`;
+    members.push(
+      "  /**",
+      ...doc.map((line) => (line === "" ? "   *" : `   * ${line}`)),
+      "   */",
+      oneLine.length <= 100
+        ? oneLine
+        : `  ${name}(\n${args.map((a) => `    ${a},`).join("\n")}\n  ): ${result};`,
+    );
+  }
+  if (members.length === 0) throw new Error("asc declared no kernel functions");
+  return [
+    "/**",
+    " * The kernel exports, generated from `assembly/`: signatures from asc's bindings,",
+    " * documentation from each kernel's doc comment. Pointers are byte offsets into the",
+    " * instance memory (f32 unless a kernel says i32); kernels never allocate, validate or throw.",
+    " */",
+    "export interface Kernels {",
+    ...members,
+    "}",
+    "",
+  ].join("\n");
 }
 
 /**
@@ -125,8 +209,13 @@ async function generate(): Promise<string> {
     `// assemblyscript ${asc.version}; source sha256 ${sourceHash()}`,
     "",
   ];
+  let declarations = "";
   for (const variant of VARIANTS) {
-    const bytes = await compile(variant.flags);
+    const { binary: bytes, declarations: d } = await compile(variant.flags);
+    if (declarations !== "" && d !== declarations) {
+      throw new Error(`the build with ${variant.flags.join(" ")} declares different exports`);
+    }
+    declarations = d;
     assertNoDataSection(bytes, variant.flags);
     lines.push(
       `/** Kernel module built with \`${
@@ -137,6 +226,7 @@ async function generate(): Promise<string> {
       "",
     );
   }
+  lines.push(kernelsInterface(declarations));
   return lines.join("\n");
 }
 

@@ -254,8 +254,12 @@ test("checkpoint: bytes decode to the model's tensors, names, shapes and metadat
     assert.deepEqual(found.shape, t.shape, t.name);
     assert.deepEqual(Array.from(found.data), Array.from(model.view(t.offset, sizeOf(t.shape))));
   }
-  assert.ok(tensors.has("embedding_group.user_emb.weight"));
-  assert.ok(tensors.has("optimizer.embedding_group.user_emb.weight.sum"));
+  assert.ok(tensors.has("embedding_group.emb_impls.__BASE__.ebc.embedding_bags.user_emb.weight"));
+  assert.ok(
+    tensors.has(
+      "optimizer.embedding_group.emb_impls.__BASE__.ebc.embedding_bags.user_emb.weight.sum",
+    ),
+  );
   assert.ok(tensors.has("optimizer._task_tower.0.linear.weight.exp_avg_sq"));
   assert.deepEqual(tensors.get("mmoe.expert_mlps.1.mlp.0.perceptron.0.weight")!.shape, [6, 9]);
   assert.equal(metadata.format, "denorec-mmoe");
@@ -488,7 +492,9 @@ test("checkpoint: missing and unexpected tensors are named and nothing is loaded
   source.trainStep(tinyBatch(1));
   const { tensors, metadata } = decodeSafetensors(modelCheckpoint(source, { withOptimizer: true }));
   tensors.delete("mmoe.gate_finals.0.bias");
-  tensors.delete("optimizer.embedding_group.tags_emb.weight.sum");
+  tensors.delete(
+    "optimizer.embedding_group.emb_impls.__BASE__.ebc.embedding_bags.tags_emb.weight.sum",
+  );
   tensors.set("mmoe.gate_finals.2.bias", { shape: [2], data: new Float32Array(2) });
   const edited = encodeSafetensors([...tensors].map(([name, t]) => ({ name, ...t })), metadata);
 
@@ -500,7 +506,7 @@ test("checkpoint: missing and unexpected tensors are named and nothing is loaded
       error instanceof RangeError &&
       error.message.includes(
         "missing from the checkpoint: mmoe.gate_finals.0.bias, " +
-          "optimizer.embedding_group.tags_emb.weight.sum",
+          "optimizer.embedding_group.emb_impls.__BASE__.ebc.embedding_bags.tags_emb.weight.sum",
       ) &&
       error.message.includes("not in the model: mmoe.gate_finals.2.bias") &&
       !error.message.includes("fingerprint"),
@@ -826,11 +832,16 @@ test("checkpoint: NaN or infinite weights are refused naming the tensor and the 
     ...weight,
     data: weight.data.map((v, i) => i === 2 ? NaN : v),
   });
-  const sum = poisoned.get("optimizer.embedding_group.user_emb.weight.sum")!;
-  poisoned.set("optimizer.embedding_group.user_emb.weight.sum", {
-    ...sum,
-    data: sum.data.map((v, i) => i === 5 ? Infinity : v),
-  });
+  const sum = poisoned.get(
+    "optimizer.embedding_group.emb_impls.__BASE__.ebc.embedding_bags.user_emb.weight.sum",
+  )!;
+  poisoned.set(
+    "optimizer.embedding_group.emb_impls.__BASE__.ebc.embedding_bags.user_emb.weight.sum",
+    {
+      ...sum,
+      data: sum.data.map((v, i) => i === 5 ? Infinity : v),
+    },
+  );
   // encodeSafetensors is a codec: it writes what it is given, checksums included.
   const bytes = encodeSafetensors(
     [...poisoned].map(([name, t]) => ({ name, ...t })),
@@ -848,7 +859,7 @@ test("checkpoint: NaN or infinite weights are refused naming the tensor and the 
         error.message.startsWith(`${path}: checkpoint does not match the model:`) &&
         error.message.includes(
           "NaN or infinity (a diverged model) in _task_tower.1.linear.weight (NaN at index 2), " +
-            "optimizer.embedding_group.user_emb.weight.sum (Infinity at index 5)",
+            "optimizer.embedding_group.emb_impls.__BASE__.ebc.embedding_bags.user_emb.weight.sum (Infinity at index 5)",
         ),
     );
     // Weights only: the optimizer state is not read, the weight still refuses.

@@ -68,21 +68,33 @@ function assertOutsideUntouched(
 
 for (const variant of VARIANTS) {
   for (const B of BS) {
-    test(`embeddingGather ${variant} B=${B}: sum and mean into a concat slice match the twin`, () => {
+    test(`embeddingGather ${variant} B=${B}: sum, mean and weighted into a concat slice match the twin`, () => {
       let seed = B;
       for (const dim of DIMS) {
-        for (const mean of [false, true]) {
+        for (
+          const [mean, weighted] of [[false, false], [true, false], [false, true], [true, true]]
+        ) {
           const next = rng(seed++);
           const rows = 50, col = 3, ld = dim + 7;
           const mem = new TestMemory(variant, Math.ceil((B * ld * 4 * 2) / 2 ** 20) + 2);
           const { ids, offsets } = randomBatch(B, rows, 4, next);
+          const weights = Float32Array.from(randomArray(ids.length, next, -2, 2));
           const Table = mem.f32(rows * dim, randomArray(rows * dim, next));
           const Ids = mem.i32(Math.max(ids.length, 1), ids), Offsets = mem.i32(B + 1, offsets);
+          const Weights = mem.f32(Math.max(ids.length, 1), weights);
           const Out = mem.f32(B * ld, new Float32Array(B * ld).fill(42));
-          const outPtr = Out.ptr + col * 4;
-          mem.k.embeddingGather(outPtr, Table.ptr, Ids.ptr, Offsets.ptr, B, dim, ld, mean);
-          const expected = embeddingGatherTwin(Table.view, ids, offsets, B, dim, mean);
-          const label = `${variant} B=${B} dim=${dim} mean=${mean}`;
+          const outPtr = Out.ptr + col * 4, w = weighted ? Weights.ptr : 0;
+          mem.k.embeddingGather(outPtr, Table.ptr, Ids.ptr, w, Offsets.ptr, B, dim, ld, mean);
+          const expected = embeddingGatherTwin(
+            Table.view,
+            ids,
+            offsets,
+            B,
+            dim,
+            mean,
+            weighted ? weights : undefined,
+          );
+          const label = `${variant} B=${B} dim=${dim} mean=${mean} weighted=${weighted}`;
           assertClose(slice(Out.view, B, dim, ld, col), expected, label, {
             rtol: 1e-6,
             atol: 1e-6,
@@ -103,12 +115,12 @@ for (const variant of VARIANTS) {
     const Ids = mem.i32(6, [1, 1, 3, 2, 0, 3]), Offsets = mem.i32(5, [0, 3, 3, 4, 6]);
     const Out = mem.f32(4 * ld, new Float32Array(4 * ld).fill(42));
     const row = (b: number) => Array.from(Out.view.subarray(b * ld + col, b * ld + col + dim));
-    mem.k.embeddingGather(Out.ptr + col * 4, Table.ptr, Ids.ptr, Offsets.ptr, 4, dim, ld, false);
+    mem.k.embeddingGather(Out.ptr + col * 4, Table.ptr, Ids.ptr, 0, Offsets.ptr, 4, dim, ld, false);
     assert.deepEqual(row(0), [5, 50, 500, -5, 1.5]);
     assert.deepEqual(row(1), [0, 0, 0, 0, 0]);
     assert.deepEqual(row(2), [2, 20, 200, -2, 0.5]);
     assert.deepEqual(row(3), [3, 30, 300, -3, 1]);
-    mem.k.embeddingGather(Out.ptr + col * 4, Table.ptr, Ids.ptr, Offsets.ptr, 4, dim, ld, true);
+    mem.k.embeddingGather(Out.ptr + col * 4, Table.ptr, Ids.ptr, 0, Offsets.ptr, 4, dim, ld, true);
     assertClose(row(0), [5 / 3, 50 / 3, 500 / 3, -5 / 3, 0.5], "mean of [1, 1, 3]");
     assert.deepEqual(row(1), [0, 0, 0, 0, 0]);
     assert.deepEqual(row(2), [2, 20, 200, -2, 0.5]);
@@ -125,7 +137,17 @@ for (const variant of VARIANTS) {
     const Ids = mem.i32(picks.length, picks);
     const Offsets = mem.i32(picks.length + 1, picks.map((_, i) => i).concat(picks.length));
     const Out = mem.f32(picks.length * dim);
-    mem.k.embeddingGather(Out.ptr, Table.ptr, Ids.ptr, Offsets.ptr, picks.length, dim, dim, false);
+    mem.k.embeddingGather(
+      Out.ptr,
+      Table.ptr,
+      Ids.ptr,
+      0,
+      Offsets.ptr,
+      picks.length,
+      dim,
+      dim,
+      false,
+    );
     assert.deepEqual(Array.from(Out.view), picks.flatMap((r) => new Array(dim).fill(r)));
   });
 
@@ -195,24 +217,29 @@ for (const variant of VARIANTS) {
   });
 
   for (const B of BS) {
-    test(`embeddingBackward ${variant} B=${B}: sum and mean match the twin and accumulate`, () => {
+    test(`embeddingBackward ${variant} B=${B}: sum, mean and weighted match the twin and accumulate`, () => {
       let seed = 500 + B;
       for (const dim of DIMS) {
-        for (const mean of [false, true]) {
+        for (
+          const [mean, weighted] of [[false, false], [true, false], [false, true], [true, true]]
+        ) {
           const next = rng(seed++);
           const col = 5, ld = dim + 6;
           const mem = new TestMemory(variant, Math.ceil((B * ld * 4 * 8) / 2 ** 20) + 2);
           const { ids, offsets } = randomBatch(B, 3 * B, 4, next);
+          const weights = Float32Array.from(randomArray(ids.length, next, -2, 2));
           const { U, inverse } = runUnique(mem, ids);
           const dOut = randomArray(B * ld, next);
           const grad0 = randomArray(U * dim, next);
           const DOut = mem.f32(B * ld, dOut), Grad = mem.f32(Math.max(U * dim, 1), grad0);
           const Offsets = mem.i32(B + 1, offsets);
           const Inverse = mem.i32(Math.max(ids.length, 1), inverse);
+          const Weights = mem.f32(Math.max(ids.length, 1), weights);
           mem.k.embeddingBackward(
             Grad.ptr,
             DOut.ptr + col * 4,
             Inverse.ptr,
+            weighted ? Weights.ptr : 0,
             Offsets.ptr,
             B,
             dim,
@@ -229,8 +256,9 @@ for (const variant of VARIANTS) {
             U,
             mean,
             Float32Array.from(grad0),
+            weighted ? weights : undefined,
           );
-          const label = `${variant} B=${B} dim=${dim} mean=${mean}`;
+          const label = `${variant} B=${B} dim=${dim} mean=${mean} weighted=${weighted}`;
           assertClose(Grad.view.subarray(0, U * dim), expected, label, { rtol: 1e-5, atol: 1e-5 });
         }
       }
@@ -247,7 +275,7 @@ for (const variant of VARIANTS) {
     const DOut = mem.f32(3 * dim, [1, 2, 4, 8, 16, 32, 99, 99, 99]);
     const Offsets = mem.i32(4, [0, 4, 6, 6]), Inverse = mem.i32(ids.length, inverse);
     const Grad = mem.f32(U * dim);
-    mem.k.embeddingBackward(Grad.ptr, DOut.ptr, Inverse.ptr, Offsets.ptr, 3, dim, dim, true);
+    mem.k.embeddingBackward(Grad.ptr, DOut.ptr, Inverse.ptr, 0, Offsets.ptr, 3, dim, dim, true);
     assert.deepEqual(Array.from(Grad.view), [
       ...[0.25, 0.5, 1], // id 4
       ...[0.25, 0.5, 1], // id 8
@@ -259,29 +287,45 @@ for (const variant of VARIANTS) {
   // gather is linear in the table: the gradient of L = sum(G * gather(table))
   // w.r.t. table row r is the scattered gradRows[u] where unique[u] = r, and
   // zero for rows not in the batch.
-  test(`embeddingBackward ${variant}: finite-difference gradient of the gather`, () => {
-    for (const mean of [false, true]) {
+  test(`embeddingBackward ${variant}: finite-difference gradient of the gather (weighted too)`, () => {
+    for (const [mean, weighted] of [[false, false], [true, false], [false, true]]) {
       for (const dim of [3, 4, 17]) {
-        const next = rng(dim + (mean ? 100 : 0));
+        const next = rng(dim + (mean ? 100 : 0) + (weighted ? 200 : 0));
         const mem = new TestMemory(variant, 1);
         const rows = 9, B = 6;
         // Row 2 is empty; rows 0 and 4 repeat an id; ids 7, 8 never occur.
         const ids = [1, 1, 3, 0, 5, 2, 6, 6, 6, 4, 0];
         const offsets = [0, 3, 5, 5, 6, 9, 11];
+        const w = weighted ? Float32Array.from(randomArray(ids.length, next, -2, 2)) : undefined;
         const table = Float64Array.from(Float32Array.from(randomArray(rows * dim, next)));
         const g = Float64Array.from(Float32Array.from(randomArray(B * dim, next)));
         const loss = (t: Float64Array) =>
-          embeddingGatherTwin(t, ids, offsets, B, dim, mean).reduce((s, y, i) => s + y * g[i], 0);
+          embeddingGatherTwin(t, ids, offsets, B, dim, mean, w)
+            .reduce((s, y, i) => s + y * g[i], 0);
         const { U, unique, inverse } = runUnique(mem, ids);
         const DOut = mem.f32(B * dim, g), Grad = mem.f32(U * dim);
         const Offsets = mem.i32(B + 1, offsets), Inverse = mem.i32(ids.length, inverse);
-        mem.k.embeddingBackward(Grad.ptr, DOut.ptr, Inverse.ptr, Offsets.ptr, B, dim, dim, mean);
+        const Weights = w ? mem.f32(ids.length, w).ptr : 0;
+        mem.k.embeddingBackward(
+          Grad.ptr,
+          DOut.ptr,
+          Inverse.ptr,
+          Weights,
+          Offsets.ptr,
+          B,
+          dim,
+          dim,
+          mean,
+        );
         const dense = new Float64Array(rows * dim);
         for (let u = 0; u < U; u++) {
           for (let d = 0; d < dim; d++) dense[unique[u] * dim + d] = Grad.view[u * dim + d];
         }
         const reference = finiteDifferences(table, loss);
-        assertClose(dense, reference, `dim=${dim} mean=${mean}`, { rtol: 1e-5, atol: 1e-6 });
+        assertClose(dense, reference, `dim=${dim} mean=${mean} weighted=${weighted}`, {
+          rtol: 1e-5,
+          atol: 1e-6,
+        });
         assert.ok(reference.subarray(7 * dim).every((v) => Math.abs(v) < 1e-9), "unseen rows");
       }
     }
@@ -303,5 +347,30 @@ for (const variant of VARIANTS) {
       );
       assertOutsideUntouched(Out.view, B, width, ld, col, 42);
     }
+  });
+}
+
+// torchrec EmbeddingBag with per_sample_weights, by hand: pooled = sum_i w_i row(id_i);
+// an unweighted call is bit-identical to weights of 1.
+for (const variant of VARIANTS) {
+  test(`embeddingGather ${variant}: weights scale each id's row; weights of 1 equal no weights`, () => {
+    const mem = new TestMemory(variant, 1);
+    const dim = 17, ld = 17;
+    const next = rng(9);
+    const Table = mem.f32(4 * dim, randomArray(4 * dim, next));
+    // Rows: [1, 1, 3] with weights [0.5, 2, -1], [] and [2] with weight 0.
+    const Ids = mem.i32(4, [1, 1, 3, 2]), Offsets = mem.i32(4, [0, 3, 3, 4]);
+    const Weights = mem.f32(4, [0.5, 2, -1, 0]), Ones = mem.f32(4, [1, 1, 1, 1]);
+    const Out = mem.f32(3 * ld), Plain = mem.f32(3 * ld), Unit = mem.f32(3 * ld);
+    mem.k.embeddingGather(Out.ptr, Table.ptr, Ids.ptr, Weights.ptr, Offsets.ptr, 3, dim, ld, false);
+    const t = (r: number, d: number) => Table.view[r * dim + d];
+    for (let d = 0; d < dim; d++) {
+      assertClose([Out.view[d]], [2.5 * t(1, d) - t(3, d)], `row 0 column ${d}`);
+      assert.equal(Out.view[ld + d], 0);
+      assert.equal(Out.view[2 * ld + d], 0);
+    }
+    mem.k.embeddingGather(Plain.ptr, Table.ptr, Ids.ptr, 0, Offsets.ptr, 3, dim, ld, false);
+    mem.k.embeddingGather(Unit.ptr, Table.ptr, Ids.ptr, Ones.ptr, Offsets.ptr, 3, dim, ld, false);
+    assert.deepEqual(Unit.view, Plain.view);
   });
 }

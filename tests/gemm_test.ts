@@ -52,6 +52,8 @@ function checkGemm(
     K,
     N,
     transA ? M : K,
+    transB ? K : N,
+    N,
     transA,
     transB,
     accumulate,
@@ -104,9 +106,9 @@ for (const variant of VARIANTS) {
     const mem = new TestMemory(variant, 1);
     const C = mem.f32(6, [1, -2, 3, -4, 5, -6]);
     const bias = mem.f32(3, [0.5, 0.5, 0.5]);
-    mem.k.gemm(C.ptr, 0, 0, bias.ptr, 0, 2, 0, 3, 0, false, false, true, true);
+    mem.k.gemm(C.ptr, 0, 0, bias.ptr, 0, 2, 0, 3, 0, 3, 3, false, false, true, true);
     assert.deepEqual(Array.from(C.view), [1.5, 0, 3.5, 0, 5.5, 0]);
-    mem.k.gemm(C.ptr, 0, 0, 0, 0, 2, 0, 3, 0, false, false, false, false);
+    mem.k.gemm(C.ptr, 0, 0, 0, 0, 2, 0, 3, 0, 3, 3, false, false, false, false);
     assert.deepEqual(Array.from(C.view), [0, 0, 0, 0, 0, 0]);
   });
 
@@ -120,7 +122,7 @@ for (const variant of VARIANTS) {
     block.view.fill(42);
     const cPtr = block.ptr + 16 * 4;
     const work = mem.alloc(mem.k.gemmWorkspaceBytes(K, N));
-    mem.k.gemm(cPtr, A.ptr, B.ptr, 0, work, M, K, N, K, false, false, false, false);
+    mem.k.gemm(cPtr, A.ptr, B.ptr, 0, work, M, K, N, K, N, N, false, false, false, false);
     for (let i = 0; i < 16; i++) assert.equal(block.view[i], 42, `before C at ${i}`);
     for (let i = 16 + M * N; i < M * N + 32; i++) {
       assert.equal(block.view[i], 42, `after C at ${i}`);
@@ -143,8 +145,8 @@ for (const variant of VARIANTS) {
     const work = mem.alloc(
       Math.max(mem.k.gemmWorkspaceBytes(H, F), mem.k.gemmWorkspaceBytes(Bn, H)),
     );
-    mem.k.gemm(dX.ptr, G.ptr, W.ptr, 0, work, Bn, H, F, H, false, true, false, false);
-    mem.k.gemm(dW.ptr, X.ptr, G.ptr, 0, work, F, Bn, H, F, true, false, true, false);
+    mem.k.gemm(dX.ptr, G.ptr, W.ptr, 0, work, Bn, H, F, H, H, F, false, true, false, false);
+    mem.k.gemm(dW.ptr, X.ptr, G.ptr, 0, work, F, Bn, H, F, H, H, true, false, true, false);
     // Twin in f64 on the f32-rounded values the kernel saw.
     const xf = Float64Array.from(X.view), wf = Float64Array.from(W.view);
     const dxRef = finiteDifferences(xf, (v) => loss(v, wf));
@@ -171,16 +173,118 @@ for (const variant of VARIANTS) {
       const full = mem.f32(M * N, c0);
       const part = mem.f32(M * N, c0);
       const work = mem.alloc(mem.k.gemmWorkspaceBytes(K, N));
-      const lda = transA ? M : K;
-      mem.k.gemm(full.ptr, A.ptr, B.ptr, bias.ptr, work, M, K, N, lda, transA, transB, true, true);
+      const lda = transA ? M : K, ldb = transB ? K : N;
+      const strides = [lda, ldb, N] as const;
+      mem.k.gemm(
+        full.ptr,
+        A.ptr,
+        B.ptr,
+        bias.ptr,
+        work,
+        M,
+        K,
+        N,
+        ...strides,
+        transA,
+        transB,
+        true,
+        true,
+      );
       for (const [r0, r1] of [[0, 5], [5, 12], [12, 109], [109, 110], [110, 203]]) {
         const a = A.ptr + 4 * (transA ? r0 : r0 * lda);
         const c = part.ptr + 4 * r0 * N;
-        mem.k.gemm(c, a, B.ptr, bias.ptr, work, r1 - r0, K, N, lda, transA, transB, true, true);
+        mem.k.gemm(
+          c,
+          a,
+          B.ptr,
+          bias.ptr,
+          work,
+          r1 - r0,
+          K,
+          N,
+          ...strides,
+          transA,
+          transB,
+          true,
+          true,
+        );
       }
       for (let i = 0; i < M * N; i++) {
         if (!Object.is(part.view[i], full.view[i])) {
           assert.fail(`C[${i}] = ${part.view[i]} by ranges, ${full.view[i]} in one call`);
+        }
+      }
+    });
+  }
+}
+
+// Strides: operands that are column blocks of wider matrices (one expert's
+// columns of a [B, E*H] stack) give the packed call's result bit for bit, and
+// C's other columns stay untouched.
+for (const variant of VARIANTS) {
+  for (const [transA, transB] of [[false, false], [false, true], [true, false]] as const) {
+    const name = `${transA ? "T" : "N"}${transB ? "T" : "N"}`;
+    test(`gemm ${variant} ${name}: ldb and ldc address column blocks of wider matrices`, () => {
+      const [M, K, N] = [37, 300, 21];
+      const mem = new TestMemory(variant, 4);
+      const next = rng(5);
+      const [aRows, aCols] = transA ? [K, M] : [M, K], [bRows, bCols] = transB ? [N, K] : [K, N];
+      const a = randomArray(aRows * aCols, next), b = randomArray(bRows * bCols, next);
+      const bias = mem.f32(N, randomArray(N, next));
+      const c0 = randomArray(M * N, next);
+      const A = mem.f32(aRows * aCols, a), B = mem.f32(bRows * bCols, b);
+      const packed = mem.f32(M * N, c0);
+      // The same B inside a wider matrix (7 columns on each side), C likewise.
+      const ldb = bCols + 14, ldc = N + 9;
+      const wideB = mem.f32(bRows * ldb, randomArray(bRows * ldb, next));
+      for (let r = 0; r < bRows; r++) {
+        wideB.view.set(B.view.subarray(r * bCols, (r + 1) * bCols), r * ldb + 7);
+      }
+      const wideC = mem.f32(M * ldc, new Float32Array(M * ldc).fill(42));
+      for (let r = 0; r < M; r++) {
+        wideC.view.set(packed.view.subarray(r * N, (r + 1) * N), r * ldc + 4);
+      }
+      const work = mem.alloc(mem.k.gemmWorkspaceBytes(K, N));
+      const lda = transA ? M : K;
+      mem.k.gemm(
+        packed.ptr,
+        A.ptr,
+        B.ptr,
+        bias.ptr,
+        work,
+        M,
+        K,
+        N,
+        lda,
+        bCols,
+        N,
+        transA,
+        transB,
+        true,
+        true,
+      );
+      mem.k.gemm(
+        wideC.ptr + 16,
+        A.ptr,
+        wideB.ptr + 28,
+        bias.ptr,
+        work,
+        M,
+        K,
+        N,
+        lda,
+        ldb,
+        ldc,
+        transA,
+        transB,
+        true,
+        true,
+      );
+      for (let r = 0; r < M; r++) {
+        for (let j = 0; j < ldc; j++) {
+          const got = wideC.view[r * ldc + j];
+          const want = j >= 4 && j < 4 + N ? packed.view[r * N + j - 4] : 42;
+          if (!Object.is(got, want)) assert.fail(`C[${r}, ${j}] = ${got}, expected ${want}`);
         }
       }
     });

@@ -143,30 +143,34 @@ function checkBatchNorm(variant: Variant, B: number, H: number, training: boolea
   assertClose(DX.view, bwd.dx, `${label} dx`, { rtol: 1e-5, atol: 2e-6 * scale });
 }
 
-/** LayerNorm forward and backward vs the twins at one size. */
-function checkLayerNorm(variant: Variant, B: number, H: number, seed: number) {
+/**
+ * LayerNorm forward and backward vs the twins at one size: G groups of H
+ * columns per row (G LayerNorms side by side, each with its own gamma, beta).
+ */
+function checkLayerNorm(variant: Variant, B: number, G: number, H: number, seed: number) {
   const next = rng(seed);
-  const mem = memoryFor(variant, 4 * B * H + 6 * H + 2 * B);
-  const x = rowData(B, H, next);
-  const gamma = f32(randomArray(H, next, 0.5, 1.5)), beta = f32(randomArray(H, next));
-  const X = mem.f32(B * H, x), Y = mem.f32(B * H, new Float32Array(B * H).fill(NaN));
-  const Gamma = mem.f32(H, gamma), Beta = mem.f32(H, beta);
-  const Mean = mem.f32(B, new Float32Array(B).fill(NaN));
-  const InvStd = mem.f32(B, new Float32Array(B).fill(NaN));
-  const label = `${variant} B=${B} H=${H}`;
+  const W = G * H;
+  const mem = memoryFor(variant, 4 * B * W + 6 * W + 2 * B * G);
+  const x = rowData(B, W, next);
+  const gamma = f32(randomArray(W, next, 0.5, 1.5)), beta = f32(randomArray(W, next));
+  const X = mem.f32(B * W, x), Y = mem.f32(B * W, new Float32Array(B * W).fill(NaN));
+  const Gamma = mem.f32(W, gamma), Beta = mem.f32(W, beta);
+  const Mean = mem.f32(B * G, new Float32Array(B * G).fill(NaN));
+  const InvStd = mem.f32(B * G, new Float32Array(B * G).fill(NaN));
+  const label = `${variant} B=${B} G=${G} H=${H}`;
 
-  mem.k.layerNormForward(Y.ptr, Mean.ptr, InvStd.ptr, X.ptr, Gamma.ptr, Beta.ptr, B, H, EPS);
-  const fwd = layerNormForwardTwin(x, gamma, beta, B, H, EPS);
+  mem.k.layerNormForward(Y.ptr, Mean.ptr, InvStd.ptr, X.ptr, Gamma.ptr, Beta.ptr, B, G, H, EPS);
+  const fwd = layerNormForwardTwin(x, gamma, beta, B, G, H, EPS);
   assertClose(Mean.view, fwd.mean, `${label} mean`, { rtol: 1e-6, atol: 2e-6 });
   assertClose(InvStd.view, fwd.invStd, `${label} invStd`, { rtol: 2e-6, atol: 0 });
   const gammaMax = Math.max(...Array.from(gamma, Math.abs));
   const yTol = normTolerance(fwd.mean, fwd.invStd, () => gammaMax);
   assertClose(Y.view, fwd.y, `${label} y`, { rtol: 1e-5, atol: yTol });
 
-  const dy = f32(randomArray(B * H, next));
-  const dGamma0 = f32(randomArray(H, next)), dBeta0 = f32(randomArray(H, next));
-  const DY = mem.f32(B * H, dy), DX = mem.f32(B * H, new Float32Array(B * H).fill(NaN));
-  const DGamma = mem.f32(H, dGamma0), DBeta = mem.f32(H, dBeta0);
+  const dy = f32(randomArray(B * W, next));
+  const dGamma0 = f32(randomArray(W, next)), dBeta0 = f32(randomArray(W, next));
+  const DY = mem.f32(B * W, dy), DX = mem.f32(B * W, new Float32Array(B * W).fill(NaN));
+  const DGamma = mem.f32(W, dGamma0), DBeta = mem.f32(W, dBeta0);
   mem.k.layerNormBackward(
     DX.ptr,
     DGamma.ptr,
@@ -177,9 +181,11 @@ function checkLayerNorm(variant: Variant, B: number, H: number, seed: number) {
     Mean.ptr,
     InvStd.ptr,
     B,
+    G,
     H,
   );
-  const bwd = layerNormBackwardTwin(dy, x, gamma, Mean.view, InvStd.view, B, H, dGamma0, dBeta0);
+  const { view: mean } = Mean, { view: invStd } = InvStd;
+  const bwd = layerNormBackwardTwin(dy, x, gamma, mean, invStd, B, G, H, dGamma0, dBeta0);
   const sumTol = { rtol: 1e-5, atol: 1e-6 * Math.sqrt(B) * 4 };
   assertClose(DBeta.view, bwd.dBeta, `${label} dBeta`, sumTol);
   assertClose(DGamma.view, bwd.dGamma, `${label} dGamma`, sumTol);
@@ -199,9 +205,11 @@ for (const variant of VARIANTS) {
       }
     });
 
-    test(`layerNorm ${variant} B=${B}: forward and backward match the f64 twin`, () => {
+    test(`layerNorm ${variant} B=${B}: forward and backward match the f64 twin (1 and 3 groups)`, () => {
       let seed = 100 * B + 7;
-      for (const H of HS) checkLayerNorm(variant, B, H, seed++);
+      for (const G of [1, 3]) {
+        for (const H of HS) checkLayerNorm(variant, B, G, H, seed++);
+      }
     });
   }
 
@@ -365,8 +373,8 @@ for (const variant of VARIANTS) {
     }
 
     X.view.set(x);
-    mem.k.layerNormForward(X.ptr, Mean.ptr, InvStd.ptr, X.ptr, Gamma.ptr, Beta.ptr, B, H, EPS);
-    const ln = layerNormForwardTwin(x, gamma, beta, B, H, EPS);
+    mem.k.layerNormForward(X.ptr, Mean.ptr, InvStd.ptr, X.ptr, Gamma.ptr, Beta.ptr, B, 1, H, EPS);
+    const ln = layerNormForwardTwin(x, gamma, beta, B, 1, H, EPS);
     assertClose(X.view, ln.y, "layerNorm in place", { atol: 1e-5 });
 
     X.view.set(x);
@@ -381,10 +389,22 @@ for (const variant of VARIANTS) {
       Mean.ptr,
       InvStd.ptr,
       B,
+      1,
       H,
     );
     const zeros = new Float64Array(H);
-    const lnBack = layerNormBackwardTwin(dy, x, gamma, Mean.view, InvStd.view, B, H, zeros, zeros);
+    const lnBack = layerNormBackwardTwin(
+      dy,
+      x,
+      gamma,
+      Mean.view,
+      InvStd.view,
+      B,
+      1,
+      H,
+      zeros,
+      zeros,
+    );
     assertClose(DY.view, lnBack.dx, "layerNorm dx in place", { atol: 1e-5 });
   });
 
@@ -453,20 +473,22 @@ for (const variant of VARIANTS) {
   });
 
   test(`layerNorm ${variant}: backward gives the finite-difference gradient of the forward`, () => {
-    for (const [B, H] of [[1, 3], [3, 5], [4, 17], [2, 8], [3, 35]]) {
-      const next = rng(43 + B * H);
-      const mem = memoryFor(variant, 4 * B * H + 6 * H + 2 * B);
-      const x = f32(randomArray(B * H, next, -2, 2));
-      const gamma = f32(randomArray(H, next, 0.5, 1.5)), beta = f32(randomArray(H, next));
-      const g = f32(randomArray(B * H, next));
-      const dGamma0 = f32(randomArray(H, next)), dBeta0 = f32(randomArray(H, next));
+    for (const [B, G, H] of [[1, 1, 3], [3, 2, 5], [4, 1, 17], [2, 3, 8], [3, 1, 35]]) {
+      const next = rng(43 + B * G * H);
+      const W = G * H;
+      const mem = memoryFor(variant, 4 * B * W + 6 * W + 2 * B * G);
+      const x = f32(randomArray(B * W, next, -2, 2));
+      const gamma = f32(randomArray(W, next, 0.5, 1.5)), beta = f32(randomArray(W, next));
+      const g = f32(randomArray(B * W, next));
+      const dGamma0 = f32(randomArray(W, next)), dBeta0 = f32(randomArray(W, next));
       const loss = (xs: ArrayLike<number>, ga: ArrayLike<number>, be: ArrayLike<number>) =>
-        layerNormForwardTwin(xs, ga, be, B, H, EPS).y.reduce((s, y, i) => s + y * g[i], 0);
-      const X = mem.f32(B * H, x), Y = mem.f32(B * H), Mean = mem.f32(B), InvStd = mem.f32(B);
-      const Gamma = mem.f32(H, gamma), Beta = mem.f32(H, beta);
-      const DY = mem.f32(B * H, g), DX = mem.f32(B * H);
-      const DGamma = mem.f32(H, dGamma0), DBeta = mem.f32(H, dBeta0);
-      mem.k.layerNormForward(Y.ptr, Mean.ptr, InvStd.ptr, X.ptr, Gamma.ptr, Beta.ptr, B, H, EPS);
+        layerNormForwardTwin(xs, ga, be, B, G, H, EPS).y.reduce((s, y, i) => s + y * g[i], 0);
+      const X = mem.f32(B * W, x), Y = mem.f32(B * W), Mean = mem.f32(B * G);
+      const InvStd = mem.f32(B * G);
+      const Gamma = mem.f32(W, gamma), Beta = mem.f32(W, beta);
+      const DY = mem.f32(B * W, g), DX = mem.f32(B * W);
+      const DGamma = mem.f32(W, dGamma0), DBeta = mem.f32(W, dBeta0);
+      mem.k.layerNormForward(Y.ptr, Mean.ptr, InvStd.ptr, X.ptr, Gamma.ptr, Beta.ptr, B, G, H, EPS);
       mem.k.layerNormBackward(
         DX.ptr,
         DGamma.ptr,
@@ -477,6 +499,7 @@ for (const variant of VARIANTS) {
         Mean.ptr,
         InvStd.ptr,
         B,
+        G,
         H,
       );
       const dxRef = finiteDifferences(x, (xs) => loss(xs, gamma, beta));
@@ -484,7 +507,7 @@ for (const variant of VARIANTS) {
         .map((v, h) => v + dGamma0[h]);
       const dBetaRef = finiteDifferences(beta, (be) => loss(x, gamma, be))
         .map((v, h) => v + dBeta0[h]);
-      const label = `B=${B} H=${H}`;
+      const label = `B=${B} G=${G} H=${H}`;
       assertClose(DX.view, dxRef, `${label} dx`, { rtol: 1e-4, atol: 1e-5 });
       assertClose(DGamma.view, dGammaRef, `${label} dGamma`, { rtol: 1e-4, atol: 1e-5 });
       assertClose(DBeta.view, dBetaRef, `${label} dBeta`, { rtol: 1e-4, atol: 1e-5 });

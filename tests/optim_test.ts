@@ -1,4 +1,5 @@
 import { test } from "node:test";
+import { readFileSync } from "node:fs";
 import assert from "node:assert/strict";
 import type { KernelVariant } from "../src/kernels/kernels.ts";
 import {
@@ -150,21 +151,46 @@ for (const variant of VARIANTS) {
     }
   });
 
-  test(`sgdMomentumStep ${variant}: torch SGD momentum over 4 steps, first step ignores the buffer`, () => {
+  test(`sgdMomentumStep ${variant}: torch SGD momentum, dampening, Nesterov over 4 steps; first step ignores the buffer`, () => {
     const mem = new TestMemory(variant, 1);
     const next = rng(14);
-    for (const n of SIZES) {
-      const p0 = randomArray(n, next);
-      const p = mem.f32(n, p0), grad = mem.f32(n), buf = mem.f32(n);
-      buf.view.fill(NaN); // garbage before the first step must not leak in
-      const expected = Float64Array.from(Float32Array.from(p0));
-      const expectedBuf = new Float64Array(n);
-      for (let step = 0; step < 4; step++) {
-        grad.view.set(randomArray(n, next));
-        mem.k.sgdMomentumStep(p.ptr, grad.ptr, buf.ptr, n, 0.1, 0.9, 0.01, step === 0);
-        sgdMomentumStepTwin(expected, expectedBuf, grad.view, 0.1, 0.9, 0.01, step === 0);
-        assertClose(p.view, expected, `n=${n} step ${step}`, { rtol: 1e-5, atol: 1e-6 });
-        assertClose(buf.view, expectedBuf, `n=${n} buf step ${step}`, { rtol: 1e-5, atol: 1e-6 });
+    for (const [dampening, nesterov] of [[0, false], [0.3, false], [0, true]] as const) {
+      for (const n of SIZES) {
+        const p0 = randomArray(n, next);
+        const p = mem.f32(n, p0), grad = mem.f32(n), buf = mem.f32(n);
+        buf.view.fill(NaN); // garbage before the first step must not leak in
+        const expected = Float64Array.from(Float32Array.from(p0));
+        const expectedBuf = new Float64Array(n);
+        for (let step = 0; step < 4; step++) {
+          const first = step === 0;
+          grad.view.set(randomArray(n, next));
+          mem.k.sgdMomentumStep(
+            p.ptr,
+            grad.ptr,
+            buf.ptr,
+            n,
+            0.1,
+            0.9,
+            dampening,
+            nesterov,
+            0.01,
+            first,
+          );
+          sgdMomentumStepTwin(
+            expected,
+            expectedBuf,
+            grad.view,
+            0.1,
+            0.9,
+            dampening,
+            nesterov,
+            0.01,
+            first,
+          );
+          const label = `dampening ${dampening} nesterov ${nesterov} n=${n} step ${step}`;
+          assertClose(p.view, expected, label, { rtol: 1e-5, atol: 1e-6 });
+          assertClose(buf.view, expectedBuf, `${label} buf`, { rtol: 1e-5, atol: 1e-6 });
+        }
       }
     }
   });
@@ -207,10 +233,10 @@ for (const variant of VARIANTS) {
     }
   });
 
-  test(`adamRows ${variant}: only listed rows change, bias-corrected by the global step`, () => {
+  test(`adamRows ${variant}: only listed rows change, bias-corrected by the global step, L2 decay`, () => {
     const mem = new TestMemory(variant, 2);
     const next = rng(6);
-    const o = { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+    const o = { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 };
     for (const dim of DIMS) {
       const { p: table, m, v, twin } = adamState(mem, ROWS * dim, next);
       for (const [s, rows] of ROW_STEPS.entries()) {
@@ -230,6 +256,7 @@ for (const variant of VARIANTS) {
           o.beta1,
           o.beta2,
           o.eps,
+          o.weightDecay,
           step,
         );
         adamRowsTwin(twin, rows, grads.view, dim, o, step);
@@ -285,5 +312,109 @@ if (VARIANTS.length === 2) {
       return [...bits(p.view), ...bits(table.view)];
     };
     assert.deepEqual(run("relaxed-simd"), run("simd"));
+  });
+}
+
+/** tests/fixtures/optimizer_steps.json (tools/make_training_curve.py): torch.optim runs. */
+interface OptimizerSteps {
+  param: number[];
+  grads: number[][];
+  sgd: { dampening: number; nesterov: boolean; params: number[][]; momentum_buffer: number[][] }[];
+  adagrad: { params: number[][]; sum: number[][] };
+  rows: {
+    table: number[];
+    dim: number;
+    rows_per_step: number[][];
+    grads: number[][];
+    adagrad: { tables: number[][]; states: { sum: number[] }[] };
+    adam: { tables: number[][]; states: { exp_avg: number[]; exp_avg_sq: number[] }[] };
+  };
+}
+
+const torchSteps: OptimizerSteps = JSON.parse(
+  readFileSync(new URL("./fixtures/optimizer_steps.json", import.meta.url), "utf8"),
+);
+
+// torch computes in f32 with its own operation order (and fused multiply-adds
+// where its vector kernels use them): a few ulps per step.
+const TORCH = { rtol: 2e-6, atol: 1e-7 };
+
+for (const variant of VARIANTS) {
+  test(`sgdMomentumStep ${variant}: torch.optim.SGD with dampening and Nesterov, 4 steps`, () => {
+    const mem = new TestMemory(variant, 1);
+    const n = torchSteps.param.length;
+    for (const run of torchSteps.sgd) {
+      const p = mem.f32(n, torchSteps.param), grad = mem.f32(n), buf = mem.f32(n);
+      torchSteps.grads.forEach((g, step) => {
+        grad.view.set(g);
+        const { dampening, nesterov } = run;
+        mem.k.sgdMomentumStep(
+          p.ptr,
+          grad.ptr,
+          buf.ptr,
+          n,
+          0.1,
+          0.9,
+          dampening,
+          nesterov,
+          0.01,
+          step === 0,
+        );
+        const label = `dampening ${dampening} nesterov ${nesterov} step ${step + 1}`;
+        assertClose(p.view, run.params[step], label, TORCH);
+        assertClose(buf.view, run.momentum_buffer[step], `${label} buffer`, TORCH);
+      });
+    }
+  });
+
+  test(`adagradStep ${variant}: torch.optim.Adagrad from initial_accumulator_value 0.1, 4 steps`, () => {
+    const mem = new TestMemory(variant, 1);
+    const n = torchSteps.param.length;
+    const p = mem.f32(n, torchSteps.param), grad = mem.f32(n);
+    const accum = mem.f32(n, new Array(n).fill(0.1));
+    torchSteps.grads.forEach((g, step) => {
+      grad.view.set(g);
+      mem.k.adagradStep(p.ptr, grad.ptr, accum.ptr, n, 0.05, 1e-10, 0.02);
+      assertClose(p.view, torchSteps.adagrad.params[step], `step ${step + 1}`, TORCH);
+      assertClose(accum.view, torchSteps.adagrad.sum[step], `step ${step + 1} sum`, TORCH);
+    });
+  });
+
+  test(`adagradRows and adamRows ${variant}: torch.optim on the touched rows, 4 steps`, () => {
+    const { table, dim, rows_per_step: steps, grads } = torchSteps.rows;
+    const mem = new TestMemory(variant, 1);
+    const n = table.length;
+    const adagrad = mem.f32(n, table), sum = mem.f32(n, new Array(n).fill(0.1));
+    const adam = mem.f32(n, table), m = mem.f32(n), v = mem.f32(n);
+    steps.forEach((rows, s) => {
+      const unique = mem.i32(rows.length, rows), g = mem.f32(rows.length * dim, grads[s]);
+      mem.k.adagradRows(adagrad.ptr, sum.ptr, unique.ptr, g.ptr, rows.length, dim, 0.05, 1e-8);
+      mem.k.adamRows(
+        adam.ptr,
+        m.ptr,
+        v.ptr,
+        unique.ptr,
+        g.ptr,
+        rows.length,
+        dim,
+        0.01,
+        0.9,
+        0.999,
+        1e-8,
+        0.05,
+        s + 1,
+      );
+      const expected = torchSteps.rows;
+      assertClose(adagrad.view, expected.adagrad.tables[s], `adagrad step ${s + 1}`, TORCH);
+      assertClose(sum.view, expected.adagrad.states[s].sum, `adagrad sum step ${s + 1}`, TORCH);
+      assertClose(adam.view, expected.adam.tables[s], `adam step ${s + 1}`, TORCH);
+      assertClose(m.view, expected.adam.states[s].exp_avg, `adam exp_avg step ${s + 1}`, TORCH);
+      assertClose(
+        v.view,
+        expected.adam.states[s].exp_avg_sq,
+        `adam exp_avg_sq step ${s + 1}`,
+        TORCH,
+      );
+    });
   });
 }

@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { type PipelineConfig, resolveConfig } from "../src/config/config.ts";
 import { createArenaMemory } from "../src/kernels/arena.ts";
-import { instantiateKernels } from "../src/kernels/kernels.ts";
+import { type GemmOp, instantiateKernels, runGemm } from "../src/kernels/kernels.ts";
 import { type EncodedBatch, MMoEModel } from "../src/model/mmoe.ts";
 import { GemmPool, ROW_GRAIN, SPLIT_MIN_MACS, threadsSupported } from "../src/kernels/threads.ts";
 import { randomArray, rng, VARIANTS } from "./_util.ts";
@@ -120,7 +120,11 @@ for (const variant of VARIANTS) {
         const evalBatch = batch(9, B);
         assert.deepEqual(two.predict(evalBatch), one.predict(evalBatch));
         for (const p of one.parameters) {
-          assertBitIdentical(two.parameter(p.name), one.parameter(p.name), p.name);
+          if (p.dtype === "i64") {
+            assert.deepEqual(two.int64View(p.offset, 1), one.int64View(p.offset, 1), p.name);
+          } else {
+            assertBitIdentical(two.parameter(p.name), one.parameter(p.name), p.name);
+          }
         }
       } finally {
         one.close();
@@ -150,13 +154,28 @@ for (const variant of VARIANTS) {
     try {
       await pool.start();
       for (const [transA, transB] of [[false, false], [false, true], [true, false]] as const) {
-        const lda = transA ? M : K;
+        const op: GemmOp = {
+          c: c1,
+          ldc: N,
+          a,
+          lda: transA ? M : K,
+          transA,
+          b,
+          ldb: transB ? K : N,
+          transB,
+          bias,
+          M,
+          K,
+          N,
+          accumulate: true,
+          relu: true,
+        };
         const c0 = randomArray(M * N, next);
         f32.set(c0, c1 / 4);
         f32.set(c0, c2 / 4);
-        k.gemm(c1, a, b, bias, work, M, K, N, lda, transA, transB, true, true);
+        runGemm(k, op, work);
         const before = pool.splits;
-        pool.gemm(k, c2, a, b, bias, work, M, K, N, lda, transA, transB, true, true);
+        pool.gemm(k, { ...op, c: c2 }, work);
         assert.equal(pool.splits, before + 1, "the GEMM was split");
         assertBitIdentical(
           f32.subarray(c2 / 4, c2 / 4 + M * N),
@@ -168,8 +187,24 @@ for (const variant of VARIANTS) {
       pool.close();
     }
     // A closed pool computes on the caller, with the same result.
-    pool.gemm(k, c2, a, b, 0, work, M, K, N, K, false, false, false, false);
-    k.gemm(c1, a, b, 0, work, M, K, N, K, false, false, false, false);
+    const plain: GemmOp = {
+      c: c1,
+      ldc: N,
+      a,
+      lda: K,
+      transA: false,
+      b,
+      ldb: N,
+      transB: false,
+      bias: 0,
+      M,
+      K,
+      N,
+      accumulate: false,
+      relu: false,
+    };
+    pool.gemm(k, { ...plain, c: c2 }, work);
+    runGemm(k, plain, work);
     assertBitIdentical(
       f32.subarray(c2 / 4, c2 / 4 + M * N),
       f32.subarray(c1 / 4, c1 / 4 + M * N),

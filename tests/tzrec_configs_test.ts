@@ -182,13 +182,13 @@ test("tzrec configs: the FG_NONE benchmark config trains on generated Parquet", 
 
 test("tzrec configs: the FG_DAG example config trains on generated CSV", async () => {
   const config = await load(EXAMPLE);
-  const { metrics, evalStats } = await trainOnGenerated(config, "csv", 40);
+  const { metrics, evalStats } = await trainOnGenerated(config, "csv", 80);
   assertLearned(metrics, evalStats);
 });
 
 test("tzrec configs: the FG_DAG taobao_ccp config trains on generated CSV with weighted ids", async () => {
   const config = await load(CCP);
-  const { metrics, evalStats, weightedInputs } = await trainOnGenerated(config, "csv", 80);
+  const { metrics, evalStats, weightedInputs } = await trainOnGenerated(config, "csv", 200);
   assert.equal(weightedInputs, 9 * Math.ceil(3000 / 128), "every batch carries 9 weighted inputs");
   assertLearned(metrics, evalStats);
 });

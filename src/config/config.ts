@@ -883,6 +883,13 @@ function resolveFeature(fc: FeatureConfig, path: string, context: FeatureContext
     if (pooling !== "sum" && pooling !== "mean") {
       throw new ConfigError(`${p}.pooling`, `must be "sum" or "mean", got ${show(pooling)}`);
     }
+    if (pooling === "mean" && f.weighted) {
+      // torch's EmbeddingBag refuses per_sample_weights with mode "mean".
+      throw new ConfigError(
+        `${p}.pooling`,
+        `"mean" with weighted: true is not supported (sum only)`,
+      );
+    }
     const separator = encoded
       ? context.multivalSeparator
       : f.separator ?? DEFAULTS.IdFeature.separator;

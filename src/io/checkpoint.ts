@@ -74,11 +74,19 @@ const nodePath = () => import("node:path");
  */
 export interface CheckpointModel {
   /** Parameters and buffers in state_dict order (`MMoEModel.parameters`). */
-  readonly parameters: readonly { name: string; shape: number[]; offset: number }[];
+  readonly parameters: readonly {
+    name: string;
+    shape: number[];
+    offset: number;
+    /** `i64` for counters (BatchNorm's `num_batches_tracked`), else f32. */
+    dtype?: "f32" | "i64";
+  }[];
   /** Optimizer state tensors (`MMoEModel.optimizerState()`). */
   optimizerState(): { name: string; shape: number[]; offset: number }[];
   /** A live float view of `count` values at byte `offset`. */
   view(offset: number, count: number): Float32Array;
+  /** A live int64 view of `count` values at byte `offset` (the `i64` tensors). */
+  int64View(offset: number, count: number): BigInt64Array;
   /** Optimizer step count. */
   step: number;
   /** The optimizers' update rules. */
@@ -142,8 +150,8 @@ export interface NamedTensor {
   name: string;
   /** Shape; the product of its dims is `data.length`. */
   shape: readonly number[];
-  /** Row-major values. */
-  data: Float32Array;
+  /** Row-major values: F32, or I64 (counters such as BatchNorm's `num_batches_tracked`). */
+  data: Float32Array | BigInt64Array;
 }
 
 /** What {@link decodeSafetensors} returns: tensors by name and the metadata map. */
@@ -236,7 +244,10 @@ function headerChecksum(
   return crc32(new TextEncoder().encode(JSON.stringify([entries, infos])));
 }
 
-const bytesOf = (data: Float32Array): Uint8Array =>
+const dtypeOf = (data: Float32Array | BigInt64Array): "F32" | "I64" =>
+  data instanceof BigInt64Array ? "I64" : "F32";
+
+const bytesOf = (data: Float32Array | BigInt64Array): Uint8Array =>
   new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 
 /**
@@ -295,10 +306,14 @@ export function encodeSafetensors(
         } holds ${count} values, data has ${t.data.length}`,
       );
     }
-    const info = { dtype: "F32", shape: t.shape, data_offsets: [dataBytes, dataBytes + count * 4] };
+    const info = {
+      dtype: dtypeOf(t.data),
+      shape: t.shape,
+      data_offsets: [dataBytes, dataBytes + t.data.byteLength],
+    };
     infos.push(`${JSON.stringify(t.name)}:${JSON.stringify(info)}`);
     crcs[t.name] = crc32(bytesOf(t.data));
-    dataBytes += count * 4;
+    dataBytes += t.data.byteLength;
   });
   const meta: Record<string, string> = {};
   for (const [key, value] of Object.entries(metadata)) {
@@ -310,7 +325,10 @@ export function encodeSafetensors(
   // Built entry by entry: JSON.stringify of one object would move integer-like
   // names ("0") to the front.
   meta[CRC_KEY] = `{${sorted.map((t) => `${JSON.stringify(t.name)}:"${crcs[t.name]}"`).join(",")}}`;
-  meta[HEADER_CRC_KEY] = headerChecksum(meta, sorted.map((t) => ({ ...t, dtype: "F32" })));
+  meta[HEADER_CRC_KEY] = headerChecksum(
+    meta,
+    sorted.map((t) => ({ ...t, dtype: dtypeOf(t.data) })),
+  );
   const body = Object.keys(meta).sort().map((k) =>
     `${JSON.stringify(k)}:${JSON.stringify(meta[k])}`
   );
@@ -625,6 +643,7 @@ interface ModelTensor {
   name: string;
   shape: number[];
   offset: number;
+  dtype?: "f32" | "i64";
 }
 
 /** FNV-1a (32 bit) of the parameter names and shapes: equal iff the architectures match. */
@@ -687,15 +706,26 @@ export function firstNonFiniteTensor(
     ? [...model.parameters, ...model.optimizerState()]
     : model.parameters;
   for (const t of tensors) {
+    if (isCounter(t)) continue;
     const bad = firstNonFinite(model.view(t.offset, sizeOf(t.shape)));
     if (bad) return { name: t.name, ...bad };
   }
   return null;
 }
 
+/** An int64 tensor of the model (BatchNorm's `num_batches_tracked`). */
+const isCounter = (t: ModelTensor): boolean => t.dtype === "i64";
+
 /** The model's tensors as views for the encoder; refuses NaN and infinity, naming the tensor. */
 function tensorsToSave(model: CheckpointModel, list: readonly ModelTensor[], prefix: string) {
   return list.map((t) => {
+    if (isCounter(t)) {
+      return {
+        name: prefix + t.name,
+        shape: t.shape,
+        data: model.int64View(t.offset, sizeOf(t.shape)),
+      };
+    }
     const data = model.view(t.offset, sizeOf(t.shape)); // encodeSafetensors copies
     const bad = firstNonFinite(data);
     if (bad) {
@@ -741,6 +771,8 @@ function tensorsToSave(model: CheckpointModel, list: readonly ModelTensor[], pre
  * const model = new MMoEModel(config, { maxBatch: 4 });
  * const { tensors, metadata } = decodeSafetensors(modelCheckpoint(model));
  * assert.deepEqual(tensors.get("_task_tower.0.linear.weight")!.shape, [1, 8]);
+ * const table = "embedding_group.emb_impls.__BASE__.ebc.embedding_bags.item_emb.weight";
+ * assert.deepEqual(tensors.get(table)!.shape, [4, 4]);
  * assert.equal(metadata.format, "denorec-mmoe");
  * assert.equal(metadata.step, "0");
  *
@@ -889,6 +921,9 @@ function loadFiles(
     } else {
       const bad = firstNonFinite(found.data);
       if (bad) nonFinite.push(`${name} (${bad.value} at index ${bad.index})`);
+      else if (isCounter(t) && !found.data.every((v) => Number.isInteger(v) && v >= 0)) {
+        nonFinite.push(`${name} (a counter holding ${found.data.find((v) => !(v >= 0))})`);
+      }
       writes.push({ tensor: t, data: found.data });
     }
   };
@@ -961,7 +996,11 @@ function loadFiles(
     );
   }
 
-  for (const { tensor, data } of writes) model.view(tensor.offset, sizeOf(tensor.shape)).set(data);
+  for (const { tensor, data } of writes) {
+    const count = sizeOf(tensor.shape);
+    if (!isCounter(tensor)) model.view(tensor.offset, count).set(data);
+    else model.int64View(tensor.offset, count).set(Array.from(data, BigInt));
+  }
   if (step !== null) model.step = step;
 }
 

@@ -9,10 +9,12 @@
  * - inputs, in group order: per embedded feature `<feature>.ids` (int64
  *   [B, L], row b's ids padded to a common length L) and `<feature>.mask`
  *   (float [B, L], 1 for a real id, 0 for padding; L may differ per feature
- *   and per call); per dense feature `<feature>.values` (float [B, width]);
- * - pooling: `Gather(table, ids)` * mask, `ReduceSum` over L, and for mean
- *   pooling a `Div` by `max(sum(mask), 1)` (an empty row pools to zeros, as
- *   in the kernels);
+ *   and per call), or for a weighted feature `<feature>.weights` (float
+ *   [B, L], each id's weight, 0 for padding); per dense feature
+ *   `<feature>.values` (float [B, width]);
+ * - pooling: `Gather(table, ids)` * mask (or weights), `ReduceSum` over L,
+ *   and for mean pooling a `Div` by `max(sum(mask), 1)` (an empty row pools
+ *   to zeros, as in the kernels);
  * - experts, gate MLPs and tower MLPs: `Gemm` (transB, PyTorch [out, in]
  *   weights) -> `BatchNormalization` (running stats) or folded into the Gemm
  *   / `LayerNormalization` (opset 17+) or its decomposition -> activation
@@ -20,10 +22,15 @@
  *   x * Sigmoid(x));
  * - gates: `Softmax(Gemm(x or gate_mlp(x)))`, mixture `MatMul(gate [B,1,E],
  *   experts [B,E,D])` as tzrec's `bmm`;
- * - outputs, per tower in config order, named as tzrec's predictions:
- *   `logits_<t>` and `probs_<t>` (sigmoid, [B]) for binary cross-entropy;
- *   `logits_<t>` and `probs_<t>` ([B, C], softmax) plus `probs1_<t>` ([B],
- *   C = 2 only) for softmax cross-entropy; `y_<t>` ([B]) for l2_loss.
+ * - outputs, per tower in config order, named as tzrec's predictions (the
+ *   union over the tower's losses): `logits_<t>` and `probs_<t>` (sigmoid,
+ *   [B]) for binary cross-entropy; `logits_<t>` and `probs_<t>` ([B, C],
+ *   softmax) plus `probs1_<t>` ([B], C = 2 only) for softmax cross-entropy;
+ *   `y_<t>` ([B]) for l2_loss.
+ *
+ * Layers are written from the model's plan (`../model/layout.ts`): every
+ * expert, gate and tower layer is a Perceptron or Linear of the plan, each
+ * weight the state_dict tensor of its member.
  *
  * {@link onnxFeeds} turns an {@link EncodedBatch} into those inputs, so the
  * exported graph can be checked against {@link MMoEModel.evalStep}.
@@ -74,10 +81,11 @@
  * @module
  */
 import { create, toBinary } from "@bufbuild/protobuf";
-import type { ResolvedConfig, ResolvedMLP } from "../config/config.ts";
+import type { ResolvedConfig } from "../config/config.ts";
 import { Activation } from "../core/activation.ts";
 import type { DenseInput, EncodedBatch, SparseInput } from "../core/batch.ts";
 import type { MMoEModel } from "../model/mmoe.ts";
+import { type Layer, memberName, type Stack, towerOutputs } from "../model/layout.ts";
 import {
   AttributeProto_AttributeType,
   type AttributeProtoSchema,
@@ -150,9 +158,9 @@ export type OnnxFeed =
 export interface OnnxFeatureInputs {
   /** Feature name. */
   feature: string;
-  /** `embedding` (ids + mask inputs) or `dense` (values input). */
+  /** `embedding` (ids + mask or weights inputs) or `dense` (values input). */
   kind: "embedding" | "dense";
-  /** Input names: `[<f>.ids, <f>.mask]` or `[<f>.values]`. */
+  /** Input names: `[<f>.ids, <f>.mask]`, `[<f>.ids, <f>.weights]` (weighted) or `[<f>.values]`. */
   inputs: string[];
 }
 
@@ -188,7 +196,11 @@ export interface OnnxFeatureInputs {
 export function onnxInputNames(config: ResolvedConfig): OnnxFeatureInputs[] {
   return config.features.map((f) =>
     f.table >= 0
-      ? { feature: f.name, kind: "embedding", inputs: [`${f.name}.ids`, `${f.name}.mask`] }
+      ? {
+        feature: f.name,
+        kind: "embedding",
+        inputs: [`${f.name}.ids`, `${f.name}.${f.weighted ? "weights" : "mask"}`],
+      }
       : { feature: f.name, kind: "dense", inputs: [`${f.name}.values`] }
   );
 }
@@ -221,21 +233,15 @@ export function onnxInputNames(config: ResolvedConfig): OnnxFeatureInputs[] {
  * ```
  */
 export function onnxOutputNames(config: ResolvedConfig): string[] {
-  return config.towers.flatMap((t) => {
-    if (t.losses[0].kind === "l2_loss") return [`y_${t.name}`];
-    const names = [`logits_${t.name}`, `probs_${t.name}`];
-    if (t.losses[0].kind === "softmax_cross_entropy" && t.numClass === 2) {
-      names.push(`probs1_${t.name}`);
-    }
-    return names;
-  });
+  return config.towers.flatMap((t) => towerOutputs(t).map((o) => o.name));
 }
 
 /**
  * The ONNX inputs of `batch` for a graph from {@link exportOnnx}: each
  * embedded feature's CSR ids become a zero-padded [B, L] int64 matrix (L =
- * the longest row of this batch, at least 1) and a [B, L] float mask; dense
- * features pass through as [B, width].
+ * the longest row of this batch, at least 1) and a [B, L] float mask (a
+ * weighted feature's weights instead, 0 on padding); dense features pass
+ * through as [B, width].
  *
  * @example
  * ```ts
@@ -288,7 +294,10 @@ export function onnxFeeds(
       feeds[`${f.name}.values`] = { type: "float32", data: values.slice(), dims: [B, f.width] };
       return;
     }
-    const { ids, offsets } = input as SparseInput;
+    const { ids, offsets, weights } = input as SparseInput;
+    if (f.weighted && !(weights instanceof Float32Array && weights.length === ids?.length)) {
+      throw new RangeError(`feature ${f.name}: a weighted feature needs one weight per id`);
+    }
     if (
       !ids || !offsets || offsets.length !== B + 1 || offsets[0] !== 0 || offsets[B] !== ids.length
     ) {
@@ -311,11 +320,15 @@ export function onnxFeeds(
           throw new RangeError(`feature ${f.name}: id ${id} is outside [0, ${f.rows})`);
         }
         padded[k] = BigInt(id);
-        mask[k] = 1;
+        mask[k] = f.weighted ? weights![j] : 1;
       }
     }
     feeds[`${f.name}.ids`] = { type: "int64", data: padded, dims: [B, L] };
-    feeds[`${f.name}.mask`] = { type: "float32", data: mask, dims: [B, L] };
+    feeds[`${f.name}.${f.weighted ? "weights" : "mask"}`] = {
+      type: "float32",
+      data: mask,
+      dims: [B, L],
+    };
   });
   return feeds;
 }
@@ -326,9 +339,6 @@ type NodeInit = MessageInitShape<typeof NodeProtoSchema>;
 type TensorInit = MessageInitShape<typeof TensorProtoSchema>;
 type ValueInfoInit = MessageInitShape<typeof ValueInfoProtoSchema>;
 type AttributeInit = MessageInitShape<typeof AttributeProtoSchema>;
-
-/** BatchNorm1d / LayerNorm eps (torch default, as the kernels use). */
-const NORM_EPS = 1e-5;
 
 const LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
@@ -502,10 +512,6 @@ class Exporter {
     return name;
   }
 
-  has(name: string): boolean {
-    return this.model.parameters.some((p) => p.name === name);
-  }
-
   activation(x: string, act: number, slope: number, prefix: string): string {
     const g = this.g;
     switch (act) {
@@ -536,73 +542,78 @@ class Exporter {
     }
   }
 
-  /** tzrec MLP at `${prefix}.mlp.<l>.perceptron.{0: Linear, 1: norm, 2: act}`, eval mode. */
-  mlp(spec: ResolvedMLP, input: string, prefix: string): string {
-    const g = this.g;
+  /**
+   * Member `s` of a stack of the plan in eval mode, from `input`: per layer
+   * a Gemm on the member's Linear, then its norm and activation (dropout is
+   * the identity in eval). Node names follow the tensors' tzrec module paths.
+   */
+  stack(stack: Stack, input: string, s: number): string {
     let x = input;
-    spec.hiddenUnits.forEach((width, l) => {
-      const p = `${prefix}.mlp.${l}.perceptron`;
-      const weight = `${p}.0.weight`, bias = `${p}.0.bias`;
-      let z: string;
-      if (spec.useBn && this.batchNorm === "fold") {
-        // BN(Wx + b) = (s W) x + (b - mean) s + beta, s = gamma / sqrt(var + eps).
-        const w = this.model.parameter(weight);
-        const b = this.has(bias) ? this.model.parameter(bias) : null;
-        const gamma = this.model.parameter(`${p}.1.weight`);
-        const beta = this.model.parameter(`${p}.1.bias`);
-        const mean = this.model.parameter(`${p}.1.running_mean`);
-        const variance = this.model.parameter(`${p}.1.running_var`);
-        const inWidth = w.length / width;
-        const fw = new Float64Array(w.length), fb = new Float64Array(width);
-        for (let o = 0; o < width; o++) {
-          const s = gamma[o] / Math.sqrt(variance[o] + NORM_EPS);
-          for (let i = 0; i < inWidth; i++) fw[o * inWidth + i] = w[o * inWidth + i] * s;
-          fb[o] = ((b ? b[o] : 0) - mean[o]) * s + beta[o];
-        }
-        const fwName = g.floats(`${weight}.bn_folded`, [width, inWidth], fw);
-        const fbName = g.floats(`${bias}.bn_folded`, [width], fb);
-        z = g.node("Gemm", [x, fwName, fbName], `${p}.0/Gemm`, [attr("transB", 1, "int")]);
-      } else {
-        const inputs = [x, this.param(weight)];
-        if (spec.bias) inputs.push(this.param(bias));
-        z = g.node("Gemm", inputs, `${p}.0/Gemm`, [attr("transB", 1, "int")]);
-        if (spec.useBn) {
-          z = g.node(
-            "BatchNormalization",
-            [
-              z,
-              this.param(`${p}.1.weight`),
-              this.param(`${p}.1.bias`),
-              this.param(`${p}.1.running_mean`),
-              this.param(`${p}.1.running_var`),
-            ],
-            `${p}.1/BatchNormalization`,
-            [attr("epsilon", NORM_EPS, "float")],
-          );
-        } else if (spec.useLn) {
-          z = this.layerNormalization(z, `${p}.1.weight`, `${p}.1.bias`, `${p}.1`);
-        }
-      }
-      x = this.activation(z, spec.activation, spec.slope, `${p}.2`);
-    });
+    for (const l of stack.layers) x = this.layer(l, x, s);
     return x;
   }
 
-  layerNormalization(x: string, gamma: string, beta: string, prefix: string): string {
+  layer(l: Layer, x: string, s: number): string {
+    const g = this.g, N = l.outWidth, K = l.inWidth;
+    const weight = memberName(l.weight, s), bias = l.bias && memberName(l.bias, s);
+    const linear = weight.replace(/\.weight$/, "");
+    let z: string;
+    if (l.norm === "batch" && this.batchNorm === "fold") {
+      // BN(Wx + b) = (s W) x + (b - mean) s + beta, s = gamma / sqrt(var + eps).
+      const w = this.model.parameter(weight);
+      const b = bias ? this.model.parameter(bias) : null;
+      const [gamma, beta, mean, variance] = [l.gamma, l.beta, l.runningMean, l.runningVar]
+        .map((r) => this.model.parameter(memberName(r!, s)));
+      const fw = new Float64Array(N * K), fb = new Float64Array(N);
+      for (let o = 0; o < N; o++) {
+        const scale = gamma[o] / Math.sqrt(variance[o] + l.eps);
+        for (let i = 0; i < K; i++) fw[o * K + i] = w[o * K + i] * scale;
+        fb[o] = ((b ? b[o] : 0) - mean[o]) * scale + beta[o];
+      }
+      const fwName = g.floats(`${weight}.bn_folded`, [N, K], fw);
+      const fbName = g.floats(`${linear}.bias.bn_folded`, [N], fb);
+      z = g.node("Gemm", [x, fwName, fbName], `${linear}/Gemm`, [attr("transB", 1, "int")]);
+    } else {
+      const inputs = [x, this.param(weight)];
+      if (bias) inputs.push(this.param(bias));
+      z = g.node("Gemm", inputs, `${linear}/Gemm`, [attr("transB", 1, "int")]);
+      if (l.norm !== null) {
+        const gamma = memberName(l.gamma!, s), beta = memberName(l.beta!, s);
+        const norm = gamma.replace(/\.weight$/, "");
+        z = l.norm === "batch"
+          ? g.node(
+            "BatchNormalization",
+            [
+              z,
+              this.param(gamma),
+              this.param(beta),
+              this.param(memberName(l.runningMean!, s)),
+              this.param(memberName(l.runningVar!, s)),
+            ],
+            `${norm}/BatchNormalization`,
+            [attr("epsilon", l.eps, "float")],
+          )
+          : this.layerNormalization(z, gamma, beta, l.eps, norm);
+      }
+    }
+    return this.activation(z, l.activation, l.slope, `${linear}/act`);
+  }
+
+  layerNormalization(x: string, gamma: string, beta: string, eps: number, prefix: string): string {
     const g = this.g;
     if (this.layerNorm === "node") {
       return g.node(
         "LayerNormalization",
         [x, this.param(gamma), this.param(beta)],
         `${prefix}/LayerNormalization`,
-        [attr("axis", -1, "int"), attr("epsilon", NORM_EPS, "float")],
+        [attr("axis", -1, "int"), attr("epsilon", eps, "float")],
       );
     }
     const mean = g.reduceMeanLast(x, `${prefix}/ReduceMean`);
     const d = g.node("Sub", [x, mean], `${prefix}/Sub`);
     const sq = g.node("Mul", [d, d], `${prefix}/Square`);
     const variance = g.reduceMeanLast(sq, `${prefix}/Variance`);
-    const shifted = g.node("Add", [variance, g.scalar(NORM_EPS)], `${prefix}/AddEps`);
+    const shifted = g.node("Add", [variance, g.scalar(eps)], `${prefix}/AddEps`);
     const std = g.node("Sqrt", [shifted], `${prefix}/Sqrt`);
     const normed = g.node("Div", [d, std], `${prefix}/Div`);
     const scaled = g.node("Mul", [normed, this.param(gamma)], `${prefix}/Mul`);
@@ -617,7 +628,8 @@ class Exporter {
  * module documentation above lists the graph's inputs and outputs.
  *
  * Weights are initializers with tzrec state_dict names
- * (`embedding_group.<table>.weight`, `mmoe.expert_mlps.0.mlp.0.perceptron.0.weight`, ...);
+ * (`embedding_group.emb_impls.__BASE__.ebc.embedding_bags.<table>.weight`,
+ * `mmoe.expert_mlps.0.mlp.0.perceptron.0.weight`, ...);
  * a table shared by several features is stored once. The whole model is one
  * protobuf message, so it must stay under protobuf's 2 GiB.
  *
@@ -676,16 +688,18 @@ export function exportOnnx(model: MMoEModel, options: OnnxExportOptions = {}): U
   const BATCH = "batch";
 
   // Group input x (B, F): pooled embeddings and dense values, in group order.
+  const plan = model.plan;
   const parts = config.features.map((f) => {
     if (f.table < 0) {
       const name = `${f.name}.values`;
       inputs.push(valueInfo(name, TensorProto_DataType.FLOAT, [BATCH, f.width]));
       return name;
     }
-    const ids = `${f.name}.ids`, mask = `${f.name}.mask`, length = `${f.name}.length`;
+    const [ids, mask] = onnxInputNames(config).find((i) => i.feature === f.name)!.inputs;
+    const length = `${f.name}.length`;
     inputs.push(valueInfo(ids, TensorProto_DataType.INT64, [BATCH, length]));
     inputs.push(valueInfo(mask, TensorProto_DataType.FLOAT, [BATCH, length]));
-    const table = ex.param(`embedding_group.${config.tables[f.table].name}.weight`);
+    const table = ex.param(memberName(plan.tables[f.table].weight, 0));
     const rows = g.node("Gather", [table, ids], `${f.name}/Gather`, [attr("axis", 0, "int")]);
     const mask3 = g.unsqueeze(mask, 2, `${f.name}/mask/Unsqueeze`);
     const masked = g.node("Mul", [rows, mask3], `${f.name}/Mul`);
@@ -702,55 +716,38 @@ export function exportOnnx(model: MMoEModel, options: OnnxExportOptions = {}): U
   // Experts stacked as (B, E, D), as tzrec's torch.stack(dim=1).
   const E = config.numExpert;
   const expertOuts = Array.from({ length: E }, (_, e) => {
-    const out = ex.mlp(config.expertMlp, x, `mmoe.expert_mlps.${e}`);
+    const out = ex.stack(plan.experts, x, e);
     return g.unsqueeze(out, 1, `mmoe.expert_mlps.${e}/Unsqueeze`);
   });
   const experts = E === 1
     ? expertOuts[0]
     : g.node("Concat", expertOuts, "mmoe/experts", [attr("axis", 1, "int")]);
 
-  config.towers.forEach((tower, t) => {
-    const gateIn = config.gateMlp ? ex.mlp(config.gateMlp, x, `mmoe.gate_mlps.${t}`) : x;
+  plan.towers.forEach(({ tower, stack }, t) => {
     const gp = `mmoe.gate_finals.${t}`;
-    const gateLogits = g.node(
-      "Gemm",
-      [gateIn, ex.param(`${gp}.weight`), ex.param(`${gp}.bias`)],
-      `${gp}/Gemm`,
-      [attr("transB", 1, "int")],
-    );
+    const gateLogits = ex.stack(plan.gates, x, t);
     const gate = g.node("Softmax", [gateLogits], `${gp}/Softmax`, [attr("axis", -1, "int")]);
     const gate3 = g.unsqueeze(gate, 1, `${gp}/Unsqueeze`);
     const mixed = g.node("MatMul", [gate3, experts], `mmoe.task_input.${t}/MatMul`);
-    let h = g.squeeze(mixed, 1, `mmoe.task_input.${t}`);
-    const tp = `_task_tower.${t}`;
-    if (tower.mlp) h = ex.mlp(tower.mlp, h, `${tp}.tower_mlp`);
-    const linear = g.node(
-      "Gemm",
-      [h, ex.param(`${tp}.linear.weight`), ex.param(`${tp}.linear.bias`)],
-      `${tp}.linear/Gemm`,
-      [attr("transB", 1, "int")],
-    );
+    const h = g.squeeze(mixed, 1, `mmoe.task_input.${t}`);
+    const linear = ex.stack(stack, h, 0);
     const name = tower.name, C = tower.numClass;
     const float = TensorProto_DataType.FLOAT;
-    if (tower.losses[0].kind === "l2_loss") {
-      g.squeeze(linear, 1, `y_${name}`);
-      outputs.push(valueInfo(`y_${name}`, float, [BATCH]));
-    } else if (tower.losses[0].kind === "binary_cross_entropy") {
-      g.squeeze(linear, 1, `logits_${name}`);
-      g.node("Sigmoid", [`logits_${name}`], `probs_${name}`);
-      outputs.push(valueInfo(`logits_${name}`, float, [BATCH]));
-      outputs.push(valueInfo(`probs_${name}`, float, [BATCH]));
-    } else {
-      g.node("Identity", [linear], `logits_${name}`);
-      g.node("Softmax", [linear], `probs_${name}`, [attr("axis", -1, "int")]);
-      outputs.push(valueInfo(`logits_${name}`, float, [BATCH, C]));
-      outputs.push(valueInfo(`probs_${name}`, float, [BATCH, C]));
-      if (C === 2) {
-        g.node("Gather", [`probs_${name}`, g.ints([1], true)], `probs1_${name}`, [
+    // Binary towers give [B] (torch.squeeze(dim=1)); softmax towers [B, C].
+    const logits = C === 1 ? g.squeeze(linear, 1, `${name}/Squeeze`) : linear;
+    for (const output of towerOutputs(tower)) {
+      if (output.from === "logits") {
+        g.node("Identity", [logits], output.name);
+      } else if (output.from === "probs") {
+        if (C === 1) g.node("Sigmoid", [logits], output.name);
+        else g.node("Softmax", [linear], output.name, [attr("axis", -1, "int")]);
+      } else {
+        g.node("Gather", [`probs_${name}`, g.ints([1], true)], output.name, [
           attr("axis", 1, "int"),
         ]);
-        outputs.push(valueInfo(`probs1_${name}`, float, [BATCH]));
       }
+      const rank2 = C > 1 && output.from !== "probs1";
+      outputs.push(valueInfo(output.name, float, rank2 ? [BATCH, C] : [BATCH]));
     }
   });
 
@@ -759,7 +756,9 @@ export function exportOnnx(model: MMoEModel, options: OnnxExportOptions = {}): U
     "denorec.outputs": JSON.stringify(onnxOutputNames(config)),
     "denorec.pooling": JSON.stringify(
       Object.fromEntries(
-        config.features.filter((f) => f.table >= 0).map((f) => [f.name, f.mean ? "mean" : "sum"]),
+        config.features.filter((f) => f.table >= 0).map((
+          f,
+        ) => [f.name, f.mean ? "mean" : f.weighted ? "weighted_sum" : "sum"]),
       ),
     ),
     ...options.metadata,

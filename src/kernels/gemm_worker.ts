@@ -1,5 +1,5 @@
 /**
- * Worker entry of the GEMM pool (src/threads.ts), a `node:worker_threads`
+ * Worker entry of the GEMM pool (src/kernels/threads.ts), a `node:worker_threads`
  * Worker: receives the shared arena once, then runs row ranges of GEMMs
  * posted through the control block until the pool stops it.
  *
@@ -15,5 +15,5 @@ parentPort!.once("message", (init: GemmWorkerInit) => {
     (memory, variant) => instantiateKernels(memory, variant).exports,
     () => parentPort!.postMessage("ready"),
   );
-  parentPort!.close();
+  // Stopped: the pool terminates this worker next (Deno's parentPort has no close()).
 });

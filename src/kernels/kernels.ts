@@ -7,7 +7,10 @@
  * allocate, never validate and never throw; callers (the model, which sizes
  * one arena up front) validate once. Parameter gradients accumulate (`+=`);
  * activation gradients overwrite. Size letters: B batch rows, F input width,
- * E experts, D expert output width, H a layer width, K inner size.
+ * E experts, T tasks, D expert output width, H a layer width, K inner size.
+ * The {@link Kernels} interface is generated with the module (`deno task
+ * build`) from the AssemblyScript sources. GEMMs go through one call
+ * convention, {@link GemmOp} and {@link runGemm}.
  *
  * @example Multiply two 2x2 matrices
  * ```ts
@@ -18,12 +21,13 @@
  * const f = new Float32Array(memory.buffer);
  * f.set([1, 2, 3, 4], 0); // A at byte 0
  * f.set([5, 6, 7, 8], 4); // B at byte 16
- * k.gemm(32, 0, 16, 0, 64, 2, 2, 2, 2, false, false, false, false);
+ * k.gemm(32, 0, 16, 0, 64, 2, 2, 2, 2, 2, 2, false, false, false, false);
  * assert.deepEqual(Array.from(f.subarray(8, 12)), [19, 22, 43, 50]);
  * ```
  * @module
  */
 import {
+  type Kernels,
   RELAXED_SIMD_SHARED_WASM,
   RELAXED_SIMD_WASM,
   SIMD_SHARED_WASM,
@@ -32,387 +36,13 @@ import {
 import { Activation } from "../core/activation.ts";
 
 export { Activation };
+export type { Kernels };
 
 /**
  * The two builds of the kernel module (each exists for an unshared and a
  * shared memory import; the loader picks by the memory it is given).
  */
 export type KernelVariant = "relaxed-simd" | "simd";
-
-/**
- * The kernel exports. Pointers are byte offsets into the instance memory,
- * f32 unless named otherwise (`ids`, `offsets`, `unique`, `inverse` are i32).
- */
-export interface Kernels {
-  // gemm.ts
-  /**
-   * C[M,N] (+)= op(A)[M,K] op(B)[K,N] (+ bias[N]) (then ReLU). op(A) = A^T
-   * (A stored K x M) when `transA`; op(B) = B^T (B stored N x K) when
-   * `transB`. `bias` 0 means none; `work` holds `gemmWorkspaceBytes(K, N)`.
-   * `lda` is A's row stride as stored: K, or (when `transA`) the column
-   * count of the whole K x lda matrix. With it a call can cover rows
-   * [r0, r0+M) of a larger product (c + 4*r0*N, a + 4*r0*lda, or a + 4*r0
-   * when `transA`) with results bit-identical to the full call: the
-   * threaded GEMM (src/threads.ts) splits rows this way.
-   */
-  gemm(
-    c: number,
-    a: number,
-    b: number,
-    bias: number,
-    work: number,
-    M: number,
-    K: number,
-    N: number,
-    lda: number,
-    transA: boolean,
-    transB: boolean,
-    accumulate: boolean,
-    relu: boolean,
-  ): void;
-  /** Bytes of scratch `gemm` needs for inner size K and output width N. */
-  gemmWorkspaceBytes(K: number, N: number): number;
-
-  // activation.ts
-  /**
-   * y[b,h] = act(x[b,h] + bias[h]) for B x H values (`bias` 0: none). `y`
-   * may equal `x`. `act` is an {@link Activation} code; `slope` is
-   * LeakyReLU's negative slope.
-   */
-  biasActivation(
-    y: number,
-    x: number,
-    bias: number,
-    B: number,
-    H: number,
-    act: number,
-    slope: number,
-  ): void;
-  /**
-   * dx = dy * act'(x) over n values, where `x` is the pre-activation input
-   * (bias included) and `y = act(x)` its output; each activation reads
-   * whichever of the two it needs. `dx` may equal `dy`.
-   */
-  activationBackward(
-    dx: number,
-    dy: number,
-    x: number,
-    y: number,
-    n: number,
-    act: number,
-    slope: number,
-  ): void;
-  /** out[h] += sum over b of x[b,h] (bias gradient), x is B x H. */
-  columnSum(out: number, x: number, B: number, H: number): void;
-
-  // gating.ts
-  /**
-   * gate[b,:] = softmax(logits[b,:]) over E; out[b,:] = sum_e gate[b,e] *
-   * experts[e][b,:]. Expert e starts at `experts + 4 * e * expertStride`
-   * and is B x D. `gate` may equal `logits`.
-   */
-  gateMixtureForward(
-    out: number,
-    gate: number,
-    logits: number,
-    experts: number,
-    B: number,
-    E: number,
-    D: number,
-    expertStride: number,
-  ): void;
-  /**
-   * Backward of gateMixtureForward: dExperts[e][b,:] += gate[b,e] * dOut[b,:];
-   * dLogits[b,e] = gate[b,e] * (dot(dOut[b,:], experts[e][b,:]) - sum_e' ...)
-   * (softmax Jacobian), overwritten. `dLogits` must not alias `gate`.
-   */
-  gateMixtureBackward(
-    dLogits: number,
-    dExperts: number,
-    dOut: number,
-    gate: number,
-    experts: number,
-    B: number,
-    E: number,
-    D: number,
-    expertStride: number,
-  ): void;
-
-  // loss.ts
-  /**
-   * Fused sigmoid + binary cross-entropy with logits over B rows. Returns
-   * sum_i w_i * l_i (f64) with l_i = max(z,0) - z*y + log(1 + exp(-|z|)) and
-   * y smoothed to y(1-s) + s/2; w_i = weights[i] (or 1 when `weights` is 0).
-   * Writes probs[i] = sigmoid(z_i) when `probs` is not 0 and
-   * dLogits[i] = gradScale * w_i * (sigmoid(z_i) - y_i) when `dLogits` is not 0.
-   */
-  sigmoidBinaryCrossEntropy(
-    dLogits: number,
-    probs: number,
-    logits: number,
-    labels: number,
-    weights: number,
-    B: number,
-    labelSmoothing: number,
-    gradScale: number,
-  ): number;
-  /**
-   * tzrec tower loss weights: w_i = sampleWeights[i] (or 1 when 0); if
-   * `indicator` is not 0, w_i *= inWeight when indicator[i] > 0 else
-   * outWeight; w /= mean(w) with non-finite results set to 0; w *= towerWeight.
-   */
-  taskSpaceWeights(
-    w: number,
-    sampleWeights: number,
-    indicator: number,
-    B: number,
-    inWeight: number,
-    outWeight: number,
-    towerWeight: number,
-  ): void;
-
-  // norm.ts
-  /**
-   * BatchNorm1d over B x H (per column h). Training: batch mean and biased
-   * variance normalise; mean[h] and invStd[h] = 1/sqrt(var + eps) are saved
-   * for the backward; runningMean/runningVar move by `momentum` toward the
-   * batch mean and the UNBIASED batch variance (torch). Eval (`training`
-   * false): normalise with the running statistics (mean/invStd are written
-   * from them). y = gamma * (x - mean) * invStd + beta; `y` may equal `x`.
-   */
-  batchNormForward(
-    y: number,
-    mean: number,
-    invStd: number,
-    runningMean: number,
-    runningVar: number,
-    x: number,
-    gamma: number,
-    beta: number,
-    B: number,
-    H: number,
-    momentum: number,
-    eps: number,
-    training: boolean,
-  ): void;
-  /**
-   * Backward of batchNormForward in training mode: dx overwritten, dGamma and
-   * dBeta accumulated (+=). `x` is the forward input. `dx` must not alias
-   * `dy` or `x` (its first two rows are scratch between the two passes).
-   */
-  batchNormBackward(
-    dx: number,
-    dGamma: number,
-    dBeta: number,
-    dy: number,
-    x: number,
-    gamma: number,
-    mean: number,
-    invStd: number,
-    B: number,
-    H: number,
-  ): void;
-  /**
-   * LayerNorm over each row of B x H: y = gamma * (x - mean_b) * invStd_b +
-   * beta, biased variance; mean[b] and invStd[b] saved. `y` may equal `x`.
-   */
-  layerNormForward(
-    y: number,
-    mean: number,
-    invStd: number,
-    x: number,
-    gamma: number,
-    beta: number,
-    B: number,
-    H: number,
-    eps: number,
-  ): void;
-  /** Backward of layerNormForward: dx overwritten, dGamma/dBeta accumulated. */
-  layerNormBackward(
-    dx: number,
-    dGamma: number,
-    dBeta: number,
-    dy: number,
-    x: number,
-    gamma: number,
-    mean: number,
-    invStd: number,
-    B: number,
-    H: number,
-  ): void;
-  /**
-   * Inverted dropout over n values: mask[i] = 0 with probability `ratio`, else
-   * 1/(1-ratio), drawn from a counter-based hash of (seed, i) so a step is
-   * reproducible; y = x * mask (`y` may equal `x`). The backward is
-   * {@link Kernels.multiply}(dx, dy, mask, n).
-   */
-  dropoutForward(y: number, mask: number, x: number, n: number, ratio: number, seed: number): void;
-  /** out[i] = a[i] * b[i] over n values (`out` may equal `a` or `b`). */
-  multiply(out: number, a: number, b: number, n: number): void;
-
-  /**
-   * Softmax cross-entropy over B rows of C logits; labels are class indices
-   * stored as f32. Returns sum_i w_i * l_i (f64) with label smoothing s
-   * (target = (1-s) onehot + s/C, torch). Writes probs (B x C) when not 0 and
-   * dLogits = gradScale * w_i * (softmax - target) when not 0.
-   */
-  softmaxCrossEntropy(
-    dLogits: number,
-    probs: number,
-    logits: number,
-    labels: number,
-    weights: number,
-    B: number,
-    C: number,
-    labelSmoothing: number,
-    gradScale: number,
-  ): number;
-  /**
-   * Squared error over B rows: returns sum_i w_i (y_i - label_i)^2 (f64);
-   * writes dY = gradScale * w_i * 2 (y_i - label_i) when `dY` is not 0.
-   */
-  squaredError(
-    dY: number,
-    y: number,
-    labels: number,
-    weights: number,
-    B: number,
-    gradScale: number,
-  ): number;
-
-  // embedding.ts
-  /**
-   * out[b*ldOut + 0..dim] = sum (or mean when `mean`) of table rows
-   * ids[offsets[b] .. offsets[b+1]]; an empty row gives zeros. `out` points at
-   * the feature's first column of the concatenated input (row stride ldOut
-   * floats). `ids` and `offsets` (B+1 entries) are i32.
-   */
-  embeddingGather(
-    out: number,
-    table: number,
-    ids: number,
-    offsets: number,
-    B: number,
-    dim: number,
-    ldOut: number,
-    mean: boolean,
-  ): void;
-  /**
-   * Deduplicates n i32 ids: unique[0..U) in order of first appearance,
-   * inverse[j] = index of ids[j] in unique; returns U. `hashTable` is i32
-   * scratch of `hashCapacity` slots (a power of two >= 2n), cleared here.
-   */
-  embeddingUnique(
-    unique: number,
-    inverse: number,
-    ids: number,
-    n: number,
-    hashTable: number,
-    hashCapacity: number,
-  ): number;
-  /**
-   * Sparse backward of embeddingGather: gradRows[inverse[j]*dim ..] +=
-   * dOut[b*ldOut ..] (divided by the row's id count when `mean`) for every id
-   * j of row b, so duplicate ids are summed into one row.
-   */
-  embeddingBackward(
-    gradRows: number,
-    dOut: number,
-    inverse: number,
-    offsets: number,
-    B: number,
-    dim: number,
-    ldOut: number,
-    mean: boolean,
-  ): void;
-  /** out[b*ldOut + 0..width] = x[b*ldX + 0..width]: a dense feature into the concat. */
-  copyColumns(out: number, x: number, B: number, width: number, ldOut: number, ldX: number): void;
-
-  // optim.ts
-  /**
-   * torch.optim.Adam step over n values (step >= 1 counts this step):
-   * g += wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-   * p -= lr/(1-b1^step) * m / (sqrt(v)/sqrt(1-b2^step) + eps).
-   */
-  adamStep(
-    param: number,
-    grad: number,
-    m: number,
-    v: number,
-    n: number,
-    lr: number,
-    beta1: number,
-    beta2: number,
-    eps: number,
-    weightDecay: number,
-    step: number,
-  ): void;
-  /** torch.optim.Adagrad: g += wd*p; G += g^2; p -= lr * g / (sqrt(G) + eps). */
-  adagradStep(
-    param: number,
-    grad: number,
-    accum: number,
-    n: number,
-    lr: number,
-    eps: number,
-    weightDecay: number,
-  ): void;
-  /** torch.optim.SGD (no momentum): p -= lr * (g + wd*p). */
-  sgdStep(param: number, grad: number, n: number, lr: number, weightDecay: number): void;
-  /**
-   * torch.optim.SGD with momentum (dampening 0): g += wd*p; buf = g when
-   * `first`, else buf = momentum*buf + g; p -= lr*buf.
-   */
-  sgdMomentumStep(
-    param: number,
-    grad: number,
-    buf: number,
-    n: number,
-    lr: number,
-    momentum: number,
-    weightDecay: number,
-    first: boolean,
-  ): void;
-  /**
-   * Exact row-wise-sparse Adagrad (fbgemm EXACT_ADAGRAD): for each touched row
-   * r = unique[u] (i32), G[r] += g^2 and table[r] -= lr * g / (sqrt(G[r]) + eps)
-   * elementwise, g = gradRows[u] (dim floats). Untouched rows do not change.
-   */
-  adagradRows(
-    table: number,
-    accum: number,
-    unique: number,
-    gradRows: number,
-    U: number,
-    dim: number,
-    lr: number,
-    eps: number,
-  ): void;
-  /** Sparse Adam on touched rows only, torch Adam formulas with a global step. */
-  adamRows(
-    table: number,
-    m: number,
-    v: number,
-    unique: number,
-    gradRows: number,
-    U: number,
-    dim: number,
-    lr: number,
-    beta1: number,
-    beta2: number,
-    eps: number,
-    step: number,
-  ): void;
-  /** Sparse SGD on touched rows: table[unique[u]] -= lr * gradRows[u]. */
-  sgdRows(
-    table: number,
-    unique: number,
-    gradRows: number,
-    U: number,
-    dim: number,
-    lr: number,
-  ): void;
-}
 
 /** A kernel module instantiated on one memory. */
 export interface KernelInstance {
@@ -519,4 +149,108 @@ export function instantiateKernels(
   const shared = isSharedMemory(memory);
   const instance = new WebAssembly.Instance(kernelModule(variant, shared), { env: { memory } });
   return { exports: instance.exports as unknown as Kernels, memory, variant, shared };
+}
+
+/**
+ * One GEMM by name: the arguments of `Kernels.gemm`. C[M,N] (+)= op(A)[M,K]
+ * op(B)[K,N] (+ bias[N]) (then ReLU); op(A) = A^T (stored K x M) when
+ * `transA`, op(B) = B^T (stored N x K) when `transB`. Every operand is a byte
+ * offset with its row stride in floats as stored, so an op can address a
+ * column block of a wider matrix (one expert's H columns of a [B, E*H]
+ * stack) as well as a row range ({@link gemmRows}).
+ */
+export interface GemmOp {
+  /** Output C, row stride `ldc`. */
+  c: number;
+  /** Row stride of C (at least N). */
+  ldc: number;
+  /** Left operand A. */
+  a: number;
+  /** Row stride of A as stored: K, or (transA) the row count of the whole A^T. */
+  lda: number;
+  /** op(A) = A^T. */
+  transA: boolean;
+  /** Right operand B. */
+  b: number;
+  /** Row stride of B as stored: N, or K when `transB`. */
+  ldb: number;
+  /** op(B) = B^T. */
+  transB: boolean;
+  /** bias[N] added after the product; 0 means none. */
+  bias: number;
+  /** Rows of op(A) and C. */
+  M: number;
+  /** Inner size. */
+  K: number;
+  /** Columns of op(B) and C. */
+  N: number;
+  /** C += instead of C =. */
+  accumulate: boolean;
+  /** ReLU after the bias (the fused Linear + ReLU epilogue). */
+  relu: boolean;
+}
+
+/**
+ * Runs `op` with `work` as scratch (`gemmWorkspaceBytes(K, N)` bytes): the
+ * one place the positional `Kernels.gemm` call is written.
+ *
+ * @example C (2x2) = A (2x3) B (3x2), all row-major and packed
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { instantiateKernels, runGemm } from "./kernels.ts";
+ * const memory = new WebAssembly.Memory({ initial: 1 });
+ * const { exports: k } = instantiateKernels(memory);
+ * const f = new Float32Array(memory.buffer);
+ * f.set([1, 2, 3, 4, 5, 6], 0); // A at byte 0
+ * f.set([1, 0, 0, 1, 1, 1], 16); // B at byte 64
+ * const op = { c: 128, ldc: 2, a: 0, lda: 3, transA: false, b: 64, ldb: 2, transB: false };
+ * runGemm(k, { ...op, bias: 0, M: 2, K: 3, N: 2, accumulate: false, relu: false }, 256);
+ * assert.deepEqual(Array.from(f.subarray(32, 36)), [4, 5, 10, 11]);
+ * ```
+ */
+export function runGemm(k: Kernels, op: GemmOp, work: number): void {
+  k.gemm(
+    op.c,
+    op.a,
+    op.b,
+    op.bias,
+    work,
+    op.M,
+    op.K,
+    op.N,
+    op.lda,
+    op.ldb,
+    op.ldc,
+    op.transA,
+    op.transB,
+    op.accumulate,
+    op.relu,
+  );
+}
+
+/**
+ * Rows [r0, r0 + rows) of `op` as an op of their own. The kernel computes
+ * each output element with the same instructions in the same order whichever
+ * rows share a call, so running the row ranges of a split is bit-identical to
+ * running `op` (the thread pool relies on it).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { gemmRows } from "./kernels.ts";
+ * const op = {
+ *   c: 1000, ldc: 8, a: 2000, lda: 5, transA: false, b: 3000, ldb: 8, transB: false,
+ *   bias: 0, M: 10, K: 5, N: 8, accumulate: false, relu: false,
+ * };
+ * const tail = gemmRows(op, 6, 4);
+ * assert.deepEqual([tail.c, tail.a, tail.M], [1000 + 4 * 6 * 8, 2000 + 4 * 6 * 5, 4]);
+ * ```
+ */
+export function gemmRows(op: GemmOp, r0: number, rows: number): GemmOp {
+  return {
+    ...op,
+    c: op.c + 4 * r0 * op.ldc,
+    a: op.a + 4 * (op.transA ? r0 : r0 * op.lda),
+    M: rows,
+  };
 }

@@ -7,8 +7,8 @@
  * {@link ROW_GRAIN} (a multiple of both tile heights, 6 and 4); the main
  * thread computes the first range and each ready worker one of the others.
  * The kernel computes every output row with the same instructions in the
- * same k order whichever rows share a call (the `lda` argument of `gemm`),
- * so results are bit-identical for any thread count.
+ * same k order whichever rows share a call ({@link gemmRows}), so results are
+ * bit-identical for any thread count.
  *
  * Jobs travel through a small shared Int32Array control block, one 64-byte
  * slot per worker: the main thread writes the arguments, bumps the slot's
@@ -33,7 +33,7 @@
  * @module
  */
 import type { Worker as NodeWorker } from "node:worker_threads";
-import type { Kernels, KernelVariant } from "./kernels.ts";
+import { type GemmOp, gemmRows, type Kernels, type KernelVariant, runGemm } from "./kernels.ts";
 
 /** Row ranges are multiples of this: both tile heights (6 and 4) divide it. */
 export const ROW_GRAIN = 12;
@@ -53,7 +53,7 @@ const SLOT = 16;
 const GEN = 0;
 const DONE = 1;
 const READY = 2;
-const ARGS = 3; // c, a, b, bias, work, M, K, N, lda, flags
+const ARGS = 3; // c, a, b, bias, work, M, K, N, lda, ldb, ldc, flags
 const STOP = -1;
 
 let supported: boolean | undefined;
@@ -179,27 +179,13 @@ export class GemmPool {
   }
 
   /**
-   * `kernels.gemm` with the same arguments, rows split across the pool
+   * Runs `op` with `work` as the caller's scratch, rows split across the pool
    * (small GEMMs, or a closed pool, run on the caller alone).
    */
-  gemm(
-    kernels: Kernels,
-    c: number,
-    a: number,
-    b: number,
-    bias: number,
-    work: number,
-    M: number,
-    K: number,
-    N: number,
-    lda: number,
-    transA: boolean,
-    transB: boolean,
-    accumulate: boolean,
-    relu: boolean,
-  ): void {
+  gemm(kernels: Kernels, op: GemmOp, work: number): void {
+    const { M, K, N } = op;
     if (this.#closed || M * K * N < SPLIT_MIN_MACS || M < 2 * ROW_GRAIN) {
-      kernels.gemm(c, a, b, bias, work, M, K, N, lda, transA, transB, accumulate, relu);
+      runGemm(kernels, op, work);
       return;
     }
     if (this.#ready === null) this.start();
@@ -210,11 +196,10 @@ export class GemmPool {
     }
     const parts = Math.min(ready.length + 1, Math.floor(M / ROW_GRAIN));
     if (parts <= 1) {
-      kernels.gemm(c, a, b, bias, work, M, K, N, lda, transA, transB, accumulate, relu);
+      runGemm(kernels, op, work);
       return;
     }
     const chunk = Math.ceil(M / parts / ROW_GRAIN) * ROW_GRAIN;
-    const flags = (transA ? 1 : 0) | (transB ? 2 : 0) | (accumulate ? 4 : 0) | (relu ? 8 : 0);
     const generation = this.#generation = (this.#generation % 0x3fffffff) + 1;
     this.splits++;
     const used: number[] = [];
@@ -224,35 +209,12 @@ export class GemmPool {
       if (rows <= 0) break;
       const slot = ready[p - 1];
       const base = slot * SLOT;
-      ctrl[base + ARGS] = c + 4 * r0 * N;
-      ctrl[base + ARGS + 1] = a + 4 * (transA ? r0 : r0 * lda);
-      ctrl[base + ARGS + 2] = b;
-      ctrl[base + ARGS + 3] = bias;
-      ctrl[base + ARGS + 4] = this.#works[slot];
-      ctrl[base + ARGS + 5] = rows;
-      ctrl[base + ARGS + 6] = K;
-      ctrl[base + ARGS + 7] = N;
-      ctrl[base + ARGS + 8] = lda;
-      ctrl[base + ARGS + 9] = flags;
+      writeJob(ctrl, base, gemmRows(op, r0, rows), this.#works[slot]);
       Atomics.store(ctrl, base + GEN, generation);
       Atomics.notify(ctrl, base + GEN);
       used.push(base);
     }
-    kernels.gemm(
-      c,
-      a,
-      b,
-      bias,
-      work,
-      Math.min(chunk, M),
-      K,
-      N,
-      lda,
-      transA,
-      transB,
-      accumulate,
-      relu,
-    );
+    runGemm(kernels, gemmRows(op, 0, Math.min(chunk, M)), work);
     for (const base of used) {
       for (;;) {
         const done = Atomics.load(ctrl, base + DONE);
@@ -276,6 +238,41 @@ export class GemmPool {
   }
 }
 
+/** Writes a job (an op and the worker's scratch) into a control slot's argument fields. */
+function writeJob(ctrl: Int32Array, base: number, op: GemmOp, work: number): void {
+  const flags = (op.transA ? 1 : 0) | (op.transB ? 2 : 0) | (op.accumulate ? 4 : 0) |
+    (op.relu ? 8 : 0);
+  ctrl.set(
+    [op.c, op.a, op.b, op.bias, work, op.M, op.K, op.N, op.lda, op.ldb, op.ldc, flags],
+    base + ARGS,
+  );
+}
+
+/** The job {@link writeJob} left in a control slot. Offsets are below 4 GiB: read as u32. */
+function readJob(ctrl: Int32Array, base: number): { op: GemmOp; work: number } {
+  const at = (i: number) => ctrl[base + ARGS + i];
+  const flags = at(11);
+  return {
+    op: {
+      c: at(0) >>> 0,
+      a: at(1) >>> 0,
+      b: at(2) >>> 0,
+      bias: at(3) >>> 0,
+      M: at(5),
+      K: at(6),
+      N: at(7),
+      lda: at(8),
+      ldb: at(9),
+      ldc: at(10),
+      transA: (flags & 1) !== 0,
+      transB: (flags & 2) !== 0,
+      accumulate: (flags & 4) !== 0,
+      relu: (flags & 8) !== 0,
+    },
+    work: at(4) >>> 0,
+  };
+}
+
 /**
  * The worker side: instantiate the kernels on the shared memory, mark the
  * slot ready, then run jobs until told to stop. Runs inside gemm_worker.ts.
@@ -297,22 +294,8 @@ export function runGemmWorker(
     if (generation === STOP) return;
     if (generation === seen) continue;
     seen = generation;
-    const flags = ctrl[base + ARGS + 9];
-    k.gemm(
-      ctrl[base + ARGS] >>> 0,
-      ctrl[base + ARGS + 1] >>> 0,
-      ctrl[base + ARGS + 2] >>> 0,
-      ctrl[base + ARGS + 3] >>> 0,
-      ctrl[base + ARGS + 4] >>> 0,
-      ctrl[base + ARGS + 5],
-      ctrl[base + ARGS + 6],
-      ctrl[base + ARGS + 7],
-      ctrl[base + ARGS + 8],
-      (flags & 1) !== 0,
-      (flags & 2) !== 0,
-      (flags & 4) !== 0,
-      (flags & 8) !== 0,
-    );
+    const { op, work } = readJob(ctrl, base);
+    runGemm(k, op, work);
     Atomics.store(ctrl, base + DONE, generation);
     Atomics.notify(ctrl, base + DONE);
   }

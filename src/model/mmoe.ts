@@ -1,17 +1,18 @@
 /**
  * The MMoE model (Ma et al., KDD 2018) with TorchEasyRec's semantics, on one
- * arena of Wasm memory.
+ * arena of Wasm memory laid out by {@link planModel} (`./layout.ts`).
  *
  *   x = concat(embeddings and dense features of the DEEP group)      (B, F)
- *   expert_e = MLP_e(x)                                                (B, D)
- *   gate_t = softmax(Linear_t(x or gate_mlp_t(x)))                     (B, E)
- *   task_in_t = sum_e gate_t[:, e] * expert_e                          (B, D)
+ *   experts = stack_e MLP_e(x)                                         (B, E, D)
+ *   logits_t = Linear_t(x or gate_mlp_t(x)), gate_t = softmax(logits_t) (B, T, E)
+ *   task_in_t = sum_e gate_t[:, e] * expert_e                          (B, T, D)
  *   out_t = Linear(tower_mlp_t(task_in_t))                             (B, C)
  *
  * Linear weights are stored as PyTorch does, [out, in], so the forward is the
- * NT GEMM, the input gradient NN and the weight gradient TN. Every dense
- * parameter lives in one block (zeroing gradients is one fill, Adam one flat
- * loop); embedding tables live beside it and get sparse row updates.
+ * NT GEMM, the input gradient NN and the weight gradient TN (`linear.ts`).
+ * Every dense parameter lives in one block (zeroing gradients is one fill,
+ * the dense optimizer one flat loop); embedding tables live beside it and get
+ * sparse row updates.
  *
  * @example Train a tiny MMoE for a few steps
  * ```ts
@@ -42,25 +43,56 @@
  * ```
  * @module
  */
-import { ArenaLayout, createArenaMemory } from "../kernels/arena.ts";
-import type {
-  ResolvedConfig,
-  ResolvedMLP,
-  ResolvedOptimizer,
-  ResolvedTower,
-} from "../config/config.ts";
+import { createArenaMemory } from "../kernels/arena.ts";
+import type { ResolvedConfig, ResolvedOptimizer } from "../config/config.ts";
 import {
   Activation,
   bestKernelVariant,
   instantiateKernels,
   type Kernels,
   type KernelVariant,
+  runGemm,
 } from "../kernels/kernels.ts";
+import { type Gemm, linearBackward, linearForward, type Matrix } from "../kernels/linear.ts";
 import { defaultThreads, GemmPool, threadsSupported } from "../kernels/threads.ts";
 import { mulberry32 } from "../core/random.ts";
 import type { DenseInput, EncodedBatch, SparseInput } from "../core/batch.ts";
+import {
+  activeLosses,
+  type Layer,
+  type ModelPlan,
+  planModel,
+  sizeOf,
+  type Stack,
+  stateDict,
+  type Tensor,
+  towerOutputs,
+  type View,
+} from "./layout.ts";
 
 export type { DenseInput, EncodedBatch, SparseInput };
+// The layout's public part: MMoEModel.plan exposes the table and the structure.
+export {
+  type Dtype,
+  type FeaturePlan,
+  type Init,
+  type Layer,
+  memberName,
+  type ModelPlan,
+  type ModuleList,
+  type OutputSource,
+  planModel,
+  type PlanOptions,
+  type Region,
+  type RegionKind,
+  type Stack,
+  stateDict,
+  type TablePlan,
+  type Tensor,
+  towerOutputs,
+  type TowerPlan,
+  type View,
+} from "./layout.ts";
 
 /** Model construction options. */
 export interface ModelOptions {
@@ -84,7 +116,8 @@ export interface ModelOptions {
   /**
    * Draw the initial parameters (default true). False leaves every parameter
    * and buffer zero, for a model whose next step is loading a checkpoint (it
-   * saves ~16 ns per parameter: ~0.8 s for the Taobao tables).
+   * saves ~16 ns per parameter: ~0.8 s for the Taobao tables). Optimizer
+   * state starts as its optimizer says either way.
    */
   initialize?: boolean;
   /**
@@ -115,129 +148,17 @@ export interface ParameterInfo {
   shape: number[];
   /** Byte offset of the value. */
   offset: number;
-  /** Byte offset of the dense gradient (0 for embeddings and buffers). */
+  /** Byte offset of the dense gradient (0 for embeddings, buffers and counters). */
   grad: number;
-  /** `dense` (Adam etc.), `embedding` (sparse optimizer) or `buffer` (BN running stats). */
-  kind: "dense" | "embedding" | "buffer";
+  /**
+   * `dense` (trained by the dense optimizer), `embedding` (sparse
+   * optimizer), `buffer` (BatchNorm running statistics) or `counter`
+   * (BatchNorm `num_batches_tracked`: train-mode forwards, i64).
+   */
+  kind: "dense" | "embedding" | "buffer" | "counter";
+  /** Element type: `f32`, or `i64` for counters (read them with {@link MMoEModel.int64View}). */
+  dtype: "f32" | "i64";
 }
-
-/** One Perceptron: Linear -> [BatchNorm | LayerNorm] -> activation -> [Dropout]. */
-interface Layer {
-  inWidth: number;
-  outWidth: number;
-  weight: number;
-  bias: number;
-  gamma: number;
-  beta: number;
-  runningMean: number;
-  runningVar: number;
-  dWeight: number;
-  dBias: number;
-  dGamma: number;
-  dBeta: number;
-  act: number;
-  slope: number;
-  useBn: boolean;
-  useLn: boolean;
-  dropout: number;
-  /** Fused path: Linear + bias + ReLU in the GEMM epilogue, y holds everything. */
-  fused: boolean;
-  /** Linear output (B, out); equals `y` when fused. */
-  z: number;
-  /** Normalised pre-activation (B, out); equals `z` without a norm. */
-  a: number;
-  /** Activation output before dropout (B, out); equals `y` without dropout. */
-  h: number;
-  /** Layer output (B, out). */
-  y: number;
-  /** Norm statistics (out for BN, B for LN). */
-  mean: number;
-  invStd: number;
-  /** Dropout mask (B, out). */
-  mask: number;
-  /** Gradient w.r.t. the output, then reused for the pre-activation (B, out). */
-  dy: number;
-  /** Gradient w.r.t. z when a norm sits between (B, out). */
-  dz: number;
-}
-
-interface MLPBlock {
-  layers: Layer[];
-  /** Output (B, last width) and its gradient. */
-  out: number;
-  dOut: number;
-}
-
-interface TowerState {
-  config: ResolvedTower;
-  gateMlp: MLPBlock | null;
-  gateWeight: number;
-  gateBias: number;
-  dGateWeight: number;
-  dGateBias: number;
-  gateIn: number;
-  gateInWidth: number;
-  gateLogits: number;
-  gate: number;
-  dGateLogits: number;
-  dGateIn: number;
-  taskIn: number;
-  dTaskIn: number;
-  mlp: MLPBlock | null;
-  linearWeight: number;
-  linearBias: number;
-  dLinearWeight: number;
-  dLinearBias: number;
-  logits: number;
-  probs: number;
-  dLogits: number;
-  weights: number;
-}
-
-interface TableState {
-  rows: number;
-  dim: number;
-  weight: number;
-  accum: number;
-  adamM: number;
-  adamV: number;
-  /** Concatenated ids of every feature reading this table. */
-  ids: number;
-  capacity: number;
-  unique: number;
-  inverse: number;
-  gradRows: number;
-  hash: number;
-  hashCapacity: number;
-  uniqueCount: number;
-}
-
-interface FeatureState {
-  table: number;
-  /** Byte offset of this feature's ids inside the table's id buffer. */
-  ids: number;
-  /** Index of this feature's first id in the table's id buffer. */
-  idStart: number;
-  capacity: number;
-  offsets: number;
-  dense: number;
-  width: number;
-  column: number;
-  mean: boolean;
-}
-
-/** Allocator pair used while building: dense params go to their own block. */
-interface Builder {
-  param(
-    name: string,
-    shape: number[],
-    kind: ParameterInfo["kind"],
-  ): { offset: number; grad: number };
-  acts: ArenaLayout;
-}
-
-/** BatchNorm1d / LayerNorm eps (torch default). */
-const NORM_EPS = 1e-5;
 
 /** Learning rate at `step` (1-based) under the optimizer's schedule (tzrec ExponentialDecayLR). */
 export function learningRate(optimizer: ResolvedOptimizer, step: number): number {
@@ -247,6 +168,15 @@ export function learningRate(optimizer: ResolvedOptimizer, step: number): number
   const exponent = s.staircase ? Math.floor(progress) : progress;
   return Math.max(optimizer.lr * Math.pow(s.decayFactor, exponent), s.minLearningRate);
 }
+
+/** Byte offset of a view's first element and its row stride. */
+const at = (v: View): Matrix => ({ at: v.region.offset + 4 * v.column, ld: v.ld });
+
+/** Columns s*width.. of a [B, S*width] matrix: member s of a stacked layer. */
+const member = (m: Matrix, s: number, width: number): Matrix => ({
+  at: m.at + 4 * s * width,
+  ld: m.ld,
+});
 
 /**
  * An MMoE model on its own arena. Construct it from a {@link ResolvedConfig};
@@ -262,8 +192,10 @@ export class MMoEModel {
   readonly kernels: Kernels;
   /** Arena memory (fixed size). */
   readonly memory: WebAssembly.Memory;
-  /** Every parameter and buffer by tzrec name, in state_dict order. */
-  readonly parameters: ParameterInfo[] = [];
+  /** The arena's regions and the model's structure ({@link planModel}). */
+  readonly plan: ModelPlan;
+  /** Every parameter, buffer and counter by tzrec name, in state_dict order. */
+  readonly parameters: ParameterInfo[];
   /** Training steps taken (optimizer step count). */
   step = 0;
   /** Built with {@link ModelOptions.inference}: forward only. */
@@ -271,1054 +203,346 @@ export class MMoEModel {
   /** Threads the GEMMs use (1: no pool); see {@link ModelOptions.threads}. */
   readonly threads: number;
 
-  private readonly f32: Float32Array;
-  private readonly i32: Int32Array;
-  private readonly seed: number;
-  private readonly denseStart: number;
-  private readonly denseCount: number;
-  private readonly gradStart: number;
-  private readonly denseM: number;
-  private readonly denseV: number;
-  private readonly denseAccum: number;
-  private readonly denseMomentum: number;
-  private readonly x: number;
-  private readonly dx: number;
-  private readonly work: number;
-  private readonly pool: GemmPool | null;
-  private readonly experts: MLPBlock[];
-  private readonly expertStride: number;
-  private readonly expertOut: number;
-  private readonly dExpertOut: number;
-  private readonly towers: TowerState[];
-  private readonly tables: TableState[];
-  private readonly features: FeatureState[];
-  private readonly columns = new Map<string, number>();
+  readonly #tensors: Tensor[];
+  readonly #byName: Map<string, Tensor>;
+  readonly #f32: Float32Array;
+  readonly #i32: Int32Array;
+  readonly #i64: BigInt64Array;
+  readonly #seed: number;
+  readonly #pool: GemmPool | null;
+  readonly #gemm: Gemm;
+  /** Per batch: each sparse feature's first id in its table's id buffer, and each table's ids. */
+  readonly #idStart: number[];
+  readonly #idCount: number[];
+  /** Per backward: rows each table's sparse gradient touches. */
+  readonly #uniqueCount: number[];
 
-  /** Builds the arena for `config` and initialises parameters (PyTorch/torchrec defaults). */
+  /** Lays out the arena for `config` and initialises parameters (PyTorch/torchrec defaults). */
   constructor(config: ResolvedConfig, options: ModelOptions) {
     const { maxBatch } = options;
     if (!Number.isInteger(maxBatch) || maxBatch <= 0) {
       throw new RangeError(`maxBatch must be a positive integer, got ${maxBatch}`);
     }
-    this.config = config;
-    this.maxBatch = maxBatch;
-    this.seed = options.seed ?? 0;
-    this.inference = options.inference ?? false;
     const idsPerRow = options.idsPerRow ?? 4;
+    if (!Number.isInteger(idsPerRow) || idsPerRow <= 0) {
+      throw new RangeError(`idsPerRow must be a positive integer, got ${idsPerRow}`);
+    }
     const threads = options.threads ?? defaultThreads();
     if (!Number.isInteger(threads) || threads < 1) {
       throw new RangeError(`threads must be a positive integer, got ${threads}`);
     }
+    this.config = config;
+    this.maxBatch = maxBatch;
+    this.#seed = options.seed ?? 0;
+    this.inference = options.inference ?? false;
     this.threads = threads > 1 && threadsSupported() ? threads : 1;
-
-    // Pass 1 counts dense parameters so their block (and its gradient and
-    // optimizer states) can be laid out contiguously before everything else.
-    let denseCount = 0;
-    const counting: Builder = {
-      param: (_name, shape, kind) => {
-        if (kind === "dense") denseCount += Math.ceil(shape.reduce((a, b) => a * b, 1) / 16) * 16;
-        return { offset: 0, grad: 0 };
-      },
-      acts: new ArenaLayout(),
-    };
-    this.#build(counting, maxBatch, idsPerRow);
-
-    const layout = new ArenaLayout();
-    this.denseCount = denseCount;
-    this.denseStart = layout.floats(denseCount);
-    const training = !this.inference;
-    this.gradStart = training ? layout.floats(denseCount) : 0;
-    const dense = training ? config.denseOptimizer.kind : "none";
-    this.denseM = dense === "adam" ? layout.floats(denseCount) : 0;
-    this.denseV = dense === "adam" ? layout.floats(denseCount) : 0;
-    this.denseAccum = dense === "adagrad" ? layout.floats(denseCount) : 0;
-    this.denseMomentum = dense === "sgd" && config.denseOptimizer.momentum > 0
-      ? layout.floats(denseCount)
-      : 0;
-    let denseCursor = 0;
-    const real: Builder = {
-      param: (name, shape, kind) => {
-        const size = shape.reduce((a, b) => a * b, 1);
-        let offset: number, grad = 0;
-        if (kind === "dense") {
-          offset = this.denseStart + denseCursor * 4;
-          grad = training ? this.gradStart + denseCursor * 4 : 0;
-          denseCursor += Math.ceil(size / 16) * 16;
-        } else {
-          offset = layout.floats(size);
-        }
-        this.parameters.push({ name, shape, offset, grad, kind });
-        return { offset, grad };
-      },
-      acts: layout,
-    };
-    const built = this.#build(real, maxBatch, idsPerRow);
-    this.x = built.x;
-    this.dx = built.dx;
-    this.experts = built.experts;
-    this.expertStride = built.expertStride;
-    this.expertOut = built.expertOut;
-    this.dExpertOut = built.dExpertOut;
-    this.towers = built.towers;
-    this.tables = built.tables;
-    this.features = built.features;
-    for (const [name, offset] of built.columns) this.columns.set(name, offset);
-    this.work = layout.reserve(built.workBytes);
-    // One GEMM scratch region per worker thread.
-    const workerWorks = Array.from(
-      { length: this.threads - 1 },
-      () => layout.reserve(built.workBytes),
-    );
-
-    this.memory = createArenaMemory(layout.bytes, { shared: this.threads > 1 });
     const variant = options.variant ?? bestKernelVariant();
-    const instance = instantiateKernels(this.memory, variant);
-    this.kernels = instance.exports;
-    this.pool = this.threads > 1 ? new GemmPool(this.memory, variant, workerWorks) : null;
-    this.f32 = new Float32Array(this.memory.buffer);
-    this.i32 = new Int32Array(this.memory.buffer);
-    if (options.initialize ?? true) this.#initParameters();
-  }
-
-  // ------------------------------------------------------------------ layout
-
-  #build(b: Builder, maxBatch: number, idsPerRow: number) {
-    const config = this.config;
-    const acts = b.acts;
-    const B = maxBatch;
-    const F = config.inputWidth;
-    const training = !this.inference;
-    /** A region only backward and the optimizers use: 0 (none) in an inference model. */
-    const backward = (count: number) => training ? acts.floats(count) : 0;
-    let workBytes = 0;
-    const needWork = (K: number, N: number) => {
-      // The kernels' gemmWorkspaceBytes: min(K, 256) * roundUp(N, 8) + min(K, 256) * 96 floats.
-      const kc = Math.min(K, 256);
-      workBytes = Math.max(workBytes, (kc * (Math.ceil(N / 8) * 8) + kc * 96) * 4);
-    };
-    /** The two backward GEMMs of a Linear [outW, inW]: input gradient NN, weight gradient TN. */
-    const needBackwardWork = (inW: number, outW: number) => {
-      if (!training) return;
-      needWork(outW, inW);
-      needWork(B, inW);
-    };
-
-    // Embedding tables (state_dict order follows the group).
-    const tables: TableState[] = config.tables.map((t) => {
-      const { offset } = b.param(`embedding_group.${t.name}.weight`, [t.rows, t.dim], "embedding");
-      return {
-        rows: t.rows,
-        dim: t.dim,
-        weight: offset,
-        accum: 0,
-        adamM: 0,
-        adamV: 0,
-        ids: 0,
-        capacity: 0,
-        unique: 0,
-        inverse: 0,
-        gradRows: 0,
-        hash: 0,
-        hashCapacity: 0,
-        uniqueCount: 0,
-      };
+    // GEMM scratch sizes come from the kernels themselves: ask a one-page instance.
+    const sizing = instantiateKernels(new WebAssembly.Memory({ initial: 1 }), variant).exports;
+    this.plan = planModel(config, {
+      maxBatch,
+      idsPerRow,
+      training: !this.inference,
+      threads: this.threads,
+      gemmWorkspaceBytes: sizing.gemmWorkspaceBytes,
     });
-    const sparse = training ? config.sparseOptimizer.kind : "none";
-    for (const t of tables) {
-      const size = t.rows * t.dim;
-      if (sparse === "adagrad") t.accum = acts.floats(size);
-      if (sparse === "adam") {
-        t.adamM = acts.floats(size);
-        t.adamV = acts.floats(size);
-      }
-    }
-    const capacityPerFeature = B * idsPerRow;
-    const features: FeatureState[] = config.features.map((f) => {
-      if (f.table < 0) {
-        return {
-          table: -1,
-          ids: 0,
-          idStart: 0,
-          capacity: 0,
-          offsets: 0,
-          dense: acts.floats(B * f.width),
-          width: f.width,
-          column: f.offset,
-          mean: false,
-        };
-      }
-      const table = tables[f.table];
-      const state: FeatureState = {
-        table: f.table,
-        ids: 0,
-        idStart: table.capacity,
-        capacity: capacityPerFeature,
-        offsets: acts.floats(B + 1),
-        dense: 0,
-        width: f.width,
-        column: f.offset,
-        mean: f.mean,
-      };
-      table.capacity += capacityPerFeature;
-      return state;
-    });
-    for (const t of tables) {
-      t.ids = acts.floats(t.capacity);
-      t.unique = backward(t.capacity);
-      t.inverse = backward(t.capacity);
-      t.gradRows = backward(t.capacity * t.dim);
-      t.hashCapacity = training ? 1 << Math.ceil(Math.log2(Math.max(2, 2 * t.capacity))) : 0;
-      t.hash = backward(t.hashCapacity);
-    }
-    for (const f of features) {
-      if (f.table >= 0) f.ids = tables[f.table].ids + f.idStart * 4;
-    }
-
-    const x = acts.floats(B * F);
-    const dx = backward(B * F);
-
-    const mlp = (
-      spec: ResolvedMLP,
-      inWidth: number,
-      prefix: string,
-      out?: number,
-      dOut?: number,
-    ): MLPBlock => {
-      const layers: Layer[] = [];
-      spec.hiddenUnits.forEach((width, l) => {
-        const inW = l === 0 ? inWidth : spec.hiddenUnits[l - 1];
-        const p = `${prefix}.mlp.${l}.perceptron`;
-        const w = b.param(`${p}.0.weight`, [width, inW], "dense");
-        const bias = spec.bias ? b.param(`${p}.0.bias`, [width], "dense") : { offset: 0, grad: 0 };
-        const norm = spec.useBn || spec.useLn;
-        const gamma = norm ? b.param(`${p}.1.weight`, [width], "dense") : { offset: 0, grad: 0 };
-        const beta = norm ? b.param(`${p}.1.bias`, [width], "dense") : { offset: 0, grad: 0 };
-        const runningMean = spec.useBn
-          ? b.param(`${p}.1.running_mean`, [width], "buffer").offset
-          : 0;
-        const runningVar = spec.useBn ? b.param(`${p}.1.running_var`, [width], "buffer").offset : 0;
-        const dropout = spec.dropoutRatio[l];
-        const fused = !norm && spec.activation === Activation.relu && dropout === 0;
-        const last = l === spec.hiddenUnits.length - 1;
-        const y = last && out !== undefined ? out : acts.floats(B * width);
-        const dy = last && dOut !== undefined ? dOut : backward(B * width);
-        const z = fused ? y : acts.floats(B * width);
-        const a = norm ? acts.floats(B * width) : z;
-        // Dropout only runs in training: eval writes the activation straight into y.
-        const h = dropout > 0 && training ? acts.floats(B * width) : y;
-        needWork(inW, width); // forward NT: K = in, N = out
-        needBackwardWork(inW, width); // NN: K = out, N = in; TN: K = batch, N = in
-        layers.push({
-          inWidth: inW,
-          outWidth: width,
-          weight: w.offset,
-          bias: bias.offset,
-          gamma: gamma.offset,
-          beta: beta.offset,
-          runningMean,
-          runningVar,
-          dWeight: w.grad,
-          dBias: bias.grad,
-          dGamma: gamma.grad,
-          dBeta: beta.grad,
-          act: spec.activation,
-          slope: spec.slope,
-          useBn: spec.useBn,
-          useLn: spec.useLn,
-          dropout,
-          fused,
-          z,
-          a,
-          h,
-          y,
-          mean: norm ? acts.floats(spec.useBn ? width : B) : 0,
-          invStd: norm ? acts.floats(spec.useBn ? width : B) : 0,
-          mask: dropout > 0 ? backward(B * width) : 0,
-          dy,
-          dz: norm ? backward(B * width) : dy,
-        });
-      });
-      const lastLayer = layers[layers.length - 1];
-      return { layers, out: lastLayer.y, dOut: lastLayer.dy };
-    };
-
-    // Experts: outputs stacked along E with a fixed stride (maxBatch x D) so
-    // the gating kernel reaches expert e at expertOut + e * stride.
-    const E = config.numExpert;
-    const D = config.expertMlp.hiddenUnits[config.expertMlp.hiddenUnits.length - 1];
-    const expertStride = B * D;
-    const expertOut = acts.floats(E * expertStride);
-    const dExpertOut = backward(E * expertStride);
-    const experts: MLPBlock[] = [];
-    for (let e = 0; e < E; e++) {
-      experts.push(
-        mlp(
-          config.expertMlp,
-          F,
-          `mmoe.expert_mlps.${e}`,
-          expertOut + e * expertStride * 4,
-          training ? dExpertOut + e * expertStride * 4 : 0,
-        ),
-      );
-    }
-
-    const gateMlps = config.gateMlp
-      ? config.towers.map((_, t) => mlp(config.gateMlp!, F, `mmoe.gate_mlps.${t}`))
-      : null;
-    const gateInWidth = config.gateMlp
-      ? config.gateMlp.hiddenUnits[config.gateMlp.hiddenUnits.length - 1]
-      : F;
-    const gateFinals = config.towers.map((_, t) => {
-      const w = b.param(`mmoe.gate_finals.${t}.weight`, [E, gateInWidth], "dense");
-      const bias = b.param(`mmoe.gate_finals.${t}.bias`, [E], "dense");
-      needWork(gateInWidth, E);
-      needBackwardWork(gateInWidth, E);
-      return { w, bias };
-    });
-
-    const columns = new Map<string, number>();
-    const column = (name: string | null) => {
-      if (name !== null && !columns.has(name)) columns.set(name, acts.floats(B));
-    };
-
-    const towers: TowerState[] = config.towers.map((tower, t) => {
-      const gateMlp = gateMlps ? gateMlps[t] : null;
-      const tMlp = tower.mlp ? mlp(tower.mlp, D, `_task_tower.${t}.tower_mlp`) : null;
-      const linearIn = tower.mlp ? tower.mlp.hiddenUnits[tower.mlp.hiddenUnits.length - 1] : D;
-      const C = tower.numClass;
-      const lw = b.param(`_task_tower.${t}.linear.weight`, [C, linearIn], "dense");
-      const lb = b.param(`_task_tower.${t}.linear.bias`, [C], "dense");
-      needWork(linearIn, C);
-      needBackwardWork(linearIn, C);
-      column(tower.label);
-      column(tower.sampleWeightName);
-      column(tower.taskSpaceIndicatorLabel);
-      const taskIn = acts.floats(B * D);
-      const dTaskIn = backward(B * D);
-      return {
-        config: tower,
-        gateMlp,
-        gateWeight: gateFinals[t].w.offset,
-        gateBias: gateFinals[t].bias.offset,
-        dGateWeight: gateFinals[t].w.grad,
-        dGateBias: gateFinals[t].bias.grad,
-        gateIn: gateMlp ? gateMlp.out : x,
-        gateInWidth,
-        gateLogits: acts.floats(B * E),
-        gate: acts.floats(B * E),
-        dGateLogits: backward(B * E),
-        dGateIn: gateMlp ? gateMlp.dOut : 0,
-        taskIn,
-        dTaskIn,
-        mlp: tMlp,
-        linearWeight: lw.offset,
-        linearBias: lb.offset,
-        dLinearWeight: lw.grad,
-        dLinearBias: lb.grad,
-        logits: acts.floats(B * C),
-        probs: acts.floats(B * C),
-        dLogits: backward(B * C),
-        weights: acts.floats(B),
-      };
-    });
-    return {
-      x,
-      dx,
-      experts,
-      expertStride,
-      expertOut,
-      dExpertOut,
-      towers,
-      tables,
-      features,
-      columns,
-      workBytes,
-    };
+    this.memory = createArenaMemory(this.plan.bytes, { shared: this.threads > 1 });
+    this.kernels = instantiateKernels(this.memory, variant).exports;
+    const [work, ...workerWorks] = this.plan.works.map((w) => w.offset);
+    this.#pool = this.threads > 1 ? new GemmPool(this.memory, variant, workerWorks) : null;
+    const k = this.kernels, pool = this.#pool;
+    this.#gemm = pool ? (op) => pool.gemm(k, op, work) : (op) => runGemm(k, op, work);
+    this.#f32 = new Float32Array(this.memory.buffer);
+    this.#i32 = new Int32Array(this.memory.buffer);
+    this.#i64 = new BigInt64Array(this.memory.buffer);
+    this.#tensors = stateDict(this.plan);
+    this.#byName = new Map(this.#tensors.map((t) => [t.name, t]));
+    this.parameters = this.#tensors.map((t) => ({
+      name: t.name,
+      shape: t.shape,
+      offset: t.offset,
+      grad: t.grad,
+      kind: t.kind as ParameterInfo["kind"],
+      dtype: t.dtype as ParameterInfo["dtype"],
+    }));
+    this.#idStart = config.features.map(() => 0);
+    this.#idCount = config.tables.map(() => 0);
+    this.#uniqueCount = config.tables.map(() => 0);
+    this.#initialize(options.initialize ?? true);
   }
 
   /**
-   * Optimizer state tensors for checkpoints, named after the parameter they
-   * belong to (`<param>.exp_avg`, `<param>.exp_avg_sq`, `<param>.sum`), with
-   * the parameter's shape. The step count is {@link MMoEModel.step}.
+   * Every region's starting values from its table entry: uniform draws
+   * (nn.Linear, torchrec tables), constants (norm gamma, running variance,
+   * Adagrad's initial accumulator); the rest of the arena is already zero.
    */
-  optimizerState(): { name: string; shape: number[]; offset: number }[] {
-    this.#requireTraining("optimizerState");
-    const state: { name: string; shape: number[]; offset: number }[] = [];
-    for (const p of this.parameters) {
-      if (p.kind === "dense") {
-        const at = (block: number) => block + (p.offset - this.denseStart);
-        if (this.denseM !== 0) {
-          state.push({ name: `${p.name}.exp_avg`, shape: p.shape, offset: at(this.denseM) });
-        }
-        if (this.denseV !== 0) {
-          state.push({ name: `${p.name}.exp_avg_sq`, shape: p.shape, offset: at(this.denseV) });
-        }
-        if (this.denseAccum !== 0) {
-          state.push({ name: `${p.name}.sum`, shape: p.shape, offset: at(this.denseAccum) });
-        }
-        if (this.denseMomentum !== 0) {
-          state.push({
-            name: `${p.name}.momentum_buffer`,
-            shape: p.shape,
-            offset: at(this.denseMomentum),
-          });
-        }
-      } else if (p.kind === "embedding") {
-        const table = this.tables[this.parameters.filter((q) => q.kind === "embedding").indexOf(p)];
-        if (table.accum !== 0) {
-          state.push({ name: `${p.name}.sum`, shape: p.shape, offset: table.accum });
-        }
-        if (table.adamM !== 0) {
-          state.push({ name: `${p.name}.exp_avg`, shape: p.shape, offset: table.adamM });
-        }
-        if (table.adamV !== 0) {
-          state.push({ name: `${p.name}.exp_avg_sq`, shape: p.shape, offset: table.adamV });
-        }
-      }
-    }
-    return state;
-  }
-
-  // -------------------------------------------------------------------- init
-
-  #initParameters(): void {
-    const random = mulberry32(this.seed ^ 0x5eed);
-    for (const p of this.parameters) {
-      const size = p.shape.reduce((a, b) => a * b, 1);
-      const view = this.f32.subarray(p.offset / 4, p.offset / 4 + size);
-      if (p.kind === "embedding") {
-        // torchrec EmbeddingBagConfig default: U(-sqrt(1/rows), sqrt(1/rows)).
-        const bound = Math.sqrt(1 / p.shape[0]);
-        for (let i = 0; i < size; i++) view[i] = (random() * 2 - 1) * bound;
-      } else if (p.name.endsWith("running_var") || (p.name.endsWith(".1.weight"))) {
-        view.fill(1); // BatchNorm/LayerNorm gamma and running variance start at 1.
-      } else if (p.name.endsWith("running_mean") || p.name.endsWith(".1.bias")) {
-        view.fill(0);
+  #initialize(parameters: boolean): void {
+    const random = mulberry32(this.#seed ^ 0x5eed);
+    for (const r of this.plan.regions) {
+      if (r.init.kind === "zero" || (!parameters && r.kind !== "optimizer")) continue;
+      const view = this.view(r.offset, sizeOf(r.shape));
+      if (r.init.kind === "constant") {
+        view.fill(r.init.value);
       } else {
-        // nn.Linear default (kaiming_uniform a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
-        // weight [out, in] and bias [out] alike.
-        const fanIn = p.name.endsWith("weight") ? p.shape[1] : this.#fanInOfBias(p.name);
-        const bound = 1 / Math.sqrt(fanIn);
-        for (let i = 0; i < size; i++) view[i] = (random() * 2 - 1) * bound;
+        const bound = r.init.bound;
+        for (let i = 0; i < view.length; i++) view[i] = (random() * 2 - 1) * bound;
       }
     }
   }
 
-  #fanInOfBias(name: string): number {
-    const weight = this.parameters.find((q) => q.name === name.replace(/bias$/, "weight"));
-    return weight!.shape[1];
-  }
+  // -------------------------------------------------------------- embeddings
 
-  // ----------------------------------------------------------------- helpers
-
-  /** A float view of `count` values at byte offset `offset`. */
-  view(offset: number, count: number): Float32Array {
-    return this.f32.subarray(offset / 4, offset / 4 + count);
-  }
-
-  /** The value view of a parameter by name. */
-  parameter(name: string): Float32Array {
-    const p = this.parameters.find((q) => q.name === name);
-    if (!p) throw new RangeError(`no parameter named ${JSON.stringify(name)}`);
-    return this.view(p.offset, p.shape.reduce((a, b) => a * b, 1));
-  }
-
-  /** The dense gradient view of a dense parameter by name (after a backward). */
-  gradient(name: string): Float32Array {
-    this.#requireTraining("gradient");
-    const p = this.parameters.find((q) => q.name === name);
-    if (!p || p.kind !== "dense") {
-      throw new RangeError(`no dense parameter named ${JSON.stringify(name)}`);
-    }
-    return this.view(p.grad, p.shape.reduce((a, b) => a * b, 1));
-  }
-
-  /**
-   * The sparse gradient of table `t` after a backward: the unique rows and
-   * their gradient rows (duplicates summed).
-   */
-  embeddingGradient(t: number): { rows: Int32Array; grads: Float32Array } {
-    this.#requireTraining("embeddingGradient");
-    const table = this.tables[t];
-    const U = table.uniqueCount;
-    return {
-      rows: this.i32.slice(table.unique / 4, table.unique / 4 + U),
-      grads: this.f32.slice(table.gradRows / 4, table.gradRows / 4 + U * table.dim),
-    };
-  }
-
-  // ------------------------------------------------------------ batch input
-
-  #loadBatch(batch: EncodedBatch, labels = true): void {
-    const B = batch.size;
-    if (!Number.isInteger(B) || B <= 0 || B > this.maxBatch) {
-      throw new RangeError(
-        `batch size ${B} is outside [1, ${this.maxBatch}] (the model's maxBatch)`,
-      );
-    }
-    const features = this.config.features;
-    if (batch.features.length !== features.length) {
-      throw new RangeError(
-        `batch has ${batch.features.length} features, the model's group has ${features.length}`,
-      );
-    }
-    const k = this.kernels;
-    const F = this.config.inputWidth;
-    features.forEach((f, i) => {
-      const state = this.features[i];
-      const input = batch.features[i];
-      if (state.table < 0) {
-        const values = (input as DenseInput).values;
-        if (!values || values.length !== B * state.width) {
-          throw new RangeError(`feature ${f.name}: expected ${B * state.width} dense values`);
-        }
-        this.f32.set(values, state.dense / 4);
-        k.copyColumns(this.x + state.column * 4, state.dense, B, state.width, F, state.width);
+  /** x (B, F) = each feature's pooled embedding or dense values, in group order. */
+  #embeddingsForward(B: number): void {
+    const k = this.kernels, p = this.plan, x = p.x.offset, F = this.config.inputWidth;
+    this.config.features.forEach((f, i) => {
+      const input = p.features[i], out = x + 4 * f.offset;
+      if (input.values) {
+        k.copyColumns(out, input.values.offset, B, f.width, F, f.width);
         return;
       }
-      const { ids, offsets } = input as SparseInput;
-      if (
-        !ids || !offsets || offsets.length !== B + 1 || offsets[0] !== 0 ||
-        offsets[B] !== ids.length
-      ) {
-        throw new RangeError(
-          `feature ${f.name}: offsets must have ${B + 1} entries from 0 to ids.length`,
-        );
-      }
-      if (ids.length > state.capacity) {
-        throw new RangeError(
-          `feature ${f.name}: ${ids.length} ids in a batch of ${B} exceed the arena's ${state.capacity} ` +
-            "(raise idsPerRow)",
-        );
-      }
-      const rows = this.tables[state.table].rows;
-      for (let j = 0; j < ids.length; j++) {
-        if (!(ids[j] >= 0 && ids[j] < rows)) {
-          throw new RangeError(`feature ${f.name}: id ${ids[j]} is outside [0, ${rows})`);
-        }
-      }
-      this.i32.set(ids, state.ids / 4);
-      this.i32.set(offsets, state.offsets / 4);
-      const table = this.tables[state.table];
-      k.embeddingGather(
-        this.x + state.column * 4,
-        table.weight,
-        state.ids,
-        state.offsets,
-        B,
-        state.width,
-        F,
-        state.mean,
-      );
+      const table = p.tables[f.table], rows = table.weight.offset;
+      const ids = table.ids.offset + 4 * this.#idStart[i];
+      const weights = input.weights?.offset ?? 0, offsets = input.offsets!.offset;
+      k.embeddingGather(out, rows, ids, weights, offsets, B, f.width, F, f.mean);
     });
-    if (!labels) return;
-    for (const [name, offset] of this.columns) {
-      const values = batch.columns[name];
-      if (!values || values.length < B) {
-        throw new RangeError(`batch has no column ${JSON.stringify(name)} with ${B} values`);
-      }
-      this.f32.set(values.subarray(0, B), offset / 4);
-    }
   }
 
-  // ----------------------------------------------------------------- forward
+  /** Sparse table gradients from dx: ids deduplicated per table, rows summed (fbgemm). */
+  #embeddingsBackward(B: number): void {
+    const k = this.kernels, p = this.plan, dx = p.dx!.offset, F = this.config.inputWidth;
+    p.tables.forEach((table, t) => {
+      const unique = table.unique!.offset, inverse = table.inverse!.offset;
+      const ids = table.ids.offset, hash = table.hash!.offset;
+      const U = k.embeddingUnique(unique, inverse, ids, this.#idCount[t], hash, table.hashCapacity);
+      const rows = table.gradRows!.offset / 4;
+      this.#f32.fill(0, rows, rows + U * table.dim);
+      this.#uniqueCount[t] = U;
+    });
+    this.config.features.forEach((f, i) => {
+      if (f.table < 0) return;
+      const input = p.features[i], table = p.tables[f.table], rows = table.gradRows!.offset;
+      const inverse = table.inverse!.offset + 4 * this.#idStart[i], dOut = dx + 4 * f.offset;
+      const weights = input.weights?.offset ?? 0, offsets = input.offsets!.offset;
+      k.embeddingBackward(rows, dOut, inverse, weights, offsets, B, f.width, F, f.mean);
+    });
+  }
 
-  /** `gemm` on this model's scratch, rows split across the pool when there is one. */
-  #gemm(
-    c: number,
-    a: number,
-    b: number,
-    bias: number,
-    M: number,
-    K: number,
-    N: number,
-    lda: number,
-    transA: boolean,
-    transB: boolean,
-    accumulate: boolean,
-    relu: boolean,
-  ): void {
-    if (this.pool) {
-      this.pool.gemm(
-        this.kernels,
-        c,
-        a,
-        b,
-        bias,
-        this.work,
-        M,
-        K,
-        N,
-        lda,
-        transA,
-        transB,
-        accumulate,
-        relu,
-      );
+  // ------------------------------------------------------------------ layers
+
+  /** One stacked Perceptron (or Linear) forward: z = x W^T + b -> norm -> act -> dropout. */
+  #layerForward(l: Layer, input: Matrix, B: number, training: boolean, seed: number): void {
+    const k = this.kernels, S = l.S, N = l.outWidth, K = l.inWidth, W = S * N, n = B * W;
+    const z: Matrix = { at: l.z.offset, ld: W };
+    const weight = l.weight.offset, bias = l.bias?.offset ?? 0;
+    if (l.shared) {
+      linearForward(this.#gemm, z, input, weight, bias, B, K, W, l.fused);
     } else {
-      this.kernels.gemm(c, a, b, bias, this.work, M, K, N, lda, transA, transB, accumulate, relu);
+      for (let s = 0; s < S; s++) {
+        const b = bias && bias + 4 * s * N;
+        const w = weight + 4 * s * N * K;
+        linearForward(this.#gemm, member(z, s, N), member(input, s, K), w, b, B, K, N, l.fused);
+      }
+    }
+    if (l.fused) return;
+    if (l.norm !== null) {
+      const [a, mean, invStd, z] = [l.a.offset, l.mean!.offset, l.invStd!.offset, l.z.offset];
+      const gamma = l.gamma!.offset, beta = l.beta!.offset;
+      if (l.norm === "layer") {
+        k.layerNormForward(a, mean, invStd, z, gamma, beta, B, S, N, l.eps);
+      } else {
+        const rm = l.runningMean!.offset, rv = l.runningVar!.offset;
+        const { momentum, eps } = l;
+        k.batchNormForward(a, mean, invStd, rm, rv, z, gamma, beta, B, W, momentum, eps, training);
+        if (training) {
+          // num_batches_tracked: torch counts every train-mode forward of a BatchNorm.
+          const counters = l.batches!.offset / 8;
+          for (let s = 0; s < S; s++) this.#i64[counters + s] += 1n;
+        }
+      }
+    }
+    if (l.y === l.a) return;
+    if (l.dropout > 0 && training) {
+      k.biasActivation(l.h.offset, l.a.offset, 0, B, W, l.activation, l.slope);
+      k.dropoutForward(l.y.offset, l.mask!.offset, l.h.offset, n, l.dropout, seed >>> 0);
+    } else {
+      k.biasActivation(l.y.offset, l.a.offset, 0, B, W, l.activation, l.slope);
     }
   }
 
-  #linearForward(
-    out: number,
-    input: number,
-    weight: number,
-    bias: number,
+  /**
+   * Backward of {@link MMoEModel.#layerForward} from dy (overwritten): weight,
+   * bias and norm gradients accumulate; the input gradient goes to `dInput`
+   * (accumulated when `accumulate`), or nowhere when it is null.
+   */
+  #layerBackward(
+    l: Layer,
+    input: Matrix,
+    dInput: Matrix | null,
+    accumulate: boolean,
     B: number,
-    inW: number,
-    outW: number,
-    relu: boolean,
   ): void {
-    // out (B, outW) = input (B, inW) @ weight^T, weight stored [outW, inW].
-    this.#gemm(out, input, weight, bias, B, inW, outW, inW, false, true, false, relu);
+    const k = this.kernels, S = l.S, N = l.outWidth, K = l.inWidth, W = S * N, n = B * W;
+    const dy = l.dy!.offset, dz = l.dz!.offset;
+    if (l.dropout > 0) k.multiply(dy, dy, l.mask!.offset, n);
+    if (l.activation !== Activation.identity) {
+      k.activationBackward(dy, dy, l.a.offset, l.h.offset, n, l.activation, l.slope);
+    }
+    if (l.norm !== null) {
+      const gamma = l.gamma!.offset, dGamma = l.gamma!.grad!.offset, dBeta = l.beta!.grad!.offset;
+      const z = l.z.offset, mean = l.mean!.offset, invStd = l.invStd!.offset;
+      if (l.norm === "batch") {
+        k.batchNormBackward(dz, dGamma, dBeta, dy, z, gamma, mean, invStd, B, W);
+      } else {
+        k.layerNormBackward(dz, dGamma, dBeta, dy, z, gamma, mean, invStd, B, S, N);
+      }
+    }
+    if (l.bias) k.columnSum(l.bias.grad!.offset, dz, B, W);
+    const dZ: Matrix = { at: dz, ld: W }, dW = l.weight.grad!.offset, weight = l.weight.offset;
+    if (l.shared) {
+      linearBackward(this.#gemm, dW, dInput, accumulate, dZ, input, weight, B, K, W);
+      return;
+    }
+    for (let s = 0; s < S; s++) {
+      const dx = dInput && member(dInput, s, K), dz = member(dZ, s, N), x = member(input, s, K);
+      const w = 4 * s * N * K;
+      linearBackward(this.#gemm, dW + w, dx, accumulate, dz, x, weight + w, B, K, N);
+    }
   }
 
-  #mlpForward(
-    block: MLPBlock,
-    input: number,
-    B: number,
-    training: boolean,
-    seed: number,
-  ): void {
-    const k = this.kernels;
-    let x = input;
-    block.layers.forEach((l, i) => {
-      const n = B * l.outWidth;
-      if (l.fused) {
-        this.#linearForward(l.y, x, l.weight, l.bias, B, l.inWidth, l.outWidth, true);
-      } else {
-        this.#linearForward(l.z, x, l.weight, l.bias, B, l.inWidth, l.outWidth, false);
-        if (l.useBn) {
-          k.batchNormForward(
-            l.a,
-            l.mean,
-            l.invStd,
-            l.runningMean,
-            l.runningVar,
-            l.z,
-            l.gamma,
-            l.beta,
-            B,
-            l.outWidth,
-            0.1,
-            NORM_EPS,
-            training,
-          );
-        } else if (l.useLn) {
-          k.layerNormForward(l.a, l.mean, l.invStd, l.z, l.gamma, l.beta, B, l.outWidth, NORM_EPS);
-        }
-        if (l.dropout > 0 && training) {
-          k.biasActivation(l.h, l.a, 0, B, l.outWidth, l.act, l.slope);
-          k.dropoutForward(l.y, l.mask, l.h, n, l.dropout, (seed * 31 + i) >>> 0);
-        } else {
-          k.biasActivation(l.y, l.a, 0, B, l.outWidth, l.act, l.slope);
-        }
-      }
-      x = l.y;
+  /** A stack's layers forward; the last layer's y is its output. */
+  #stackForward(stack: Stack, B: number, training: boolean, seed: number): void {
+    let input = at(stack.input);
+    stack.layers.forEach((l, i) => {
+      this.#layerForward(l, input, B, training, seed * 31 + i);
+      input = { at: l.y.offset, ld: l.S * l.outWidth };
     });
   }
+
+  /** A stack's layers backward from the last layer's dy to `stack.dInput`. */
+  #stackBackward(stack: Stack, B: number): void {
+    for (let i = stack.layers.length - 1; i >= 0; i--) {
+      const l = stack.layers[i];
+      if (i > 0) {
+        const previous = stack.layers[i - 1], ld = previous.S * previous.outWidth;
+        const x = { at: previous.y.offset, ld }, dx = { at: previous.dy!.offset, ld };
+        this.#layerBackward(l, x, dx, false, B);
+      } else {
+        const d = stack.dInput;
+        this.#layerBackward(l, at(stack.input), d && at(d), d?.accumulate ?? false, B);
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------- model
 
   #forward(B: number, training: boolean): void {
-    const k = this.kernels;
-    const E = this.config.numExpert;
-    const D = this.config.expertMlp.hiddenUnits[this.config.expertMlp.hiddenUnits.length - 1];
-    const stepSeed = (this.seed * 1000003 + this.step) >>> 0;
-    this.experts.forEach((expert, e) =>
-      this.#mlpForward(expert, this.x, B, training, stepSeed + 101 * e)
-    );
-    this.towers.forEach((t, i) => {
-      if (t.gateMlp) this.#mlpForward(t.gateMlp, this.x, B, training, stepSeed + 7919 * (i + 1));
-      this.#linearForward(
-        t.gateLogits,
-        t.gateIn,
-        t.gateWeight,
-        t.gateBias,
-        B,
-        t.gateInWidth,
-        E,
-        false,
-      );
-      k.gateMixtureForward(
-        t.taskIn,
-        t.gate,
-        t.gateLogits,
-        this.expertOut,
-        B,
-        E,
-        D,
-        this.expertStride,
-      );
-      let h = t.taskIn, hWidth = D;
-      if (t.mlp) {
-        this.#mlpForward(t.mlp, t.taskIn, B, training, stepSeed + 104729 * (i + 1));
-        h = t.mlp.out;
-        hWidth = t.mlp.layers[t.mlp.layers.length - 1].outWidth;
-      }
-      this.#linearForward(
-        t.logits,
-        h,
-        t.linearWeight,
-        t.linearBias,
-        B,
-        hWidth,
-        t.config.numClass,
-        false,
-      );
-    });
-  }
-
-  /** Loss of every tower (writes probs and, when `withGrad`, dLogits). */
-  #loss(B: number, withGrad: boolean): StepLosses {
-    const k = this.kernels;
-    const losses: Record<string, number> = {};
-    let total = 0;
-    for (const t of this.towers) {
-      const c = t.config;
-      let weights = 0;
-      if (c.hasWeight) {
-        k.taskSpaceWeights(
-          t.weights,
-          c.sampleWeightName ? this.columns.get(c.sampleWeightName)! : 0,
-          c.taskSpaceIndicatorLabel ? this.columns.get(c.taskSpaceIndicatorLabel)! : 0,
-          B,
-          c.inTaskSpaceWeight,
-          c.outTaskSpaceWeight,
-          c.weight,
-        );
-        weights = t.weights;
-      }
-      const labels = this.columns.get(c.label)!;
-      const dLogits = withGrad ? t.dLogits : 0;
-      let sum: number;
-      if (c.losses[0].kind === "binary_cross_entropy") {
-        sum = k.sigmoidBinaryCrossEntropy(
-          dLogits,
-          t.probs,
-          t.logits,
-          labels,
-          weights,
-          B,
-          c.losses[0].labelSmoothing,
-          1 / B,
-        );
-      } else if (c.losses[0].kind === "softmax_cross_entropy") {
-        sum = k.softmaxCrossEntropy(
-          dLogits,
-          t.probs,
-          t.logits,
-          labels,
-          weights,
-          B,
-          c.numClass,
-          c.losses[0].labelSmoothing,
-          1 / B,
-        );
-      } else {
-        sum = k.squaredError(dLogits, t.logits, labels, weights, B, 1 / B);
-      }
-      losses[c.losses[0].name] = sum / B;
-      total += sum / B;
-    }
-    return { losses, total };
-  }
-
-  // ---------------------------------------------------------------- backward
-
-  #linearBackward(
-    dInput: number,
-    accumulateInput: boolean,
-    dOut: number,
-    input: number,
-    weight: number,
-    dWeight: number,
-    dBias: number,
-    B: number,
-    inW: number,
-    outW: number,
-  ): void {
-    const k = this.kernels;
-    // dWeight [outW, inW] += dOut^T (outW x B) @ input (B x inW).
-    this.#gemm(dWeight, dOut, input, 0, outW, B, inW, outW, true, false, true, false);
-    if (dBias !== 0) k.columnSum(dBias, dOut, B, outW);
-    // dInput (B, inW) (+)= dOut (B, outW) @ weight [outW, inW].
-    if (dInput !== 0) {
-      this.#gemm(
-        dInput,
-        dOut,
-        weight,
-        0,
-        B,
-        outW,
-        inW,
-        outW,
-        false,
-        false,
-        accumulateInput,
-        false,
-      );
-    }
-  }
-
-  /** Backward through an MLP whose output gradient is in block.dOut. */
-  #mlpBackward(
-    block: MLPBlock,
-    input: number,
-    dInput: number,
-    accumulateInput: boolean,
-    B: number,
-    training: boolean,
-  ): void {
-    const k = this.kernels;
-    for (let i = block.layers.length - 1; i >= 0; i--) {
-      const l = block.layers[i];
-      const n = B * l.outWidth;
-      if (l.dropout > 0 && training) k.multiply(l.dy, l.dy, l.mask, n);
-      // dy -> d(pre-activation), in place.
-      k.activationBackward(l.dy, l.dy, l.a, l.h, n, l.act, l.slope);
-      if (l.useBn) {
-        k.batchNormBackward(
-          l.dz,
-          l.dGamma,
-          l.dBeta,
-          l.dy,
-          l.z,
-          l.gamma,
-          l.mean,
-          l.invStd,
-          B,
-          l.outWidth,
-        );
-      } else if (l.useLn) {
-        k.layerNormBackward(
-          l.dz,
-          l.dGamma,
-          l.dBeta,
-          l.dy,
-          l.z,
-          l.gamma,
-          l.mean,
-          l.invStd,
-          B,
-          l.outWidth,
-        );
-      }
-      const layerInput = i === 0 ? input : block.layers[i - 1].y;
-      const dLayerInput = i === 0 ? dInput : block.layers[i - 1].dy;
-      this.#linearBackward(
-        dLayerInput,
-        i === 0 ? accumulateInput : false,
-        l.dz,
-        layerInput,
-        l.weight,
-        l.dWeight,
-        l.dBias,
-        B,
-        l.inWidth,
-        l.outWidth,
-      );
-    }
+    const p = this.plan, c = this.config;
+    const T = c.towers.length, E = c.numExpert, D = p.experts.layers.at(-1)!.outWidth;
+    const seed = (this.#seed * 1000003 + this.step) >>> 0;
+    this.#embeddingsForward(B);
+    this.#stackForward(p.experts, B, training, seed);
+    this.#stackForward(p.gates, B, training, seed + 7919);
+    const experts = p.experts.layers.at(-1)!.y.offset, logits = p.gates.layers.at(-1)!.y.offset;
+    this.kernels.gateMixtureForward(p.taskInput.offset, p.gate.offset, logits, experts, B, T, E, D);
+    p.towers.forEach((t, i) => this.#stackForward(t.stack, B, training, seed + 104729 * (i + 1)));
   }
 
   #backward(B: number): void {
-    const k = this.kernels;
-    const E = this.config.numExpert;
-    const D = this.config.expertMlp.hiddenUnits[this.config.expertMlp.hiddenUnits.length - 1];
-    const F = this.config.inputWidth;
-    this.f32.fill(0, this.gradStart / 4, this.gradStart / 4 + this.denseCount);
-    this.f32.fill(0, this.dx / 4, this.dx / 4 + B * F);
-    for (let e = 0; e < E; e++) {
-      const start = (this.dExpertOut + e * this.expertStride * 4) / 4;
-      this.f32.fill(0, start, start + B * D);
-    }
-    this.towers.forEach((t) => {
-      // Tower: Linear, then its MLP, back to the task input.
-      let h = t.taskIn, dh = t.dTaskIn, hWidth = D;
-      if (t.mlp) {
-        h = t.mlp.out;
-        dh = t.mlp.dOut;
-        hWidth = t.mlp.layers[t.mlp.layers.length - 1].outWidth;
+    const p = this.plan, c = this.config;
+    const T = c.towers.length, E = c.numExpert, D = p.experts.layers.at(-1)!.outWidth;
+    this.#f32.fill(0, p.denseGrad / 4, p.denseGrad / 4 + p.dense.count);
+    if (p.dx) this.#f32.fill(0, p.dx.offset / 4, p.dx.offset / 4 + B * c.inputWidth);
+    for (const t of p.towers) this.#stackBackward(t.stack, B);
+    const experts = p.experts.layers.at(-1)!, gates = p.gates.layers.at(-1)!;
+    const dLogits = gates.dy!.offset, dExperts = experts.dy!.offset, dTask = p.dTaskInput!.offset;
+    const gate = p.gate.offset, expertOut = experts.y.offset;
+    this.kernels.gateMixtureBackward(dLogits, dExperts, dTask, gate, expertOut, B, T, E, D);
+    this.#stackBackward(p.gates, B);
+    this.#stackBackward(p.experts, B);
+    if (p.dx) this.#embeddingsBackward(B);
+  }
+
+  /**
+   * Every tower's losses on its logits (tzrec's loss weights), their
+   * probabilities and, when `withGrad`, dLogits (the sum over the tower's
+   * losses, scaled by 1/B as the batch mean).
+   */
+  #loss(B: number, withGrad: boolean): StepLosses {
+    const k = this.kernels, f32 = this.#f32;
+    const losses: Record<string, number> = {};
+    let total = 0;
+    for (const t of this.plan.towers) {
+      const c = t.tower, C = c.numClass;
+      const column = (name: string | null) => (name ? this.plan.columns.get(name)!.offset : 0);
+      const weights = c.hasWeight ? t.weights.offset : 0;
+      if (c.hasWeight) {
+        const sample = column(c.sampleWeightName), indicator = column(c.taskSpaceIndicatorLabel);
+        const [inSpace, outSpace] = [c.inTaskSpaceWeight, c.outTaskSpaceWeight];
+        k.taskSpaceWeights(weights, sample, indicator, B, inSpace, outSpace, c.weight);
       }
-      this.#linearBackward(
-        dh,
-        false,
-        t.dLogits,
-        h,
-        t.linearWeight,
-        t.dLinearWeight,
-        t.dLinearBias,
-        B,
-        hWidth,
-        t.config.numClass,
-      );
-      if (t.mlp) this.#mlpBackward(t.mlp, t.taskIn, t.dTaskIn, false, B, true);
-      // Mixture and gate: dExperts accumulate over tasks.
-      k.gateMixtureBackward(
-        t.dGateLogits,
-        this.dExpertOut,
-        t.dTaskIn,
-        t.gate,
-        this.expertOut,
-        B,
-        E,
-        D,
-        this.expertStride,
-      );
-      if (t.gateMlp) {
-        this.#linearBackward(
-          t.dGateIn,
-          false,
-          t.dGateLogits,
-          t.gateIn,
-          t.gateWeight,
-          t.dGateWeight,
-          t.dGateBias,
-          B,
-          t.gateInWidth,
-          E,
-        );
-        this.#mlpBackward(t.gateMlp, this.x, this.dx, true, B, true);
-      } else {
-        this.#linearBackward(
-          this.dx,
-          true,
-          t.dGateLogits,
-          this.x,
-          t.gateWeight,
-          t.dGateWeight,
-          t.dGateBias,
-          B,
-          F,
-          E,
-        );
-      }
-    });
-    this.experts.forEach((expert) => this.#mlpBackward(expert, this.x, this.dx, true, B, true));
-    // Embeddings: sparse row gradients with duplicate ids summed per table.
-    this.tables.forEach((table, ti) => {
-      // Features of a table occupy consecutive slices; unused tails hold stale ids, so
-      // dedup runs over each feature's used ids only, through a compacted copy.
-      let used = 0;
-      this.features.forEach((f) => {
-        if (f.table !== ti) return;
-        const count = this.i32[f.offsets / 4 + B];
-        if (f.idStart !== used) {
-          this.i32.copyWithin(table.ids / 4 + used, f.ids / 4, f.ids / 4 + count);
+      const logits = t.stack.layers.at(-1)!, labels = column(c.label);
+      activeLosses(c).forEach((loss, i) => {
+        const dLogits = !withGrad ? 0 : i === 0 ? logits.dy!.offset : t.dLogitsExtra!.offset;
+        const z = logits.y.offset, probs = t.probs.offset, s = loss.labelSmoothing;
+        const sum = loss.kind === "binary_cross_entropy"
+          ? k.sigmoidBinaryCrossEntropy(dLogits, probs, z, labels, weights, B, s, 1 / B)
+          : loss.kind === "softmax_cross_entropy"
+          ? k.softmaxCrossEntropy(dLogits, probs, z, labels, weights, B, C, s, 1 / B)
+          : k.squaredError(dLogits, z, labels, weights, B, 1 / B);
+        if (i > 0 && withGrad) {
+          // Several losses on one tower: their gradients add (B x C values).
+          const to = logits.dy!.offset / 4, from = dLogits / 4;
+          for (let j = 0; j < B * C; j++) f32[to + j] += f32[from + j];
         }
-        used += count;
+        losses[loss.name] = sum / B;
+        total += sum / B;
       });
-      table.uniqueCount = k.embeddingUnique(
-        table.unique,
-        table.inverse,
-        table.ids,
-        used,
-        table.hash,
-        table.hashCapacity,
-      );
-      this.f32.fill(0, table.gradRows / 4, table.gradRows / 4 + table.uniqueCount * table.dim);
-      let start = 0;
-      this.features.forEach((f) => {
-        if (f.table !== ti) return;
-        const count = this.i32[f.offsets / 4 + B];
-        k.embeddingBackward(
-          table.gradRows,
-          this.dx + f.column * 4,
-          table.inverse + start * 4,
-          f.offsets,
-          B,
-          f.width,
-          F,
-          f.mean,
-        );
-        start += count;
-      });
-    });
+    }
+    return { losses, total };
   }
 
   // --------------------------------------------------------------- optimizer
 
   /**
    * One optimizer step from the gradients of the last
-   * {@link MMoEModel.forwardBackward}: dense optimizer over the dense block,
-   * sparse optimizer over the touched embedding rows.
+   * {@link MMoEModel.forwardBackward}: the dense optimizer over the dense
+   * block, the sparse optimizer over the touched embedding rows.
    */
   applyGradients(): void {
     this.#requireTraining("applyGradients");
-    const k = this.kernels;
+    const k = this.kernels, p = this.plan;
     this.step++;
     const dense = this.config.denseOptimizer;
     const lr = learningRate(dense, this.step);
+    const { offset: param, count: n } = p.dense, grad = p.denseGrad;
+    const state = p.denseState.map((s) => s.offset);
     if (dense.kind === "adam") {
-      k.adamStep(
-        this.denseStart,
-        this.gradStart,
-        this.denseM,
-        this.denseV,
-        this.denseCount,
-        lr,
-        dense.beta1,
-        dense.beta2,
-        dense.eps,
-        dense.weightDecay,
-        this.step,
-      );
+      const { beta1, beta2, eps, weightDecay } = dense;
+      k.adamStep(param, grad, state[0], state[1], n, lr, beta1, beta2, eps, weightDecay, this.step);
     } else if (dense.kind === "adagrad") {
-      k.adagradStep(
-        this.denseStart,
-        this.gradStart,
-        this.denseAccum,
-        this.denseCount,
-        lr,
-        dense.eps,
-        dense.weightDecay,
-      );
-    } else if (this.denseMomentum !== 0) {
-      k.sgdMomentumStep(
-        this.denseStart,
-        this.gradStart,
-        this.denseMomentum,
-        this.denseCount,
-        lr,
-        dense.momentum,
-        dense.weightDecay,
-        this.step === 1,
-      );
+      k.adagradStep(param, grad, state[0], n, lr, dense.eps, dense.weightDecay);
+    } else if (dense.momentum > 0) {
+      const { momentum: mu, dampening, nesterov, weightDecay: wd } = dense, first = this.step === 1;
+      k.sgdMomentumStep(param, grad, state[0], n, lr, mu, dampening, nesterov, wd, first);
     } else {
-      k.sgdStep(this.denseStart, this.gradStart, this.denseCount, lr, dense.weightDecay);
+      k.sgdStep(param, grad, n, lr, dense.weightDecay);
     }
     const sparse = this.config.sparseOptimizer;
     const sparseLr = learningRate(sparse, this.step);
-    for (const t of this.tables) {
+    p.tables.forEach((t, i) => {
+      const table = t.weight.offset, rows = t.unique!.offset, g = t.gradRows!.offset;
+      const [s0, s1] = t.weight.state.map((s) => s.region.offset);
+      const U = this.#uniqueCount[i], dim = t.dim;
       if (sparse.kind === "adagrad") {
-        k.adagradRows(
-          t.weight,
-          t.accum,
-          t.unique,
-          t.gradRows,
-          t.uniqueCount,
-          t.dim,
-          sparseLr,
-          sparse.eps,
-        );
+        k.adagradRows(table, s0, rows, g, U, dim, sparseLr, sparse.eps);
       } else if (sparse.kind === "adam") {
-        k.adamRows(
-          t.weight,
-          t.adamM,
-          t.adamV,
-          t.unique,
-          t.gradRows,
-          t.uniqueCount,
-          t.dim,
-          sparseLr,
-          sparse.beta1,
-          sparse.beta2,
-          sparse.eps,
-          this.step,
-        );
+        const { beta1, beta2, eps, weightDecay: wd } = sparse;
+        k.adamRows(table, s0, s1, rows, g, U, dim, sparseLr, beta1, beta2, eps, wd, this.step);
       } else {
-        k.sgdRows(t.weight, t.unique, t.gradRows, t.uniqueCount, t.dim, sparseLr);
+        k.sgdRows(table, rows, g, U, dim, sparseLr);
       }
-    }
+    });
   }
 
   // --------------------------------------------------------------------- API
@@ -1349,7 +573,7 @@ export class MMoEModel {
    */
   forwardBackward(batch: EncodedBatch): StepLosses {
     this.#requireTraining("forwardBackward");
-    this.#loadBatch(batch);
+    this.#loadBatch(batch, true);
     this.#forward(batch.size, true);
     const losses = this.#loss(batch.size, true);
     this.#backward(batch.size);
@@ -1358,7 +582,7 @@ export class MMoEModel {
 
   /** Forward in eval mode (no dropout, BN running stats) and the losses. */
   evalStep(batch: EncodedBatch): StepLosses {
-    this.#loadBatch(batch);
+    this.#loadBatch(batch, true);
     this.#forward(batch.size, false);
     return this.#loss(batch.size, false);
   }
@@ -1372,23 +596,18 @@ export class MMoEModel {
   predict(batch: EncodedBatch): Record<string, Float32Array> {
     this.#loadBatch(batch, false);
     this.#forward(batch.size, false);
-    this.#probabilities(batch.size);
-    return this.outputs(batch.size);
-  }
-
-  /** Probabilities of every classification tower from its logits (the loss kernels, no gradient). */
-  #probabilities(B: number): void {
-    const k = this.kernels;
-    for (const t of this.towers) {
-      const c = t.config;
-      // The label column is read but only enters the loss sum, which is dropped.
-      const labels = this.columns.get(c.label)!;
-      if (c.losses[0].kind === "binary_cross_entropy") {
-        k.sigmoidBinaryCrossEntropy(0, t.probs, t.logits, labels, 0, B, 0, 0);
-      } else if (c.losses[0].kind === "softmax_cross_entropy") {
-        k.softmaxCrossEntropy(0, t.probs, t.logits, labels, 0, B, c.numClass, 0, 0);
+    const k = this.kernels, B = batch.size;
+    for (const t of this.plan.towers) {
+      // Probabilities from the loss kernels without labels or gradient (the sum is dropped).
+      const z = t.stack.layers.at(-1)!.y.offset, probs = t.probs.offset, C = t.tower.numClass;
+      const kinds = activeLosses(t.tower).map((l) => l.kind);
+      if (kinds.includes("binary_cross_entropy")) {
+        k.sigmoidBinaryCrossEntropy(0, probs, z, z, 0, B, 0, 0);
+      } else if (kinds.includes("softmax_cross_entropy")) {
+        k.softmaxCrossEntropy(0, probs, z, z, 0, B, C, 0, 0);
       }
     }
+    return this.outputs(B);
   }
 
   #requireTraining(method: string): void {
@@ -1401,25 +620,20 @@ export class MMoEModel {
   }
 
   /**
-   * Eval-mode outputs of the last {@link MMoEModel.evalStep} or
-   * {@link MMoEModel.forwardBackward}, copied out: `logits_<t>`, `probs_<t>`
-   * (BCE, softmax), `probs1_<t>` (softmax with 2 classes), `y_<t>` (l2_loss).
+   * Outputs of the last forward, copied out, named as tzrec's predictions
+   * (per tower, the union over its losses): `logits_<t>`, `probs_<t>` (BCE,
+   * softmax), `probs1_<t>` (softmax with 2 classes), `y_<t>` (l2_loss).
    */
   outputs(size: number): Record<string, Float32Array> {
     const out: Record<string, Float32Array> = {};
-    for (const t of this.towers) {
-      const { name, numClass: C, losses } = t.config;
-      const loss = losses[0];
-      const logits = this.f32.slice(t.logits / 4, t.logits / 4 + size * C);
-      if (loss.kind === "l2_loss") {
-        out[`y_${name}`] = logits;
-        continue;
-      }
-      out[`logits_${name}`] = logits;
-      const probs = this.f32.slice(t.probs / 4, t.probs / 4 + size * C);
-      out[`probs_${name}`] = probs;
-      if (loss.kind === "softmax_cross_entropy" && C === 2) {
-        out[`probs1_${name}`] = Float32Array.from({ length: size }, (_, i) => probs[i * 2 + 1]);
+    for (const t of this.plan.towers) {
+      const C = t.tower.numClass;
+      const logits = t.stack.layers.at(-1)!.y.offset / 4, probs = t.probs.offset / 4;
+      for (const { name, from } of towerOutputs(t.tower)) {
+        const start = from === "logits" ? logits : probs;
+        out[name] = from === "probs1"
+          ? Float32Array.from({ length: size }, (_, b) => this.#f32[probs + b * C + 1])
+          : this.#f32.slice(start, start + size * C);
       }
     }
     return out;
@@ -1427,13 +641,167 @@ export class MMoEModel {
 
   /** Gate weights (B x E) of tower `t` from the last forward, copied out. */
   gateWeights(t: number, size: number): Float32Array {
-    const tower = this.towers[t];
-    return this.f32.slice(tower.gate / 4, tower.gate / 4 + size * this.config.numExpert);
+    const E = this.config.numExpert, T = this.config.towers.length;
+    const gate = this.plan.gate.offset / 4 + t * E;
+    const out = new Float32Array(size * E);
+    for (let b = 0; b < size; b++) {
+      out.set(this.#f32.subarray(gate + b * T * E, gate + b * T * E + E), b * E);
+    }
+    return out;
   }
 
   /** Group input x (B x F) of the last forward, copied out. */
   groupInput(size: number): Float32Array {
-    return this.f32.slice(this.x / 4, this.x / 4 + size * this.config.inputWidth);
+    const x = this.plan.x.offset / 4;
+    return this.#f32.slice(x, x + size * this.config.inputWidth);
+  }
+
+  /**
+   * Optimizer state tensors for checkpoints, named after the parameter they
+   * belong to (`<param>.exp_avg`, `<param>.exp_avg_sq`, `<param>.sum`,
+   * `<param>.momentum_buffer`), with the parameter's shape. The step count is
+   * {@link MMoEModel.step}.
+   */
+  optimizerState(): { name: string; shape: number[]; offset: number }[] {
+    this.#requireTraining("optimizerState");
+    return this.#tensors.flatMap((t) =>
+      t.state.map((s) => ({ name: `${t.name}.${s.key}`, shape: t.shape, offset: s.offset }))
+    );
+  }
+
+  /** A float view of `count` values at byte offset `offset`. */
+  view(offset: number, count: number): Float32Array {
+    return this.#f32.subarray(offset / 4, offset / 4 + count);
+  }
+
+  /** An i64 view of `count` values at byte offset `offset` (BatchNorm counters). */
+  int64View(offset: number, count: number): BigInt64Array {
+    return this.#i64.subarray(offset / 8, offset / 8 + count);
+  }
+
+  /** The value view of an f32 parameter or buffer by name. */
+  parameter(name: string): Float32Array {
+    const t = this.#byName.get(name);
+    if (!t || t.dtype !== "f32") {
+      throw new RangeError(`no f32 parameter named ${JSON.stringify(name)}`);
+    }
+    return this.view(t.offset, sizeOf(t.shape));
+  }
+
+  /** The dense gradient view of a dense parameter by name (after a backward). */
+  gradient(name: string): Float32Array {
+    this.#requireTraining("gradient");
+    const t = this.#byName.get(name);
+    if (!t || t.kind !== "dense") {
+      throw new RangeError(`no dense parameter named ${JSON.stringify(name)}`);
+    }
+    return this.view(t.grad, sizeOf(t.shape));
+  }
+
+  /**
+   * The sparse gradient of table `t` after a backward: the unique rows and
+   * their gradient rows (duplicates summed).
+   */
+  embeddingGradient(t: number): { rows: Int32Array; grads: Float32Array } {
+    this.#requireTraining("embeddingGradient");
+    const table = this.plan.tables[t], U = this.#uniqueCount[t];
+    const rows = table.unique!.offset / 4, grads = table.gradRows!.offset / 4;
+    return {
+      rows: this.#i32.slice(rows, rows + U),
+      grads: this.#f32.slice(grads, grads + U * table.dim),
+    };
+  }
+
+  // ------------------------------------------------------------ batch input
+
+  /**
+   * Checks `batch` once, naming the feature, column and row of a problem,
+   * then copies it into the arena: ids of each table's features one after
+   * another, offsets, weights, dense values and (with `labels`) the label,
+   * indicator and sample-weight columns. Kernels never validate.
+   */
+  #loadBatch(batch: EncodedBatch, labels: boolean): void {
+    const B = batch.size, p = this.plan, config = this.config;
+    if (!Number.isInteger(B) || B <= 0 || B > this.maxBatch) {
+      throw new RangeError(
+        `batch size ${B} is outside [1, ${this.maxBatch}] (the model's maxBatch)`,
+      );
+    }
+    if (batch.features.length !== config.features.length) {
+      throw new RangeError(
+        `batch has ${batch.features.length} features, the model's group has ${config.features.length}`,
+      );
+    }
+    this.#idCount.fill(0);
+    config.features.forEach((f, i) => {
+      const plan = p.features[i], input = batch.features[i];
+      const where = `feature ${f.name}`;
+      if (plan.values) {
+        const { values } = input as DenseInput;
+        if (!(values instanceof Float32Array) || values.length !== B * f.width) {
+          throw new TypeError(`${where}: expected a Float32Array of ${B * f.width} dense values`);
+        }
+        assertFinite(values, where, f.width);
+        this.#f32.set(values, plan.values.offset / 4);
+        return;
+      }
+      const { ids, offsets, weights } = input as SparseInput;
+      if (!(ids instanceof Int32Array) || !(offsets instanceof Int32Array)) {
+        throw new TypeError(`${where}: expected Int32Array ids and offsets`);
+      }
+      if (offsets.length !== B + 1 || offsets[0] !== 0 || offsets[B] !== ids.length) {
+        throw new RangeError(
+          `${where}: offsets must have ${B + 1} entries from 0 to ids.length (${ids.length})`,
+        );
+      }
+      for (let b = 0; b < B; b++) {
+        if (!(offsets[b + 1] >= offsets[b])) {
+          throw new RangeError(
+            `${where}: row ${b}: offsets[${b + 1}] = ${offsets[b + 1]} is below offsets[${b}] = ${
+              offsets[b]
+            }`,
+          );
+        }
+      }
+      if (ids.length > plan.capacity) {
+        throw new RangeError(
+          `${where}: ${ids.length} ids in a batch of ${B} exceed the arena's ${plan.capacity} ` +
+            "(raise idsPerRow)",
+        );
+      }
+      const rows = f.rows;
+      for (let j = 0; j < ids.length; j++) {
+        if (!(ids[j] >= 0 && ids[j] < rows)) {
+          throw new RangeError(`${where}: id ${ids[j]} is outside [0, ${rows})`);
+        }
+      }
+      if (f.weighted) {
+        if (!(weights instanceof Float32Array) || weights.length !== ids.length) {
+          throw new TypeError(
+            `${where}: a weighted feature needs a Float32Array of one weight per id (${ids.length})`,
+          );
+        }
+        assertFinite(weights, `${where} weights`, 0);
+        this.#f32.set(weights, plan.weights!.offset / 4);
+      } else if (weights !== undefined) {
+        throw new TypeError(`${where}: weights given, but the feature is not weighted`);
+      }
+      const table = p.tables[f.table];
+      this.#idStart[i] = this.#idCount[f.table];
+      this.#i32.set(ids, table.ids.offset / 4 + this.#idStart[i]);
+      this.#idCount[f.table] += ids.length;
+      this.#i32.set(offsets, plan.offsets!.offset / 4);
+    });
+    if (!labels) return;
+    for (const [name, region] of p.columns) {
+      const values = batch.columns[name];
+      if (!(values instanceof Float32Array) || values.length < B) {
+        throw new RangeError(`batch has no column ${JSON.stringify(name)} with ${B} values`);
+      }
+      const column = values.subarray(0, B);
+      assertFinite(column, `column ${JSON.stringify(name)}`, 1);
+      this.#f32.set(column, region.offset / 4);
+    }
   }
 
   // ----------------------------------------------------------------- threads
@@ -1444,7 +812,7 @@ export class MMoEModel {
    * their rows, with the same results). Resolves at once when `threads` is 1.
    */
   ready(): Promise<void> {
-    return this.pool ? this.pool.start() : Promise.resolve();
+    return this.#pool ? this.#pool.start() : Promise.resolve();
   }
 
   /**
@@ -1453,11 +821,21 @@ export class MMoEModel {
    * Idempotent.
    */
   close(): void {
-    this.pool?.close();
+    this.#pool?.close();
   }
 
   /** {@link MMoEModel.close}, for `using model = new MMoEModel(...)`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+}
+
+/** Throws a RangeError naming the first non-finite value's row (values of `width` per row). */
+function assertFinite(values: Float32Array, where: string, width: number): void {
+  for (let i = 0; i < values.length; i++) {
+    if (!Number.isFinite(values[i])) {
+      const at = width > 0 ? `row ${Math.floor(i / width)}` : `value ${i}`;
+      throw new RangeError(`${where}: ${at} is ${values[i]}, not a finite number`);
+    }
   }
 }

@@ -610,7 +610,8 @@ export class Predictor {
 
   /** The first parameter or buffer holding NaN or an infinity, or "". */
   #findNonFiniteParameter(): string {
-    for (const { name } of this.model.parameters) {
+    for (const { name, dtype } of this.model.parameters) {
+      if (dtype !== "f32") continue; // BN's num_batches_tracked counts steps
       const values = this.model.parameter(name);
       for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return name;
     }

@@ -1,7 +1,10 @@
 // Plain TypeScript twin of assembly/embedding.ts: f64, a JS Map for dedup.
 // Outputs are dense B x dim (no concat stride); tests place them in the slice.
 
-/** out[b,:] = sum (or mean) of table rows ids[offsets[b] .. offsets[b+1]); empty -> zeros. */
+/**
+ * out[b,:] = sum (or mean) over ids j of row b (offsets[b] .. offsets[b+1])
+ * of weights[j] * table[ids[j],:] (weight 1 without `weights`); empty -> zeros.
+ */
 export function embeddingGatherTwin(
   table: ArrayLike<number>,
   ids: ArrayLike<number>,
@@ -9,12 +12,14 @@ export function embeddingGatherTwin(
   B: number,
   dim: number,
   mean: boolean,
+  weights?: ArrayLike<number>,
 ): Float64Array {
   const out = new Float64Array(B * dim);
   for (let b = 0; b < B; b++) {
     const count = offsets[b + 1] - offsets[b];
     for (let j = offsets[b]; j < offsets[b + 1]; j++) {
-      for (let d = 0; d < dim; d++) out[b * dim + d] += table[ids[j] * dim + d];
+      const w = weights ? weights[j] : 1;
+      for (let d = 0; d < dim; d++) out[b * dim + d] += w * table[ids[j] * dim + d];
     }
     if (mean && count > 0) { for (let d = 0; d < dim; d++) out[b * dim + d] /= count; }
   }
@@ -42,8 +47,9 @@ export function embeddingUniqueTwin(ids: ArrayLike<number>): {
 }
 
 /**
- * gradRows[inverse[j],:] += dOut[b,:] (/ count when mean) for every id j of
- * row b; gradRows is U x dim, starting from `gradRows0` or zeros.
+ * gradRows[inverse[j],:] += weights[j] * dOut[b,:] (/ count when mean) for
+ * every id j of row b (weight 1 without `weights`); gradRows is U x dim,
+ * starting from `gradRows0` or zeros.
  */
 export function embeddingBackwardTwin(
   dOut: ArrayLike<number>,
@@ -54,13 +60,16 @@ export function embeddingBackwardTwin(
   U: number,
   mean: boolean,
   gradRows0?: ArrayLike<number>,
+  weights?: ArrayLike<number>,
 ): Float64Array {
   const gradRows = gradRows0 ? Float64Array.from(gradRows0) : new Float64Array(U * dim);
   for (let b = 0; b < B; b++) {
     const count = offsets[b + 1] - offsets[b];
     for (let j = offsets[b]; j < offsets[b + 1]; j++) {
+      const w = weights ? weights[j] : 1;
       for (let d = 0; d < dim; d++) {
-        gradRows[inverse[j] * dim + d] += mean ? dOut[b * dim + d] / count : dOut[b * dim + d];
+        const g = mean ? dOut[b * dim + d] / count : dOut[b * dim + d];
+        gradRows[inverse[j] * dim + d] += w * g;
       }
     }
   }

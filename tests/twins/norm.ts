@@ -98,34 +98,41 @@ export function batchNormBackwardTwin(
   return { dx, dGamma, dBeta };
 }
 
-/** torch.nn.LayerNorm(H) per row: biased variance, elementwise affine. */
+/**
+ * torch.nn.LayerNorm(H) on each of the G groups of H columns of every row of
+ * a B x (G*H) batch (G LayerNorms side by side, group g with gamma and beta
+ * at g*H): mean and invStd per (row, group), biased variance.
+ */
 export function layerNormForwardTwin(
   x: ArrayLike<number>,
   gamma: ArrayLike<number>,
   beta: ArrayLike<number>,
   B: number,
+  G: number,
   H: number,
   eps: number,
 ): { y: Float64Array; mean: Float64Array; invStd: Float64Array } {
-  const y = new Float64Array(B * H), mean = new Float64Array(B), invStd = new Float64Array(B);
-  for (let b = 0; b < B; b++) {
+  const y = new Float64Array(B * G * H), mean = new Float64Array(B * G);
+  const invStd = new Float64Array(B * G);
+  for (let r = 0; r < B * G; r++) {
+    const g = (r % G) * H;
     let sum = 0;
-    for (let h = 0; h < H; h++) sum += x[b * H + h];
+    for (let h = 0; h < H; h++) sum += x[r * H + h];
     const m = sum / H;
     let squares = 0;
-    for (let h = 0; h < H; h++) squares += (x[b * H + h] - m) ** 2;
+    for (let h = 0; h < H; h++) squares += (x[r * H + h] - m) ** 2;
     const s = 1 / Math.sqrt(squares / H + eps);
-    mean[b] = m;
-    invStd[b] = s;
-    for (let h = 0; h < H; h++) y[b * H + h] = gamma[h] * (x[b * H + h] - m) * s + beta[h];
+    mean[r] = m;
+    invStd[r] = s;
+    for (let h = 0; h < H; h++) y[r * H + h] = gamma[g + h] * (x[r * H + h] - m) * s + beta[g + h];
   }
   return { y, mean, invStd };
 }
 
 /**
- * Analytic LayerNorm backward, per row with xhat = (x - mean) invStd and g =
- * dy gamma: dx = invStd (g - mean_h(g) - xhat mean_h(g xhat));
- * dGamma = dGamma0 + sum_b dy xhat; dBeta = dBeta0 + sum_b dy.
+ * Analytic LayerNorm backward, per (row, group) with xhat = (x - mean) invStd
+ * and g = dy gamma: dx = invStd (g - mean_h(g) - xhat mean_h(g xhat));
+ * dGamma = dGamma0 + sum_b dy xhat; dBeta = dBeta0 + sum_b dy (per group).
  */
 export function layerNormBackwardTwin(
   dy: ArrayLike<number>,
@@ -134,26 +141,28 @@ export function layerNormBackwardTwin(
   mean: ArrayLike<number>,
   invStd: ArrayLike<number>,
   B: number,
+  G: number,
   H: number,
   dGamma0: ArrayLike<number>,
   dBeta0: ArrayLike<number>,
 ): { dx: Float64Array; dGamma: Float64Array; dBeta: Float64Array } {
-  const dx = new Float64Array(B * H);
+  const dx = new Float64Array(B * G * H);
   const dGamma = Float64Array.from(dGamma0), dBeta = Float64Array.from(dBeta0);
-  for (let b = 0; b < B; b++) {
+  for (let r = 0; r < B * G; r++) {
+    const g = (r % G) * H;
     let sumG = 0, sumGXhat = 0;
     for (let h = 0; h < H; h++) {
-      const i = b * H + h;
-      const xhat = (x[i] - mean[b]) * invStd[b];
-      sumG += dy[i] * gamma[h];
-      sumGXhat += dy[i] * gamma[h] * xhat;
-      dGamma[h] += dy[i] * xhat;
-      dBeta[h] += dy[i];
+      const i = r * H + h;
+      const xhat = (x[i] - mean[r]) * invStd[r];
+      sumG += dy[i] * gamma[g + h];
+      sumGXhat += dy[i] * gamma[g + h] * xhat;
+      dGamma[g + h] += dy[i] * xhat;
+      dBeta[g + h] += dy[i];
     }
     for (let h = 0; h < H; h++) {
-      const i = b * H + h;
-      const xhat = (x[i] - mean[b]) * invStd[b];
-      dx[i] = invStd[b] * (dy[i] * gamma[h] - sumG / H - xhat * sumGXhat / H);
+      const i = r * H + h;
+      const xhat = (x[i] - mean[r]) * invStd[r];
+      dx[i] = invStd[r] * (dy[i] * gamma[g + h] - sumG / H - xhat * sumGXhat / H);
     }
   }
   return { dx, dGamma, dBeta };

@@ -62,20 +62,27 @@ export function sgdStepTwin(
   for (let i = 0; i < p.length; i++) p[i] -= lr * (grad[i] + weightDecay * p[i]);
 }
 
-/** torch SGD with momentum (dampening 0): buf = g (first) or mu buf + g; p -= lr buf. */
+/**
+ * torch.optim.SGD with momentum (torch/optim/sgd.py `_single_tensor_sgd`):
+ * d_p = g + wd p; buf = clone(d_p) on the first step, else
+ * buf = momentum buf + (1 - dampening) d_p; d_p = d_p + momentum buf when
+ * nesterov, else buf; p -= lr d_p.
+ */
 export function sgdMomentumStepTwin(
   p: Float64Array,
   buf: Float64Array,
   grad: ArrayLike<number>,
   lr: number,
   momentum: number,
+  dampening: number,
+  nesterov: boolean,
   weightDecay: number,
   first: boolean,
 ): void {
   for (let i = 0; i < p.length; i++) {
     const g = grad[i] + weightDecay * p[i];
-    buf[i] = first ? g : momentum * buf[i] + g;
-    p[i] -= lr * buf[i];
+    buf[i] = first ? g : momentum * buf[i] + (1 - dampening) * g;
+    p[i] -= lr * (nesterov ? g + momentum * buf[i] : buf[i]);
   }
 }
 
@@ -98,18 +105,18 @@ export function adagradRowsTwin(
   }
 }
 
-/** Sparse Adam on rows unique[u], no weight decay, global step. */
+/** Sparse Adam on rows unique[u] with the global step; weight decay in the L2 form (g += wd w). */
 export function adamRowsTwin(
   s: AdamState,
   unique: ArrayLike<number>,
   gradRows: ArrayLike<number>,
   dim: number,
-  o: Omit<AdamOptions, "weightDecay">,
+  o: AdamOptions,
   step: number,
 ): void {
   for (let u = 0; u < unique.length; u++) {
     for (let d = 0; d < dim; d++) {
-      adamElement(s, unique[u] * dim + d, gradRows[u * dim + d], { ...o, weightDecay: 0 }, step);
+      adamElement(s, unique[u] * dim + d, gradRows[u * dim + d], o, step);
     }
   }
 }
