@@ -7,8 +7,7 @@
  * @module
  */
 import * as ort from "onnxruntime-web";
-import { resolveConfig } from "../src/config/config.ts";
-import { parsePipelineConfig } from "../src/config/config_text.ts";
+import { type PipelineConfig, resolveConfig } from "../src/config/config.ts";
 import type { RawRecord } from "../src/core/records.ts";
 import { FeatureEncoder } from "../src/data/features.ts";
 import { onnxFeeds, onnxOutputNames } from "../src/io/onnx.ts";
@@ -19,11 +18,17 @@ export interface OrtScorer {
   score(rows: RawRecord[]): Promise<Record<string, Float32Array>>;
 }
 
-/** A session over `onnx` (the bytes of `exportOnnx`) for the model of `configText`. */
-export async function loadOrtScorer(configText: string, onnx: Uint8Array): Promise<OrtScorer> {
+/**
+ * A session over `onnx` (the bytes of `exportOnnx`) for the model of
+ * `pipeline` (`parsePipelineConfig` of its pipeline.config).
+ */
+export async function loadOrtScorer(
+  pipeline: PipelineConfig,
+  onnx: Uint8Array,
+): Promise<OrtScorer> {
   ort.env.wasm.numThreads = 1;
   ort.env.logLevel = "error";
-  const config = resolveConfig(parsePipelineConfig(configText));
+  const config = resolveConfig(pipeline);
   const encoder = new FeatureEncoder(config, { labels: false });
   const outputs = onnxOutputNames(config);
   const session = await ort.InferenceSession.create(onnx, {

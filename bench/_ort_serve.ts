@@ -10,12 +10,13 @@
  *     bench/_ort_serve.ts
  * @module
  */
+import { parsePipelineConfig } from "../src/config/config_text.ts";
 import { loadOrtScorer } from "./_ort_scorer.ts";
 
 const dir = Deno.env.get("DENOREC_MODEL_DIR");
 const scorer = (async () =>
   await loadOrtScorer(
-    await Deno.readTextFile(`${dir}/pipeline.config`),
+    parsePipelineConfig(await Deno.readTextFile(`${dir}/pipeline.config`)),
     await Deno.readFile(`${dir}/model.onnx`),
   ))();
 scorer.catch((error) => console.error(`ORT serve: model not loaded: ${error.message}`));

@@ -772,7 +772,8 @@ function printResults(results: Result[], options: Options): void {
       : typeof r.torch === "string"
       ? `not run: ${r.torch}`
       : `torch ${r.torch.torch}, ${r.torch.threads} thread(s), ${r.torch.capability}, ` +
-        `BLAS ${r.torch.blas}`;
+        `BLAS ${r.torch.blas}; EmbeddingBag(sparse=True) + torch.optim.Adagrad on the sparse ` +
+        "gradients (exact row-wise Adagrad), torch.optim.Adam";
     console.log(
       `threads ${r.threads}: tfjs-wasm ${r.tfjsThreads} thread(s) (${r.tfjsWasmFile}); PyTorch: ${torch}`,
     );

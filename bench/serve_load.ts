@@ -4,7 +4,7 @@
  * `exportOnnx` graph of the same model, in one run, alternating, on Deno.
  *
  *   deno run -A bench/serve_load.ts --peak 50 [--rounds 5] [--round-ms 1000]
- *       [--candidates 1,10,100,1000] [--spawns 7] [--loads 3] [--requests 2000]
+ *       [--candidates 1,10,100,1000] [--spawns 7] [--loads 3] [--requests 1000]
  *       [--concurrency 32] [--skip-full] [--skip-package]
  *
  * The model: `configs/mmoe_taobao.config` with every `num_buckets` capped
@@ -72,7 +72,7 @@ const { values: flags } = parseArgs({
     candidates: { type: "string", default: "1,10,100,1000" },
     spawns: { type: "string", default: "7" },
     loads: { type: "string", default: "3" },
-    requests: { type: "string", default: "2000" },
+    requests: { type: "string", default: "1000" },
     concurrency: { type: "string", default: "32" },
     "skip-full": { type: "boolean", default: false },
     "skip-package": { type: "boolean", default: false },
@@ -363,7 +363,8 @@ console.log(
 const score: Record<Side, (rows: RawRecord[]) => Promise<Scores>> = {
   ours: await loadOurs(cappedDir),
   ort: await (async () => {
-    const scorer = await loadOrtScorer(cappedText, await Deno.readFile(`${cappedDir}/model.onnx`));
+    const onnx = await Deno.readFile(`${cappedDir}/model.onnx`);
+    const scorer = await loadOrtScorer(parsePipelineConfig(cappedText), onnx);
     return (rows: RawRecord[]) => scorer.score(rows);
   })(),
 };
@@ -386,9 +387,9 @@ console.log(
 );
 console.log(
   "| candidates | ours p50 | ours p99 | ORT p50 | ORT p99 | ORT/ours p50 | ORT/ours p99 | " +
-    "ours µs/cand | ours GFLOP/s | share | ORT GFLOP/s | share |",
+    "ours µs/cand | ours GFLOP/s | share | ORT µs/cand | ORT GFLOP/s | share |",
 );
-console.log("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+console.log("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
 for (const count of COUNTS) {
   const requests = Array.from({ length: 16 }, (_, i) => candidates(count, buckets, 100 + i));
   const times: Record<Side, number[]> = { ours: [], ort: [] };
@@ -420,6 +421,7 @@ for (const count of COUNTS) {
   });
   const entry = { ours: stats("ours"), ort: stats("ort") };
   latency.set(count, entry);
+  const perCandidate = (l: Latency) => (l.p50 * 1000 / count).toFixed(1);
   const gflops = (l: Latency) => count * FLOP / (l.p50 / 1000) / 1e9;
   const share = (l: Latency) => formatShare(PEAK === null ? null : gflops(l) / PEAK);
   console.log(
@@ -427,8 +429,8 @@ for (const count of COUNTS) {
       ms(entry.ort.p99, 3)
     } | ${(entry.ort.p50 / entry.ours.p50).toFixed(2)}x | ${
       (entry.ort.p99 / entry.ours.p99).toFixed(2)
-    }x | ${(entry.ours.p50 * 1000 / count).toFixed(1)} | ${gflops(entry.ours).toFixed(2)} | ${
-      share(entry.ours)
+    }x | ${perCandidate(entry.ours)} | ${gflops(entry.ours).toFixed(2)} | ${share(entry.ours)} | ${
+      perCandidate(entry.ort)
     } | ${gflops(entry.ort).toFixed(2)} | ${share(entry.ort)} |`,
   );
 }
@@ -461,7 +463,7 @@ for (const side of SIDES) {
   );
 }
 
-const KEYS = ["boot", "import", "read", "load", "first", "total", "wall"];
+const KEYS = ["boot", "import", "read", "parse", "build", "first", "total", "wall"];
 /** Alternating child runs on `dir`: the median of each step. */
 async function breakdown(sides: [Side, string][], runs: number) {
   const results = sides.map(() => [] as Record<string, number>[]);
@@ -480,8 +482,9 @@ const cold = await breakdown([["ours", cappedDir], ["ort", cappedDir]], SPAWNS);
 console.log(`\n# cold start in process, capped model (ms, median of ${SPAWNS} fresh processes)`);
 console.log(
   "boot = process start to the script's first line; import = the serving module; read = model " +
-    "files; load = build (ours: config parse, arena, checkpoint; ORT: config, encoder, session); " +
-    "first = first prediction; total = import..first; wall = spawn to exit",
+    "files; parse = pipeline.config text (importing the parser included); build = ours: arena " +
+    "and checkpoint (new Predictor), ORT: encoder and InferenceSession.create; first = first " +
+    "prediction; total = import..first; wall = spawn to exit",
 );
 console.log(`| side | ${KEYS.join(" | ")} | RSS MB |`);
 console.log(`|---|${KEYS.map(() => "---:").join("|")}|---:|`);
@@ -692,9 +695,9 @@ console.log(`  spawn -> first /predict <= 150 ms: median ${ms(median(answered("o
 console.log(
   `  src/serve/inference.ts import + model load + first predict <= 50 ms: ${
     ms(cold[0].total, 0)
-  } ms (import ${ms(cold[0].import, 0)}, read ${ms(cold[0].read, 0)}, load ${
-    ms(cold[0].load, 0)
-  }, first ${ms(cold[0].first, 0)})`,
+  } ms (import ${ms(cold[0].import, 0)}, read ${ms(cold[0].read, 0)}, parse ${
+    ms(cold[0].parse, 0)
+  }, build ${ms(cold[0].build, 0)}, first ${ms(cold[0].first, 0)})`,
 );
 if (full) {
   console.log(
