@@ -205,6 +205,7 @@ async function loadOurs(dir: string): Promise<(rows: RawRecord[]) => Promise<Sco
     await Deno.readFile(`${dir}/model.safetensors`),
     { maxBatch: 1024, maxRows: 1024 },
   );
+  if (predictor.model.threads !== 1) throw new Error("ours must score on 1 thread, as ORT does");
   return (rows) => Promise.resolve(predictor.predict(rows));
 }
 
