@@ -9,9 +9,9 @@
  * the input gradient. The input gradient of the first layers (experts, gates
  * or gate MLPs, all reading the group input) is computed too: it is what
  * the embedding rows receive, so training is exactly 3 x forward. Not
- * counted (< 0.3% for the Taobao config): the expert mixture (2 E D per
- * task), activations, softmax, losses, embedding gather/scatter and the
- * optimizer updates (about 10 flop per dense parameter per step).
+ * counted (< 0.3% for the Taobao config at batch 1024): the expert mixture
+ * (2 E D per task), activations, softmax, losses, embedding gather/scatter
+ * and the optimizer updates (about 10 flop per dense parameter per step).
  *
  * The peak is a number passed in (`--peak <GFLOP/s per core>`): the
  * register-resident FMA probe of `bench/_peak.ts` gives it.
