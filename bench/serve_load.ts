@@ -656,7 +656,7 @@ console.log(
   } ms | ${(median(answered("ort")) / median(answered("ours"))).toFixed(2)}x |`,
 );
 console.log(
-  `| import + read + load + first predict, in process | ${ms(cold[0].total, 0)} ms | ${
+  `| import + read + parse + build + first predict, in process | ${ms(cold[0].total, 0)} ms | ${
     ms(cold[1].total, 0)
   } ms | ${((cold[1].total) / (cold[0].total)).toFixed(2)}x |`,
 );
