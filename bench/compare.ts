@@ -1,30 +1,45 @@
 /**
- * Side by side: our MMoE (Wasm SIMD kernels) against the same model written
- * the usual TensorFlow.js way on `@tensorflow/tfjs-backend-wasm`.
+ * Side by side, in one process per thread count, alternating rounds: our
+ * MMoE (Wasm SIMD kernels) against the same model written the usual
+ * TensorFlow.js way on `@tensorflow/tfjs-backend-wasm`, and against PyTorch
+ * (native, `tools/torch_bench.py`) when `/usr/bin/python3` has torch.
  *
- *   deno run -A bench/compare.ts [--threads 1|2] [--batches 1024,8192] [--steps N]
- *                                [--budget SECONDS] [--vocab-cap ROWS]
+ *   deno run -A bench/compare.ts --peak 50 [--batches 1024,8192] [--rounds 5]
+ *       [--warmup 2] [--round-ms 1000] [--vocab-cap ROWS] [--no-torch]
+ *       [--torch-blas DIR] [--python /usr/bin/python3] [--threads N]
  *
- * - `--threads N`: one configuration in this process (ours and tfjs-wasm at N
- *   threads). Without it the script runs itself once per thread count (1, then
- *   2) and prints a combined table: XNNPACK's thread pool is created once,
- *   when the wasm backend initialises, so each thread count needs a fresh
- *   tfjs-wasm instance (a fresh process).
- * - `--batches`: batch sizes (default 1024,8192).
- * - `--steps N`: at most N timed steps per measurement after one warm-up step
- *   (default 5); a measurement also stops once `--budget` seconds (default 6)
- *   have passed, and a step slower than the budget is timed once (its warm-up
- *   run is the measurement, marked `*`). The whole default run takes ~4 min.
- * - `--vocab-cap ROWS`: cap every embedding table at ROWS rows on both sides
- *   (default: the full Taobao vocabularies, 3.14M rows x 16).
+ * Every line gives samples/s (best of `--rounds` rounds), the share of the
+ * ceiling (FLOP per sample x samples/s / (peak GFLOP/s per core x threads),
+ * `bench/_ceiling.ts`; `--peak` is this core's Wasm SIMD peak, e.g. from
+ * `bench/_peak.ts`) and ours divided by each peer (best / best, with the
+ * range of the per-round ratios). FLOP per sample is computed from the
+ * config (GEMMs only: 2.07 M forward, 6.20 M per training sample for
+ * Taobao).
  *
- * The model (both sides): 16 features, embedding dim 16 (same vocabularies),
- * concat to F = 256; 3 experts MLP [512, 256, 128] ReLU; 2 gates
- * softmax(Linear(x)); mixture; 2 towers MLP [256, 128, 64] ReLU + Linear(1);
- * sigmoid BCE (mean per tower, summed over towers); Adam for the dense
- * parameters, Adagrad for the embeddings. Ours updates only the embedding
- * rows a batch touches; tfjs has no sparse gradients, so its Adagrad runs
- * over the whole tables every step (what a tfjs user gets).
+ * How it is measured: for each (mode, batch) every side first runs
+ * `--warmup` steps (default 2; TF.js's first step includes its kernel set-up
+ * and is never timed), which also sizes a round (enough steps for
+ * `--round-ms`, at least 1); then `--rounds` rounds (default 5) in which the
+ * sides take turns, the order rotating each round, so a slow moment of this
+ * shared machine hits every side alike. The 2-thread run also times our
+ * model on 1 thread in the same rounds: the 2-threads/1-thread ratio comes
+ * from one process. Without `--threads` the script runs itself once per
+ * thread count (1, then 2) and prints one table: XNNPACK's pool is created
+ * once when the tfjs wasm backend initialises, so each thread count needs a
+ * fresh process. The default run (batch 1024, full vocabularies) takes about
+ * 5 minutes; batch 8192 adds about 10 (TF.js trains at ~40 s a step there).
+ *
+ * The model (all sides): 16 features, embedding dim 16 (the Taobao
+ * vocabularies, 3.14M rows, or `--vocab-cap`), concat to F = 256; 3
+ * experts MLP [512, 256, 128] ReLU; 2 gates softmax(Linear(x)); mixture; 2
+ * towers MLP [256, 128, 64] ReLU + Linear(1); sigmoid BCE (mean per tower,
+ * summed); Adam for the dense parameters, Adagrad for the embeddings. Ours
+ * and PyTorch update only the embedding rows a batch touches (PyTorch:
+ * `nn.EmbeddingBag(sparse=True)` + `torch.optim.Adagrad` on the sparse
+ * gradients, which is exact row-wise Adagrad, + `torch.optim.Adam`); tfjs
+ * has no sparse gradients, so its Adagrad runs over the whole tables every
+ * step (what a tfjs user gets). Random ids, uniform per table (PyTorch draws
+ * its own with the same sizes).
  *
  * The tfjs side is what a tfjs user writes: `tf.variable`s, `tf.gather`,
  * `tf.fused.matMul` with bias and ReLU (what `tf.layers.dense` calls),
@@ -64,120 +79,105 @@
  * With 1 thread the default (non-threaded) `tfjs-backend-wasm-simd.wasm`
  * build runs, as a Deno/Node user gets it.
  *
- * GEMM: tf.matMul at 1024x256x512 NN, NT and TN next to our `gemm` kernel
- * (one thread). tfjs-wasm sends only the plain NN product to XNNPACK (packed
- * weights cached per weight tensor); any transposeA/transposeB goes to a
- * scalar 48-blocked triple loop on one thread, and training needs exactly
- * those: dX = dY W^T (NT) and dW = X^T dY (TN).
+ * PyTorch: `tools/torch_bench.py` in a child process driven over
+ * stdin/stdout (so its rounds alternate with ours), `torch.set_num_threads`
+ * = the thread count, OMP/OPENBLAS_NUM_THREADS likewise, OPENBLAS_CORETYPE
+ * and OPENBLAS_L2_SIZE removed. The table names the BLAS library torch
+ * loaded: Debian's torch links `libblas.so.3`, and with only `libblas3`
+ * installed that is the reference BLAS (~2 GFLOP/s), which is no fair
+ * PyTorch figure; `--torch-blas DIR` puts a directory holding an OpenBLAS
+ * `libblas.so.3` first on LD_LIBRARY_PATH (e.g. the
+ * `usr/lib/x86_64-linux-gnu/openblas-openmp` of Debian's
+ * `libopenblas0-openmp`, installed or unpacked with `dpkg -x`).
+ *
+ * GEMM: tf.matMul at 1024x256x512 NN, NT and TN as a share of the peak.
+ * tfjs-wasm sends only the plain NN product to XNNPACK (packed weights
+ * cached per weight tensor); any transposeA/transposeB goes to a scalar
+ * 48-blocked triple loop on one thread, and training needs exactly those:
+ * dX = dY W^T (NT) and dW = X^T dY (TN). `bench/gemm_bench.ts` has ours.
+ * @module
  */
 import os from "node:os";
 import wt from "node:worker_threads";
 import { createRequire } from "node:module";
+import { parseArgs } from "node:util";
 import * as tf from "@tensorflow/tfjs";
 import * as tfwasm from "@tensorflow/tfjs-backend-wasm";
 import { resolveConfig, type ResolvedConfig } from "../src/config/config.ts";
-import { instantiateKernels } from "../src/kernels/kernels.ts";
-import {
-  type EncodedBatch,
-  MMoEModel,
-  type ModelOptions,
-  type SparseInput,
-} from "../src/model/mmoe.ts";
+import { type EncodedBatch, MMoEModel, type SparseInput } from "../src/model/mmoe.ts";
 import { randomTaobaoBatch, taobaoConfig } from "./taobao.ts";
+import { formatShare, type ModelFlops, modelFlops, parsePeak, shareOfPeak } from "./_ceiling.ts";
 
 // ------------------------------------------------------------------ options
 
 interface Options {
   threads: number | null;
   batches: number[];
-  steps: number;
-  budgetMs: number;
+  rounds: number;
+  warmup: number;
+  roundMs: number;
   vocabCap: number | null;
+  peak: number | null;
+  torch: boolean;
+  torchBlas: string | null;
+  python: string;
   json: string | null;
 }
 
-function parseArgs(args: string[]): Options {
-  const options: Options = {
-    threads: null,
-    batches: [1024, 8192],
-    steps: 5,
-    budgetMs: 6000,
-    vocabCap: null,
-    json: null,
+function parseOptions(args: string[]): Options {
+  const { values } = parseArgs({
+    args,
+    options: {
+      threads: { type: "string" },
+      batches: { type: "string", default: "1024" },
+      rounds: { type: "string", default: "5" },
+      warmup: { type: "string", default: "2" },
+      "round-ms": { type: "string", default: "1000" },
+      "vocab-cap": { type: "string" },
+      peak: { type: "string" },
+      "no-torch": { type: "boolean", default: false },
+      "torch-blas": { type: "string" },
+      python: { type: "string", default: "/usr/bin/python3" },
+      json: { type: "string" },
+    },
+  });
+  const positive = (flag: string, v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0) {
+      throw new RangeError(`--${flag}: not a positive integer: ${v}`);
+    }
+    return n;
   };
-  for (let i = 0; i < args.length; i++) {
-    const [flag, inline] = args[i].split("=", 2);
-    const value = () => {
-      const v = inline ?? args[++i];
-      if (v === undefined) throw new Error(`${flag} needs a value`);
-      return v;
-    };
-    const positive = (v: string) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n <= 0) throw new Error(`${flag}: not a positive integer: ${v}`);
-      return n;
-    };
-    if (flag === "--threads") options.threads = positive(value());
-    else if (flag === "--batches") options.batches = value().split(",").map(positive);
-    else if (flag === "--steps") options.steps = positive(value());
-    else if (flag === "--budget") options.budgetMs = Number(value()) * 1000;
-    else if (flag === "--vocab-cap") options.vocabCap = positive(value());
-    else if (flag === "--json") options.json = value();
-    else throw new Error(`unknown argument ${args[i]} (see the comment at the top of the file)`);
-  }
-  return options;
+  return {
+    threads: values.threads === undefined ? null : positive("threads", values.threads),
+    batches: values.batches.split(",").map((b) => positive("batches", b)),
+    rounds: positive("rounds", values.rounds),
+    warmup: positive("warmup", values.warmup),
+    roundMs: positive("round-ms", values["round-ms"]),
+    vocabCap: values["vocab-cap"] === undefined ? null : positive("vocab-cap", values["vocab-cap"]),
+    peak: parsePeak(values.peak),
+    torch: !values["no-torch"],
+    torchBlas: values["torch-blas"] ?? null,
+    python: values.python,
+    json: values.json ?? null,
+  };
 }
 
-// ------------------------------------------------------------------ results
+// ------------------------------------------------------------------ sides
 
-interface Timing {
-  /** Samples per second. */
-  rate: number;
-  /** Timed steps. */
-  steps: number;
-  /** Only the first (warm-up) step was timed: it alone exceeded the budget. */
-  firstOnly: boolean;
-}
+type Mode = "train" | "infer";
 
-interface Row {
-  batch: number;
-  mode: "train" | "infer";
-  ours: Timing;
-  tfjs: Timing;
-  oursLoss?: number;
-  tfjsLoss?: number;
-}
-
-interface Result {
+/** One side of the comparison: runs steps of one mode and batch size, times them. */
+interface Side {
+  /** `ours`, `ours 1 thread`, `tfjs`, `torch`. */
+  name: string;
+  /** Threads it computes on. */
   threads: number;
-  oursThreads: number;
-  oursThreadsNote: string;
-  tfjsThreads: number;
-  tfjsWasmFile: string;
-  runtime: string;
-  rows: Row[];
-  gemm: { name: string; ours: number; tfjs: number }[];
-  oursVariant: string;
-  params: { oursDense: number; oursEmbedding: number; tfjsDense: number; tfjsEmbedding: number };
-  initSeconds: { ours: number; tfjs: number };
+  /** `steps` steps on pre-made batches of `batch` rows: wall seconds of the steps, last loss. */
+  run(mode: Mode, batch: number, steps: number): Promise<{ seconds: number; loss: number }>;
+  /** Frees workers and child processes. */
+  close(): Promise<void>;
 }
-
-function measure(step: () => void, batch: number, options: Options): Timing {
-  const t0 = performance.now();
-  step();
-  const first = performance.now() - t0;
-  if (first > options.budgetMs) return { rate: batch / (first / 1000), steps: 1, firstOnly: true };
-  let steps = 0;
-  const start = performance.now();
-  while (steps < options.steps && (steps === 0 || performance.now() - start < options.budgetMs)) {
-    step();
-    steps++;
-  }
-  const ms = (performance.now() - start) / steps;
-  return { rate: batch / (ms / 1000), steps, firstOnly: false };
-}
-
-// ------------------------------------------------------------------ config
 
 function capConfig(config: ResolvedConfig, cap: number | null): ResolvedConfig {
   if (cap === null) return config;
@@ -199,6 +199,56 @@ function makeBatches(config: ResolvedConfig, size: number): EncodedBatch[] {
     });
     return batch;
   });
+}
+
+/** Times `steps` calls of a synchronous step. */
+function timeSteps(steps: number, step: (i: number) => number): { seconds: number; loss: number } {
+  let loss = NaN;
+  const start = performance.now();
+  for (let i = 0; i < steps; i++) loss = step(i);
+  return { seconds: (performance.now() - start) / 1000, loss };
+}
+
+/**
+ * Our model: the only place this script touches our API (`MMoEModel` with
+ * its `threads` option, `ready`, `trainStep`, `predict`, `parameters`).
+ */
+async function oursSide(
+  name: string,
+  config: ResolvedConfig,
+  threads: number,
+  data: Map<number, EncodedBatch[]>,
+): Promise<Side & { params: { dense: number; embedding: number } }> {
+  const maxBatch = Math.max(...data.keys());
+  const model = new MMoEModel(config, { maxBatch, seed: 1, threads });
+  await model.ready();
+  if (model.threads !== threads) {
+    throw new Error(`${name}: asked for ${threads} threads, MMoEModel runs ${model.threads}`);
+  }
+  const params = { dense: 0, embedding: 0 };
+  for (const p of model.parameters) {
+    const size = p.shape.reduce((a, b) => a * b, 1);
+    if (p.kind === "dense") params.dense += size;
+    if (p.kind === "embedding") params.embedding += size;
+  }
+  let next = 0;
+  return {
+    name,
+    threads,
+    params,
+    run: (mode, batch, steps) => {
+      const batches = data.get(batch)!;
+      return Promise.resolve(timeSteps(steps, () => {
+        const b = batches[next++ % batches.length];
+        if (mode === "train") return model.trainStep(b).total;
+        return model.predict(b).probs_ctr[0];
+      }));
+    },
+    // Not model.close(): its workers are unref'd and Deno.exit ends them, while close() makes
+    // Deno 2.9 print an uncaught TypeError from src/kernels/gemm_worker.ts (Deno's parentPort
+    // has no close()).
+    close: () => Promise.resolve(),
+  };
 }
 
 // ------------------------------------------------------------------ tfjs-wasm setup
@@ -386,219 +436,452 @@ class TfjsMMoE {
   }
 }
 
+/** TF.js on its wasm backend (initialised before: {@link initTfjsWasm}). */
+function tfjsSide(config: ResolvedConfig, threads: number, data: Map<number, EncodedBatch[]>) {
+  const model = new TfjsMMoE(config);
+  let next = 0;
+  const side: Side = {
+    name: "tfjs",
+    threads,
+    run: (mode, batch, steps) => {
+      const batches = data.get(batch)!;
+      return Promise.resolve(timeSteps(steps, () => {
+        const b = batches[next++ % batches.length];
+        return mode === "train" ? model.trainStep(b, config) : model.predict(b, config)[0][0];
+      }));
+    },
+    close: () => Promise.resolve(),
+  };
+  return { side, params: model.counts() };
+}
+
+// ------------------------------------------------------------------ PyTorch
+
+/** What tools/torch_bench.py reports once its model is built. */
+interface TorchInfo {
+  torch: string;
+  threads: number;
+  capability: string;
+  blas: string;
+  params: { dense: number; embedding: number };
+  initSeconds: number;
+}
+
+/** The model message of tools/torch_bench.py (its docstring lists the fields). */
+function torchModelSpec(config: ResolvedConfig) {
+  const units = (mlp: { hiddenUnits: number[] } | null) =>
+    mlp === null ? null : { hiddenUnits: mlp.hiddenUnits };
+  return {
+    tables: config.tables.map((t) => ({ name: t.name, rows: t.rows, dim: t.dim })),
+    features: config.features.map((f) => f.table),
+    expertMlp: units(config.expertMlp),
+    gateMlp: units(config.gateMlp),
+    numExpert: config.numExpert,
+    towers: config.towers.map((t) => ({ name: t.name, numClass: t.numClass, mlp: units(t.mlp) })),
+    adam: {
+      lr: config.denseOptimizer.lr,
+      beta1: config.denseOptimizer.beta1,
+      beta2: config.denseOptimizer.beta2,
+      eps: config.denseOptimizer.eps,
+    },
+    adagrad: { lr: config.sparseOptimizer.lr, eps: config.sparseOptimizer.eps },
+  };
+}
+
+/** Lines of a byte stream. */
+async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for await (const chunk of stream) {
+    buffer += decoder.decode(chunk, { stream: true });
+    for (let end = buffer.indexOf("\n"); end >= 0; end = buffer.indexOf("\n")) {
+      yield buffer.slice(0, end);
+      buffer = buffer.slice(end + 1);
+    }
+  }
+}
+
+/**
+ * tools/torch_bench.py in a child process with `threads` threads, or the
+ * reason it cannot run (no python, no torch): PyTorch is an optional peer.
+ */
+async function torchSide(
+  config: ResolvedConfig,
+  threads: number,
+  options: Options,
+): Promise<{ side: Side; info: TorchInfo } | string> {
+  const script = new URL("../tools/torch_bench.py", import.meta.url).pathname;
+  const env = Deno.env.toObject();
+  delete env.OPENBLAS_CORETYPE;
+  delete env.OPENBLAS_L2_SIZE;
+  env.OMP_NUM_THREADS = env.OPENBLAS_NUM_THREADS = String(threads);
+  if (options.torchBlas !== null) {
+    env.LD_LIBRARY_PATH = [options.torchBlas, env.LD_LIBRARY_PATH].filter(Boolean).join(":");
+  }
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(options.python, {
+      args: [script],
+      env,
+      clearEnv: true,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  } catch (error) {
+    return `${options.python}: ${(error as Error).message}`;
+  }
+  let stderr = "";
+  const stderrDone = (async () => {
+    for await (const line of readLines(child.stderr)) stderr += line + "\n";
+  })();
+  const lines = readLines(child.stdout);
+  const writer = child.stdin.getWriter();
+  const encoder = new TextEncoder();
+  const ask = async (message: unknown) => {
+    await writer.write(encoder.encode(JSON.stringify(message) + "\n"));
+    const { value, done } = await lines.next();
+    if (done) {
+      await stderrDone;
+      const last = stderr.trim().split("\n").pop() ?? "";
+      throw new Error(`tools/torch_bench.py exited: ${last}`);
+    }
+    const reply = JSON.parse(value);
+    if (reply.error) throw new Error(`tools/torch_bench.py: ${reply.error}`);
+    return reply;
+  };
+  let info: TorchInfo;
+  try {
+    info = await ask({ model: torchModelSpec(config), threads, seed: 1 });
+  } catch (error) {
+    child.kill();
+    await child.status;
+    return (error as Error).message;
+  }
+  const side: Side = {
+    name: "torch",
+    threads,
+    run: async (mode, batch, steps) => await ask({ op: "run", mode, batch, steps }),
+    close: async () => {
+      await writer.write(encoder.encode(JSON.stringify({ op: "quit" }) + "\n"));
+      await writer.close();
+      await child.status;
+      await stderrDone;
+    },
+  };
+  return { side, info };
+}
+
 // ------------------------------------------------------------------ GEMM
 
-const GEMM: [string, boolean, boolean][] = [["NN", false, false], ["NT", false, true], [
-  "TN",
-  true,
-  false,
-]];
+const GEMM: [string, boolean, boolean][] = [
+  ["NN", false, false],
+  ["NT", false, true],
+  ["TN", true, false],
+];
 
-function timeGflops(run: () => void, flop: number, minMs: number): number {
-  run();
-  let reps = 0;
-  const start = performance.now();
-  while (reps < 2 || performance.now() - start < minMs) {
-    run();
-    reps++;
-  }
-  return flop * reps / ((performance.now() - start) / 1000) / 1e9;
-}
-
-function oursGemm(M: number, K: number, N: number): { variant: string; rates: number[] } {
-  const bytes = (M * K + K * N + M * N) * 4 + (2 << 20);
-  const memory = new WebAssembly.Memory({ initial: Math.ceil(bytes / 65536) + 1 });
-  const { exports: k, variant } = instantiateKernels(memory);
-  const f32 = new Float32Array(memory.buffer);
-  const a = 1024, b = a + M * K * 4, c = b + K * N * 4, work = c + M * N * 4;
-  for (let i = a / 4; i < c / 4; i++) f32[i] = Math.sin(i) * 0.5;
-  const rates = GEMM.map(([, tA, tB]) =>
-    timeGflops(
-      () => k.gemm(c, a, b, 0, work, M, K, N, tA ? M : K, tB ? K : N, N, tA, tB, false, false),
-      2 * M * K * N,
-      400,
-    )
-  );
-  return { variant, rates };
-}
-
+/** tf.matMul GFLOP/s at M x K x N for NN, NT and TN (best of the repetitions in ~0.4 s). */
 function tfjsGemm(M: number, K: number, N: number): number[] {
   return GEMM.map(([, tA, tB]) => {
     const a = tf.randomUniform(tA ? [K, M] : [M, K], -0.5, 0.5) as tf.Tensor2D;
     const b = tf.randomUniform(tB ? [N, K] : [K, N], -0.5, 0.5) as tf.Tensor2D;
-    const rate = timeGflops(
-      () => {
-        const c = tf.matMul(a, b, tA, tB);
-        c.dataSync();
-        c.dispose();
-      },
-      2 * M * K * N,
-      400,
-    );
+    const run = () => {
+      const c = tf.matMul(a, b, tA, tB);
+      c.dataSync();
+      c.dispose();
+    };
+    run();
+    let best = Infinity;
+    const start = performance.now();
+    for (let reps = 0; reps < 3 || performance.now() - start < 400; reps++) {
+      const t = performance.now();
+      run();
+      best = Math.min(best, performance.now() - t);
+    }
     tf.dispose([a, b]);
-    return rate;
+    return 2 * M * K * N / (best / 1000) / 1e9;
   });
 }
 
-// ------------------------------------------------------------------ one configuration
+// ------------------------------------------------------------------ alternating rounds
+
+/** Samples/s of one side in each round of one (mode, batch). */
+interface Rates {
+  side: string;
+  threads: number;
+  /** Samples/s per round, in round order. */
+  rounds: number[];
+  /** Steps per round. */
+  steps: number;
+  /** Last loss (train) or first probability (infer): a sanity check. */
+  loss: number;
+}
+
+interface Row {
+  mode: Mode;
+  batch: number;
+  rates: Rates[];
+}
+
+/** Warm-up, then `rounds` rounds in which the sides take turns (order rotating). */
+async function measureRow(sides: Side[], mode: Mode, batch: number, options: Options) {
+  const log = (s: string) => console.error(`[threads ${options.threads}] ${mode} ${batch}: ${s}`);
+  const rates = new Map<Side, Rates>();
+  for (const side of sides) {
+    let last = { seconds: 0, loss: NaN };
+    for (let i = 0; i < options.warmup; i++) last = await side.run(mode, batch, 1);
+    const steps = Math.max(1, Math.min(1000, Math.ceil(options.roundMs / (last.seconds * 1000))));
+    rates.set(side, { side: side.name, threads: side.threads, rounds: [], steps, loss: last.loss });
+    log(`${side.name} warm-up step ${(last.seconds * 1000).toFixed(0)} ms, ${steps} steps a round`);
+  }
+  for (let r = 0; r < options.rounds; r++) {
+    for (let s = 0; s < sides.length; s++) {
+      const side = sides[(s + r) % sides.length];
+      const entry = rates.get(side)!;
+      const { seconds, loss } = await side.run(mode, batch, entry.steps);
+      entry.rounds.push(batch * entry.steps / seconds);
+      entry.loss = loss;
+    }
+    log(
+      `round ${r + 1}: ` +
+        sides.map((s) => `${s.name} ${rates.get(s)!.rounds[r].toFixed(0)}`).join(", "),
+    );
+  }
+  return { mode, batch, rates: [...rates.values()] } satisfies Row;
+}
+
+// ------------------------------------------------------------------ one thread count
+
+interface Result {
+  threads: number;
+  runtime: string;
+  tfjsWasmFile: string;
+  tfjsThreads: number;
+  torch: TorchInfo | string | null;
+  params: Record<string, { dense: number; embedding: number }>;
+  flops: ModelFlops;
+  rows: Row[];
+  gemm: { name: string; tfjs: number }[];
+}
+
+/** Taobao's model with plain ReLU MLPs, one id per feature: what the three sides build. */
+function checkModel(config: ResolvedConfig): void {
+  const mlps = [config.expertMlp, config.gateMlp, ...config.towers.map((t) => t.mlp)];
+  for (const mlp of mlps) {
+    if (
+      mlp && (mlp.activation !== 1 || mlp.useBn || mlp.useLn || mlp.dropoutRatio.some((d) => d > 0))
+    ) {
+      throw new Error("compare.ts builds ReLU MLPs without BN, LN or dropout (the Taobao config)");
+    }
+  }
+  if (config.gateMlp !== null || config.towers.some((t) => t.numClass !== 1)) {
+    throw new Error("compare.ts builds gates without gate MLPs and single-logit BCE towers");
+  }
+}
 
 async function runOne(options: Options, threads: number): Promise<Result> {
   const maxBatch = Math.max(...options.batches);
   const config = capConfig(resolveConfig(taobaoConfig(maxBatch)), options.vocabCap);
-  const log = (s: string) => console.log(`[threads ${threads}] ${s}`);
-  const rows: Row[] = options.batches.map((batch) => ({ batch, mode: "train" } as Row))
-    .concat(options.batches.map((batch) => ({ batch, mode: "infer" } as Row)));
+  checkModel(config);
   const data = new Map(options.batches.map((b) => [b, makeBatches(config, b)]));
+  const params: Result["params"] = {};
 
   // Ours first: tfjs's threaded init replaces globalThis.Worker while it runs.
-  let t = performance.now();
-  const modelOptions: ModelOptions & { threads?: number } = { maxBatch, seed: 1, threads };
-  const model = new MMoEModel(config, modelOptions);
-  const oursInit = (performance.now() - t) / 1000;
-  const reported = (model as unknown as { threads?: unknown }).threads;
-  const oursThreads = typeof reported === "number" ? reported : 1;
-  const oursThreadsNote = typeof reported === "number"
-    ? `MMoEModel.threads = ${reported}`
-    : "MMoEModel has no threads option yet: our side ran 1 thread";
-  log(`ours: model built in ${oursInit.toFixed(1)} s; ${oursThreadsNote}`);
-  const oursCount = { dense: 0, embedding: 0 };
-  for (const p of model.parameters) {
-    const size = p.shape.reduce((a, b) => a * b, 1);
-    if (p.kind === "dense") oursCount.dense += size;
-    if (p.kind === "embedding") oursCount.embedding += size;
-  }
-  for (const row of rows) {
-    const batches = data.get(row.batch)!;
-    let i = 0;
-    row.ours = measure(
-      () => {
-        const b = batches[i++ % batches.length];
-        if (row.mode === "train") row.oursLoss = model.trainStep(b).total;
-        else model.predict(b);
-      },
-      row.batch,
-      options,
-    );
-    log(`ours ${row.mode} batch ${row.batch}: ${row.ours.rate.toFixed(0)} samples/s`);
-  }
-  const ours = oursGemm(1024, 256, 512);
-  for (const name of ["close", "dispose", "terminate"]) {
-    const f = (model as unknown as Record<string, unknown>)[name];
-    if (typeof f === "function") f.call(model);
+  const sides: Side[] = [];
+  const ours = await oursSide("ours", config, threads, data);
+  sides.push(ours);
+  params.ours = ours.params;
+  if (threads > 1) sides.push(await oursSide("ours 1 thread", config, 1, data));
+
+  const tfInfo = await initTfjsWasm(threads);
+  const tfjs = tfjsSide(config, tfInfo.threads, data);
+  sides.push(tfjs.side);
+  params.tfjs = tfjs.params;
+
+  let torch: TorchInfo | string | null = null;
+  if (options.torch) {
+    const started = await torchSide(config, threads, options);
+    if (typeof started === "string") {
+      torch = started;
+      console.error(`[threads ${threads}] PyTorch not run: ${started}`);
+    } else {
+      torch = started.info;
+      params.torch = started.info.params;
+      sides.push(started.side);
+    }
   }
 
-  t = performance.now();
-  const tfInfo = await initTfjsWasm(threads);
-  log(`tfjs-wasm ${tf.version.tfjs}: ${tfInfo.file}, getThreadsCount() = ${tfInfo.threads}`);
-  const tfModel = new TfjsMMoE(config);
-  const tfInit = (performance.now() - t) / 1000;
-  const tfCount = tfModel.counts();
-  log(`tfjs: model built in ${tfInit.toFixed(1)} s`);
-  for (const row of rows) {
-    const batches = data.get(row.batch)!;
-    let i = 0;
-    row.tfjs = measure(
-      () => {
-        const b = batches[i++ % batches.length];
-        if (row.mode === "train") row.tfjsLoss = tfModel.trainStep(b, config);
-        else tfModel.predict(b, config);
-      },
-      row.batch,
-      options,
-    );
-    log(
-      `tfjs ${row.mode} batch ${row.batch}: ${row.tfjs.rate.toFixed(0)} samples/s ` +
-        `(${row.tfjs.firstOnly ? "first step only" : `${row.tfjs.steps} steps`}; ` +
-        `${tf.memory().numTensors} live tensors)`,
-    );
+  const rows: Row[] = [];
+  for (const mode of ["train", "infer"] as const) {
+    for (const batch of options.batches) rows.push(await measureRow(sides, mode, batch, options));
   }
-  const tfRates = tfjsGemm(1024, 256, 512);
+  const rates = tfjsGemm(1024, 256, 512);
+  for (const side of sides) await side.close();
   return {
     threads,
-    oursThreads,
-    oursThreadsNote,
-    tfjsThreads: tfInfo.threads,
-    tfjsWasmFile: tfInfo.file,
     runtime: `Deno ${Deno.version.deno} (V8 ${Deno.version.v8}), tfjs ${tf.version.tfjs}`,
+    tfjsWasmFile: tfInfo.file,
+    tfjsThreads: tfInfo.threads,
+    torch,
+    params,
+    flops: modelFlops(config),
     rows,
-    gemm: GEMM.map(([name], i) => ({ name, ours: ours.rates[i], tfjs: tfRates[i] })),
-    oursVariant: ours.variant,
-    params: {
-      oursDense: oursCount.dense,
-      oursEmbedding: oursCount.embedding,
-      tfjsDense: tfCount.dense,
-      tfjsEmbedding: tfCount.embedding,
-    },
-    initSeconds: { ours: oursInit, tfjs: tfInit },
+    gemm: GEMM.map(([name], i) => ({ name, tfjs: rates[i] })),
   };
 }
 
 // ------------------------------------------------------------------ report
 
+const best = (r: Rates) => Math.max(...r.rounds);
+
+/** `best / best (min-max of the per-round ratios)`. */
+function ratio(a: Rates | undefined, b: Rates | undefined): string {
+  if (!a || !b) return "-";
+  const pairs = a.rounds.map((x, i) => x / b.rounds[i]);
+  const lo = Math.min(...pairs), hi = Math.max(...pairs);
+  const f = (x: number) => x.toFixed(x >= 10 ? 1 : 2);
+  return `${f(best(a) / best(b))}x (${f(lo)}-${f(hi)})`;
+}
+
 function printResults(results: Result[], options: Options): void {
   const r0 = results[0];
+  const { forward, train } = r0.flops;
+  const peak = options.peak;
   console.log(`\n${r0.runtime}`);
+  console.log(
+    `FLOP per sample (GEMMs, from the config): forward ${(forward / 1e6).toFixed(2)} M, ` +
+      `train ${(train / 1e6).toFixed(2)} M (3 x forward)`,
+  );
+  console.log(
+    peak === null
+      ? "share of the ceiling: not computed, pass --peak <GFLOP/s per core> (bench/_peak.ts)"
+      : `ceiling: ${peak} GFLOP/s per core (--peak) -> train ${(peak * 1e9 / train).toFixed(0)}, ` +
+        `inference ${(peak * 1e9 / forward).toFixed(0)} samples/s per core`,
+  );
   const vocab = options.vocabCap === null
     ? "full vocabularies"
     : `vocabularies capped at ${options.vocabCap} rows`;
   console.log(
-    `parameters: ours dense ${r0.params.oursDense}, embedding ${r0.params.oursEmbedding}; ` +
-      `tfjs dense ${r0.params.tfjsDense}, embedding ${r0.params.tfjsEmbedding} (${vocab})`,
+    `parameters (${vocab}): ` +
+      Object.entries(r0.params).map(([k, p]) => `${k} dense ${p.dense}, embedding ${p.embedding}`)
+        .join("; "),
   );
   for (const r of results) {
+    const torch = r.torch === null
+      ? "not asked (--no-torch)"
+      : typeof r.torch === "string"
+      ? `not run: ${r.torch}`
+      : `torch ${r.torch.torch}, ${r.torch.threads} thread(s), ${r.torch.capability}, ` +
+        `BLAS ${r.torch.blas}; EmbeddingBag(sparse=True) + torch.optim.Adagrad on the sparse ` +
+        "gradients (exact row-wise Adagrad), torch.optim.Adam";
     console.log(
-      `threads ${r.threads}: ours ${r.oursThreads} (${r.oursThreadsNote}); tfjs-wasm ` +
-        `${r.tfjsThreads} (${r.tfjsWasmFile}); init ours ${r.initSeconds.ours.toFixed(1)} s, ` +
-        `tfjs ${r.initSeconds.tfjs.toFixed(1)} s`,
+      `threads ${r.threads}: tfjs-wasm ${r.tfjsThreads} thread(s) (${r.tfjsWasmFile}); PyTorch: ${torch}`,
     );
+    if (typeof r.torch === "object" && r.torch !== null && /\/blas\/libblas/.test(r.torch.blas)) {
+      console.log("  (PyTorch on the reference BLAS: not a fair figure; see --torch-blas)");
+    }
   }
-  const pad = (s: string, n: number) => s.padStart(n);
-  const fmt = (t: Timing) => `${t.rate.toFixed(0)}${t.firstOnly ? "*" : ""}`;
   console.log(
-    `\n| threads | mode      | batch | ours samples/s | tfjs-wasm samples/s | ours / tfjs |`,
+    `\nsamples/s: best of ${options.rounds} alternating rounds after ${options.warmup} warm-up ` +
+      `steps; share = of the ceiling (peak x threads); ratio = best/best (range of the per-round ratios)`,
   );
   console.log(
-    `|--------:|-----------|------:|---------------:|--------------------:|------------:|`,
+    "| threads | mode      | batch | ours    | share | TF.js   | share | ours/TF.js          | " +
+      "PyTorch | share | ours/PyTorch        | ours/ours 1 thread  |",
+  );
+  console.log(
+    "|--------:|-----------|------:|--------:|------:|--------:|------:|---------------------|" +
+      "--------:|------:|---------------------|---------------------|",
   );
   for (const r of results) {
     for (const row of r.rows) {
+      const get = (name: string) => row.rates.find((x) => x.side === name);
+      const flop = row.mode === "train" ? train : forward;
+      const cell = (x: Rates | undefined) => {
+        if (!x) return ["-", "-"];
+        const share = peak === null ? null : shareOfPeak(flop, best(x), peak, r.threads);
+        return [best(x).toFixed(0), formatShare(share)];
+      };
+      const [ours, oursShare] = cell(get("ours"));
+      const [tfjs, tfjsShare] = cell(get("tfjs"));
+      const [torch, torchShare] = cell(get("torch"));
+      const cells = [
+        String(r.threads).padStart(7),
+        (row.mode === "train" ? "train" : "inference").padEnd(9),
+        String(row.batch).padStart(5),
+        ours.padStart(7),
+        oursShare.padStart(5),
+        tfjs.padStart(7),
+        tfjsShare.padStart(5),
+        ratio(get("ours"), get("tfjs")).padEnd(19),
+        torch.padStart(7),
+        torchShare.padStart(5),
+        ratio(get("ours"), get("torch")).padEnd(19),
+        ratio(get("ours"), get("ours 1 thread")).padEnd(19),
+      ];
+      console.log(`| ${cells.join(" | ")} |`);
+    }
+  }
+
+  console.log(`\ntf.matMul 1024x256x512 on tfjs-wasm (ours: bench/gemm_bench.ts)`);
+  console.log("| threads | op | GFLOP/s | share of one core's peak |");
+  console.log("|--------:|----|--------:|-------------------------:|");
+  for (const r of results) {
+    for (const g of r.gemm) {
+      const share = peak === null ? null : g.tfjs / peak;
       console.log(
-        `| ${pad(String(r.threads), 7)} | ${row.mode === "train" ? "train    " : "inference"} | ${
-          pad(String(row.batch), 5)
-        } | ${pad(fmt(row.ours), 14)} | ${pad(fmt(row.tfjs), 19)} | ${
-          pad((row.ours.rate / row.tfjs.rate).toFixed(1) + "x", 11)
+        `| ${String(r.threads).padStart(7)} | ${g.name} | ${g.tfjs.toFixed(2).padStart(7)} | ${
+          formatShare(share).padStart(24)
         } |`,
       );
     }
   }
-  if (results.some((r) => r.rows.some((row) => row.tfjs.firstOnly || row.ours.firstOnly))) {
-    console.log(
-      `* one step, the first: it alone took longer than the ${options.budgetMs / 1000} s budget`,
-    );
-  }
-  console.log(`\nGEMM 1024x256x512 GFLOP/s (ours: ${r0.oursVariant}, one thread)`);
-  console.log(`| threads | op | ours | tfjs-wasm tf.matMul | ours / tfjs |`);
-  console.log(`|--------:|----|-----:|--------------------:|------------:|`);
-  for (const r of results) {
-    for (const g of r.gemm) {
+
+  console.log("\ngoals (issue: training on both cores, every figure as a share of the ceiling):");
+  const one = results.find((r) => r.threads === 1), two = results.find((r) => r.threads === 2);
+  for (const batch of options.batches) {
+    const row = (r: Result | undefined, mode: Mode) =>
+      r?.rows.find((x) => x.mode === mode && x.batch === batch);
+    const rates = (r: Result | undefined, mode: Mode, side: string) =>
+      row(r, mode)?.rates.find((x) => x.side === side);
+    for (const r of results) {
       console.log(
-        `| ${pad(String(r.threads), 7)} | ${g.name} | ${pad(g.ours.toFixed(1), 4)} | ${
-          pad(g.tfjs.toFixed(2), 19)
-        } | ${pad((g.ours / g.tfjs).toFixed(1) + "x", 11)} |`,
+        `  batch ${batch}, ${r.threads} thread(s): train vs TF.js ${
+          ratio(rates(r, "train", "ours"), rates(r, "train", "tfjs"))
+        } (goal >= 20x); inference vs TF.js ${
+          ratio(rates(r, "infer", "ours"), rates(r, "infer", "tfjs"))
+        } (goal >= 2x)`,
+      );
+    }
+    const train1 = rates(one, "train", "ours");
+    if (train1 && peak !== null) {
+      console.log(
+        `  batch ${batch}: train 1 thread at ${
+          formatShare(shareOfPeak(train, best(train1), peak))
+        } of the ceiling (goal >= 85%)`,
+      );
+    }
+    const scaling = ratio(rates(two, "train", "ours"), rates(two, "train", "ours 1 thread"));
+    if (two) {
+      console.log(
+        `  batch ${batch}: train 2 threads / 1 thread, same process: ${scaling} (goal >= 1.7x)`,
       );
     }
   }
-  const losses = results.flatMap((r) => r.rows.filter((row) => row.mode === "train"));
   console.log(
-    `\nlast train losses (sanity; both ~2 x 0.69 at init): ` +
-      losses.map((row) => `ours ${row.oursLoss?.toFixed(3)} / tfjs ${row.tfjsLoss?.toFixed(3)}`)
-        .join(", "),
+    "\nlast losses (train; sanity, all start near 2 x 0.69 and fall): " +
+      results.flatMap((r) =>
+        r.rows.filter((row) => row.mode === "train").map((row) =>
+          `${r.threads}t/${row.batch}: ` +
+          row.rates.map((x) => `${x.side} ${x.loss.toFixed(3)}`).join(", ")
+        )
+      ).join("; "),
   );
 }
 
 // ------------------------------------------------------------------ main
 
-const options = parseArgs(Deno.args);
+const options = parseOptions(Deno.args);
 if (options.threads !== null) {
   const result = await runOne(options, options.threads);
   if (options.json) await Deno.writeTextFile(options.json, JSON.stringify(result));
