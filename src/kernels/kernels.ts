@@ -73,6 +73,45 @@ export interface Kernels {
   /** Bytes of scratch `gemm` needs for inner size K and output width N. */
   gemmWorkspaceBytes(K: number, N: number): number;
 
+  // ---- BEGIN gemm branch additions (assembly/gemm.ts, assembly/probe.ts) ----
+  /** Bytes `gemmPackB` writes for op(B) of inner size K and width N. */
+  gemmPackedBBytes(K: number, N: number): number;
+  /**
+   * Packs op(B) (K x N: B, or B^T when `transB`, B stored N x K) into the
+   * GEMM's panel layout at `packed` (`gemmPackedBBytes(K, N)` bytes), for
+   * `gemmPacked`. A Linear weight W stored [out, in] packs once per
+   * optimizer step (or at load) as the forward's B^T (`transB`, K = in,
+   * N = out) and as the input gradient's B (K = out, N = in).
+   */
+  gemmPackB(packed: number, b: number, K: number, N: number, transB: boolean): void;
+  /**
+   * `gemm` with op(B) packed by `gemmPackB`: C[M,N] (+)= op(A) op(B)
+   * (+ bias[N]) (then ReLU), bit-identical to `gemm` on the unpacked B, with
+   * the same `lda`, row-range and `work` (`gemmWorkspaceBytes(K, N)`) rules.
+   */
+  gemmPacked(
+    c: number,
+    a: number,
+    packedB: number,
+    bias: number,
+    work: number,
+    M: number,
+    K: number,
+    N: number,
+    lda: number,
+    transA: boolean,
+    accumulate: boolean,
+    relu: boolean,
+  ): void;
+  /**
+   * Peak probe: `iterations` x 12 register-resident f32x4 multiply-adds
+   * acc = acc * s + t (96 flop an iteration; relaxed madd or mul + add, as
+   * the build's GEMM), returning the sum of the accumulators. Times this
+   * core's Wasm SIMD FMA ceiling (bench/_peak.ts).
+   */
+  peakProbe(iterations: number, s: number, t: number): number;
+  // ---- END gemm branch additions ----
+
   // activation.ts
   /**
    * y[b,h] = act(x[b,h] + bias[h]) for B x H values (`bias` 0: none). `y`
