@@ -30,6 +30,13 @@
 // tile (4 rows, or 3 and a zero row), 2x16 or 1x32 tiles, each keeping at
 // least 8 accumulator chains, instead of a padded 5-row tile.
 //
+// N = 1 (a Linear to one output: the towers' last layer) skips the panels:
+// op(B) is then one contiguous vector of K floats however B is stored
+// (`gemmPackB` just copies it), and C is a matrix-vector product. With A
+// row-major (NN, NT) each output is a dot product along k: four lane chains
+// over k = l mod 4 (A and b zero padded past K), then summed ((l0 + l1) +
+// l2) + l3; with A^T (TN) four rows run as lanes and keep the chain below.
+//
 // Bit-identical results whatever the row split: every output element is one
 // chain acc = fma(a[i,k], b[k,j], acc) over k ascending from 0 within a
 // k-block, then + C (for later k-blocks or `accumulate`), + bias, ReLU --
@@ -37,9 +44,10 @@
 // rows sharing a call, the thread computing them, and packing B once or per
 // call change which registers hold a chain, never its arithmetic, so a row
 // range (the `lda` argument) or any thread split equals the full call bit
-// for bit.
+// for bit. (N = 1 with row-major A: the dot product above, the same in
+// every row.)
 
-import { fma, loadPartial, storePartial } from "./simd";
+import { fma, hsum, loadPartial, storePartial } from "./simd";
 
 /** Width of a packed B panel: two f32x4. */
 const NR: i32 = 8;
@@ -73,9 +81,14 @@ export function gemmPackedBBytes(K: i32, N: i32): i32 {
 /**
  * Packs op(B) (K x N: B, or B^T when `transB`, B stored N x K) into
  * `packed` (`gemmPackedBBytes(K, N)` bytes) for `gemmPacked`: k-block
- * after k-block, each as 8-wide panels [panel][k][8], zero padded.
+ * after k-block, each as 8-wide panels [panel][k][8], zero padded (N = 1:
+ * the K floats of op(B) as they are).
  */
 export function gemmPackB(packed: usize, b: usize, K: i32, N: i32, transB: bool): void {
+  if (N == 1) {
+    memory.copy(packed, b, <usize> K << 2);
+    return;
+  }
   const width = <usize> roundUp(N, NR);
   for (let k0 = 0; k0 < K; k0 += KC) {
     packB(packed + ((<usize> k0 * width) << 2), b, k0, min(KC, K - k0), K, N, transB);
@@ -109,6 +122,10 @@ export function gemm(
     epilogueOnly(c, bias, M, N, accumulate, relu);
     return;
   }
+  if (N == 1) {
+    gemv(c, a, b, bias, M, K, lda, transA, accumulate, relu);
+    return;
+  }
   const packedA = work + ((<usize> min(K, KC) * <usize> roundUp(N, NR)) << 2);
   for (let k0 = 0; k0 < K; k0 += KC) {
     const kc = min(KC, K - k0);
@@ -138,6 +155,10 @@ export function gemmPacked(
 ): void {
   if (K == 0) {
     epilogueOnly(c, bias, M, N, accumulate, relu);
+    return;
+  }
+  if (N == 1) {
+    gemv(c, a, packedB, bias, M, K, lda, transA, accumulate, relu);
     return;
   }
   const width = <usize> roundUp(N, NR);
@@ -703,6 +724,167 @@ function tile1x8(
     b += NR << 2;
   }
   finishRow(c, c0, c1, cols, bias, loadC, relu);
+}
+
+// ---------------------------------------------------------------------- N = 1
+
+/** C[M] (+)= op(A) b for one output column (b: K contiguous floats). */
+function gemv(
+  c: usize,
+  a: usize,
+  b: usize,
+  bias: usize,
+  M: i32,
+  K: i32,
+  lda: i32,
+  transA: bool,
+  accumulate: bool,
+  relu: bool,
+): void {
+  const biasValue: f32 = bias != 0 ? load<f32>(bias) : 0;
+  if (!transA) {
+    dotRows(c, a, b, biasValue, bias != 0, M, K, lda, accumulate, relu);
+  } else {
+    columnRows(c, a, b, biasValue, bias != 0, M, K, lda, accumulate, relu);
+  }
+}
+
+/** The epilogue of one output: (+ C) (+ bias) (ReLU). */
+// @ts-ignore: decorator
+@inline
+function finishOne(cp: usize, v: f32, bias: f32, hasBias: bool, accumulate: bool, relu: bool): void {
+  if (accumulate) v += load<f32>(cp);
+  if (hasBias) v += bias;
+  if (relu) v = max(v, 0);
+  store<f32>(cp, v);
+}
+
+/**
+ * Row-major A (M x lda): c[i] = dot(A[i, :K], b) with four lane chains over
+ * k (the last, partial step zero padded), summed by `hsum`; 8 rows at a time
+ * (8 accumulator chains), then one.
+ */
+function dotRows(
+  c: usize,
+  a: usize,
+  b: usize,
+  bias: f32,
+  hasBias: bool,
+  M: i32,
+  K: i32,
+  lda: i32,
+  accumulate: bool,
+  relu: bool,
+): void {
+  const rowBytes = <usize> lda << 2;
+  const body = <usize> (K & ~3) << 2;
+  const tail = K & 3;
+  let i = 0;
+  for (; i + 8 <= M; i += 8) {
+    const a0 = a + <usize> i * rowBytes;
+    const a1 = a0 + rowBytes, a2 = a1 + rowBytes, a3 = a2 + rowBytes;
+    const a4 = a3 + rowBytes, a5 = a4 + rowBytes, a6 = a5 + rowBytes, a7 = a6 + rowBytes;
+    let s0 = f32x4.splat(0), s1 = f32x4.splat(0), s2 = f32x4.splat(0), s3 = f32x4.splat(0);
+    let s4 = f32x4.splat(0), s5 = f32x4.splat(0), s6 = f32x4.splat(0), s7 = f32x4.splat(0);
+    let o: usize = 0;
+    while (o < body) {
+      const bv = v128.load(b + o);
+      s0 = fma(v128.load(a0 + o), bv, s0);
+      s1 = fma(v128.load(a1 + o), bv, s1);
+      s2 = fma(v128.load(a2 + o), bv, s2);
+      s3 = fma(v128.load(a3 + o), bv, s3);
+      s4 = fma(v128.load(a4 + o), bv, s4);
+      s5 = fma(v128.load(a5 + o), bv, s5);
+      s6 = fma(v128.load(a6 + o), bv, s6);
+      s7 = fma(v128.load(a7 + o), bv, s7);
+      o += 16;
+    }
+    if (tail != 0) {
+      const bv = loadPartial(b + o, tail);
+      s0 = fma(loadPartial(a0 + o, tail), bv, s0);
+      s1 = fma(loadPartial(a1 + o, tail), bv, s1);
+      s2 = fma(loadPartial(a2 + o, tail), bv, s2);
+      s3 = fma(loadPartial(a3 + o, tail), bv, s3);
+      s4 = fma(loadPartial(a4 + o, tail), bv, s4);
+      s5 = fma(loadPartial(a5 + o, tail), bv, s5);
+      s6 = fma(loadPartial(a6 + o, tail), bv, s6);
+      s7 = fma(loadPartial(a7 + o, tail), bv, s7);
+    }
+    const cp = c + (<usize> i << 2);
+    finishOne(cp, hsum(s0), bias, hasBias, accumulate, relu);
+    finishOne(cp + 4, hsum(s1), bias, hasBias, accumulate, relu);
+    finishOne(cp + 8, hsum(s2), bias, hasBias, accumulate, relu);
+    finishOne(cp + 12, hsum(s3), bias, hasBias, accumulate, relu);
+    finishOne(cp + 16, hsum(s4), bias, hasBias, accumulate, relu);
+    finishOne(cp + 20, hsum(s5), bias, hasBias, accumulate, relu);
+    finishOne(cp + 24, hsum(s6), bias, hasBias, accumulate, relu);
+    finishOne(cp + 28, hsum(s7), bias, hasBias, accumulate, relu);
+  }
+  for (; i < M; i++) {
+    const ai = a + <usize> i * rowBytes;
+    let s = f32x4.splat(0);
+    let o: usize = 0;
+    while (o < body) {
+      s = fma(v128.load(ai + o), v128.load(b + o), s);
+      o += 16;
+    }
+    if (tail != 0) s = fma(loadPartial(ai + o, tail), loadPartial(b + o, tail), s);
+    finishOne(c + (<usize> i << 2), hsum(s), bias, hasBias, accumulate, relu);
+  }
+}
+
+/**
+ * A^T (K x lda): c[i..i+3] as the lanes of one vector, each the chain
+ * acc = fma(A[k, i], b[k], acc) over k ascending per KC block, then + C,
+ * as in the panel tiles; the last 1-3 rows as partial lanes.
+ */
+function columnRows(
+  c: usize,
+  a: usize,
+  b: usize,
+  bias: f32,
+  hasBias: bool,
+  M: i32,
+  K: i32,
+  lda: i32,
+  accumulate: bool,
+  relu: bool,
+): void {
+  const kStride = <usize> lda << 2;
+  for (let i = 0; i < M; i += 4) {
+    const lanes = min(4, M - i);
+    const cp = c + (<usize> i << 2);
+    let out = f32x4.splat(0);
+    if (accumulate) out = lanes == 4 ? v128.load(cp) : loadPartial(cp, lanes);
+    for (let k0 = 0; k0 < K; k0 += KC) {
+      const kc = min(KC, K - k0);
+      let acc = f32x4.splat(0);
+      let ap = a + ((<usize> k0 * <usize> lda + <usize> i) << 2);
+      let bp = b + (<usize> k0 << 2);
+      const end = bp + (<usize> kc << 2);
+      if (lanes == 4) {
+        while (bp < end) {
+          acc = fma(v128.load(ap), v128.load32_splat(bp), acc);
+          ap += kStride;
+          bp += 4;
+        }
+      } else {
+        while (bp < end) {
+          acc = fma(loadPartial(ap, lanes), v128.load32_splat(bp), acc);
+          ap += kStride;
+          bp += 4;
+        }
+      }
+      out = k0 == 0 && !accumulate ? acc : f32x4.add(acc, out);
+    }
+    if (hasBias) out = f32x4.add(out, f32x4.splat(bias));
+    if (relu) out = f32x4.max(out, f32x4.splat(0));
+    if (lanes == 4) {
+      v128.store(cp, out);
+    } else {
+      storePartial(cp, out, lanes);
+    }
+  }
 }
 
 /** K = 0: C = epilogue(0) or epilogue(C). */

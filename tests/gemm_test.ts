@@ -7,7 +7,8 @@ import type { Kernels, KernelVariant } from "../src/kernels/kernels.ts";
 // Tile edges (assembly/gemm.ts): the main tile is 5 rows (MR) by one 8-wide
 // B panel (NR); 1-4 leftover rows run 4x8 (3 rows: 4x8 with a zero row),
 // 2x16 (panel pairs, then 2x8) and 1x32 (panel quads, then 1x8) tiles; k
-// runs in blocks of 256 (KC) and rows in blocks of 95 (MC).
+// runs in blocks of 256 (KC) and rows in blocks of 95 (MC). N = 1 runs 8
+// rows (row-major A) or 4 (A^T) at a time.
 const SHAPES: [number, number, number][] = [
   [1, 1, 1],
   [1, 17, 9],
@@ -40,6 +41,12 @@ const SHAPES: [number, number, number][] = [
   [1003, 13, 11],
   [6, 1030, 9],
   [3, 40, 1029],
+  // N = 1: a dot product per row (row-major A), four rows as lanes (A^T).
+  [8, 4, 1],
+  [9, 7, 1],
+  [17, 256, 1],
+  [3, 300, 1],
+  [1003, 64, 1],
 ];
 
 interface Operands {
@@ -133,22 +140,10 @@ function firstBitDifference(x: Float32Array, y: Float32Array): number {
 function fusedMultiplyAdd(variant: KernelVariant): boolean {
   const mem = new TestMemory(variant, 1);
   const x = 1 + 2 ** -12;
-  const A = mem.f32(2, [x, -x]), B = mem.f32(2, [x, x]), C = mem.f32(1);
-  mem.k.gemm(
-    C.ptr,
-    A.ptr,
-    B.ptr,
-    0,
-    mem.alloc(mem.k.gemmWorkspaceBytes(2, 1)),
-    1,
-    2,
-    1,
-    2,
-    false,
-    false,
-    false,
-    false,
-  );
+  // 1x2 times 2x2 (N = 2: the panel tiles); column 0 of B is [x, x].
+  const A = mem.f32(2, [x, -x]), B = mem.f32(4, [x, 0, x, 0]), C = mem.f32(2);
+  const work = mem.alloc(mem.k.gemmWorkspaceBytes(2, 2));
+  mem.k.gemm(C.ptr, A.ptr, B.ptr, 0, work, 1, 2, 2, 2, false, false, false, false);
   assert.ok(C.view[0] === 0 || C.view[0] === -(2 ** -24), `${variant}: C = ${C.view[0]}`);
   return C.view[0] !== 0;
 }
@@ -362,8 +357,10 @@ for (const variant of VARIANTS) {
     const name = opName(transA, transB);
     test(`gemm ${variant} ${name}: full, split and row-by-row calls agree bit for bit`, () => {
       const mem = new TestMemory(variant, 16);
-      rowSplitCase(mem.k, mem, [213, 300, 21], transA, transB, false);
-      rowSplitCase(mem.k, mem, [213, 300, 21], transA, transB, true);
+      for (const shape of [[213, 300, 21], [213, 300, 1]] as [number, number, number][]) {
+        rowSplitCase(mem.k, mem, shape, transA, transB, false);
+        rowSplitCase(mem.k, mem, shape, transA, transB, true);
+      }
     });
   }
 }

@@ -98,7 +98,10 @@ export interface GemmChainTwinOptions extends GemmTwinOptions {
  * The kernels' arithmetic exactly, in f32: for each output, per k-block of
  * {@link GEMM_KC}, acc = 0 then acc = a_ik * b_kj + acc for k ascending; C =
  * acc for the first block (C + acc when accumulating, and for later blocks);
- * then C + bias; then max(C, 0) for ReLU. Inputs must be f32 values.
+ * then C + bias; then max(C, 0) for ReLU. Except N = 1 with A not
+ * transposed (a dot product per row): four lane chains, lane l over k = l
+ * mod 4 (zero past K), then ((l0 + l1) + l2) + l3 as the whole product.
+ * Inputs must be f32 values.
  */
 export function gemmChainTwin(
   a: ArrayLike<number>,
@@ -115,7 +118,17 @@ export function gemmChainTwin(
   for (let i = 0; i < M; i++) {
     for (let j = 0; j < N; j++) {
       let value = c ? c[i * N + j] : undefined;
-      for (let k0 = 0; k0 < K; k0 += GEMM_KC) {
+      if (N === 1 && !transA) {
+        const lanes = [0, 0, 0, 0];
+        for (let k = 0; k < Math.ceil(K / 4) * 4; k++) {
+          lanes[k % 4] = madd(k < K ? a[i * K + k] : 0, k < K ? b[k] : 0, lanes[k % 4]);
+        }
+        const dot = Math.fround(
+          Math.fround(Math.fround(lanes[0] + lanes[1]) + lanes[2]) + lanes[3],
+        );
+        value = value === undefined ? dot : Math.fround(dot + value);
+      }
+      for (let k0 = 0; k0 < K && !(N === 1 && !transA); k0 += GEMM_KC) {
         let acc = 0;
         for (let k = k0; k < Math.min(K, k0 + GEMM_KC); k++) {
           acc = madd(
