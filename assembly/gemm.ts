@@ -14,7 +14,8 @@
 // once into the same panels, k-block after k-block, for `gemmPacked`, so
 // the model packs its weights once per optimizer step (training) or at load
 // (inference) instead of on every call. Per MC-row block, op(A) is packed
-// into MR-high panels [panel][k][MR], whatever its transpose.
+// into MR-high panels [panel][k][MR], whatever its transpose, once per
+// column chunk of B that fits L2 (B_BLOCK_FLOATS).
 //
 // The register tile is 5x8: per k, one v128 load gives rows 0-3 of the A
 // panel (then splat lane by lane with shuffles), one load32_splat row 4, two
@@ -26,7 +27,8 @@
 // also unrolls it and hoists the check limits: ~0.91 of peak out of L1
 // (6x8 with shuffles needs 16 XMM registers of V8's 15 and spills). The
 // plain simd build (mul + add) runs the same tile: 5x8 and 4x8 tie there.
-// Rows left over (M below 5, or the M-remainder of a larger call) run a 4x8
+// The shared-memory builds (worker pool) run 4x8 (see MR). Rows left over
+// (M below the tile height, or the M-remainder of a larger call) run a 4x8
 // tile (4 rows, or 3 and a zero row), 2x16 or 1x32 tiles, each keeping at
 // least 8 accumulator chains, instead of a padded 5-row tile.
 //
@@ -51,15 +53,29 @@ import { fma, hsum, loadPartial, storePartial } from "./simd";
 
 /** Width of a packed B panel: two f32x4. */
 const NR: i32 = 8;
-/** Main tile height (packed A panel height). */
-const MR: i32 = 5;
+/**
+ * Main tile height (packed A panel height): 5 (the 5x8 tile), 4 (4x8) in
+ * the shared-memory builds of the worker pool, where V8 reloads the memory
+ * size for every bounds check and the 5x8 loop grows past its unrolling
+ * limit (4x8 unrolled: ~0.84 of peak, 5x8 not: ~0.80).
+ */
+const MR: i32 = ASC_FEATURE_THREADS ? 4 : 5;
 /** k-block: a 256 x 8 B panel (8 KiB) stays in L1 while row tiles sweep it. */
 const KC: i32 = 256;
 /**
- * Row block: MC x KC of packed A (95 KiB) stays in L2 across all panels. 95 =
- * 19 tiles keeps `gemmWorkspaceBytes` within the 96-row bound it always had.
+ * Rows of packed A a block may take (96 x KC floats, 96 KiB: stays in L2
+ * across all panels), and the row block MC: whole tiles (95 = 19 x 5, 96 =
+ * 24 x 4), with room for a leftover panel padded to 4 rows.
  */
-const MC: i32 = 95;
+const A_BLOCK_ROWS: i32 = 96;
+const MC: i32 = MR == 5 ? 95 : 96;
+/**
+ * Floats of packed B a column chunk may take: 64 Ki (256 KiB, 32 panels at
+ * KC = 256), so that it stays in L2 (512 KiB on Zen 3) beside the A block
+ * while every row block sweeps it; a whole 256 x 512 block would not, and
+ * would stream from L3 once per row block.
+ */
+const B_BLOCK_FLOATS: i32 = 65536;
 
 // @ts-ignore: decorator
 @inline
@@ -70,7 +86,7 @@ function roundUp(n: i32, to: i32): i32 {
 /** Bytes of `work` that `gemm` and `gemmPacked` need for inner size K and output width N. */
 export function gemmWorkspaceBytes(K: i32, N: i32): i32 {
   const kc = min(K, KC);
-  return (kc * roundUp(N, NR) + kc * (MC + 1)) << 2;
+  return (kc * roundUp(N, NR) + kc * A_BLOCK_ROWS) << 2;
 }
 
 /** Bytes of the packed op(B) that `gemmPackB` writes for inner size K and width N. */
@@ -193,42 +209,45 @@ function gemmBlock(
   const panelCount = (N + NR - 1) / NR;
   const panelBytes = (<usize> kc * NR) << 2;
   const tileStride = (<usize> kc * MR) << 2;
-  const biasOn: usize = last ? bias : 0;
+  const chunk = max(1, B_BLOCK_FLOATS / (kc * NR));
   const reluOn = last && relu;
-  for (let i0 = 0; i0 < M; i0 += MC) {
-    const mc = min(MC, M - i0);
-    const tiles = mc / MR;
-    const rest = mc - tiles * MR;
-    packA(packedA, a, i0, mc, k0, kc, lda, transA);
-    const cBlock = c + <usize> i0 * ldc;
-    if (tiles > 0) {
-      for (let p = 0; p < panelCount; p++) {
-        const bp: usize = biasOn != 0 ? biasOn + (<usize> p << 5) : 0;
-        tiles5x8(
-          cBlock + (<usize> p << 5),
-          ldc,
-          packedA,
-          tileStride,
-          tiles,
-          panels + <usize> p * panelBytes,
-          kc,
-          min(NR, N - p * NR),
-          bp,
-          loadC,
-          reluOn,
-        );
+  // Columns in chunks of `chunk` panels (B_BLOCK_FLOATS), rows in blocks of MC
+  // (A packed per block, per chunk): both blocks stay in L2.
+  for (let p0 = 0; p0 < panelCount; p0 += chunk) {
+    const p1 = min(panelCount, p0 + chunk);
+    const cChunk = c + (<usize> p0 << 5);
+    const biasOn: usize = last && bias != 0 ? bias + (<usize> p0 << 5) : 0;
+    const width = N - p0 * NR;
+    for (let i0 = 0; i0 < M; i0 += MC) {
+      const mc = min(MC, M - i0);
+      const tiles = mc / MR;
+      const rest = mc - tiles * MR;
+      packA(packedA, a, i0, mc, k0, kc, lda, transA);
+      const cBlock = cChunk + <usize> i0 * ldc;
+      for (let p = p0; tiles > 0 && p < p1; p++) {
+        const q = p - p0;
+        const cp = cBlock + (<usize> q << 5);
+        const pb = panels + <usize> p * panelBytes;
+        const bp: usize = biasOn != 0 ? biasOn + (<usize> q << 5) : 0;
+        const cols = min(NR, width - q * NR);
+        if (MR == 5) {
+          tiles5x8(cp, ldc, packedA, tileStride, tiles, pb, kc, cols, bp, loadC, reluOn);
+        } else {
+          tiles4x8(cp, ldc, packedA, tileStride, tiles, 4, pb, kc, cols, bp, loadC, reluOn);
+        }
       }
-    }
-    if (rest > 0) {
-      const cRest = cBlock + <usize> (tiles * MR) * ldc;
-      const aRest = packedA + <usize> tiles * tileStride;
-      restRows(cRest, ldc, aRest, rest, panels, panelBytes, panelCount, N, kc, biasOn, loadC, reluOn);
+      if (rest > 0) {
+        const cRest = cBlock + <usize> (tiles * MR) * ldc;
+        const aRest = packedA + <usize> tiles * tileStride;
+        const pRest = panels + <usize> p0 * panelBytes;
+        restRows(cRest, ldc, aRest, rest, pRest, panelBytes, p1 - p0, width, kc, biasOn, loadC, reluOn);
+      }
     }
   }
 }
 
 /**
- * The 1-4 rows left below the 5-row tiles, over every panel, from a packed
+ * The 1 to MR-1 rows left below the main tiles, over every panel, from a packed
  * [k][width] panel (`restWidth(rows)`): 4 rows (or 3 and a zero row) as 4x8
  * tiles, 2 rows as 2x16 (two panels a step), 1 row as 1x32 (four panels).
  */
@@ -250,7 +269,7 @@ function restRows(
     for (let p = 0; p < panelCount; p++) {
       const bp: usize = bias != 0 ? bias + (<usize> p << 5) : 0;
       const cols = min(NR, N - p * NR);
-      tile4x8(c + (<usize> p << 5), ldc, a, rows, panels + <usize> p * panelBytes, kc, cols, bp, loadC, relu);
+      tiles4x8(c + (<usize> p << 5), ldc, a, 0, 1, rows, panels + <usize> p * panelBytes, kc, cols, bp, loadC, relu);
     }
   } else if (rows == 2) {
     let p = 0;
@@ -361,8 +380,8 @@ function transpose4x4(dst: usize, dstStride: usize, src: usize, srcStride: usize
 }
 
 /**
- * Packs op(A)[i0 : i0+mc, k0 : k0+kc] into MR-high panels [tile][k][5] for
- * the full tiles and one [k][restWidth] panel for the mc % 5 rows left
+ * Packs op(A)[i0 : i0+mc, k0 : k0+kc] into MR-high panels [tile][k][MR] for
+ * the full tiles and one [k][restWidth] panel for the mc % MR rows left
  * (a padding row zero).
  */
 function packA(dst: usize, a: usize, i0: i32, mc: i32, k0: i32, kc: i32, lda: i32, transA: bool): void {
@@ -372,8 +391,8 @@ function packA(dst: usize, a: usize, i0: i32, mc: i32, k0: i32, kc: i32, lda: i3
   const tileStride = (<usize> kc * MR) << 2;
   const restPanel = dst + <usize> tiles * tileStride;
   if (!transA) {
-    // A is M x lda, rows contiguous in k: 4 k of 5 rows at a time, rows 0-3
-    // transposed in registers, row 4 stored lane by lane.
+    // A is M x lda, rows contiguous in k: 4 k of MR rows at a time, rows 0-3
+    // transposed in registers, a fifth row stored lane by lane.
     const rowStride = <usize> lda << 2;
     for (let t = 0; t < tiles; t++) {
       const src = a + ((<usize> (i0 + t * MR) * <usize> lda + <usize> k0) << 2);
@@ -383,11 +402,13 @@ function packA(dst: usize, a: usize, i0: i32, mc: i32, k0: i32, kc: i32, lda: i3
         const s = src + (<usize> k << 2);
         const out = panel + ((<usize> k * MR) << 2);
         transpose4x4(out, MR << 2, s, rowStride);
-        const r4 = v128.load(s + rowStride * 4);
-        v128.store32_lane(out, r4, 0, 16);
-        v128.store32_lane(out, r4, 1, 36);
-        v128.store32_lane(out, r4, 2, 56);
-        v128.store32_lane(out, r4, 3, 76);
+        if (MR == 5) {
+          const r4 = v128.load(s + rowStride * 4);
+          v128.store32_lane(out, r4, 0, 16);
+          v128.store32_lane(out, r4, 1, 36);
+          v128.store32_lane(out, r4, 2, 56);
+          v128.store32_lane(out, r4, 3, 76);
+        }
       }
       for (; k < kc; k++) {
         const out = panel + ((<usize> k * MR) << 2);
@@ -415,7 +436,7 @@ function packA(dst: usize, a: usize, i0: i32, mc: i32, k0: i32, kc: i32, lda: i3
       let from = src;
       for (let t = 0; t < tiles; t++) {
         v128.store(out, v128.load(from));
-        store<f32>(out, load<f32>(from, 16), 16);
+        if (MR == 5) store<f32>(out, load<f32>(from, 16), 16);
         out += tileStride;
         from += MR << 2;
       }
@@ -548,47 +569,57 @@ function tiles5x8(
   }
 }
 
-/** 4x8 tile over a packed A panel [k][4] and B panel [k][8]; `rows` (3 or 4) stored. */
-function tile4x8(
+/**
+ * `count` 4x8 tiles down one B panel pb [k][8], as tiles5x8 over packed A
+ * panels [k][4]; `rows` (3 or 4) of each tile stored.
+ */
+function tiles4x8(
   c: usize,
   ldc: usize,
-  a: usize,
+  pa: usize,
+  tileStride: usize,
+  count: i32,
   rows: i32,
-  b: usize,
+  pb: usize,
   kc: i32,
   cols: i32,
   bias: usize,
   loadC: bool,
   relu: bool,
 ): void {
-  let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
-  let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
-  let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
-  let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
-  const end = b + ((<usize> kc * NR) << 2);
-  while (b < end) {
-    const b0 = v128.load(b);
-    const b1 = v128.load(b, 16);
-    const va = v128.load(a);
-    let av = splatLane(va, 0);
-    c00 = fma(av, b0, c00);
-    c01 = fma(av, b1, c01);
-    av = splatLane(va, 1);
-    c10 = fma(av, b0, c10);
-    c11 = fma(av, b1, c11);
-    av = splatLane(va, 2);
-    c20 = fma(av, b0, c20);
-    c21 = fma(av, b1, c21);
-    av = splatLane(va, 3);
-    c30 = fma(av, b0, c30);
-    c31 = fma(av, b1, c31);
-    a += 16;
-    b += NR << 2;
+  const end = pb + ((<usize> kc * NR) << 2);
+  for (let t = 0; t < count; t++) {
+    let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
+    let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
+    let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
+    let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
+    let a = pa, b = pb;
+    while (b < end) {
+      const b0 = v128.load(b);
+      const b1 = v128.load(b, 16);
+      const va = v128.load(a);
+      let av = splatLane(va, 0);
+      c00 = fma(av, b0, c00);
+      c01 = fma(av, b1, c01);
+      av = splatLane(va, 1);
+      c10 = fma(av, b0, c10);
+      c11 = fma(av, b1, c11);
+      av = splatLane(va, 2);
+      c20 = fma(av, b0, c20);
+      c21 = fma(av, b1, c21);
+      av = splatLane(va, 3);
+      c30 = fma(av, b0, c30);
+      c31 = fma(av, b1, c31);
+      a += 16;
+      b += NR << 2;
+    }
+    finishRow(c, c00, c01, cols, bias, loadC, relu);
+    finishRow(c + ldc, c10, c11, cols, bias, loadC, relu);
+    finishRow(c + ldc * 2, c20, c21, cols, bias, loadC, relu);
+    if (rows == 4) finishRow(c + ldc * 3, c30, c31, cols, bias, loadC, relu);
+    pa += tileStride;
+    c += ldc << 2;
   }
-  finishRow(c, c00, c01, cols, bias, loadC, relu);
-  finishRow(c + ldc, c10, c11, cols, bias, loadC, relu);
-  finishRow(c + ldc * 2, c20, c21, cols, bias, loadC, relu);
-  if (rows == 4) finishRow(c + ldc * 3, c30, c31, cols, bias, loadC, relu);
 }
 
 /**

@@ -4,11 +4,30 @@ import { gemmChainTwin, gemmErrorScale, gemmTwin } from "./twins/gemm.ts";
 import { assertClose, finiteDifferences, randomArray, rng, TestMemory, VARIANTS } from "./_util.ts";
 import type { Kernels, KernelVariant } from "../src/kernels/kernels.ts";
 
+/**
+ * Every kernel build: both variants, each on an unshared memory and on a
+ * shared one (the worker pool's threads build, which runs 4x8 main tiles).
+ */
+interface Build {
+  variant: KernelVariant;
+  shared: boolean;
+  name: string;
+}
+const BUILDS: Build[] = VARIANTS.flatMap((variant) => [
+  { variant, shared: false, name: variant },
+  { variant, shared: true, name: `${variant} shared` },
+]);
+
+const memoryOf = (build: Build, megabytes: number) =>
+  new TestMemory(build.variant, megabytes, build.shared);
+
 // Tile edges (assembly/gemm.ts): the main tile is 5 rows (MR) by one 8-wide
 // B panel (NR); 1-4 leftover rows run 4x8 (3 rows: 4x8 with a zero row),
 // 2x16 (panel pairs, then 2x8) and 1x32 (panel quads, then 1x8) tiles; k
-// runs in blocks of 256 (KC) and rows in blocks of 95 (MC). N = 1 runs 8
-// rows (row-major A) or 4 (A^T) at a time.
+// runs in blocks of 256 (KC), rows in blocks of 95 (MC; 96 and 4-row
+// tiles in the shared builds), columns in chunks of 64 Ki floats of packed
+// B (32 panels at KC = 256). N = 1 runs 8 rows (row-major A) or 4 (A^T) at
+// a time.
 const SHAPES: [number, number, number][] = [
   [1, 1, 1],
   [1, 17, 9],
@@ -41,6 +60,9 @@ const SHAPES: [number, number, number][] = [
   [1003, 13, 11],
   [6, 1030, 9],
   [3, 40, 1029],
+  // Column chunks of 32 panels (256 columns at K >= 256): a partial second chunk.
+  [23, 300, 300],
+  [97, 256, 264],
   // N = 1: a dot product per row (row-major A), four rows as lanes (A^T).
   [8, 4, 1],
   [9, 7, 1],
@@ -75,8 +97,8 @@ interface Call {
   relu: boolean;
 }
 
-const label = (variant: string, [M, K, N]: number[], call: Call) =>
-  `${variant} ${call.transA ? "T" : "N"}${call.transB ? "T" : "N"} ${M}x${K}x${N} ` +
+const label = (build: Build, [M, K, N]: number[], call: Call) =>
+  `${build.name} ${call.transA ? "T" : "N"}${call.transB ? "T" : "N"} ${M}x${K}x${N} ` +
   `acc=${call.accumulate} bias=${call.bias} relu=${call.relu}`;
 
 /**
@@ -84,12 +106,12 @@ const label = (variant: string, [M, K, N]: number[], call: Call) =>
  * operands in a fresh memory; returns both C.
  */
 function runBoth(
-  variant: KernelVariant,
+  build: Build,
   [M, K, N]: [number, number, number],
   ops: Operands,
   call: Call,
 ): { perCall: Float32Array; packed: Float32Array } {
-  const mem = new TestMemory(variant, 16);
+  const mem = memoryOf(build, 16);
   const k = mem.k;
   const A = mem.f32(M * K, ops.a), B = mem.f32(K * N, ops.b), bias = mem.f32(N, ops.bias);
   const C1 = mem.f32(M * N, ops.c0), C2 = mem.f32(M * N, ops.c0);
@@ -137,42 +159,48 @@ function firstBitDifference(x: Float32Array, y: Float32Array): number {
  * 2^-12)^2 is -2^-24 when the second step is fused (the first product
  * rounds to 1 + 2^-11), 0 when its product is rounded first.
  */
-function fusedMultiplyAdd(variant: KernelVariant): boolean {
-  const mem = new TestMemory(variant, 1);
+function fusedMultiplyAdd(build: Build): boolean {
+  const mem = memoryOf(build, 1);
   const x = 1 + 2 ** -12;
   // 1x2 times 2x2 (N = 2: the panel tiles); column 0 of B is [x, x].
   const A = mem.f32(2, [x, -x]), B = mem.f32(4, [x, 0, x, 0]), C = mem.f32(2);
   const work = mem.alloc(mem.k.gemmWorkspaceBytes(2, 2));
   mem.k.gemm(C.ptr, A.ptr, B.ptr, 0, work, 1, 2, 2, 2, false, false, false, false);
-  assert.ok(C.view[0] === 0 || C.view[0] === -(2 ** -24), `${variant}: C = ${C.view[0]}`);
+  assert.ok(C.view[0] === 0 || C.view[0] === -(2 ** -24), `${build.name}: C = ${C.view[0]}`);
   return C.view[0] !== 0;
 }
 
-const FUSED = new Map(VARIANTS.map((v) => [v, fusedMultiplyAdd(v)]));
+const FUSED = new Map(BUILDS.map((b) => [b.name, fusedMultiplyAdd(b)]));
 
-test("gemm simd: the plain simd build multiplies, then adds (two roundings)", () => {
-  assert.equal(fusedMultiplyAdd("simd"), false);
+test("gemm simd: the plain simd builds multiply, then add (two roundings)", () => {
+  for (const build of BUILDS.filter((b) => b.variant === "simd")) {
+    assert.equal(fusedMultiplyAdd(build), false, build.name);
+  }
 });
 
 /**
  * Both entries against the chain twin bit for bit (which also makes them
- * equal to each other), and against the f64 twin within f32 rounding.
+ * equal to each other), and the chain twin against the f64 product within
+ * f32 rounding.
  */
 function checkExact(
-  variant: KernelVariant,
+  build: Build,
   shape: [number, number, number],
   call: Call,
   seed: number,
 ) {
   const [M, K, N] = shape;
   const ops = operands(M, K, N, seed);
-  const { perCall, packed } = runBoth(variant, shape, ops, call);
-  const name = label(variant, shape, call);
-  const expected = chain(shape, ops, call, FUSED.get(variant)!);
+  const { perCall, packed } = runBoth(build, shape, ops, call);
+  const name = label(build, shape, call);
+  const expected = chain(shape, ops, call, FUSED.get(build.name)!);
   const i = firstBitDifference(perCall, expected);
   if (i >= 0) assert.fail(`${name}: gemm C[${i}] = ${perCall[i]}, chain twin ${expected[i]}`);
   const j = firstBitDifference(packed, perCall);
   if (j >= 0) assert.fail(`${name}: gemmPacked C[${j}] = ${packed[j]}, gemm ${perCall[j]}`);
+  // The chain twin itself against the f64 product (once per case: the
+  // shared builds share the unshared builds' twin values).
+  if (build.shared) return;
   const exact = gemmTwin(ops.a, ops.b, M, K, N, {
     transA: call.transA,
     transB: call.transB,
@@ -183,8 +211,8 @@ function checkExact(
   const scale = gemmErrorScale(ops.a, ops.b, M, K, N, call.transA, call.transB);
   for (let e = 0; e < M * N; e++) {
     const tol = 4e-7 * (scale[e] + 2) * Math.sqrt(K + 1);
-    if (!(Math.abs(perCall[e] - exact[e]) <= tol)) {
-      assert.fail(`${name}: C[${e}] = ${perCall[e]}, f64 product ${exact[e]}`);
+    if (!(Math.abs(expected[e] - exact[e]) <= tol)) {
+      assert.fail(`${name}: chain twin C[${e}] = ${expected[e]}, f64 product ${exact[e]}`);
     }
   }
 }
@@ -192,12 +220,13 @@ function checkExact(
 const TRANSPOSES = [[false, false], [false, true], [true, false], [true, true]] as const;
 const opName = (transA: boolean, transB: boolean) => `${transA ? "T" : "N"}${transB ? "T" : "N"}`;
 
-for (const variant of VARIANTS) {
+for (const build of BUILDS) {
+  const variant = build.name;
   for (const [transA, transB] of TRANSPOSES) {
     const name = opName(transA, transB);
     test(`gemm ${variant} ${name}: every tile edge shape, per call and pre-packed, is the f32 chain twin bit for bit`, () => {
       const call = { transA, transB, accumulate: false, bias: false, relu: false };
-      SHAPES.forEach((shape, i) => checkExact(variant, shape, call, i));
+      SHAPES.forEach((shape, i) => checkExact(build, shape, call, i));
     });
     test(`gemm ${variant} ${name}: accumulate, bias and ReLU epilogues`, () => {
       let seed = 100;
@@ -207,7 +236,7 @@ for (const variant of VARIANTS) {
         for (const accumulate of [false, true]) {
           for (const bias of [false, true]) {
             for (const relu of [false, true]) {
-              checkExact(variant, [...shape], { transA, transB, accumulate, bias, relu }, seed++);
+              checkExact(build, [...shape], { transA, transB, accumulate, bias, relu }, seed++);
             }
           }
         }
@@ -217,7 +246,7 @@ for (const variant of VARIANTS) {
 
   test(`gemm ${variant}: serving shapes (1-10 rows x 256 x 1536, NT, pre-packed) match the chain twin`, () => {
     for (const M of [1, 2, 3, 4, 10]) {
-      checkExact(variant, [M, 256, 1536], {
+      checkExact(build, [M, 256, 1536], {
         transA: false,
         transB: true,
         accumulate: false,
@@ -228,7 +257,7 @@ for (const variant of VARIANTS) {
   });
 
   test(`gemm ${variant}: K = 0 applies only the epilogue`, () => {
-    const mem = new TestMemory(variant, 1);
+    const mem = memoryOf(build, 1);
     const C = mem.f32(6, [1, -2, 3, -4, 5, -6]);
     const bias = mem.f32(3, [0.5, 0.5, 0.5]);
     mem.k.gemm(C.ptr, 0, 0, bias.ptr, 0, 2, 0, 3, 0, false, false, true, true);
@@ -252,7 +281,7 @@ for (const variant of VARIANTS) {
         true,
       ]] as const
     ) {
-      const mem = new TestMemory(variant, 4);
+      const mem = memoryOf(build, 4);
       const next = rng(9);
       const A = mem.f32(M * K, randomArray(M * K, next));
       const B = mem.f32(K * N, randomArray(K * N, next));
@@ -282,7 +311,7 @@ for (const variant of VARIANTS) {
   // the gradient of L = sum(G * Y), checked by central differences of the
   // f64 forward.
   test(`gemm ${variant}: NT and TN give the finite-difference gradient of NN`, () => {
-    const mem = new TestMemory(variant, 1);
+    const mem = memoryOf(build, 1);
     const [Bn, F, H] = [5, 7, 9];
     const next = rng(3);
     const x = randomArray(Bn * F, next), w = randomArray(F * H, next);
@@ -352,12 +381,13 @@ function rowSplitCase(
   assert.deepEqual(run(chunks(1)), full, "row by row");
 }
 
-for (const variant of VARIANTS) {
+for (const build of BUILDS) {
   for (const [transA, transB] of [[false, false], [false, true], [true, false]] as const) {
     const name = opName(transA, transB);
-    test(`gemm ${variant} ${name}: full, split and row-by-row calls agree bit for bit`, () => {
-      const mem = new TestMemory(variant, 16);
-      for (const shape of [[213, 300, 21], [213, 300, 1]] as [number, number, number][]) {
+    test(`gemm ${build.name} ${name}: full, split and row-by-row calls agree bit for bit`, () => {
+      const mem = memoryOf(build, 16);
+      const shapes: [number, number, number][] = [[213, 300, 21], [213, 300, 1], [101, 260, 270]];
+      for (const shape of shapes) {
         rowSplitCase(mem.k, mem, shape, transA, transB, false);
         rowSplitCase(mem.k, mem, shape, transA, transB, true);
       }
