@@ -11,25 +11,53 @@
  * row per shape and op, one column per implementation. The load average
  * before and after the run says how quiet the machine was.
  *
- * Usage: deno run -A bench/report.ts bench/gemm_bench.ts [...]
+ * `--runs N` runs the benches N times and keeps each one's best time (and
+ * the mean of its averages).
+ *
+ * Usage: deno run -A bench/report.ts [--runs N] bench/gemm_bench.ts [...]
  */
 import { parsePeakBench } from "./_peak.ts";
 
-const files = Deno.args.length > 0 ? Deno.args : ["bench/"];
-const loadBefore = Deno.loadavg();
-const { stdout, success } = await new Deno.Command(Deno.execPath(), {
-  args: ["bench", "-A", "--json", ...files],
-  stderr: "inherit",
-}).output();
-if (!success) Deno.exit(1);
-const loadAfter = Deno.loadavg();
+const args = [...Deno.args];
+const runsAt = args.findIndex((a) => a.startsWith("--runs"));
+let runs = 1;
+if (runsAt >= 0) {
+  const [flag, value] = args[runsAt].split("=");
+  runs = Number(value ?? args[runsAt + 1]);
+  args.splice(runsAt, value === undefined ? 2 : 1);
+  if (!Number.isInteger(runs) || runs < 1) throw new RangeError(`${flag}: expected a count >= 1`);
+}
+const files = args.length > 0 ? args : ["bench/"];
 
 interface BenchResult {
   name: string;
   group?: string;
   results: { ok?: { avg: number; min: number } }[];
 }
-const { benches } = JSON.parse(new TextDecoder().decode(stdout)) as { benches: BenchResult[] };
+
+// Each bench's best time over every run, and its average time averaged over runs.
+const loadBefore = Deno.loadavg();
+const merged = new Map<string, { avg: number; min: number; runs: number }>();
+for (let run = 0; run < runs; run++) {
+  const { stdout, success } = await new Deno.Command(Deno.execPath(), {
+    args: ["bench", "-A", "--json", ...files],
+    stderr: "inherit",
+  }).output();
+  if (!success) Deno.exit(1);
+  const { benches } = JSON.parse(new TextDecoder().decode(stdout)) as { benches: BenchResult[] };
+  for (const bench of benches) {
+    const ok = bench.results[0]?.ok;
+    if (!ok) continue;
+    const seen = merged.get(bench.name);
+    merged.set(bench.name, {
+      avg: (seen?.avg ?? 0) + ok.avg,
+      min: Math.min(seen?.min ?? Infinity, ok.min),
+      runs: (seen?.runs ?? 0) + 1,
+    });
+  }
+}
+const loadAfter = Deno.loadavg();
+const benches = [...merged].map(([name, r]) => ({ name, avg: r.avg / r.runs, min: r.min }));
 
 const format = (seconds: number) =>
   seconds >= 1e-3 ? `${(seconds * 1e3).toFixed(3)} ms` : `${(seconds * 1e6).toFixed(1)} µs`;
@@ -51,9 +79,8 @@ const variantOf = (name: string) =>
 
 const peaks = new Map<string, number>();
 for (const bench of benches) {
-  const ok = bench.results[0]?.ok;
   const peak = parsePeakBench(bench.name);
-  if (ok && peak) peaks.set(peak.variant, peak.flops / (ok.min / 1e9) / 1e9);
+  if (peak) peaks.set(peak.variant, peak.flops / (bench.min / 1e9) / 1e9);
 }
 const share = (name: string, value: number) => {
   const variant = variantOf(name);
@@ -63,9 +90,7 @@ const share = (name: string, value: number) => {
 
 const rows: string[][] = [["bench", "avg", "best", "throughput", "share of peak"]];
 for (const bench of benches) {
-  const ok = bench.results[0]?.ok;
-  if (!ok) continue;
-  const seconds = ok.min / 1e9;
+  const seconds = bench.min / 1e9;
   let throughput = "", ofPeak = "";
   const g = gflops(bench.name, seconds);
   const items = bench.name.match(/\[(\d+) (\w+)\]/);
@@ -75,7 +100,7 @@ for (const bench of benches) {
   } else if (items) {
     throughput = `${(Number(items[1]) / seconds).toExponential(3)} ${items[2]}/s`;
   }
-  rows.push([bench.name, format(ok.avg / 1e9), format(seconds), throughput, ofPeak]);
+  rows.push([bench.name, format(bench.avg / 1e9), format(seconds), throughput, ofPeak]);
 }
 printTable(rows);
 
@@ -83,11 +108,10 @@ printTable(rows);
 const gemm = new Map<string, Map<string, string>>();
 const columns: string[] = [];
 for (const bench of benches) {
-  const ok = bench.results[0]?.ok;
   const match = bench.name.match(/^(NN|NT|TN) (\d+x\d+x\d+) (.+)$/);
-  if (!ok || !match) continue;
+  if (!match) continue;
   const [, op, shape, implementation] = match;
-  const g = gflops(bench.name, ok.min / 1e9)!;
+  const g = gflops(bench.name, bench.min / 1e9)!;
   const ofPeak = share(bench.name, g);
   if (!columns.includes(implementation)) columns.push(implementation);
   const key = `${shape} ${op}`;
@@ -96,7 +120,7 @@ for (const bench of benches) {
 }
 if (gemm.size > 0) {
   console.log(
-    `\nGEMM, GFLOP/s (share of the build's peak) from the best time; peak ${
+    `\nGEMM, GFLOP/s (share of the build's peak) from the best time of ${runs} run(s); peak ${
       [...peaks].map(([v, p]) => `${v} ${p.toFixed(1)}`).join(", ")
     } GFLOP/s; load average ${loadBefore.map((l) => l.toFixed(2)).join(" ")} before, ${
       loadAfter.map((l) => l.toFixed(2)).join(" ")
