@@ -91,7 +91,7 @@ export function gemmWorkspaceBytes(K: i32, N: i32): i32 {
 
 /** Bytes of the packed op(B) that `gemmPackB` writes for inner size K and width N. */
 export function gemmPackedBBytes(K: i32, N: i32): i32 {
-  return (K * roundUp(N, NR)) << 2;
+  return (K * (N == 1 ? 1 : roundUp(N, NR))) << 2;
 }
 
 /**

@@ -272,15 +272,12 @@ for (const build of BUILDS) {
   // Guards around C, the packed B and the workspace: each region is exactly
   // as large as the size functions say.
   test(`gemm ${variant}: writes nothing outside C, the packed B or the workspace`, () => {
-    for (
-      const [M, K, N, transA, transB] of [[7, 5, 11, false, false], [
-        13,
-        300,
-        17,
-        true,
-        true,
-      ]] as const
-    ) {
+    const cases = [
+      [7, 5, 11, false, false],
+      [13, 300, 17, true, true],
+      [9, 7, 1, false, true],
+    ] as const;
+    for (const [M, K, N, transA, transB] of cases) {
       const mem = memoryOf(build, 4);
       const next = rng(9);
       const A = mem.f32(M * K, randomArray(M * K, next));
