@@ -25,9 +25,8 @@ const memoryOf = (build: Build, megabytes: number) =>
 // B panel (NR); 1-4 leftover rows run 4x8 (3 rows: 4x8 with a zero row),
 // 2x16 (panel pairs, then 2x8) and 1x32 (panel quads, then 1x8) tiles; k
 // runs in blocks of 256 (KC), rows in blocks of 95 (MC; 96 and 4-row
-// tiles in the shared builds), columns in chunks of 64 Ki floats of packed
-// B (32 panels at KC = 256). N = 1 runs 8 rows (row-major A) or 4 (A^T) at
-// a time.
+// tiles in the shared builds). N = 1 runs 8 rows (row-major A) or 4 (A^T)
+// at a time.
 const SHAPES: [number, number, number][] = [
   [1, 1, 1],
   [1, 17, 9],
@@ -60,7 +59,7 @@ const SHAPES: [number, number, number][] = [
   [1003, 13, 11],
   [6, 1030, 9],
   [3, 40, 1029],
-  // Column chunks of 32 panels (256 columns at K >= 256): a partial second chunk.
+  // Wide and deep at once: several k-blocks, 33-38 panels.
   [23, 300, 300],
   [97, 256, 264],
   // N = 1: a dot product per row (row-major A), four rows as lanes (A^T).
