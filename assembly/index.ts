@@ -1,5 +1,6 @@
 // Entry point of the kernel module: every export here is a Wasm export.
-export { gemm, gemmWorkspaceBytes } from "./gemm";
+export { gemm, gemmPackB, gemmPacked, gemmPackedBBytes, gemmWorkspaceBytes } from "./gemm";
+export { peakProbe } from "./probe";
 export * from "./gating";
 export * from "./embedding";
 export * from "./activation";

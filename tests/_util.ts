@@ -29,8 +29,14 @@ export class TestMemory {
   readonly k: Kernels;
   private next = 64;
 
-  constructor(variant: KernelVariant, megabytes = 64) {
-    const memory = new WebAssembly.Memory({ initial: megabytes * 16 });
+  /** `shared`: a shared memory, which gets the threads build of `variant`. */
+  constructor(variant: KernelVariant, megabytes = 64, shared = false) {
+    const pages = megabytes * 16;
+    const memory = new WebAssembly.Memory({
+      initial: pages,
+      maximum: shared ? pages : undefined,
+      shared,
+    });
     this.instance = instantiateKernels(memory, variant);
     this.k = this.instance.exports;
   }

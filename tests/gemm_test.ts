@@ -1,57 +1,134 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { gemmErrorScale, gemmTwin } from "./twins/gemm.ts";
+import { gemmChainTwin, gemmErrorScale, gemmTwin } from "./twins/gemm.ts";
 import { assertClose, finiteDifferences, randomArray, rng, TestMemory, VARIANTS } from "./_util.ts";
+import type { Kernels, KernelVariant } from "../src/kernels/kernels.ts";
 
-// Tile edges: MR is 6 (relaxed) or 4 (simd), NR 8, KC 256, MC 96.
+/**
+ * Every kernel build: both variants, each on an unshared memory and on a
+ * shared one (the worker pool's threads build, which runs 4x8 main tiles).
+ */
+interface Build {
+  variant: KernelVariant;
+  shared: boolean;
+  name: string;
+}
+const BUILDS: Build[] = VARIANTS.flatMap((variant) => [
+  { variant, shared: false, name: variant },
+  { variant, shared: true, name: `${variant} shared` },
+]);
+
+const memoryOf = (build: Build, megabytes: number) =>
+  new TestMemory(build.variant, megabytes, build.shared);
+
+// Tile edges (assembly/gemm.ts): the main tile is 5 rows (MR) by one 8-wide
+// B panel (NR); 1-4 leftover rows run 4x8 (3 rows: 4x8 with a zero row),
+// 2x16 (panel pairs, then 2x8) and 1x32 (panel quads, then 1x8) tiles; k
+// runs in blocks of 256 (KC), rows in blocks of 95 (MC; 96 and 4-row
+// tiles in the shared builds). N = 1 runs 8 rows (row-major A) or 4 (A^T)
+// at a time.
 const SHAPES: [number, number, number][] = [
   [1, 1, 1],
   [1, 17, 9],
+  [1, 7, 33],
+  [1, 5, 40],
+  [2, 9, 16],
+  [2, 3, 17],
+  [2, 6, 24],
   [3, 5, 7],
+  [3, 4, 9],
   [4, 8, 8],
+  [4, 1, 15],
   [5, 7, 15],
+  [5, 8, 8],
   [6, 8, 8],
   [7, 9, 16],
+  [8, 2, 25],
+  [9, 4, 32],
   [11, 3, 17],
   [12, 16, 24],
   [13, 31, 33],
+  [94, 64, 8],
+  [95, 12, 7],
   [96, 64, 8],
   [97, 255, 9],
   [25, 256, 31],
   [19, 257, 40],
   [101, 600, 23],
   [200, 130, 130],
+  [1003, 13, 11],
+  [6, 1030, 9],
+  [3, 40, 1029],
+  // Wide and deep at once: several k-blocks, 33-38 panels.
+  [23, 300, 300],
+  [97, 256, 264],
+  // N = 1: a dot product per row (row-major A), four rows as lanes (A^T).
+  [8, 4, 1],
+  [9, 7, 1],
+  [17, 256, 1],
+  [3, 300, 1],
+  [1003, 64, 1],
 ];
 
-function checkGemm(
-  variant: (typeof VARIANTS)[number],
-  [M, K, N]: [number, number, number],
-  transA: boolean,
-  transB: boolean,
-  accumulate: boolean,
-  withBias: boolean,
-  relu: boolean,
-  seed: number,
-) {
-  const mem = new TestMemory(variant, 16);
+interface Operands {
+  a: Float32Array;
+  b: Float32Array;
+  c0: Float32Array;
+  bias: Float32Array;
+}
+
+/** f32 operands of an M x K x N product (A M*K or K*M values, B K*N), seeded. */
+function operands(M: number, K: number, N: number, seed: number): Operands {
   const next = rng(seed);
-  const a = randomArray(M * K, next);
-  const b = randomArray(K * N, next);
-  const c0 = randomArray(M * N, next);
-  const bias = randomArray(N, next);
-  const A = mem.f32(M * K, a), B = mem.f32(K * N, b), C = mem.f32(M * N, c0);
-  const Bias = mem.f32(N, bias);
-  const work = mem.alloc(mem.k.gemmWorkspaceBytes(K, N));
-  mem.k.gemm(
-    C.ptr,
+  return {
+    a: Float32Array.from(randomArray(M * K, next)),
+    b: Float32Array.from(randomArray(K * N, next)),
+    c0: Float32Array.from(randomArray(M * N, next)),
+    bias: Float32Array.from(randomArray(N, next)),
+  };
+}
+
+interface Call {
+  transA: boolean;
+  transB: boolean;
+  accumulate: boolean;
+  bias: boolean;
+  relu: boolean;
+}
+
+const label = (build: Build, [M, K, N]: number[], call: Call) =>
+  `${build.name} ${call.transA ? "T" : "N"}${call.transB ? "T" : "N"} ${M}x${K}x${N} ` +
+  `acc=${call.accumulate} bias=${call.bias} relu=${call.relu}`;
+
+/**
+ * Runs `gemm` and `gemmPacked` (op(B) packed by `gemmPackB`) on the same
+ * operands in a fresh memory; returns both C.
+ */
+function runBoth(
+  build: Build,
+  [M, K, N]: [number, number, number],
+  ops: Operands,
+  call: Call,
+): { perCall: Float32Array; packed: Float32Array } {
+  const mem = memoryOf(build, 16);
+  const k = mem.k;
+  const A = mem.f32(M * K, ops.a), B = mem.f32(K * N, ops.b), bias = mem.f32(N, ops.bias);
+  const C1 = mem.f32(M * N, ops.c0), C2 = mem.f32(M * N, ops.c0);
+  const work = mem.alloc(k.gemmWorkspaceBytes(K, N));
+  const packed = mem.alloc(k.gemmPackedBBytes(K, N));
+  const biasPtr = call.bias ? bias.ptr : 0;
+  const lda = call.transA ? M : K;
+  const { transA, transB, accumulate, relu } = call;
+  k.gemm(
+    C1.ptr,
     A.ptr,
     B.ptr,
-    withBias ? Bias.ptr : 0,
+    biasPtr,
     work,
     M,
     K,
     N,
-    transA ? M : K,
+    lda,
     transB ? K : N,
     N,
     transA,
@@ -59,42 +136,122 @@ function checkGemm(
     accumulate,
     relu,
   );
-  // Compare against the f32-rounded inputs (the kernel sees f32).
-  const f = (x: Float64Array) => Float32Array.from(x);
-  const expected = gemmTwin(f(a), f(b), M, K, N, {
-    transA,
-    transB,
-    c: accumulate ? f(c0) : undefined,
-    bias: withBias ? f(bias) : undefined,
-    relu,
+  k.gemmPackB(packed, B.ptr, K, N, transB);
+  k.gemmPacked(C2.ptr, A.ptr, packed, biasPtr, work, M, K, N, lda, N, transA, accumulate, relu);
+  return { perCall: C1.view.slice(), packed: C2.view.slice() };
+}
+
+/** The chain twin of `call`, fused or not. */
+function chain(
+  [M, K, N]: [number, number, number],
+  ops: Operands,
+  call: Call,
+  fused: boolean,
+): Float32Array {
+  return gemmChainTwin(ops.a, ops.b, M, K, N, {
+    transA: call.transA,
+    transB: call.transB,
+    c: call.accumulate ? ops.c0 : undefined,
+    bias: call.bias ? ops.bias : undefined,
+    relu: call.relu,
+    fused,
   });
-  const scale = gemmErrorScale(f(a), f(b), M, K, N, transA, transB);
-  const label = `${variant} ${transA ? "T" : "N"}${
-    transB ? "T" : "N"
-  } ${M}x${K}x${N} acc=${accumulate} bias=${withBias} relu=${relu}`;
-  for (let i = 0; i < M * N; i++) {
-    const tol = 4e-7 * (scale[i] + 2) * Math.sqrt(K + 1);
-    if (!(Math.abs(C.view[i] - expected[i]) <= tol)) {
-      assert.fail(`${label}: C[${i}] = ${C.view[i]}, expected ${expected[i]}`);
+}
+
+/** Index of the first element whose bits differ, or -1. */
+function firstBitDifference(x: Float32Array, y: Float32Array): number {
+  const xb = new Uint32Array(x.buffer, x.byteOffset, x.length);
+  const yb = new Uint32Array(y.buffer, y.byteOffset, y.length);
+  for (let i = 0; i < xb.length; i++) if (xb[i] !== yb[i]) return i;
+  return -1;
+}
+
+/**
+ * Whether the build's multiply-add rounds once. The plain simd build
+ * multiplies then adds; `relaxed_madd` may do either (the relaxed-simd
+ * spec allows both): V8 on x86-64 with FMA3 fuses, JavaScriptCore (Bun)
+ * does not. Told apart by a product of two steps: (1 + 2^-12)^2 - (1 +
+ * 2^-12)^2 is -2^-24 when the second step is fused (the first product
+ * rounds to 1 + 2^-11), 0 when its product is rounded first.
+ */
+function fusedMultiplyAdd(build: Build): boolean {
+  const mem = memoryOf(build, 1);
+  const x = 1 + 2 ** -12;
+  // 1x2 times 2x2 (N = 2: the panel tiles); column 0 of B is [x, x].
+  const A = mem.f32(2, [x, -x]), B = mem.f32(4, [x, 0, x, 0]), C = mem.f32(2);
+  const work = mem.alloc(mem.k.gemmWorkspaceBytes(2, 2));
+  mem.k.gemm(C.ptr, A.ptr, B.ptr, 0, work, 1, 2, 2, 2, 2, 2, false, false, false, false);
+  assert.ok(C.view[0] === 0 || C.view[0] === -(2 ** -24), `${build.name}: C = ${C.view[0]}`);
+  return C.view[0] !== 0;
+}
+
+const FUSED = new Map(BUILDS.map((b) => [b.name, fusedMultiplyAdd(b)]));
+
+test("gemm simd: the plain simd builds multiply, then add (two roundings)", () => {
+  for (const build of BUILDS.filter((b) => b.variant === "simd")) {
+    assert.equal(fusedMultiplyAdd(build), false, build.name);
+  }
+});
+
+/**
+ * Both entries against the chain twin bit for bit (which also makes them
+ * equal to each other), and the chain twin against the f64 product within
+ * f32 rounding.
+ */
+function checkExact(
+  build: Build,
+  shape: [number, number, number],
+  call: Call,
+  seed: number,
+) {
+  const [M, K, N] = shape;
+  const ops = operands(M, K, N, seed);
+  const { perCall, packed } = runBoth(build, shape, ops, call);
+  const name = label(build, shape, call);
+  const expected = chain(shape, ops, call, FUSED.get(build.name)!);
+  const i = firstBitDifference(perCall, expected);
+  if (i >= 0) assert.fail(`${name}: gemm C[${i}] = ${perCall[i]}, chain twin ${expected[i]}`);
+  const j = firstBitDifference(packed, perCall);
+  if (j >= 0) assert.fail(`${name}: gemmPacked C[${j}] = ${packed[j]}, gemm ${perCall[j]}`);
+  // The chain twin itself against the f64 product (once per case: the
+  // shared builds share the unshared builds' twin values).
+  if (build.shared) return;
+  const exact = gemmTwin(ops.a, ops.b, M, K, N, {
+    transA: call.transA,
+    transB: call.transB,
+    c: call.accumulate ? ops.c0 : undefined,
+    bias: call.bias ? ops.bias : undefined,
+    relu: call.relu,
+  });
+  const scale = gemmErrorScale(ops.a, ops.b, M, K, N, call.transA, call.transB);
+  for (let e = 0; e < M * N; e++) {
+    const tol = 4e-7 * (scale[e] + 2) * Math.sqrt(K + 1);
+    if (!(Math.abs(expected[e] - exact[e]) <= tol)) {
+      assert.fail(`${name}: chain twin C[${e}] = ${expected[e]}, f64 product ${exact[e]}`);
     }
   }
 }
 
-for (const variant of VARIANTS) {
-  for (const [transA, transB] of [[false, false], [false, true], [true, false], [true, true]]) {
-    const name = `${transA ? "T" : "N"}${transB ? "T" : "N"}`;
-    test(`gemm ${variant} ${name}: every tile edge shape matches the f64 twin`, () => {
-      SHAPES.forEach((shape, i) =>
-        checkGemm(variant, shape, transA, transB, false, false, false, i)
-      );
+const TRANSPOSES = [[false, false], [false, true], [true, false], [true, true]] as const;
+const opName = (transA: boolean, transB: boolean) => `${transA ? "T" : "N"}${transB ? "T" : "N"}`;
+
+for (const build of BUILDS) {
+  const variant = build.name;
+  for (const [transA, transB] of TRANSPOSES) {
+    const name = opName(transA, transB);
+    test(`gemm ${variant} ${name}: every tile edge shape, per call and pre-packed, is the f32 chain twin bit for bit`, () => {
+      const call = { transA, transB, accumulate: false, bias: false, relu: false };
+      SHAPES.forEach((shape, i) => checkExact(build, shape, call, i));
     });
     test(`gemm ${variant} ${name}: accumulate, bias and ReLU epilogues`, () => {
       let seed = 100;
-      for (const shape of [[1, 3, 5], [7, 13, 9], [13, 300, 17], [98, 40, 16]] as const) {
+      for (
+        const shape of [[1, 3, 5], [3, 7, 17], [7, 13, 9], [13, 300, 17], [98, 40, 16]] as const
+      ) {
         for (const accumulate of [false, true]) {
           for (const bias of [false, true]) {
             for (const relu of [false, true]) {
-              checkGemm(variant, [...shape], transA, transB, accumulate, bias, relu, seed++);
+              checkExact(build, [...shape], { transA, transB, accumulate, bias, relu }, seed++);
             }
           }
         }
@@ -102,30 +259,79 @@ for (const variant of VARIANTS) {
     });
   }
 
+  test(`gemm ${variant}: serving shapes (1-10 rows x 256 x 1536, NT, pre-packed) match the chain twin`, () => {
+    for (const M of [1, 2, 3, 4, 10]) {
+      checkExact(build, [M, 256, 1536], {
+        transA: false,
+        transB: true,
+        accumulate: false,
+        bias: true,
+        relu: true,
+      }, M);
+    }
+  });
+
   test(`gemm ${variant}: K = 0 applies only the epilogue`, () => {
-    const mem = new TestMemory(variant, 1);
+    const mem = memoryOf(build, 1);
     const C = mem.f32(6, [1, -2, 3, -4, 5, -6]);
     const bias = mem.f32(3, [0.5, 0.5, 0.5]);
     mem.k.gemm(C.ptr, 0, 0, bias.ptr, 0, 2, 0, 3, 0, 3, 3, false, false, true, true);
     assert.deepEqual(Array.from(C.view), [1.5, 0, 3.5, 0, 5.5, 0]);
     mem.k.gemm(C.ptr, 0, 0, 0, 0, 2, 0, 3, 0, 3, 3, false, false, false, false);
     assert.deepEqual(Array.from(C.view), [0, 0, 0, 0, 0, 0]);
+    C.view.set([1, -2, 3, -4, 5, -6]);
+    mem.k.gemmPacked(C.ptr, 0, 0, bias.ptr, 0, 2, 0, 3, 0, 3, false, true, true);
+    assert.deepEqual(Array.from(C.view), [1.5, 0, 3.5, 0, 5.5, 0]);
   });
 
-  test(`gemm ${variant}: writes nothing outside C`, () => {
-    const mem = new TestMemory(variant, 1);
-    const [M, K, N] = [7, 5, 11];
-    const next = rng(9);
-    const A = mem.f32(M * K, randomArray(M * K, next));
-    const B = mem.f32(K * N, randomArray(K * N, next));
-    const block = mem.f32(M * N + 32);
-    block.view.fill(42);
-    const cPtr = block.ptr + 16 * 4;
-    const work = mem.alloc(mem.k.gemmWorkspaceBytes(K, N));
-    mem.k.gemm(cPtr, A.ptr, B.ptr, 0, work, M, K, N, K, N, N, false, false, false, false);
-    for (let i = 0; i < 16; i++) assert.equal(block.view[i], 42, `before C at ${i}`);
-    for (let i = 16 + M * N; i < M * N + 32; i++) {
-      assert.equal(block.view[i], 42, `after C at ${i}`);
+  // Guards around C, the packed B and the workspace: each region is exactly
+  // as large as the size functions say.
+  test(`gemm ${variant}: writes nothing outside C, the packed B or the workspace`, () => {
+    const cases = [
+      [7, 5, 11, false, false],
+      [13, 300, 17, true, true],
+      [9, 7, 1, false, true],
+    ] as const;
+    for (const [M, K, N, transA, transB] of cases) {
+      const mem = memoryOf(build, 4);
+      const next = rng(9);
+      const A = mem.f32(M * K, randomArray(M * K, next));
+      const B = mem.f32(K * N, randomArray(K * N, next));
+      const guard = 16;
+      const guarded = (floats: number) => {
+        const block = mem.f32(floats + 2 * guard);
+        block.view.fill(42);
+        return { ptr: block.ptr + 4 * guard, view: block.view, floats };
+      };
+      const C = guarded(M * N);
+      const work = guarded(mem.k.gemmWorkspaceBytes(K, N) / 4);
+      const packed = guarded(mem.k.gemmPackedBBytes(K, N) / 4);
+      const lda = transA ? M : K;
+      mem.k.gemm(
+        C.ptr,
+        A.ptr,
+        B.ptr,
+        0,
+        work.ptr,
+        M,
+        K,
+        N,
+        lda,
+        transB ? K : N,
+        N,
+        transA,
+        transB,
+        false,
+        false,
+      );
+      mem.k.gemmPackB(packed.ptr, B.ptr, K, N, transB);
+      mem.k.gemmPacked(C.ptr, A.ptr, packed.ptr, 0, work.ptr, M, K, N, lda, N, transA, true, true);
+      for (const [name, region] of Object.entries({ C, work, packed })) {
+        for (let i = 0; i < guard; i++) {
+          assert.equal(region.view[i], 42, `${name}: before it at ${i}`);
+          assert.equal(region.view[guard + region.floats + i], 42, `${name}: after it at ${i}`);
+        }
+      }
     }
   });
 
@@ -133,7 +339,7 @@ for (const variant of VARIANTS) {
   // the gradient of L = sum(G * Y), checked by central differences of the
   // f64 forward.
   test(`gemm ${variant}: NT and TN give the finite-difference gradient of NN`, () => {
-    const mem = new TestMemory(variant, 1);
+    const mem = memoryOf(build, 1);
     const [Bn, F, H] = [5, 7, 9];
     const next = rng(3);
     const x = randomArray(Bn * F, next), w = randomArray(F * H, next);
@@ -157,43 +363,36 @@ for (const variant of VARIANTS) {
 }
 
 // Row ranges: with `lda`, a call over rows [r0, r1) of op(A) and C gives
-// those rows of the full call bit for bit (the threaded GEMM relies on it).
-// Ranges start on and off the tile height, and cross MC = 96 and KC = 256.
-for (const variant of VARIANTS) {
-  for (const [transA, transB] of [[false, false], [false, true], [true, false]] as const) {
-    const name = `${transA ? "T" : "N"}${transB ? "T" : "N"}`;
-    test(`gemm ${variant} ${name}: a row range equals those rows of the full call`, () => {
-      const [M, K, N] = [203, 300, 21];
-      const mem = new TestMemory(variant, 4);
-      const next = rng(77);
-      const A = mem.f32(M * K, randomArray(M * K, next));
-      const B = mem.f32(K * N, randomArray(K * N, next));
-      const bias = mem.f32(N, randomArray(N, next));
-      const c0 = randomArray(M * N, next);
-      const full = mem.f32(M * N, c0);
-      const part = mem.f32(M * N, c0);
-      const work = mem.alloc(mem.k.gemmWorkspaceBytes(K, N));
-      const lda = transA ? M : K, ldb = transB ? K : N;
-      const strides = [lda, ldb, N] as const;
-      mem.k.gemm(
-        full.ptr,
-        A.ptr,
-        B.ptr,
-        bias.ptr,
-        work,
-        M,
-        K,
-        N,
-        ...strides,
-        transA,
-        transB,
-        true,
-        true,
-      );
-      for (const [r0, r1] of [[0, 5], [5, 12], [12, 109], [109, 110], [110, 203]]) {
-        const a = A.ptr + 4 * (transA ? r0 : r0 * lda);
-        const c = part.ptr + 4 * r0 * N;
-        mem.k.gemm(
+// those rows of the full call bit for bit, whichever tiles cover them (the
+// threaded GEMM, src/kernels/threads.ts, relies on it). Compared: one call,
+// the pool's split (chunks of 12), odd chunks crossing the 5-row tiles and
+// MC = 95, and one call per row; per call and pre-packed; across KC = 256.
+function rowSplitCase(
+  k: Kernels,
+  mem: TestMemory,
+  [M, K, N]: [number, number, number],
+  transA: boolean,
+  transB: boolean,
+  packedB: boolean,
+): void {
+  const next = rng(77);
+  const A = mem.f32(M * K, randomArray(M * K, next));
+  const B = mem.f32(K * N, randomArray(K * N, next));
+  const bias = mem.f32(N, randomArray(N, next));
+  const c0 = randomArray(M * N, next);
+  const work = mem.alloc(k.gemmWorkspaceBytes(K, N));
+  const packed = mem.alloc(k.gemmPackedBBytes(K, N));
+  k.gemmPackB(packed, B.ptr, K, N, transB);
+  const lda = transA ? M : K;
+  const run = (ranges: number[][]): Uint32Array => {
+    const C = mem.f32(M * N, c0);
+    for (const [r0, r1] of ranges) {
+      const a = A.ptr + 4 * (transA ? r0 : r0 * lda);
+      const c = C.ptr + 4 * r0 * N;
+      if (packedB) {
+        k.gemmPacked(c, a, packed, bias.ptr, work, r1 - r0, K, N, lda, N, transA, true, true);
+      } else {
+        k.gemm(
           c,
           a,
           B.ptr,
@@ -202,17 +401,39 @@ for (const variant of VARIANTS) {
           r1 - r0,
           K,
           N,
-          ...strides,
+          lda,
+          transB ? K : N,
+          N,
           transA,
           transB,
           true,
           true,
         );
       }
-      for (let i = 0; i < M * N; i++) {
-        if (!Object.is(part.view[i], full.view[i])) {
-          assert.fail(`C[${i}] = ${part.view[i]} by ranges, ${full.view[i]} in one call`);
-        }
+    }
+    return new Uint32Array(C.view.buffer, C.ptr, M * N).slice();
+  };
+  const chunks = (size: number) =>
+    Array.from({ length: Math.ceil(M / size) }, (_, i) => [i * size, Math.min(M, (i + 1) * size)]);
+  const full = run([[0, M]]);
+  assert.deepEqual(run(chunks(12)), full, "chunks of 12 rows");
+  assert.deepEqual(
+    run([[0, 5], [5, 12], [12, 109], [109, 110], [110, 203], [203, M]]),
+    full,
+    "odd ranges",
+  );
+  assert.deepEqual(run(chunks(1)), full, "row by row");
+}
+
+for (const build of BUILDS) {
+  for (const [transA, transB] of [[false, false], [false, true], [true, false]] as const) {
+    const name = opName(transA, transB);
+    test(`gemm ${build.name} ${name}: full, split and row-by-row calls agree bit for bit`, () => {
+      const mem = memoryOf(build, 16);
+      const shapes: [number, number, number][] = [[213, 300, 21], [213, 300, 1], [101, 260, 270]];
+      for (const shape of shapes) {
+        rowSplitCase(mem.k, mem, shape, transA, transB, false);
+        rowSplitCase(mem.k, mem, shape, transA, transB, true);
       }
     });
   }
@@ -225,66 +446,70 @@ for (const variant of VARIANTS) {
   for (const [transA, transB] of [[false, false], [false, true], [true, false]] as const) {
     const name = `${transA ? "T" : "N"}${transB ? "T" : "N"}`;
     test(`gemm ${variant} ${name}: ldb and ldc address column blocks of wider matrices`, () => {
-      const [M, K, N] = [37, 300, 21];
-      const mem = new TestMemory(variant, 4);
-      const next = rng(5);
-      const [aRows, aCols] = transA ? [K, M] : [M, K], [bRows, bCols] = transB ? [N, K] : [K, N];
-      const a = randomArray(aRows * aCols, next), b = randomArray(bRows * bCols, next);
-      const bias = mem.f32(N, randomArray(N, next));
-      const c0 = randomArray(M * N, next);
-      const A = mem.f32(aRows * aCols, a), B = mem.f32(bRows * bCols, b);
-      const packed = mem.f32(M * N, c0);
-      // The same B inside a wider matrix (7 columns on each side), C likewise.
-      const ldb = bCols + 14, ldc = N + 9;
-      const wideB = mem.f32(bRows * ldb, randomArray(bRows * ldb, next));
-      for (let r = 0; r < bRows; r++) {
-        wideB.view.set(B.view.subarray(r * bCols, (r + 1) * bCols), r * ldb + 7);
-      }
-      const wideC = mem.f32(M * ldc, new Float32Array(M * ldc).fill(42));
-      for (let r = 0; r < M; r++) {
-        wideC.view.set(packed.view.subarray(r * N, (r + 1) * N), r * ldc + 4);
-      }
-      const work = mem.alloc(mem.k.gemmWorkspaceBytes(K, N));
-      const lda = transA ? M : K;
-      mem.k.gemm(
-        packed.ptr,
-        A.ptr,
-        B.ptr,
-        bias.ptr,
-        work,
-        M,
-        K,
-        N,
-        lda,
-        bCols,
-        N,
-        transA,
-        transB,
-        true,
-        true,
-      );
-      mem.k.gemm(
-        wideC.ptr + 16,
-        A.ptr,
-        wideB.ptr + 28,
-        bias.ptr,
-        work,
-        M,
-        K,
-        N,
-        lda,
-        ldb,
-        ldc,
-        transA,
-        transB,
-        true,
-        true,
-      );
-      for (let r = 0; r < M; r++) {
-        for (let j = 0; j < ldc; j++) {
-          const got = wideC.view[r * ldc + j];
-          const want = j >= 4 && j < 4 + N ? packed.view[r * N + j - 4] : 42;
-          if (!Object.is(got, want)) assert.fail(`C[${r}, ${j}] = ${got}, expected ${want}`);
+      // N = 1 with B^T also takes the single-column path (a strided C column); with a strided
+      // non-transposed B it takes the panel path (another summation order), not compared here.
+      const shapes = transB ? [[37, 300, 21], [37, 300, 1]] : [[37, 300, 21]];
+      for (const [M, K, N] of shapes) {
+        const mem = new TestMemory(variant, 4);
+        const next = rng(5);
+        const [aRows, aCols] = transA ? [K, M] : [M, K], [bRows, bCols] = transB ? [N, K] : [K, N];
+        const a = randomArray(aRows * aCols, next), b = randomArray(bRows * bCols, next);
+        const bias = mem.f32(N, randomArray(N, next));
+        const c0 = randomArray(M * N, next);
+        const A = mem.f32(aRows * aCols, a), B = mem.f32(bRows * bCols, b);
+        const packed = mem.f32(M * N, c0);
+        // The same B inside a wider matrix (7 columns on each side), C likewise.
+        const ldb = bCols + 14, ldc = N + 9;
+        const wideB = mem.f32(bRows * ldb, randomArray(bRows * ldb, next));
+        for (let r = 0; r < bRows; r++) {
+          wideB.view.set(B.view.subarray(r * bCols, (r + 1) * bCols), r * ldb + 7);
+        }
+        const wideC = mem.f32(M * ldc, new Float32Array(M * ldc).fill(42));
+        for (let r = 0; r < M; r++) {
+          wideC.view.set(packed.view.subarray(r * N, (r + 1) * N), r * ldc + 4);
+        }
+        const work = mem.alloc(mem.k.gemmWorkspaceBytes(K, N));
+        const lda = transA ? M : K;
+        mem.k.gemm(
+          packed.ptr,
+          A.ptr,
+          B.ptr,
+          bias.ptr,
+          work,
+          M,
+          K,
+          N,
+          lda,
+          bCols,
+          N,
+          transA,
+          transB,
+          true,
+          true,
+        );
+        mem.k.gemm(
+          wideC.ptr + 16,
+          A.ptr,
+          wideB.ptr + 28,
+          bias.ptr,
+          work,
+          M,
+          K,
+          N,
+          lda,
+          ldb,
+          ldc,
+          transA,
+          transB,
+          true,
+          true,
+        );
+        for (let r = 0; r < M; r++) {
+          for (let j = 0; j < ldc; j++) {
+            const got = wideC.view[r * ldc + j];
+            const want = j >= 4 && j < 4 + N ? packed.view[r * N + j - 4] : 42;
+            if (!Object.is(got, want)) assert.fail(`C[${r}, ${j}] = ${got}, expected ${want}`);
+          }
         }
       }
     });

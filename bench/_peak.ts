@@ -1,0 +1,45 @@
+/**
+ * This core's Wasm SIMD multiply-add ceiling, measured in the same process
+ * as the kernels compared with it: the probe (assembly/probe.ts) runs 12
+ * register-resident f32x4 chains, relaxed madd in the relaxed-simd build and
+ * mul + add in the simd build, exactly as the GEMM micro-kernels do, with
+ * no memory access. Machines differ between runs (Zen 3 at 2.45-3 GHz,
+ * Zen 5 at 3.3-4.3 GHz): GEMM figures are reported as a share of this peak,
+ * with the absolute value beside it.
+ *
+ * A bench file calls {@link benchPeak} per kernel variant; `bench/report.ts`
+ * finds those benches with {@link parsePeakBench} and divides every GFLOP/s
+ * figure of the same variant by the peak.
+ *
+ * @module
+ */
+import { instantiateKernels, type KernelVariant } from "../src/kernels/kernels.ts";
+
+/** Flops of one probe iteration: 12 chains x 4 lanes x (multiply + add). */
+export const PEAK_FLOPS_PER_ITERATION = 96;
+
+/** Iterations of one timed probe call: ~2-4 ms at 25-50 GFLOP/s. */
+export const PEAK_ITERATIONS = 1_000_000;
+
+/** Name of the peak bench of `variant`, carrying its flop count. */
+export function peakBenchName(variant: KernelVariant): string {
+  return `peak ${variant} [${PEAK_ITERATIONS * PEAK_FLOPS_PER_ITERATION} flop]`;
+}
+
+/** The variant and flops of a bench named by {@link peakBenchName}, or null. */
+export function parsePeakBench(name: string): { variant: string; flops: number } | null {
+  const match = name.match(/^peak (\S+) \[(\d+) flop\]$/);
+  return match ? { variant: match[1], flops: Number(match[2]) } : null;
+}
+
+/** Registers the peak probe of `variant` as a `Deno.bench` (group "peak"). */
+export function benchPeak(variant: KernelVariant): void {
+  const { exports: k } = instantiateKernels(new WebAssembly.Memory({ initial: 1 }), variant);
+  Deno.bench({
+    name: peakBenchName(variant),
+    group: "peak",
+    fn: () => {
+      k.peakProbe(PEAK_ITERATIONS, 0.999, 0.001);
+    },
+  });
+}
