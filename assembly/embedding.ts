@@ -91,12 +91,105 @@ export function embeddingGather(
   }
 }
 
+/**
+ * embeddingGather over an int8 table (torchrec's INT8 rowwise quantization,
+ * fbgemm `FloatOrHalfToFusedNBitRowwiseQuantizedSBHalf` with 8 bits): row r
+ * is dim u8 values q at table + r*dim and an f16 (scale, bias) pair at
+ * scaleBias + 4r; its values are scale * q + bias. Pooling, weights and
+ * `mean` as in embeddingGather: per id j, w*scale multiplies the row and
+ * w*bias is added to every column once.
+ */
+export function embeddingGatherInt8(
+  out: usize,
+  table: usize,
+  scaleBias: usize,
+  ids: usize,
+  weights: usize,
+  offsets: usize,
+  B: i32,
+  dim: i32,
+  ldOut: i32,
+  mean: bool,
+): void {
+  const ldBytes = <usize> ldOut << 2;
+  for (let b = 0; b < B; b++) {
+    const start = load<i32>(offsets + (<usize> b << 2));
+    const count = load<i32>(offsets + (<usize> b << 2), 4) - start;
+    const rowIds = ids + (<usize> start << 2);
+    const rowWeights = weights + (<usize> start << 2);
+    const o = out + <usize> b * ldBytes;
+    const inverseCount: f32 = mean && count > 1 ? <f32> 1 / <f32> count : 1;
+    let d = 0;
+    // 16 columns (one dim-16 row: one 16-byte load) per pass: four sums over the ids.
+    for (; d + 16 <= dim; d += 16) {
+      let a0 = f32x4.splat(0), a1 = f32x4.splat(0);
+      let a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+      let shift: f32 = 0;
+      for (let j = 0; j < count; j++) {
+        const id = <usize> load<i32>(rowIds + (<usize> j << 2));
+        const pair = load<u32>(scaleBias + (id << 2));
+        const w: f32 = weights != 0 ? load<f32>(rowWeights + (<usize> j << 2)) : 1;
+        const s = f32x4.splat(w * halfToFloat(pair & 0xffff));
+        shift += w * halfToFloat(pair >>> 16);
+        const q = v128.load(table + id * <usize> dim + <usize> d);
+        const lo = i16x8.extend_low_i8x16_u(q), hi = i16x8.extend_high_i8x16_u(q);
+        a0 = fma(s, f32x4.convert_i32x4_u(i32x4.extend_low_i16x8_u(lo)), a0);
+        a1 = fma(s, f32x4.convert_i32x4_u(i32x4.extend_high_i16x8_u(lo)), a1);
+        a2 = fma(s, f32x4.convert_i32x4_u(i32x4.extend_low_i16x8_u(hi)), a2);
+        a3 = fma(s, f32x4.convert_i32x4_u(i32x4.extend_high_i16x8_u(hi)), a3);
+      }
+      const c = f32x4.splat(shift), n = f32x4.splat(inverseCount);
+      const op = o + (<usize> d << 2);
+      v128.store(op, f32x4.mul(f32x4.add(a0, c), n));
+      v128.store(op, f32x4.mul(f32x4.add(a1, c), n), 16);
+      v128.store(op, f32x4.mul(f32x4.add(a2, c), n), 32);
+      v128.store(op, f32x4.mul(f32x4.add(a3, c), n), 48);
+    }
+    for (; d + 4 <= dim; d += 4) {
+      let a = f32x4.splat(0);
+      let shift: f32 = 0;
+      for (let j = 0; j < count; j++) {
+        const id = <usize> load<i32>(rowIds + (<usize> j << 2));
+        const pair = load<u32>(scaleBias + (id << 2));
+        const w: f32 = weights != 0 ? load<f32>(rowWeights + (<usize> j << 2)) : 1;
+        shift += w * halfToFloat(pair >>> 16);
+        const q = v128.load32_zero(table + id * <usize> dim + <usize> d);
+        const wide = i32x4.extend_low_i16x8_u(i16x8.extend_low_i8x16_u(q));
+        a = fma(f32x4.splat(w * halfToFloat(pair & 0xffff)), f32x4.convert_i32x4_u(wide), a);
+      }
+      const sum = f32x4.add(a, f32x4.splat(shift));
+      v128.store(o + (<usize> d << 2), f32x4.mul(sum, f32x4.splat(inverseCount)));
+    }
+    for (; d < dim; d++) {
+      let a: f32 = 0;
+      for (let j = 0; j < count; j++) {
+        const id = <usize> load<i32>(rowIds + (<usize> j << 2));
+        const pair = load<u32>(scaleBias + (id << 2));
+        const w: f32 = weights != 0 ? load<f32>(rowWeights + (<usize> j << 2)) : 1;
+        const q = <f32> load<u8>(table + id * <usize> dim + <usize> d);
+        a += w * halfToFloat(pair & 0xffff) * q + w * halfToFloat(pair >>> 16);
+      }
+      store<f32>(o + (<usize> d << 2), a * inverseCount);
+    }
+  }
+}
+
 // No `@inline` on helpers: `deno fmt` deletes decorators on function
 // declarations, and binaryen -O3 inlines these anyway.
 
 /** Weight of id j of a row as four lanes: weights[j], or 1 when the feature is unweighted. */
 function idWeight(weights: usize, rowWeights: usize, j: i32): v128 {
   return weights != 0 ? v128.load32_splat(rowWeights + (<usize> j << 2)) : f32x4.splat(1);
+}
+
+/**
+ * An IEEE binary16 value (the low 16 bits of `h`) as f32: its exponent and
+ * mantissa bits shifted into place read as an f32 2^112 times too small,
+ * normal and subnormal alike (no infinities or NaNs reach here).
+ */
+function halfToFloat(h: u32): f32 {
+  const magnitude = reinterpret<f32>((h & 0x7fff) << 13) * reinterpret<f32>(0x77800000);
+  return (h & 0x8000) != 0 ? -magnitude : magnitude;
 }
 
 /**

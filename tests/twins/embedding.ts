@@ -26,6 +26,31 @@ export function embeddingGatherTwin(
   return out;
 }
 
+/**
+ * embeddingGatherTwin over an int8 table: row r is `q[r*dim ..]` (u8) with
+ * `scaleBias[2r]` (scale) and `scaleBias[2r+1]` (bias); its values are
+ * scale * q + bias.
+ */
+export function embeddingGatherInt8Twin(
+  q: ArrayLike<number>,
+  scaleBias: ArrayLike<number>,
+  ids: ArrayLike<number>,
+  offsets: ArrayLike<number>,
+  B: number,
+  dim: number,
+  mean: boolean,
+  weights?: ArrayLike<number>,
+): Float64Array {
+  const rows = Math.max(0, ...Array.from(ids, (id) => id + 1));
+  const table = new Float64Array(rows * dim);
+  for (let r = 0; r < rows; r++) {
+    for (let d = 0; d < dim; d++) {
+      table[r * dim + d] = scaleBias[2 * r] * q[r * dim + d] + scaleBias[2 * r + 1];
+    }
+  }
+  return embeddingGatherTwin(table, ids, offsets, B, dim, mean, weights);
+}
+
 /** unique ids in order of first appearance and inverse[j] = position of ids[j] in unique. */
 export function embeddingUniqueTwin(ids: ArrayLike<number>): {
   unique: number[];
