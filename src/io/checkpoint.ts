@@ -78,8 +78,11 @@ export interface CheckpointModel {
     name: string;
     shape: number[];
     offset: number;
-    /** `i64` for counters (BatchNorm's `num_batches_tracked`), else f32. */
-    dtype?: "f32" | "i64";
+    /**
+     * `i64` for counters (BatchNorm's `num_batches_tracked`), `u8`/`f16` for
+     * int8 tables (refused here: they have no checkpoint), else f32.
+     */
+    dtype?: "f32" | "i64" | "u8" | "f16";
   }[];
   /** Optimizer state tensors (`MMoEModel.optimizerState()`). */
   optimizerState(): { name: string; shape: number[]; offset: number }[];
@@ -121,9 +124,17 @@ function makeCrcTables(): Int32Array {
  * CRC-32 of `bytes` as 8 lowercase hex digits: the IEEE 802.3 / zlib CRC
  * (Python's `format(zlib.crc32(b), "08x")`), slicing by 16 bytes read as four
  * little-endian words (1.4-1.7x the byte-wise slicing-by-8 of the `crc-32`
- * package, measured in the same run under Deno and Bun).
+ * package, measured in the same run under Deno and Bun). Also the checksum
+ * of serving artifacts (`src/io/serving.ts`).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { crc32 } from "./checkpoint.ts";
+ * assert.equal(crc32(new TextEncoder().encode("123456789")), "cbf43926"); // the CRC-32 check value
+ * ```
  */
-function crc32(bytes: Uint8Array): string {
+export function crc32(bytes: Uint8Array): string {
   const t = crcTables ??= makeCrcTables();
   let c = -1, i = 0;
   const head = Math.min(bytes.length, (4 - (bytes.byteOffset & 3)) & 3);
@@ -643,7 +654,18 @@ interface ModelTensor {
   name: string;
   shape: number[];
   offset: number;
-  dtype?: "f32" | "i64";
+  dtype?: "f32" | "i64" | "u8" | "f16";
+}
+
+/** Refuses a model with int8 embedding tables (a serving model: see `src/io/serving.ts`). */
+function assertFloatTables(model: CheckpointModel, action: string): void {
+  const quantized = model.parameters.find((p) => p.dtype === "u8" || p.dtype === "f16");
+  if (quantized) {
+    throw new TypeError(
+      `cannot ${action} a model with int8 embedding tables (${quantized.name}): checkpoints ` +
+        "hold f32 tables; quantized models come from and go to serving artifacts",
+    );
+  }
 }
 
 /** FNV-1a (32 bit) of the parameter names and shapes: equal iff the architectures match. */
@@ -702,11 +724,11 @@ export function firstNonFiniteTensor(
   model: CheckpointModel,
   withOptimizer = true,
 ): { name: string; index: number; value: number } | null {
-  const tensors = withOptimizer
+  const tensors: readonly ModelTensor[] = withOptimizer
     ? [...model.parameters, ...model.optimizerState()]
     : model.parameters;
   for (const t of tensors) {
-    if (isCounter(t)) continue;
+    if (t.dtype !== undefined && t.dtype !== "f32") continue; // counters, int8 tables
     const bad = firstNonFinite(model.view(t.offset, sizeOf(t.shape)));
     if (bad) return { name: t.name, ...bad };
   }
@@ -785,6 +807,7 @@ export function modelCheckpoint(
   options: CheckpointOptions = {},
 ): Uint8Array {
   const withOptimizer = options.withOptimizer ?? false;
+  assertFloatTables(model, "checkpoint");
   const tensors = tensorsToSave(model, model.parameters, "");
   if (withOptimizer) {
     tensors.push(...tensorsToSave(model, model.optimizerState(), OPTIMIZER_PREFIX));
@@ -869,6 +892,7 @@ export function loadCheckpoint(
   options: LoadCheckpointOptions = {},
 ): void {
   const source = options.source ?? sources.get(bytes) ?? "";
+  assertFloatTables(model, "load a checkpoint into");
   const decoded = decodeSafetensors(bytes, source ? { source } : {});
   loadFiles(model, { decoded, source }, null, options.withOptimizer);
 }

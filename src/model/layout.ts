@@ -22,9 +22,17 @@
  * [B, T, D] and tower t reads its columns t*D.
  *
  * Placement is one pass in table order after a stable sort by kind: dense
- * parameters first (one block), their gradients (a parallel block), each
- * dense optimizer state (parallel blocks), then everything else. Zeroing the
- * gradients is one fill and a dense optimizer step one flat loop.
+ * parameters first (one block), then the embedding tables, buffers and
+ * counters, so that every parameter and buffer lies in one block at the start
+ * of the arena ({@link ModelPlan.parameters}: the data section of a serving
+ * artifact), then the dense gradients (a block parallel to the dense one),
+ * each dense optimizer state (parallel blocks), then everything else.
+ * Zeroing the gradients is one fill and a dense optimizer step one flat loop.
+ *
+ * Int8 embeddings ({@link PlanOptions.embeddings}, inference only): each
+ * table is `weight` [rows, dim] u8 and `weight_qscaleshift` [rows, 2] f16
+ * (scale, bias) per row, torchrec's INT8 rowwise layout split as its
+ * quantized state_dict splits it; a value is `scale * q + bias`.
  *
  * @example The table of a tiny model
  * ```ts
@@ -92,8 +100,8 @@ export type Init =
   | { kind: "constant"; value: number }
   | { kind: "uniform"; bound: number };
 
-/** Element type of a region. */
-export type Dtype = "f32" | "i32" | "i64";
+/** Element type of a region (`u8` and `f16`: int8 embedding tables and their scales). */
+export type Dtype = "f32" | "i32" | "i64" | "u8" | "f16";
 
 /** The state_dict module list whose members a parameter region stacks. */
 export interface ModuleList {
@@ -220,8 +228,10 @@ export interface TablePlan {
   rows: number;
   /** Width. */
   dim: number;
-  /** The table [rows, dim]. */
+  /** The table [rows, dim]: f32, or u8 in an int8 plan. */
   weight: Region;
+  /** Int8 plan: (scale, bias) per row [rows, 2] f16; null for f32 tables. */
+  scaleBias: Region | null;
   /** Concatenated ids of every feature reading it (i32). */
   ids: Region;
   /** Ids capacity per batch. */
@@ -310,6 +320,15 @@ export interface ModelPlan {
   columns: Map<string, Region>;
   /** Dense parameter block: first byte and float count (padding included). */
   dense: { offset: number; count: number };
+  /**
+   * Every parameter and buffer region (dense, embedding, buffer, counter):
+   * one block from the first byte of the arena's regions, padding included.
+   * Its layout depends on the config and the embedding dtype only, not on
+   * the batch size, threads or training.
+   */
+  parameters: { offset: number; bytes: number };
+  /** Embedding tables' element type. */
+  embeddings: EmbeddingDtype;
   /** Gradient block start (0 in inference). */
   denseGrad: number;
   /** Dense optimizer state blocks, one per slot. */
@@ -330,7 +349,15 @@ export interface PlanOptions {
   threads: number;
   /** The kernels' `gemmWorkspaceBytes` (scratch of one GEMM). */
   gemmWorkspaceBytes: (K: number, N: number) => number;
+  /**
+   * Embedding tables as f32 (default) or `int8` (u8 rows with an f16 scale
+   * and bias per row, as torchrec's INT8 quantized tables; inference only).
+   */
+  embeddings?: EmbeddingDtype;
 }
+
+/** Element type of the embedding tables: f32, or int8 rowwise (inference). */
+export type EmbeddingDtype = "f32" | "int8";
 
 const ZERO: Init = { kind: "zero" };
 const ONE: Init = { kind: "constant", value: 1 };
@@ -339,7 +366,7 @@ const ONE: Init = { kind: "constant", value: 1 };
 const EMBEDDING_BAGS = "embedding_group.emb_impls.__BASE__.ebc.embedding_bags";
 
 /** Bytes per element. */
-const BYTES: Record<Dtype, number> = { f32: 4, i32: 4, i64: 8 };
+export const DTYPE_BYTES: Record<Dtype, number> = { f32: 4, i32: 4, i64: 8, u8: 1, f16: 2 };
 
 /** Dense optimizer state slots (torch.optim state keys), per optimizer. */
 function optimizerSlots(
@@ -408,10 +435,11 @@ class Builder {
     shape: number[],
     kind: "dense" | "embedding" | "buffer" | "counter",
     init: Init,
+    dtype: Dtype = kind === "counter" ? "i64" : "f32",
   ): Region {
     const name = `${module.prefix}${module.indexed ? ".*" : ""}.${suffix}`;
     const stacked = module.indexed ? [module.members, ...shape] : shape;
-    const region = this.region(name, stacked, kind, init, kind === "counter" ? "i64" : "f32");
+    const region = this.region(name, stacked, kind, init, dtype);
     region.tensor = { module, suffix };
     module.regions.push(region);
     if (this.training && (kind === "dense" || kind === "embedding")) {
@@ -536,7 +564,7 @@ export function sizeOf(shape: readonly number[]): number {
 }
 
 function bytesOf(region: Region): number {
-  return sizeOf(region.shape) * BYTES[region.dtype];
+  return sizeOf(region.shape) * DTYPE_BYTES[region.dtype];
 }
 
 const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
@@ -551,6 +579,13 @@ const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
  */
 export function planModel(config: ResolvedConfig, options: PlanOptions): ModelPlan {
   const { maxBatch: B, idsPerRow, training } = options;
+  const embeddings = options.embeddings ?? "f32";
+  if (embeddings !== "f32" && embeddings !== "int8") {
+    throw new TypeError(`embeddings must be "f32" or "int8", got ${JSON.stringify(embeddings)}`);
+  }
+  if (embeddings === "int8" && training) {
+    throw new TypeError("int8 embeddings are for inference: train with f32 tables");
+  }
   const b = new Builder(
     B,
     training,
@@ -561,13 +596,22 @@ export function planModel(config: ResolvedConfig, options: PlanOptions): ModelPl
   const F = config.inputWidth, E = config.numExpert, T = config.towers.length;
   const D = config.expertMlp.hiddenUnits[config.expertMlp.hiddenUnits.length - 1];
 
-  // Embedding tables: torchrec EmbeddingBagCollection, U(+-sqrt(1/rows)) (EmbeddingBagConfig default).
+  // Embedding tables: torchrec EmbeddingBagCollection, U(+-sqrt(1/rows)) (EmbeddingBagConfig default);
+  // int8 tables come from a quantized model, never drawn.
   const bags = b.module(EMBEDDING_BAGS, false, 1);
+  const int8 = embeddings === "int8";
   const weights = config.tables.map((t) =>
-    b.tensor(bags, `${t.name}.weight`, [t.rows, t.dim], "embedding", {
-      kind: "uniform",
-      bound: Math.sqrt(1 / t.rows),
-    })
+    int8
+      ? b.tensor(bags, `${t.name}.weight`, [t.rows, t.dim], "embedding", ZERO, "u8")
+      : b.tensor(bags, `${t.name}.weight`, [t.rows, t.dim], "embedding", {
+        kind: "uniform",
+        bound: Math.sqrt(1 / t.rows),
+      })
+  );
+  const scaleBiases = config.tables.map((t) =>
+    int8
+      ? b.tensor(bags, `${t.name}.weight_qscaleshift`, [t.rows, 2], "embedding", ZERO, "f16")
+      : null
   );
   const capacities = config.tables.map(() => 0);
   const features: FeaturePlan[] = config.features.map((f) => {
@@ -598,6 +642,7 @@ export function planModel(config: ResolvedConfig, options: PlanOptions): ModelPl
       rows: t.rows,
       dim: t.dim,
       weight: weights[i],
+      scaleBias: scaleBiases[i],
       ids: b.region(`${t.name}.ids`, [capacity], "input", ZERO, "i32"),
       capacity,
       unique: b.backward(`${t.name}.unique`, [capacity], "i32"),
@@ -670,13 +715,15 @@ export function planModel(config: ResolvedConfig, options: PlanOptions): ModelPl
     (_, i) => b.region(`gemm.work.${i}`, [Math.ceil(b.workBytes / 4)], "scratch"),
   );
 
-  // Placement: dense parameters, their gradients, each dense optimizer state, the rest.
+  // Placement: dense parameters, the other parameters and buffers, the dense gradients, each
+  // dense optimizer state, the rest.
   const rank = new Map<Region, number>();
   for (const r of b.regions) {
+    if (r.kind === "embedding" || r.kind === "buffer" || r.kind === "counter") rank.set(r, 1);
     if (r.kind !== "dense") continue;
     rank.set(r, 0);
-    if (r.grad) rank.set(r.grad, 1);
-    r.state.forEach(({ region }, i) => rank.set(region, 2 + i));
+    if (r.grad) rank.set(r.grad, 2);
+    r.state.forEach(({ region }, i) => rank.set(region, 3 + i));
   }
   const regions = [...b.regions].sort((p, q) => (rank.get(p) ?? 99) - (rank.get(q) ?? 99));
   const arena = new ArenaLayout();
@@ -695,6 +742,10 @@ export function planModel(config: ResolvedConfig, options: PlanOptions): ModelPl
   const denseRegions = regions.filter((r) => r.kind === "dense");
   const first = denseRegions[0], after = regions[denseRegions.length];
   const denseEnd = after ? after.offset : arena.bytes;
+  const parameterCount = regions.filter((r) => (rank.get(r) ?? 99) <= 1).length;
+  const parametersEnd = parameterCount < regions.length
+    ? regions[parameterCount].offset
+    : arena.bytes;
   return {
     regions,
     modules: b.modules,
@@ -713,6 +764,8 @@ export function planModel(config: ResolvedConfig, options: PlanOptions): ModelPl
     towers,
     columns,
     dense: { offset: first.offset, count: (denseEnd - first.offset) / 4 },
+    parameters: { offset: first.offset, bytes: parametersEnd - first.offset },
+    embeddings,
     denseGrad: first.grad?.offset ?? 0,
     denseState: first.state.map(({ key, region }) => ({ key, offset: region.offset })),
     works,
@@ -764,7 +817,7 @@ export function stateDict(plan: ModelPlan): Tensor[] {
     for (let s = 0; s < module.members; s++) {
       for (const region of module.regions) {
         const shape = module.indexed ? region.shape.slice(1) : region.shape;
-        const step = sizeOf(shape) * BYTES[region.dtype] * s;
+        const step = sizeOf(shape) * DTYPE_BYTES[region.dtype] * s;
         tensors.push({
           name: memberName(region, s),
           shape,

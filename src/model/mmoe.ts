@@ -59,6 +59,7 @@ import { mulberry32 } from "../core/random.ts";
 import type { DenseInput, EncodedBatch, SparseInput } from "../core/batch.ts";
 import {
   activeLosses,
+  type EmbeddingDtype,
   type Layer,
   type ModelPlan,
   planModel,
@@ -74,6 +75,8 @@ export type { DenseInput, EncodedBatch, SparseInput };
 // The layout's public part: MMoEModel.plan exposes the table and the structure.
 export {
   type Dtype,
+  DTYPE_BYTES,
+  type EmbeddingDtype,
   type FeaturePlan,
   type Init,
   type Layer,
@@ -130,6 +133,13 @@ export interface ModelOptions {
    * are unsupported.
    */
   threads?: number;
+  /**
+   * Embedding tables as `f32` (default) or `int8`: u8 rows with an f16
+   * scale and bias per row, torchrec's INT8 rowwise quantization (a quarter
+   * of the bytes). Inference only; the tables are zero until a serving
+   * artifact (`src/io/serving.ts`) fills them.
+   */
+  embeddings?: EmbeddingDtype;
 }
 
 /** Losses of one step: per tower by loss name, and their sum. */
@@ -156,8 +166,12 @@ export interface ParameterInfo {
    * (BatchNorm `num_batches_tracked`: train-mode forwards, i64).
    */
   kind: "dense" | "embedding" | "buffer" | "counter";
-  /** Element type: `f32`, or `i64` for counters (read them with {@link MMoEModel.int64View}). */
-  dtype: "f32" | "i64";
+  /**
+   * Element type: `f32`; `i64` for counters (read them with
+   * {@link MMoEModel.int64View}); `u8` and `f16` for the rows and the
+   * per-row (scale, bias) of an int8 table.
+   */
+  dtype: "f32" | "i64" | "u8" | "f16";
 }
 
 /** Learning rate at `step` (1-based) under the optimizer's schedule (tzrec ExponentialDecayLR). */
@@ -245,6 +259,7 @@ export class MMoEModel {
       training: !this.inference,
       threads: this.threads,
       gemmWorkspaceBytes: sizing.gemmWorkspaceBytes,
+      embeddings: options.embeddings,
     });
     this.memory = createArenaMemory(this.plan.bytes, { shared: this.threads > 1 });
     this.kernels = instantiateKernels(this.memory, variant).exports;
@@ -304,7 +319,12 @@ export class MMoEModel {
       const table = p.tables[f.table], rows = table.weight.offset;
       const ids = table.ids.offset + 4 * this.#idStart[i];
       const weights = input.weights?.offset ?? 0, offsets = input.offsets!.offset;
-      k.embeddingGather(out, rows, ids, weights, offsets, B, f.width, F, f.mean);
+      if (table.scaleBias) {
+        const scaleBias = table.scaleBias.offset;
+        k.embeddingGatherInt8(out, rows, scaleBias, ids, weights, offsets, B, f.width, F, f.mean);
+      } else {
+        k.embeddingGather(out, rows, ids, weights, offsets, B, f.width, F, f.mean);
+      }
     });
   }
 
