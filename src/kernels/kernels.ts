@@ -56,7 +56,15 @@ export interface KernelInstance {
   readonly shared: boolean;
 }
 
+/**
+ * Base64 -> bytes: the runtime's `Uint8Array.fromBase64` where it exists
+ * (Deno, Bun: ~0.1 ms for a build, where the `atob` loop below takes 4-6 ms
+ * of a cold start, twice: validation and compilation), else an `atob` loop.
+ */
 function decodeBase64(text: string): Uint8Array<ArrayBuffer> {
+  const native = (Uint8Array as { fromBase64?: (text: string) => Uint8Array<ArrayBuffer> })
+    .fromBase64;
+  if (native !== undefined) return native(text);
   const binary = atob(text);
   const bytes = new Uint8Array(binary.length);
   for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
