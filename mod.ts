@@ -45,5 +45,7 @@ export * from "./src/core/records.ts";
 export * from "./src/data/features.ts";
 export * from "./src/config/config_text.ts";
 export * from "./src/serve/inference.ts";
+export * from "./src/serve/load.ts";
+export * from "./src/io/serving.ts";
 export * from "./src/io/onnx.ts";
 export { ArenaLayout, type ArenaMemoryOptions, createArenaMemory } from "./src/kernels/arena.ts";

@@ -57,7 +57,7 @@ import { resolveConfig } from "../src/config/config.ts";
 import { parsePipelineConfig } from "../src/config/config_text.ts";
 import { modelCheckpoint } from "../src/io/checkpoint.ts";
 import { exportOnnx } from "../src/io/onnx.ts";
-import { loadPredictor } from "../src/serve/inference.ts";
+import { loadPredictor } from "../src/serve/load.ts";
 import { RELAXED_SIMD_WASM } from "../src/kernels/kernels_wasm.ts";
 import type { RawRecord } from "../src/core/records.ts";
 import { loadOrtScorer } from "./_ort_scorer.ts";

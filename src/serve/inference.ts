@@ -1,14 +1,15 @@
 /**
- * Serving: a {@link Predictor} built from bytes alone (the `pipeline.config`
- * text or typed config, and safetensors checkpoint bytes), no file system or
+ * Serving: a {@link Predictor} built from bytes alone, no file system or
  * network, so it runs on Deno Deploy, in Bun and in a Deno program importing
- * the package from JSR with no permissions.
+ * the package from JSR with no permissions: a serving artifact
+ * (`src/io/serving.ts`: the config as JSON and the parameters laid out as the
+ * arena holds them; {@link readPredictor} reads one from a file straight into
+ * the arena), or the typed config and safetensors checkpoint bytes.
  *
- * {@link loadPredictor} takes the config text or the typed config;
- * `new Predictor` takes the typed config only, so that this module does not
- * load the protobuf text parser (`config_text.ts`, `@bufbuild/protobuf`):
- * importing that costs more than the whole model load of a small model, and a
- * server that embeds the typed config (`examples/embed_model.ts`) never needs it.
+ * This module imports neither the protobuf text parser (`config_text.ts`,
+ * `@bufbuild/protobuf`: importing it costs more than loading a small model)
+ * nor Node modules: `loadPredictor` (`./load.ts`) takes `pipeline.config`
+ * text.
  *
  * `predict(records)` takes raw records (objects keyed by input column, the
  * same values as the CSV or JSON numbers, booleans, `null` and arrays) and
@@ -33,10 +34,10 @@
  *   whose parameters are not finite throws a `RangeError` naming the
  *   parameter instead of returning NaN.
  *
- * @example Score two candidates with a freshly initialised model
+ * @example Score two candidates with a freshly initialised model, exported as an artifact
  * ```ts
  * import assert from "node:assert/strict";
- * import { loadPredictor, MMoEModel, modelCheckpoint, parsePipelineConfig, resolveConfig } from "../../mod.ts";
+ * import { MMoEModel, parsePipelineConfig, Predictor, resolveConfig, servingArtifact } from "../../mod.ts";
  * const text = `
  *   data_config { fg_mode: FG_DAG }
  *   feature_configs { id_feature { feature_name: "user_id" expression: "user:user_id" num_buckets: 100 embedding_dim: 4 } }
@@ -49,8 +50,9 @@
  *       task_towers { tower_name: "ctr" label_name: "clk" losses { binary_cross_entropy {} } }
  *     }
  *   }`;
- * const trained = new MMoEModel(resolveConfig(parsePipelineConfig(text)), { maxBatch: 4, seed: 1 });
- * const predictor = await loadPredictor(text, modelCheckpoint(trained));
+ * const pipeline = parsePipelineConfig(text);
+ * const trained = new MMoEModel(resolveConfig(pipeline), { maxBatch: 4, seed: 1 });
+ * const predictor = new Predictor(servingArtifact(trained, pipeline));
  * const scores = predictor.predict([{ user_id: 7, price: 9.5 }, { user_id: "12", price: "" }]);
  * assert.deepEqual(Object.keys(scores), ["logits_ctr", "probs_ctr"]);
  * assert.equal(scores.probs_ctr.length, 2);
@@ -61,11 +63,18 @@
  * @module
  */
 import { loadCheckpoint } from "../io/checkpoint.ts";
+import {
+  checkServingData,
+  checkServingLayout,
+  decodeServingHeader,
+  readServingFile,
+  type ServingHeader,
+} from "../io/serving.ts";
 import { type PipelineConfig, resolveConfig, type ResolvedConfig } from "../config/config.ts";
 import { FeatureEncoder, FeatureError } from "../data/features.ts";
 import type { KernelVariant } from "../kernels/kernels.ts";
 import type { DenseInput, EncodedBatch, SparseInput } from "../core/batch.ts";
-import { MMoEModel } from "../model/mmoe.ts";
+import { MMoEModel, towerOutputs } from "../model/mmoe.ts";
 import type { LocatedRecord, RawRecord } from "../core/records.ts";
 
 /**
@@ -224,31 +233,62 @@ function valueProblem(value: unknown): string {
   }
 }
 
-/** The output names of a config's towers (tzrec's), with values per row. */
+/** The output names of a config's towers (tzrec's, over every loss of a tower), with values per row. */
 function outputWidths(config: ResolvedConfig): Map<string, number> {
   const widths = new Map<string, number>();
   for (const t of config.towers) {
-    if (t.losses[0].kind === "l2_loss") {
-      widths.set(`y_${t.name}`, t.numClass);
-      continue;
-    }
-    widths.set(`logits_${t.name}`, t.numClass);
-    widths.set(`probs_${t.name}`, t.numClass);
-    if (t.losses[0].kind === "softmax_cross_entropy" && t.numClass === 2) {
-      widths.set(`probs1_${t.name}`, 1);
+    for (const { name, from } of towerOutputs(t)) {
+      widths.set(name, from === "probs1" ? 1 : t.numClass);
     }
   }
   return widths;
 }
 
+/** Checks the options a Predictor builds its model with. */
+function modelOptions(options: PredictorOptions) {
+  const maxBatch = options.maxBatch ?? 1024;
+  const idsPerRow = options.idsPerRow ?? 4;
+  if (!Number.isInteger(maxBatch) || maxBatch <= 0) {
+    throw new RangeError(`maxBatch must be a positive integer, got ${maxBatch}`);
+  }
+  if (!Number.isInteger(idsPerRow) || idsPerRow <= 0) {
+    throw new RangeError(`idsPerRow must be a positive integer, got ${idsPerRow}`);
+  }
+  return {
+    maxBatch,
+    idsPerRow,
+    variant: options.variant,
+    inference: true,
+    // Every parameter comes from the checkpoint or artifact: drawing initial values would be wasted.
+    initialize: false,
+    // One thread: requests of a few hundred rows are too small to split
+    // (and an edge isolate has no workers); a pool's wake-up costs more.
+    threads: 1,
+  };
+}
+
+/** The inference model of a serving artifact's header, its data still to be copied in. */
+function artifactModel(header: ServingHeader, options: PredictorOptions, source: string) {
+  const model = new MMoEModel(resolveConfig(header.config), {
+    ...modelOptions(options),
+    embeddings: header.embeddings,
+  });
+  checkServingLayout(header, model.plan, source);
+  const { offset } = model.plan.parameters;
+  return { model, data: new Uint8Array(model.memory.buffer, offset, header.dataBytes) };
+}
+
 /**
- * A trained MMoE ready to score raw records, built from bytes: the typed
- * {@link PipelineConfig} (`parsePipelineConfig` of the `pipeline.config`
- * text; {@link loadPredictor} takes the text itself) and the safetensors
- * checkpoint `examples/train.ts` writes (`modelCheckpoint`; any optimizer
- * state in it is skipped). Throws a `ConfigError` for a bad config and a
- * `RangeError` listing the mismatches for a checkpoint of another
- * architecture.
+ * A trained MMoE ready to score raw records, built from bytes: a serving
+ * artifact (`src/io/serving.ts`: config and parameters in one file, read
+ * with one copy into the arena; {@link readPredictor} reads it from a file
+ * with none), or the typed {@link PipelineConfig} (`parsePipelineConfig` of
+ * the `pipeline.config` text; `loadPredictor` in `./load.ts` takes the text
+ * itself) and a safetensors checkpoint (`modelCheckpoint`; any optimizer
+ * state in it is skipped), or an inference model already loaded. Throws a
+ * `ConfigError` for a bad config, a `RangeError` listing the mismatches for a
+ * checkpoint of another architecture and errors naming the artifact
+ * (`source`) for one that is corrupt or of another version.
  *
  * @example Requests larger than maxBatch are split; maxRows refuses
  * ```ts
@@ -307,23 +347,29 @@ export class Predictor {
   /** The first non-finite parameter ("" for none), found when an output is not finite. */
   #nonFiniteParameter: string | undefined;
 
-  /** Resolves the config, builds the inference arena and loads the checkpoint. */
+  /**
+   * Loads a serving artifact's bytes (`servingArtifact`, `examples/export.ts`):
+   * one copy into the arena and a CRC-32. `source` names the artifact in
+   * errors (default "serving artifact").
+   */
+  constructor(artifact: Uint8Array, options?: PredictorOptions & { source?: string });
+  /** Resolves the config, builds the inference arena and loads the safetensors checkpoint. */
+  constructor(config: PipelineConfig, checkpoint: Uint8Array, options?: PredictorOptions);
+  /**
+   * Scores with `model` as it is (its maxBatch; `maxBatch`, `idsPerRow` and
+   * `variant` of the options do not apply).
+   */
+  constructor(model: MMoEModel, options?: PredictorOptions);
   constructor(
-    config: PipelineConfig,
-    checkpoint: Uint8Array,
-    options: PredictorOptions = {},
+    first: Uint8Array | PipelineConfig | MMoEModel,
+    second?: Uint8Array | PredictorOptions & { source?: string },
+    third: PredictorOptions = {},
   ) {
-    const maxBatch = options.maxBatch ?? 1024;
+    const options: PredictorOptions & { source?: string } =
+      (second instanceof Uint8Array ? third : second) ?? {};
     const maxRows = options.maxRows ?? Infinity;
-    const idsPerRow = options.idsPerRow ?? 4;
-    if (!Number.isInteger(maxBatch) || maxBatch <= 0) {
-      throw new RangeError(`maxBatch must be a positive integer, got ${maxBatch}`);
-    }
     if (maxRows !== Infinity && (!Number.isInteger(maxRows) || maxRows < 0)) {
       throw new RangeError(`maxRows must be a non-negative integer or Infinity, got ${maxRows}`);
-    }
-    if (!Number.isInteger(idsPerRow) || idsPerRow <= 0) {
-      throw new RangeError(`idsPerRow must be a positive integer, got ${idsPerRow}`);
     }
     const unknown = options.unknownColumns ?? "error";
     if (unknown !== "error" && unknown !== "ignore") {
@@ -331,31 +377,39 @@ export class Predictor {
         `unknownColumns must be "error" or "ignore", got ${JSON.stringify(unknown)}`,
       );
     }
-    if (!(checkpoint instanceof Uint8Array)) {
-      throw new TypeError("checkpoint must be the safetensors bytes as a Uint8Array");
+    if (first instanceof MMoEModel) {
+      this.model = first;
+    } else if (first instanceof Uint8Array) {
+      const source = options.source ?? "serving artifact";
+      const { header, dataStart } = decodeServingHeader(first, source);
+      if (first.length !== dataStart + header.dataBytes) {
+        throw new RangeError(
+          `${source}: ${first.length} bytes, the header says ${dataStart + header.dataBytes} ` +
+            "(truncated or appended to)",
+        );
+      }
+      const { model, data } = artifactModel(header, options, source);
+      data.set(first.subarray(dataStart));
+      checkServingData(header, data, source);
+      this.model = model;
+    } else {
+      if (typeof first !== "object" || first === null) {
+        throw new TypeError(
+          "config must be a typed PipelineConfig (use loadPredictor for pipeline.config text)",
+        );
+      }
+      if (!(second instanceof Uint8Array)) {
+        throw new TypeError("checkpoint must be the safetensors bytes as a Uint8Array");
+      }
+      this.model = new MMoEModel(resolveConfig(first), modelOptions(options));
+      loadCheckpoint(this.model, second, { withOptimizer: false });
     }
-    if (typeof config !== "object" || config === null) {
-      throw new TypeError(
-        "config must be a typed PipelineConfig (use loadPredictor for pipeline.config text)",
-      );
-    }
-    this.config = resolveConfig(config);
-    this.maxBatch = maxBatch;
+    this.config = this.model.config;
+    this.maxBatch = this.model.maxBatch;
     this.maxRows = maxRows;
-    this.#idsPerRow = idsPerRow;
-    this.#idCapacity = maxBatch * idsPerRow;
-    // Every parameter comes from the checkpoint, so drawing initial values would be wasted.
-    this.model = new MMoEModel(this.config, {
-      maxBatch,
-      variant: options.variant,
-      idsPerRow,
-      inference: true,
-      initialize: false,
-      // One thread: requests of a few hundred rows are too small to split
-      // (and an edge isolate has no workers); a pool's wake-up costs more.
-      threads: 1,
-    });
-    loadCheckpoint(this.model, checkpoint, { withOptimizer: false });
+    // Every sparse feature holds maxBatch * idsPerRow ids per call.
+    this.#idCapacity = this.model.plan.features.find((f) => f.table >= 0)?.capacity ?? 0;
+    this.#idsPerRow = this.#idCapacity / this.maxBatch;
     this.#encoder = new FeatureEncoder(this.config, {
       labels: false,
       outOfRange: options.outOfRange ?? "error",
@@ -620,40 +674,50 @@ export class Predictor {
 }
 
 /**
- * A {@link Predictor} from the `pipeline.config` text (parsed with
- * `parsePipelineConfig`, loaded on first use; errors name
- * `pipeline.config:line:column`) or the typed config, and the checkpoint
- * bytes.
+ * A {@link Predictor} from the serving artifact at `path`: its header is
+ * read, the inference model built, and its data section read from the file
+ * straight into the arena (no copy of the parameters in between) and
+ * checked. Errors name `path`. Under Deno it needs read access to `path`
+ * only (no Node compatibility layer is loaded).
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { loadPredictor, MMoEModel, modelCheckpoint, parsePipelineConfig, resolveConfig } from "../../mod.ts";
- * const text = `
- *   feature_configs { id_feature { feature_name: "cate" expression: "item:cate" vocab_list: ["a", "b"] embedding_dim: 4 } }
- *   model_config {
- *     feature_groups { group_name: "all" feature_names: "cate" group_type: DEEP }
- *     mmoe {
- *       expert_mlp { hidden_units: [4] }
- *       num_expert: 2
- *       task_towers { tower_name: "ctr" label_name: "clk" losses { binary_cross_entropy {} } }
- *     }
- *   }`;
- * const bytes = modelCheckpoint(new MMoEModel(resolveConfig(parsePipelineConfig(text)), { maxBatch: 1 }));
- * const predictor = await loadPredictor(text, bytes, { maxBatch: 64 });
- * assert.deepEqual(predictor.outputs, ["logits_ctr", "probs_ctr"]);
- * await assert.rejects(loadPredictor(text.replace("num_expert", "num_experts"), bytes), {
- *   name: "ConfigTextError",
- *   message: /^pipeline\.config:7:7: model_config\.mmoe\.num_experts: unknown field/,
- * });
+ * import { mkdtemp, rm, writeFile } from "node:fs/promises";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ * import { MMoEModel, resolveConfig } from "../../mod.ts";
+ * import { servingArtifact } from "../io/serving.ts";
+ * import { readPredictor } from "./inference.ts";
+ * const pipeline = {
+ *   featureConfigs: [{ idFeature: { featureName: "item", expression: "item:item", numBuckets: 50, embeddingDim: 4 } }],
+ *   modelConfig: {
+ *     featureGroups: [{ groupName: "all", featureNames: ["item"] }],
+ *     mmoe: {
+ *       expertMlp: { hiddenUnits: [8] },
+ *       numExpert: 2,
+ *       taskTowers: [{ towerName: "ctr", labelName: "clk", losses: [{ binaryCrossEntropy: {} }] }],
+ *     },
+ *   },
+ * };
+ * const dir = await mkdtemp(join(tmpdir(), "denorec-"));
+ * const path = join(dir, "serving_model.bin");
+ * await writeFile(path, servingArtifact(new MMoEModel(resolveConfig(pipeline), { maxBatch: 1 }), pipeline));
+ * const predictor = await readPredictor(path, { maxBatch: 16 });
+ * assert.equal(predictor.predict([{ item: 3 }]).probs_ctr.length, 1);
+ * await writeFile(path, "not a model");
+ * await assert.rejects(readPredictor(path), { message: `${path}: not a denorec serving artifact ` +
+ *   "(no DENOREC magic; write one with examples/export.ts or servingArtifact)" });
+ * await rm(dir, { recursive: true });
  * ```
  */
-export async function loadPredictor(
-  config: string | PipelineConfig,
-  checkpoint: Uint8Array,
+export async function readPredictor(
+  path: string,
   options: PredictorOptions = {},
 ): Promise<Predictor> {
-  if (typeof config !== "string") return new Predictor(config, checkpoint, options);
-  const { parsePipelineConfig } = await import("../config/config_text.ts");
-  return new Predictor(parsePipelineConfig(config), checkpoint, options);
+  const model = await readServingFile(path, (header) => {
+    const { model, data } = artifactModel(header, options, path);
+    return { result: model, data };
+  });
+  return new Predictor(model, options);
 }
