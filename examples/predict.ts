@@ -6,8 +6,10 @@
  *     [--reserved_columns user_id,adgroup_id,clk] [--output_columns probs_ctr,probs_cvr] \
  *     [--batch_size 1024] [--skip_bad_rows] [--clamp_out_of_range] [--debug]
  *
- * Reads `<model_dir>/pipeline.config` and `<model_dir>/model.safetensors`,
- * streams the input (CSV with the config's delimiter, or Parquet by
+ * Reads the model's serving artifact `<model_dir>/serving_model.bin` (as
+ * `examples/train.ts` and `examples/export.ts` write it, f32 or int8), or
+ * `<model_dir>/pipeline.config` and `<model_dir>/model.safetensors` when
+ * there is none (errors name the file), streams the input (CSV with the config's delimiter, or Parquet by
  * extension) through the model in batches and writes the reserved input
  * columns followed by the outputs (`probs_<t>`, `logits_<t>`, ...; default
  * every output) as CSV or Parquet (by the output path's extension).
@@ -25,13 +27,11 @@
  *
  * @module
  */
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import process from "node:process";
-import { parsePipelineConfig } from "../src/config/config_text.ts";
 import { FeatureEncoder } from "../src/data/features.ts";
 import { csvReadOptions, writeCsv, writeParquet } from "../src/data/readers.ts";
-import { Predictor } from "../src/serve/inference.ts";
+import type { Predictor } from "../src/serve/inference.ts";
+import { readModelDir } from "../src/serve/load.ts";
 import type { RawRecord } from "../src/core/records.ts";
 import {
   checkColumns,
@@ -154,17 +154,11 @@ if (import.meta.main) {
     skip_bad_rows: { type: "boolean" },
     clamp_out_of_range: { type: "boolean" },
   });
-  const configPath = join(flags.model_dir, "pipeline.config");
-  const pipeline = parsePipelineConfig(readFileSync(configPath, "utf8"), configPath);
-  const predictor = new Predictor(
-    pipeline,
-    readFileSync(join(flags.model_dir, "model.safetensors")),
-    {
-      maxBatch: flags.batch_size,
-      unknownColumns: "ignore",
-      outOfRange: flags.clamp_out_of_range ? "clamp" : "error",
-    },
-  );
+  const predictor = await readModelDir(flags.model_dir, {
+    maxBatch: flags.batch_size,
+    unknownColumns: "ignore",
+    outOfRange: flags.clamp_out_of_range ? "clamp" : "error",
+  });
   const list = (text: string) => text.split(",").map((c) => c.trim()).filter((c) => c !== "");
   const started = performance.now();
   const { written, skipped } = await predictFile({

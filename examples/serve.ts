@@ -9,12 +9,16 @@
  *                  -> 200 {"logits_ctr": [...], "probs_ctr": [...], ...}
  *   GET  /healthz  -> 200 {"status": "ok", "towers": [...], "columns": [...], ...}
  *
- * The model is loaded once per process at cold start, from the directory in
- * `DENOREC_MODEL_DIR` (`pipeline.config` + `model.safetensors`) when that
- * variable is set, otherwise from `examples/model_embedded.json` (written by
- * `examples/embed_model.ts`: the typed config and the parameters as base64;
- * it needs no permission at all and starts fastest). If it fails to load,
- * the reason is logged once and every request is answered 503.
+ * The model is loaded once per process at cold start: the serving artifact
+ * `$DENOREC_MODEL_DIR/serving_model.bin` (written by `examples/train.ts` and
+ * `examples/export.ts`) when that variable is set, read from the file
+ * straight into the model's arena; otherwise `examples/model_embedded.bin`
+ * (the same bytes, copied there by `examples/embed_model.ts`), imported as
+ * bytes (`with { type: "bytes" }`, Deno's `--unstable-raw-imports`, enabled in
+ * deno.json; under Bun that import gives the file's path, which is read), so
+ * the service needs no permission at all. Either way the config comes as
+ * JSON in the artifact: no protobuf text parser, no Node modules. If it fails
+ * to load, the reason is logged once and every request is answered 503.
  *
  *   deno serve --allow-read=experiments/mmoe_taobao --allow-env=DENOREC_MODEL_DIR examples/serve.ts
  *   DENOREC_MODEL_DIR=experiments/mmoe_taobao HOST=127.0.0.1 PORT=8000 bun run examples/serve.ts
@@ -28,11 +32,10 @@
  * @module
  */
 // Straight from src/ rather than mod.ts, and no node:* imports here: on Deno, mod.ts's
-// protobuf text parser (~60 ms) and the Node compatibility layer (~30 ms, still pulled in
-// by src/checkpoint.ts) cost more start-up time than loading a small model
-// (bench/serve_load.ts). The text parser is loaded only for a model dir.
-import type { PipelineConfig } from "../src/config/config.ts";
-import { loadPredictor, Predictor } from "../src/serve/inference.ts";
+// protobuf text parser (~140 ms) and the Node compatibility layer (~30 ms) cost more start-up
+// time than loading a small model (bench/serve_load.ts).
+import { Predictor, readPredictor } from "../src/serve/inference.ts";
+import { SERVING_FILE_NAME } from "../src/io/serving.ts";
 import {
   createHandler,
   DEFAULT_LIMITS,
@@ -40,8 +43,7 @@ import {
   type LoadedModel,
 } from "../src/serve/handler.ts";
 import { exitOnErrors } from "./_cli_errors.ts";
-import type { EmbeddedModel } from "./embed_model.ts";
-import embeddedJson from "./model_embedded.json" with { type: "json" };
+import embeddedImport from "./model_embedded.bin" with { type: "bytes" };
 
 export {
   createHandler,
@@ -52,61 +54,60 @@ export {
 
 if (import.meta.main) exitOnErrors();
 
-/** The model `examples/embed_model.ts` wrote (config and checkpoint null: none). */
-const embedded = embeddedJson as unknown as EmbeddedModel;
-
 /** The environment variable naming the model directory. */
 export const MODEL_DIR_VARIABLE = "DENOREC_MODEL_DIR";
 
 /** The Deno namespace, or undefined under Bun and Node. */
 const deno = (globalThis as { Deno?: typeof Deno }).Deno;
 
-/** A file's bytes: `Deno.readFile` under Deno, `node:fs` (loaded on demand) elsewhere. */
-async function readBytes(path: string): Promise<Uint8Array> {
-  if (deno !== undefined) return await deno.readFile(path);
-  const { readFile } = await import("node:fs/promises");
-  const buffer = await readFile(path);
-  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-}
-
 /**
- * Loads `<dir>/pipeline.config` and `<dir>/model.safetensors` (needs read
- * access to `dir`). The predictor's batch is `maxRows`: one model call per
- * request, on one arena.
+ * Loads `<dir>/serving_model.bin` (needs read access to it), its data read
+ * straight into the arena. The predictor's batch is `maxRows`: one model
+ * call per request, on one arena.
  */
 export async function loadModelDir(
   dir: string,
   maxRows: number = DEFAULT_LIMITS.maxRows,
 ): Promise<LoadedModel> {
   const started = performance.now();
-  const configText = new TextDecoder().decode(await readBytes(`${dir}/pipeline.config`));
-  const checkpoint = await readBytes(`${dir}/model.safetensors`);
-  const predictor = await loadPredictor(configText, checkpoint, { maxBatch: maxRows, maxRows });
+  const path = `${dir.replace(/[\\/]+$/, "")}/${SERVING_FILE_NAME}`;
+  const predictor = await readPredictor(path, { maxBatch: maxRows, maxRows }).catch((error) => {
+    const missing = error.cause?.name === "NotFound" || error.cause?.code === "ENOENT";
+    if (!missing) throw error;
+    throw new Error(
+      `${error.message} (write it with: deno run -A examples/export.ts --model_dir ${dir})`,
+      { cause: error },
+    );
+  });
   // The last path segment only: /healthz answers clients, who need no absolute paths.
   const name = dir.replace(/[\\/]+$/, "").split(/[\\/]/).pop() || dir;
   return { predictor, source: `dir ${name}`, loadMs: performance.now() - started };
 }
 
-/** Base64 -> bytes: `Uint8Array.fromBase64` where the runtime has it, else an `atob` loop. */
-function decodeBase64(text: string): Uint8Array {
-  const native = (Uint8Array as { fromBase64?: (text: string) => Uint8Array }).fromBase64;
-  if (native !== undefined) return native(text);
-  const binary = atob(text);
-  const bytes = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-  return bytes;
-}
-
-/** Loads a model embedded as its typed config + base64 checkpoint (no permissions). */
+/** Loads a serving artifact's bytes (the embedded model: no permissions). */
 export function loadEmbeddedModel(
-  config: PipelineConfig,
-  checkpointBase64: string,
+  artifact: Uint8Array,
   maxRows: number = DEFAULT_LIMITS.maxRows,
 ): LoadedModel {
   const started = performance.now();
-  const checkpoint = decodeBase64(checkpointBase64);
-  const predictor = new Predictor(config, checkpoint, { maxBatch: maxRows, maxRows });
+  const predictor = new Predictor(artifact, {
+    maxBatch: maxRows,
+    maxRows,
+    source: "embedded model",
+  });
   return { predictor, source: "embedded", loadMs: performance.now() - started };
+}
+
+/**
+ * The bytes of examples/model_embedded.bin: the import itself under Deno;
+ * Bun's import gives the file's path instead, which is read here.
+ */
+async function embeddedBytes(): Promise<Uint8Array> {
+  const imported = embeddedImport as Uint8Array | string;
+  if (typeof imported !== "string") return imported;
+  const { readFile } = await import("node:fs/promises");
+  const buffer = await readFile(imported);
+  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
 }
 
 /**
@@ -128,13 +129,11 @@ function readEnv(name: string): string | undefined {
 async function loadDefaultModel(): Promise<LoadedModel> {
   const dir = readEnv(MODEL_DIR_VARIABLE);
   if (dir !== undefined && dir !== "") return await loadModelDir(dir);
-  if (embedded.config !== null && embedded.checkpoint !== null) {
-    return loadEmbeddedModel(embedded.config, embedded.checkpoint);
-  }
+  const embedded = await embeddedBytes();
+  if (embedded.length > 0) return loadEmbeddedModel(embedded);
   throw new Error(
-    `no model: set ${MODEL_DIR_VARIABLE} to a directory with pipeline.config and ` +
-      "model.safetensors (and allow reading it and the variable), or embed one with " +
-      "examples/embed_model.ts",
+    `no model: set ${MODEL_DIR_VARIABLE} to a directory with ${SERVING_FILE_NAME} (and allow ` +
+      "reading it and the variable), or embed one with examples/embed_model.ts",
   );
 }
 

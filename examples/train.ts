@@ -32,8 +32,11 @@
  * with exit code 1 and saves nothing after the last good step.
  *
  * When training ends, before evaluating, `<model_dir>/model.safetensors` (the
- * trained parameters, read by eval.ts, predict.ts and serve.ts) and
- * `<model_dir>/pipeline.config` (the config used) are written; then, like
+ * trained parameters, read by eval.ts), `<model_dir>/pipeline.config` (the
+ * config used) and `<model_dir>/serving_model.bin` (what serving needs: the
+ * config as JSON and the parameters, f32; read by predict.ts and serve.ts;
+ * `examples/export.ts --embeddings int8` rewrites it with int8 tables) are
+ * written; then, like
  * tzrec, `<model_dir>/train_eval_result.txt` holds one JSON line with every
  * eval metric, and the report is `<model_dir>/report.html`.
  */
@@ -66,6 +69,7 @@ import {
   type TrainLog,
 } from "../mod.ts";
 import { loadPipelineConfig, toPipelineConfigText } from "../src/config/config_text.ts";
+import { SERVING_FILE_NAME, servingArtifact } from "../src/io/serving.ts";
 import { batchRecords, FeatureEncoder } from "../src/data/features.ts";
 import { csvReadOptions } from "../src/data/readers.ts";
 import { checkColumns, exitOnErrors, parseFlags, records, status } from "./_cli.ts";
@@ -91,7 +95,7 @@ const { flags } = parseFlags(args, {
 const EXAMPLE_CONFIG = new URL("../configs/mmoe_taobao.config", import.meta.url).pathname;
 /** What a run writes to its model_dir. */
 const DEMO_OUTPUTS =
-  /^(model\.ckpt-\d+|model\.safetensors|pipeline\.config|train_eval_result\.txt|report\.html)$/;
+  /^(model\.ckpt-\d+|model\.safetensors|serving_model\.bin|pipeline\.config|train_eval_result\.txt|report\.html)$/;
 const configPath = flags.pipeline_config_path ?? EXAMPLE_CONFIG;
 const pipeline = await loadPipelineConfig(configPath);
 if (flags.train_input_path) pipeline.trainInputPath = flags.train_input_path;
@@ -257,6 +261,7 @@ console.log(
 const exportPath = join(modelDir, "model.safetensors");
 await saveCheckpoint(exportPath, modelCheckpoint(model));
 writeFileSync(join(modelDir, "pipeline.config"), toPipelineConfigText(pipeline));
+await saveCheckpoint(join(modelDir, SERVING_FILE_NAME), servingArtifact(model, pipeline));
 
 // Evaluate: metrics, plus ROC curves and mean gate weights for the report.
 const towers = config.towers;
@@ -328,7 +333,7 @@ writeFileSync(
 );
 console.log(
   `wrote ${join(modelDir, "train_eval_result.txt")}, ${exportPath}, ${
-    join(modelDir, "report.html")
-  }`,
+    join(modelDir, SERVING_FILE_NAME)
+  }, ${join(modelDir, "report.html")}`,
 );
 model.close(); // frees the GEMM workers

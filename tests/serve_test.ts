@@ -4,7 +4,6 @@
 // with the least permissions, and `bun run`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Buffer } from "node:buffer";
 import { spawn } from "node:child_process";
 import { type AddressInfo, createServer } from "node:net";
 import { existsSync } from "node:fs";
@@ -13,12 +12,13 @@ import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import process from "node:process";
 import { modelCheckpoint } from "../src/io/checkpoint.ts";
+import { servingArtifact } from "../src/io/serving.ts";
 import { resolveConfig } from "../src/config/config.ts";
 import { parsePipelineConfig } from "../src/config/config_text.ts";
 import { FeatureEncoder } from "../src/data/features.ts";
 import { Predictor } from "../src/serve/inference.ts";
 import { MMoEModel } from "../src/model/mmoe.ts";
-import { embedModel } from "../examples/embed_model.ts";
+import { exportModelDir } from "../examples/export.ts";
 import { assertClose } from "./_util.ts";
 import { listen, rawExchange } from "./_http.ts";
 
@@ -40,7 +40,7 @@ model_config {
 `;
 
 // The model dir of these tests: a tiny model trained a few steps, saved as
-// examples/train.ts saves it (with optimizer state), plus its config.
+// examples/train.ts saves it: checkpoint (with optimizer state), config, serving artifact.
 const config = resolveConfig(parsePipelineConfig(CONFIG_TEXT));
 const trained = new MMoEModel(config, { maxBatch: 16, seed: 5 });
 const encoder = new FeatureEncoder(config);
@@ -58,9 +58,11 @@ for (let step = 0; step < 5; step++) {
   }))));
 }
 const CHECKPOINT = modelCheckpoint(trained, { withOptimizer: true });
+const ARTIFACT = servingArtifact(trained, parsePipelineConfig(CONFIG_TEXT));
 const MODEL_DIR = await mkdtemp(join(tmpdir(), "denorec-serve-"));
 await writeFile(join(MODEL_DIR, "pipeline.config"), CONFIG_TEXT);
 await writeFile(join(MODEL_DIR, "model.safetensors"), CHECKPOINT);
+await writeFile(join(MODEL_DIR, "serving_model.bin"), ARTIFACT);
 
 // The default export loads DENOREC_MODEL_DIR at import: set it first.
 process.env.DENOREC_MODEL_DIR = MODEL_DIR;
@@ -296,20 +298,17 @@ test("serve: a model that fails to load gives 503; the reason is logged once, no
       String(logged[0][0]),
       /^denorec serve: model not loaded: .*(ENOENT|No such file)/i,
     );
-    // A checkpoint of another architecture is a load failure too, with the mismatch named.
+    // A corrupt artifact is a load failure too, with the problem named.
+    const corrupt = ARTIFACT.slice();
+    corrupt[corrupt.length - 5] ^= 1;
     const other = serve.createHandler(
-      Promise.resolve().then(() =>
-        serve.loadEmbeddedModel(
-          parsePipelineConfig(CONFIG_TEXT.replace("[16, 8]", "[16, 4]")),
-          Buffer.from(CHECKPOINT).toString("base64"),
-        )
-      ),
+      Promise.resolve().then(() => serve.loadEmbeddedModel(corrupt)),
     );
     await expectError(await other(new Request(`${URL_BASE}/healthz`)), 503, NOT_LOADED);
     assert.equal(logged.length, 2);
     assert.match(
       String(logged[1][0]),
-      /^denorec serve: model not loaded: checkpoint does not match the model:[\s\S]*checkpoint shape \[8, 16\], model \[4, 16\]/,
+      /^denorec serve: model not loaded: embedded model: data checksum mismatch \(stored [0-9a-f]{8}, computed [0-9a-f]{8}\): the file is corrupt$/,
     );
     // A promise of something else than a loaded model is a load failure too.
     const wrong = serve.createHandler(Promise.resolve({ predictor: "x" } as never));
@@ -322,13 +321,12 @@ test("serve: a model that fails to load gives 503; the reason is logged once, no
 });
 
 test("serve: a model embedded by examples/embed_model.ts loads with no file access", async () => {
-  // What the script writes, through JSON as serve.ts imports it.
-  const embedded = JSON.parse(JSON.stringify(embedModel(CONFIG_TEXT, CHECKPOINT, "test")));
-  // The typed config is embedded, so serving never parses protobuf text.
-  assert.deepEqual(embedded.config, parsePipelineConfig(CONFIG_TEXT));
-  // Optimizer state dropped: the embedded checkpoint is smaller than the trained one.
-  assert.ok(Buffer.from(embedded.checkpoint, "base64").length < CHECKPOINT.length);
-  const loaded = serve.loadEmbeddedModel(embedded.config, embedded.checkpoint);
+  // What the script writes: the serving artifact of the model dir's config and checkpoint.
+  const embedded = await exportModelDir(MODEL_DIR, "f32");
+  assert.deepEqual(embedded, ARTIFACT);
+  // Optimizer state dropped: the artifact is smaller than the trained checkpoint.
+  assert.ok(embedded.length < CHECKPOINT.length);
+  const loaded = serve.loadEmbeddedModel(embedded);
   assert.equal(loaded.source, "embedded");
   const handler = serve.createHandler(Promise.resolve(loaded));
   const response = await handler(post(JSON.stringify({ rows: ROWS })));
@@ -423,10 +421,7 @@ function stalledPost(first: string): Request {
 }
 
 test("serve: a body not complete in time is 408; busy is 503 with Retry-After; slots are freed", async () => {
-  const loaded = serve.loadEmbeddedModel(
-    parsePipelineConfig(CONFIG_TEXT),
-    Buffer.from(CHECKPOINT).toString("base64"),
-  );
+  const loaded = serve.loadEmbeddedModel(ARTIFACT);
   const handler = serve.createHandler(loaded, { bodyTimeoutMs: 300, maxConcurrent: 2 });
   const started = performance.now();
   const held = [handler(stalledPost('{"rows": [')), handler(stalledPost("{"))];
@@ -498,10 +493,7 @@ test("serve: loopback: malformed Host headers and absolute URLs are answered, ne
 });
 
 test("serve: loopback: a client holding half a body gets 408 in time", async () => {
-  const loaded = serve.loadEmbeddedModel(
-    parsePipelineConfig(CONFIG_TEXT),
-    Buffer.from(CHECKPOINT).toString("base64"),
-  );
+  const loaded = serve.loadEmbeddedModel(ARTIFACT);
   const handler = serve.createHandler(loaded, { bodyTimeoutMs: 400, maxConcurrent: 1 });
   const server = await listen({ ...serve.default, fetch: handler });
   try {
@@ -782,7 +774,7 @@ test(
         assert.equal(output().match(/model not loaded/g)?.length, 1, output());
         assert.match(
           output(),
-          /denorec serve: model not loaded: no model: set DENOREC_MODEL_DIR to a directory with pipeline\.config and model\.safetensors \(and allow reading it and the variable\), or embed one with examples\/embed_model\.ts/,
+          /denorec serve: model not loaded: no model: set DENOREC_MODEL_DIR to a directory with serving_model\.bin \(and allow reading it and the variable\), or embed one with examples\/embed_model\.ts/,
         );
       },
     ),
