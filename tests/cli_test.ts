@@ -1,5 +1,5 @@
 // End-to-end: examples/train.ts on generated Taobao-schema data with a small
-// model (tests/fixtures/mmoe_taobao_small.config), as a user runs it; and
+// model (configs/mmoe_taobao_small.config), as a user runs it; and
 // the CLIs' errors (one line, exit code 1, file lines) and input checks.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -46,7 +46,7 @@ test("cli: train.ts generates data, trains, evaluates and writes train_eval_resu
     const modelDir = join(dir, "model");
     const stdout = runExample("examples/train.ts", [
       "--pipeline_config_path",
-      join(ROOT, "tests/fixtures/mmoe_taobao_small.config"),
+      join(ROOT, "configs/mmoe_taobao_small.config"),
       "--train_input_path",
       join(dir, "train.csv"),
       "--eval_input_path",
@@ -123,7 +123,7 @@ test("cli: train.ts generates data, trains, evaluates and writes train_eval_resu
 test("cli: a config whose columns the generator lacks and missing inputs is refused clearly", () => {
   const dir = mkdtempSync(join(tmpdir(), "denorec-cli-"));
   try {
-    const config = readFileSync(join(ROOT, "tests/fixtures/mmoe_taobao_small.config"), "utf8")
+    const config = readFileSync(join(ROOT, "configs/mmoe_taobao_small.config"), "utf8")
       .replace('expression: "item:brand"', 'expression: "item:brand_name"');
     const path = join(dir, "pipeline.config");
     writeFileSync(path, config);
