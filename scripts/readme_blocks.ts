@@ -10,13 +10,15 @@
  * `bash -euo pipefail`, with `node_modules/.bin` first on the PATH (the
  * pinned deno, bun and asc that `npm ci` installs).
  *
- * An HTML comment on the line before a block says how to run it:
+ * An HTML comment on the line before a block (blank lines between allowed)
+ * says how to run it:
  * - `<!-- ci: background URL -->` starts the block, waits until URL answers
  *   (60 s at most), and stops it (the whole process group) before the next
  *   background block or at the end: servers.
  * - `<!-- ci: lines A-B (why) -->` runs only those lines of the block (e.g.
  *   the test command, which `.ci/run` runs itself).
- * A failing block prints its output and the script exits 1 after the rest.
+ * A failing block (or one running longer than 15 minutes) prints its output
+ * and the script exits 1 after the rest.
  * @module
  */
 import { spawn, spawnSync } from "node:child_process";
@@ -45,8 +47,15 @@ function blocks(text: string): Block[] {
     const body: string[] = [];
     for (i++; i < lines.length && lines[i] !== "```"; i++) body.push(lines[i]);
     if (open[1] !== "ts" && open[1] !== "sh") continue;
-    const before = lines[start - 1]?.match(/^<!-- ci: (.*) -->$/);
-    out.push({ line: start + 1, lang: open[1], code: body.join("\n"), directive: before?.[1] ?? "" });
+    let above = start - 1;
+    while (above > 0 && lines[above].trim() === "") above--; // deno fmt puts a blank line after it
+    const before = lines[above]?.match(/^<!-- ci: (.*) -->$/);
+    out.push({
+      line: start + 1,
+      lang: open[1],
+      code: body.join("\n"),
+      directive: before?.[1] ?? "",
+    });
   }
   return out;
 }
@@ -126,6 +135,8 @@ try {
       env: { ...process.env, PATH },
       encoding: "utf8",
       maxBuffer: 64 << 20,
+      timeout: 15 * 60_000,
+      killSignal: "SIGKILL",
     });
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
     if (result.status === 0) {

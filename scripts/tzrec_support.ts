@@ -100,7 +100,9 @@ if (readmeFlag < 0 && checkFlag < 0) {
     console.error(`${path}: no ${open.trim()} ... ${close.trim()} markers`);
     Deno.exit(1);
   }
-  const updated = await formatMarkdown(text.slice(0, start + open.length) + table + text.slice(end));
+  const updated = await formatMarkdown(
+    text.slice(0, start + open.length) + table + text.slice(end),
+  );
   if (readmeFlag >= 0) {
     Deno.writeTextFileSync(path, updated);
   } else if (updated !== text) {
