@@ -5,9 +5,14 @@
 import { open } from "node:fs/promises";
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { type CsvReadOptions, inputColumns, readRecords } from "../src/data/readers.ts";
-import { FeatureError, type RequiredColumn } from "../src/data/features.ts";
-import type { LocatedRecord } from "../src/core/records.ts";
+import {
+  type CsvReadOptions,
+  FeatureError,
+  inputColumns,
+  type LocatedRecord,
+  readRecords,
+  type RequiredColumn,
+} from "@denorec/mmoe";
 import { DEBUG_FLAG, terminal } from "./_cli_errors.ts";
 
 export { exitOnErrors } from "./_cli_errors.ts";

@@ -18,10 +18,17 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { evaluate, loadCheckpoint, MMoEModel, readCheckpoint, resolveConfig } from "../mod.ts";
-import { loadPipelineConfig } from "../src/config/config_text.ts";
-import { batchRecords, FeatureEncoder } from "../src/data/features.ts";
-import { csvReadOptions } from "../src/data/readers.ts";
+import {
+  batchRecords,
+  csvReadOptions,
+  evaluate,
+  FeatureEncoder,
+  loadCheckpoint,
+  loadPipelineConfig,
+  MMoEModel,
+  readCheckpoint,
+  resolveConfig,
+} from "@denorec/mmoe";
 import {
   checkColumns,
   exitOnErrors,

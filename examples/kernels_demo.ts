@@ -10,8 +10,8 @@
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { Activation, instantiateKernels } from "../mod.ts";
-import { mulberry32 } from "../src/core/random.ts";
+import { mulberry32 } from "@denorec/mmoe";
+import { Activation, instantiateKernels } from "@denorec/mmoe/kernels";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),

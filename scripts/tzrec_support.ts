@@ -6,7 +6,11 @@
  * support table cannot drift from what `resolveConfig` does.
  *
  * Usage: deno run -A scripts/tzrec_support.ts [--fields] > support.md
- * (one row per message; `--fields`: one table per message, a row per field)
+ * (one row per message; `--fields`: one table per message, a row per field).
+ * `--readme README.md` rewrites the table between README's
+ * `<!-- tzrec-support -->` and `<!-- /tzrec-support -->` markers;
+ * `--check README.md` fails (exit 1) when that table is not this output
+ * (`deno task check` runs it).
  */
 import type { DescField } from "@bufbuild/protobuf";
 import { NOTES, SUPPORT } from "../src/config/support.ts";
@@ -83,4 +87,45 @@ const listed = Object.values(SUPPORT).reduce((n, fields) => n + Object.keys(fiel
 lines.push(
   `\n${listed} fields of ${Object.keys(SUPPORT).length} messages are in the support table.`,
 );
-console.log(lines.join("\n"));
+const table = lines.join("\n");
+const readmeFlag = Deno.args.indexOf("--readme"), checkFlag = Deno.args.indexOf("--check");
+if (readmeFlag < 0 && checkFlag < 0) {
+  console.log(table);
+} else {
+  const path = Deno.args[Math.max(readmeFlag, checkFlag) + 1];
+  const text = Deno.readTextFileSync(path);
+  const [open, close] = ["<!-- tzrec-support -->\n", "\n<!-- /tzrec-support -->"];
+  const start = text.indexOf(open), end = text.indexOf(close);
+  if (start < 0 || end < start) {
+    console.error(`${path}: no ${open.trim()} ... ${close.trim()} markers`);
+    Deno.exit(1);
+  }
+  const updated = await formatMarkdown(
+    text.slice(0, start + open.length) + table + text.slice(end),
+  );
+  if (readmeFlag >= 0) {
+    Deno.writeTextFileSync(path, updated);
+  } else if (updated !== text) {
+    console.error(
+      `${path}: the tzrec support table is stale: run deno run -A scripts/tzrec_support.ts --readme ${path}`,
+    );
+    Deno.exit(1);
+  } else {
+    console.log(`${path}: tzrec support table is up to date`);
+  }
+}
+
+/** `deno fmt`'s markdown formatting of `text` (README.md is kept formatted). */
+async function formatMarkdown(text: string): Promise<string> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["fmt", "--ext", "md", "-"],
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(text));
+  await writer.close();
+  const { success, stdout } = await child.output();
+  if (!success) throw new Error("deno fmt failed on the README text");
+  return new TextDecoder().decode(stdout);
+}

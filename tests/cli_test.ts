@@ -1,5 +1,5 @@
 // End-to-end: examples/train.ts on generated Taobao-schema data with a small
-// model (tests/fixtures/mmoe_taobao_small.config), as a user runs it; and
+// model (configs/mmoe_taobao_small.config), as a user runs it; and
 // the CLIs' errors (one line, exit code 1, file lines) and input checks.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -46,7 +46,7 @@ test("cli: train.ts generates data, trains, evaluates and writes train_eval_resu
     const modelDir = join(dir, "model");
     const stdout = runExample("examples/train.ts", [
       "--pipeline_config_path",
-      join(ROOT, "tests/fixtures/mmoe_taobao_small.config"),
+      join(ROOT, "configs/mmoe_taobao_small.config"),
       "--train_input_path",
       join(dir, "train.csv"),
       "--eval_input_path",
@@ -69,16 +69,14 @@ test("cli: train.ts generates data, trains, evaluates and writes train_eval_resu
       Number(stdout.match(new RegExp(`auc_${task} .*oracle AUC[^:]*: ([0-9.]+)`))![1]);
     // Measured: auc_ctr 0.608 (oracle 0.734), auc_cvr 0.616 (oracle 0.828) on 100k rows. The
     // generated world is as hard as the real data: 1M rows reach 0.630 / 0.646.
+    // Lower bounds from the measurement; no model beats the true probabilities beyond the
+    // sampling noise of 30k eval rows, so an AUC above the oracle's means a leak or a bug.
     assert.ok(result.auc_ctr > 0.58, `auc_ctr ${result.auc_ctr}`);
-    assert.ok(
-      result.auc_ctr > oracle("ctr") - 0.16,
-      `auc_ctr ${result.auc_ctr} vs oracle ${oracle("ctr")}`,
-    );
     assert.ok(result.auc_cvr > 0.55, `auc_cvr ${result.auc_cvr}`);
-    assert.ok(
-      result.auc_cvr > oracle("cvr") - 0.3,
-      `auc_cvr ${result.auc_cvr} vs oracle ${oracle("cvr")}`,
-    );
+    for (const task of ["ctr", "cvr"]) {
+      const auc = result[`auc_${task}`], best = oracle(task);
+      assert.ok(auc < best + 0.01, `auc_${task} ${auc} above the oracle AUC ${best}`);
+    }
     assert.ok(existsSync(join(modelDir, "model.safetensors")));
     const report = readFileSync(join(modelDir, "report.html"), "utf8");
     assert.ok(report.includes("Mean gate weight") && report.includes("ROC ctr"));
@@ -123,7 +121,7 @@ test("cli: train.ts generates data, trains, evaluates and writes train_eval_resu
 test("cli: a config whose columns the generator lacks and missing inputs is refused clearly", () => {
   const dir = mkdtempSync(join(tmpdir(), "denorec-cli-"));
   try {
-    const config = readFileSync(join(ROOT, "tests/fixtures/mmoe_taobao_small.config"), "utf8")
+    const config = readFileSync(join(ROOT, "configs/mmoe_taobao_small.config"), "utf8")
       .replace('expression: "item:brand"', 'expression: "item:brand_name"');
     const path = join(dir, "pipeline.config");
     writeFileSync(path, config);

@@ -412,7 +412,7 @@ function runTrain(args: string[]) {
  * input, `train` as its train_config counters and the dense learning rate `lr`.
  */
 function cliConfig(dir: string, name: string, train: string, lr = "0.003"): string {
-  const text = readFileSync(join(ROOT, "tests/fixtures/mmoe_taobao_small.config"), "utf8")
+  const text = readFileSync(join(ROOT, "configs/mmoe_taobao_small.config"), "utf8")
     .replace(/num_buckets: \d{4,}/g, "num_buckets: 1000")
     .replace("    num_epochs: 1\n", `    ${train}\n`)
     .replace("lr: 0.003", `lr: ${lr}`)

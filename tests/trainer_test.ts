@@ -241,3 +241,45 @@ test("trainer: numSteps stops early and logs the partial window", async () => {
   assert.deepEqual(summary.logs.map((l) => l.step), [2, 4, 5]);
   assert.equal(model.step, 5);
 });
+
+test("evaluate: a tower with two losses reports both; each metric reads tzrec's prediction for it", async () => {
+  const config = resolveConfig({
+    featureConfigs: [{ rawFeature: { featureName: "x", expression: "item:x" } }],
+    modelConfig: {
+      featureGroups: [{ groupName: "all", featureNames: ["x"] }],
+      mmoe: {
+        expertMlp: { hiddenUnits: [4] },
+        numExpert: 2,
+        taskTowers: [{
+          towerName: "t",
+          labelName: "y",
+          losses: [{ binaryCrossEntropy: {} }, { l2Loss: {} }],
+          metrics: [{ auc: {} }, { meanSquaredError: {} }],
+        }],
+      },
+    },
+  });
+  const model = new MMoEModel(config, { maxBatch: 4, seed: 3 });
+  const batch = {
+    size: 4,
+    features: [{ values: Float32Array.of(-1, 1, -2, 2) }],
+    columns: { y: Float32Array.of(0, 1, 0, 1) },
+  };
+  const metrics = await evaluate(model, [batch]);
+  assert.deepEqual(Object.keys(metrics).sort(), [
+    "auc_t",
+    "binary_cross_entropy_t",
+    "l2_loss_t",
+    "mean_squared_error_t",
+  ]);
+  const { losses } = model.evalStep(batch);
+  assert.equal(metrics.binary_cross_entropy_t, losses.binary_cross_entropy_t);
+  assert.equal(metrics.l2_loss_t, losses.l2_loss_t);
+  // MSE reads y_t (the raw output), as tzrec: with labels 0/1 it equals the l2 loss's mean.
+  const y = model.outputs(4).y_t;
+  const mse = Array.from(y).reduce((s, v, i) => s + (v - batch.columns.y[i]) ** 2, 0) / 4;
+  assert.ok(
+    Math.abs(metrics.mean_squared_error_t - mse) < 1e-6,
+    `${metrics.mean_squared_error_t} vs ${mse}`,
+  );
+});

@@ -996,9 +996,10 @@ export class FeatureEncoder {
   }
 
   /**
-   * Throws a {@link FeatureError} listing every column the encoder reads that
-   * `header` lacks, e.g. `train.csv: missing column 'brand' (needed by
-   * feature brand)`, so a bad file fails before training starts.
+   * Throws a {@link FeatureError} naming every column the encoder reads that
+   * `header` lacks, on one line (`train.csv: missing column 'brand' (needed by
+   * feature brand)`, or `train.csv: missing 3 columns: 'brand', ...`), so a
+   * bad file fails before training starts.
    *
    * @example
    * ```ts
@@ -1025,16 +1026,18 @@ export class FeatureEncoder {
    */
   checkColumns(header: readonly string[], file: string): void {
     const present = new Set(header);
-    const reported = new Set<string>();
-    const lines: string[] = [];
-    let first = "";
+    const missing = new Map<string, string>();
     for (const { column, neededBy } of this.requiredColumns) {
-      if (present.has(column) || reported.has(column)) continue;
-      reported.add(column);
-      if (lines.length === 0) first = column;
-      lines.push(`${file}: missing column '${column}' (needed by ${neededBy})`);
+      if (!present.has(column) && !missing.has(column)) missing.set(column, neededBy);
     }
-    if (lines.length > 0) throw new FeatureError(lines.join("\n"), file, first);
+    if (missing.size === 0) return;
+    const [first, neededBy] = [...missing][0];
+    const message = missing.size === 1
+      ? `${file}: missing column '${first}' (needed by ${neededBy})`
+      : `${file}: missing ${missing.size} columns: ${
+        [...missing.keys()].map((c) => `'${c}'`).join(", ")
+      } (the first needed by ${neededBy})`;
+    throw new FeatureError(message, file, first);
   }
 
   /**

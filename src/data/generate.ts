@@ -397,7 +397,7 @@ export function generateRows(
  * import { loadPipelineConfig } from "../config/config_text.ts";
  * import { resolveConfig } from "../config/config.ts";
  * import { writeGeneratedData } from "./generate.ts";
- * const config = resolveConfig(await loadPipelineConfig("tests/fixtures/mmoe_taobao_small.config"));
+ * const config = resolveConfig(await loadPipelineConfig("configs/mmoe_taobao_small.config"));
  * const dir = await mkdtemp(join(tmpdir(), "denorec-"));
  * const train = await writeGeneratedData(join(dir, "train.csv"), config, { rows: 1000, seed: 1 });
  * await writeGeneratedData(join(dir, "eval.parquet"), config, { rows: 200, seed: 2 });

@@ -380,22 +380,24 @@ export async function evaluate(
     tower,
     metrics: tower.metrics.map((spec) => ({
       metric: createMetric(spec),
+      prediction: predictionOf(spec.kind, tower.name, tower.numClass),
       groupingKey: spec.kind === "grouped_auc" ? spec.groupingKey : null,
     })),
-    loss: new WeightedMean(tower.losses[0].name),
+    losses: tower.losses.map((loss) => new WeightedMean(loss.name)),
   }));
   for await (const batch of batches) {
     const { losses } = model.evalStep(batch);
     const outputs = model.outputs(batch.size);
-    for (const { tower, metrics, loss } of towers) {
-      loss.update(losses[tower.losses[0].name], batch.size);
-      const preds = tower.losses[0].kind === "l2_loss"
-        ? outputs[`y_${tower.name}`]
-        : tower.numClass === 2
-        ? outputs[`probs1_${tower.name}`]
-        : outputs[`probs_${tower.name}`];
+    for (const { tower, metrics, losses: means } of towers) {
+      for (const mean of means) mean.update(losses[mean.name], batch.size);
       const labels = batch.columns[tower.label].subarray(0, batch.size);
-      for (const { metric, groupingKey } of metrics) {
+      for (const { metric, prediction, groupingKey } of metrics) {
+        const preds = outputs[prediction];
+        if (preds === undefined) {
+          throw new RangeError(
+            `${metric.name} reads ${prediction}, which tower ${tower.name}'s losses do not produce`,
+          );
+        }
         // grouped_auc keys: the FeatureEncoder's batch.groups (first id of the feature per row).
         metric.update(
           preds,
@@ -407,9 +409,20 @@ export async function evaluate(
     options.onBatch?.(outputs, batch);
   }
   const result: Record<string, number> = {};
-  for (const { metrics, loss } of towers) {
+  for (const { metrics, losses } of towers) {
     for (const { metric } of metrics) result[metric.name] = metric.compute();
-    result[loss.name] = loss.compute();
+    for (const mean of losses) result[mean.name] = mean.compute();
   }
   return result;
+}
+
+/**
+ * The prediction a metric reads, as tzrec's `RankModel._update_metric_impl`:
+ * AUCs the probabilities (`probs1_<t>` with 2 classes), MAE/MSE `y_<t>`,
+ * accuracy `probs_<t>`.
+ */
+function predictionOf(kind: string, tower: string, numClass: number): string {
+  if (kind === "mean_absolute_error" || kind === "mean_squared_error") return `y_${tower}`;
+  if (kind === "accuracy") return `probs_${tower}`;
+  return numClass === 2 ? `probs1_${tower}` : `probs_${tower}`;
 }
