@@ -63,13 +63,7 @@
  * @module
  */
 import { loadCheckpoint } from "../io/checkpoint.ts";
-import {
-  checkServingData,
-  checkServingLayout,
-  decodeServingHeader,
-  readServingFile,
-  type ServingHeader,
-} from "../io/serving.ts";
+import { readServingModel, servingModel, type ServingModelOptions } from "../io/serving.ts";
 import { type PipelineConfig, resolveConfig, type ResolvedConfig } from "../config/config.ts";
 import { FeatureEncoder, FeatureError } from "../data/features.ts";
 import type { KernelVariant } from "../kernels/kernels.ts";
@@ -245,7 +239,7 @@ function outputWidths(config: ResolvedConfig): Map<string, number> {
 }
 
 /** Checks the options a Predictor builds its model with. */
-function modelOptions(options: PredictorOptions) {
+function modelOptions(options: PredictorOptions): ServingModelOptions {
   const maxBatch = options.maxBatch ?? 1024;
   const idsPerRow = options.idsPerRow ?? 4;
   if (!Number.isInteger(maxBatch) || maxBatch <= 0) {
@@ -258,24 +252,10 @@ function modelOptions(options: PredictorOptions) {
     maxBatch,
     idsPerRow,
     variant: options.variant,
-    inference: true,
-    // Every parameter comes from the checkpoint or artifact: drawing initial values would be wasted.
-    initialize: false,
     // One thread: requests of a few hundred rows are too small to split
     // (and an edge isolate has no workers); a pool's wake-up costs more.
     threads: 1,
   };
-}
-
-/** The inference model of a serving artifact's header, its data still to be copied in. */
-function artifactModel(header: ServingHeader, options: PredictorOptions, source: string) {
-  const model = new MMoEModel(resolveConfig(header.config), {
-    ...modelOptions(options),
-    embeddings: header.embeddings,
-  });
-  checkServingLayout(header, model.plan, source);
-  const { offset } = model.plan.parameters;
-  return { model, data: new Uint8Array(model.memory.buffer, offset, header.dataBytes) };
 }
 
 /**
@@ -380,18 +360,7 @@ export class Predictor {
     if (first instanceof MMoEModel) {
       this.model = first;
     } else if (first instanceof Uint8Array) {
-      const source = options.source ?? "serving artifact";
-      const { header, dataStart } = decodeServingHeader(first, source);
-      if (first.length !== dataStart + header.dataBytes) {
-        throw new RangeError(
-          `${source}: ${first.length} bytes, the header says ${dataStart + header.dataBytes} ` +
-            "(truncated or appended to)",
-        );
-      }
-      const { model, data } = artifactModel(header, options, source);
-      data.set(first.subarray(dataStart));
-      checkServingData(header, data, source);
-      this.model = model;
+      this.model = servingModel(first, modelOptions(options), options.source);
     } else {
       if (typeof first !== "object" || first === null) {
         throw new TypeError(
@@ -401,7 +370,9 @@ export class Predictor {
       if (!(second instanceof Uint8Array)) {
         throw new TypeError("checkpoint must be the safetensors bytes as a Uint8Array");
       }
-      this.model = new MMoEModel(resolveConfig(first), modelOptions(options));
+      // Every parameter comes from the checkpoint: drawing initial values would be wasted.
+      const model = { ...modelOptions(options), inference: true, initialize: false };
+      this.model = new MMoEModel(resolveConfig(first), model);
       loadCheckpoint(this.model, second, { withOptimizer: false });
     }
     this.config = this.model.config;
@@ -715,9 +686,5 @@ export async function readPredictor(
   path: string,
   options: PredictorOptions = {},
 ): Promise<Predictor> {
-  const model = await readServingFile(path, (header) => {
-    const { model, data } = artifactModel(header, options, path);
-    return { result: model, data };
-  });
-  return new Predictor(model, options);
+  return new Predictor(await readServingModel(path, modelOptions(options)), options);
 }
