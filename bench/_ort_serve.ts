@@ -3,20 +3,21 @@
  * load rows of `bench/serve_load.ts`: the same JSON in and out (POST
  * /predict `{"rows": [...]}` -> `{"logits_ctr": [...], "probs_ctr": [...],
  * ...}`, GET /healthz), scoring through {@link loadOrtScorer}. The model is
- * `$DENOREC_MODEL_DIR/pipeline.config` + `model.onnx` (`exportOnnx`), loaded
- * once per process at start, like ours.
+ * `$DENOREC_MODEL_DIR/pipeline.json` (the typed config as JSON, as ours has
+ * it in its serving artifact: neither server loads the protobuf text
+ * parser) + `model.onnx` (`exportOnnx`), loaded once per process at start,
+ * like ours.
  *
  *   DENOREC_MODEL_DIR=dir deno serve --allow-read=dir --allow-env=DENOREC_MODEL_DIR \
  *     bench/_ort_serve.ts
  * @module
  */
-import { parsePipelineConfig } from "../src/config/config_text.ts";
 import { loadOrtScorer } from "./_ort_scorer.ts";
 
 const dir = Deno.env.get("DENOREC_MODEL_DIR");
 const scorer = (async () =>
   await loadOrtScorer(
-    parsePipelineConfig(await Deno.readTextFile(`${dir}/pipeline.config`)),
+    JSON.parse(await Deno.readTextFile(`${dir}/pipeline.json`)),
     await Deno.readFile(`${dir}/model.onnx`),
   ))();
 scorer.catch((error) => console.error(`ORT serve: model not loaded: ${error.message}`));
