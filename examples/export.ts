@@ -18,8 +18,8 @@
  *
  * @module
  */
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, readFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import process from "node:process";
 import { parsePipelineConfig } from "../src/config/config_text.ts";
 import { resolveConfig } from "../src/config/config.ts";
@@ -62,6 +62,7 @@ if (import.meta.main) {
   const output = flags.output ?? join(flags.model_dir, SERVING_FILE_NAME);
   const started = performance.now();
   const bytes = await exportModelDir(flags.model_dir, embeddings);
+  await mkdir(dirname(output), { recursive: true });
   await saveCheckpoint(output, bytes);
   console.log(
     `wrote ${output} (${(bytes.length / 1e6).toFixed(1)} MB, ${embeddings} embeddings) from ` +
