@@ -477,8 +477,10 @@ function emptyModel(header: ServingHeader, options: ServingModelOptions, source:
     embeddings: header.embeddings,
   });
   checkServingLayout(header, model.plan, source);
-  const { offset } = model.plan.parameters;
-  return { model, data: new Uint8Array(model.memory.buffer, offset, header.dataBytes) };
+  // Through `view`: the model learns that its parameters are being written (the block is
+  // whole 64-byte lines, so a whole number of floats).
+  const block = model.view(model.plan.parameters.offset, header.dataBytes / 4);
+  return { model, data: new Uint8Array(block.buffer, block.byteOffset, block.byteLength) };
 }
 
 /**
