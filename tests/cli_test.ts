@@ -193,7 +193,7 @@ function assertOneLineError(result: ReturnType<typeof runCli>, pattern: RegExp, 
 }
 
 test("cli: bad flags in every CLI are one line and exit code 1; --debug and DENOREC_DEBUG=1 show the stack", () => {
-  for (const script of ["train", "eval", "predict", "embed_model"]) {
+  for (const script of ["train", "eval", "predict", "embed_model", "export"]) {
     const result = runCli(`examples/${script}.ts`, ["--bogus", "1"]);
     assertOneLineError(result, /^error: unknown flag --bogus \(flags: .*--debug\)$/, script);
   }
@@ -236,6 +236,76 @@ test("cli: bad flags in every CLI are one line and exit code 1; --debug and DENO
     assert.equal(result.status, 1);
     assert.match(result.stderr, /^error: /);
     assert.match(result.stderr, /\n\s+at /, `stack with ${JSON.stringify([extra, env])}`);
+  }
+});
+
+test("cli: export.ts writes f32 and int8 serving artifacts; predict.ts reads them; a bad one is named", () => {
+  const { dir, modelDir } = tinyModelDir();
+  try {
+    const input = join(dir, "in.csv");
+    writeFileSync(input, "req,user_id,pid,price\na,3,p1,9.5\nb,,,\nc,7,p2,0.25\n");
+    const scores = (model: string) => {
+      const output = join(dir, "out.csv");
+      runExample("examples/predict.ts", [
+        "--model_dir",
+        model,
+        "--predict_input_path",
+        input,
+        "--predict_output_path",
+        output,
+        "--output_columns",
+        "probs_ctr",
+      ]);
+      return readFileSync(output, "utf8").trimEnd().split("\n").slice(1).map(Number);
+    };
+    const fromCheckpoint = scores(modelDir); // pipeline.config + model.safetensors
+    const f32Dir = join(dir, "f32"), int8Dir = join(dir, "int8");
+    for (const [out, embeddings] of [[f32Dir, "f32"], [int8Dir, "int8"]]) {
+      const stdout = runExample("examples/export.ts", [
+        "--model_dir",
+        modelDir,
+        "--embeddings",
+        embeddings,
+        "--output",
+        join(out, "serving_model.bin"),
+      ]);
+      assert.match(
+        stdout,
+        new RegExp(`^wrote .*serving_model\\.bin \\(.* MB, ${embeddings} embeddings\\)`),
+      );
+    }
+    // Directories holding nothing but the artifact.
+    assert.deepEqual(scores(f32Dir), fromCheckpoint);
+    const int8 = scores(int8Dir);
+    int8.forEach((p, i) => assert.ok(Math.abs(p - fromCheckpoint[i]) < 1e-3, `row ${i}: ${p}`));
+    const artifact = join(int8Dir, "serving_model.bin");
+    const bytes = readFileSync(artifact);
+    bytes[bytes.length - 1] ^= 1;
+    writeFileSync(artifact, bytes);
+    assertOneLineError(
+      runCli("examples/predict.ts", [
+        "--model_dir",
+        int8Dir,
+        "--predict_input_path",
+        input,
+        "--predict_output_path",
+        join(dir, "x.csv"),
+      ]),
+      new RegExp(`^error: ${artifact.replace(/[.]/g, "\\.")}: data checksum mismatch`),
+      "corrupt artifact",
+    );
+    assertOneLineError(
+      runCli("examples/export.ts", ["--model_dir", modelDir, "--embeddings", "int4"]),
+      /^error: --embeddings must be f32 or int8, got "int4"$/,
+      "embeddings int4",
+    );
+    assertOneLineError(
+      runCli("examples/export.ts", ["--model_dir", join(dir, "nowhere")]),
+      /nowhere\/pipeline\.config/,
+      "missing model dir",
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

@@ -730,9 +730,13 @@ const BUN_BIN = runtime.Bun !== undefined
   ? process.execPath
   : join(process.cwd(), "node_modules/bun/bin/bun.exe");
 
+test("serve: both runtimes' binaries are here (npm ci installs them): the process tests need them", () => {
+  assert.ok(existsSync(DENO_BIN), `no deno binary at ${DENO_BIN}`);
+  assert.ok(existsSync(BUN_BIN), `no bun binary at ${BUN_BIN}`);
+});
+
 test(
   "serve: the documented least-permission `deno serve` command serves the model",
-  { skip: existsSync(DENO_BIN) ? false : "no deno binary (npm install deno)" },
   () =>
     withServerProcess(
       DENO_BIN,
@@ -754,7 +758,6 @@ test(
 
 test(
   "serve: `deno serve` with no permissions answers 503 naming what is missing, without prompting",
-  { skip: existsSync(DENO_BIN) ? false : "no deno binary (npm install deno)" },
   () =>
     withServerProcess(
       DENO_BIN,
@@ -782,7 +785,6 @@ test(
 
 test(
   "serve: `bun run examples/serve.ts` serves the same file",
-  { skip: existsSync(BUN_BIN) ? false : "no bun binary (npm install bun)" },
   () =>
     withServerProcess(
       BUN_BIN,
@@ -792,6 +794,44 @@ test(
       scoresFromServer,
     ),
 );
+
+/** POST ROWS to a server of the embedded model; its /healthz says so. */
+async function scoresFromEmbedded(base: string, output: () => string): Promise<void> {
+  const response = await fetch(`${base}/predict`, {
+    method: "POST",
+    body: JSON.stringify({ rows: ROWS }),
+    headers: { "content-type": "application/json" },
+  });
+  assert.equal(response.status, 200, output());
+  const scores = await response.json();
+  for (const [name, expected] of Object.entries(expectedScores(ROWS))) {
+    assertClose(scores[name], expected, name, { rtol: 1e-5, atol: 1e-6 });
+  }
+  assert.equal((await (await fetch(`${base}/healthz`)).json()).source, "embedded");
+}
+
+test("serve: the embedded model (examples/model_embedded.bin) serves with no permissions (deno serve) and under Bun", async () => {
+  const embedded = join(process.cwd(), "examples/model_embedded.bin");
+  await writeFile(embedded, ARTIFACT);
+  try {
+    await withServerProcess(
+      DENO_BIN,
+      ["serve", "--host", "127.0.0.1", "--port", "0", "examples/serve.ts"],
+      { DENOREC_MODEL_DIR: "" }, // inherited otherwise (and then unreadable without --allow-env)
+      /Listening on http:\/\/127\.0\.0\.1:(\d+)/,
+      scoresFromEmbedded,
+    );
+    await withServerProcess(
+      BUN_BIN,
+      ["run", "examples/serve.ts"],
+      { DENOREC_MODEL_DIR: "", HOST: "127.0.0.1", PORT: "0" },
+      /server: http:\/\/[\w.]+:(\d+)/,
+      scoresFromEmbedded,
+    );
+  } finally {
+    await writeFile(embedded, new Uint8Array(0));
+  }
+});
 
 /** Runs `command` to its end (at most 20 s): exit code and output. */
 async function runToEnd(
@@ -810,9 +850,6 @@ async function runToEnd(
 
 test(
   "serve: a server that cannot start says why in one line and exits with 1 (deno serve, bun run)",
-  {
-    skip: existsSync(DENO_BIN) && existsSync(BUN_BIN) ? false : "no deno or bun binary (npm ci)",
-  },
   async () => {
     const busy = createServer();
     await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", resolve));
