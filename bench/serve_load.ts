@@ -45,8 +45,8 @@
  * 4. loopback load: both servers up, `--requests` POST /predict of 100
  *    candidates per side at `--concurrency` connections (Deno's fetch in
  *    this process is the client, on the same 2 cores), in 4 alternating
- *    rounds: requests/s, p50/p99, errors (must be 0), server RSS after the
- *    warm-up and after each round;
+ *    rounds: requests/s, p50/p99, errors (must be 0), server RSS after a
+ *    warm-up at the same concurrency and after each round;
  * 5. package sizes (`--skip-package` skips the `deno publish --dry-run`):
  *    our published files and Wasm module, ORT's npm closure and the .wasm
  *    it loads;
@@ -571,7 +571,7 @@ console.log(
   "boot = process start to the script's first line; import = the serving modules; load = model " +
     "bytes to a ready scorer (ours: header, arena, data read into it, CRC-32; TS module: its " +
     "import and base64 decoding too; ORT: config JSON, encoder, InferenceSession.create); first = " +
-    "first prediction; total = boot..first; wall = spawn to exit",
+    "first prediction; total = import + load + first; wall = spawn to exit",
 );
 printBreakdown(coldSpecs, cold, 1);
 
@@ -615,28 +615,37 @@ const load: Record<
   ours: { seconds: 0, latencies: [], errors: 0, rss: [] },
   ort: { seconds: 0, latencies: [], errors: 0, rss: [] },
 };
+/** `count` POST /predict at `CONCURRENCY` connections; their latencies (ms), failures counted. */
+async function hammer(side: "ours" | "ort", count: number, latencies: number[] = []) {
+  let next = 0, errors = 0;
+  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+    while (next < count) {
+      const body = bodies[next++ % bodies.length];
+      const t = performance.now();
+      try {
+        await predict(servers[side].url, body, 100);
+      } catch {
+        errors++;
+      }
+      latencies.push(performance.now() - t);
+    }
+  }));
+  return errors;
+}
 try {
+  // Warm-up at the load's concurrency: the runtime sizes its heap and buffers for it.
   for (const side of LOAD_SIDES) {
-    for (let i = 0; i < 50; i++) await predict(servers[side].url, bodies[i % 64], 100);
+    await hammer(side, 4 * CONCURRENCY);
     load[side].rss.push(rssOf(servers[side].pid));
   }
   for (let r = 0; r < LOAD_ROUNDS; r++) {
     for (const side of r % 2 === 0 ? LOAD_SIDES : [...LOAD_SIDES].reverse()) {
-      const total = Math.ceil(REQUESTS / LOAD_ROUNDS);
-      let next = 0;
       const started = performance.now();
-      await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-        while (next < total) {
-          const body = bodies[next++ % bodies.length];
-          const t = performance.now();
-          try {
-            await predict(servers[side].url, body, 100);
-          } catch {
-            load[side].errors++;
-          }
-          load[side].latencies.push(performance.now() - t);
-        }
-      }));
+      load[side].errors += await hammer(
+        side,
+        Math.ceil(REQUESTS / LOAD_ROUNDS),
+        load[side].latencies,
+      );
       load[side].seconds += (performance.now() - started) / 1000;
       load[side].rss.push(rssOf(servers[side].pid));
     }
@@ -730,7 +739,7 @@ console.log(
     ms(median(answered("ort")), 0)
   } ms | ${(median(answered("ort")) / median(answered("ours"))).toFixed(2)}x |`,
 );
-const serving = (c: Record<string, number>) => c.total - c.boot;
+const serving = (c: Record<string, number>) => c.total;
 console.log(
   `| import + load + first predict, in process (median) | ${ms(serving(oursCold), 0)} ms (import ${
     ms(oursCold.import, 0)
@@ -741,7 +750,7 @@ console.log(
   }x |`,
 );
 if (full) {
-  const t = (i: number) => full![i].total - full![i].boot;
+  const t = (i: number) => full![i].total;
   console.log(
     `| full-vocabulary model load (${mb(fullModel.f32)} MB f32, ${
       mb(fullModel.int8)
@@ -750,15 +759,15 @@ if (full) {
     } s | ${(t(2) / t(0)).toFixed(2)}x (${(t(2) / t(1)).toFixed(2)}x) |`,
   );
 }
-const rssOf_ = (side: "ours" | "ort") => load[side].rss;
+
 console.log(
   `| loopback load, ${CONCURRENCY} connections, 100 candidates | ${
     rate("ours").toFixed(0)
   } req/s, p99 ${ms(quantile(load.ours.latencies, 0.99), 0)} ms, ${load.ours.errors} errors, RSS ${
-    rssOf_("ours").map((x) => ms(x, 0)).join(" -> ")
+    load.ours.rss.map((x) => ms(x, 0)).join(" -> ")
   } MB | ${rate("ort").toFixed(0)} req/s, p99 ${
     ms(quantile(load.ort.latencies, 0.99), 0)
-  } ms, ${load.ort.errors} errors, RSS ${rssOf_("ort").map((x) => ms(x, 0)).join(" -> ")} MB | ${
+  } ms, ${load.ort.errors} errors, RSS ${load.ort.rss.map((x) => ms(x, 0)).join(" -> ")} MB | ${
     (rate("ours") / rate("ort")).toFixed(2)
   }x |`,
 );
@@ -790,22 +799,22 @@ console.log(
 console.log(
   `  src/serve/inference.ts import + model load + first predict <= 50 ms: median ${
     ms(serving(oursCold), 0)
-  } ms, best ${ms(oursCold.totalBest - oursCold.bootBest, 0)} (import ${
-    ms(oursCold.import, 0)
-  }, load ${ms(oursCold.load, 0)}, first ${ms(oursCold.first, 0)})`,
+  } ms, best ${ms(oursCold.totalBest, 0)} (import ${ms(oursCold.import, 0)}, load ${
+    ms(oursCold.load, 0)
+  }, first ${ms(oursCold.first, 0)})`,
 );
 if (full) {
   console.log(
     `  full-vocabulary int8 model loads in <= 1 s and fits 64 MB of parameters: ${
-      ms((full[1].total - full[1].boot) / 1000)
+      ms(full[1].total / 1000)
     } s, artifact ${mb(fullModel.int8)} MB (${(fullModel.int8 / 2 ** 20).toFixed(1)} MiB)`,
   );
 }
-const oursRss = rssOf_("ours");
+
 console.log(
   `  loopback >= 1.5x ORT's requests/s, no errors, RSS flat: ${
     (rate("ours") / rate("ort")).toFixed(2)
-  }x, ${load.ours.errors} errors, RSS ${oursRss.map((x) => ms(x, 0)).join(" -> ")} MB`,
+  }x, ${load.ours.errors} errors, RSS ${load.ours.rss.map((x) => ms(x, 0)).join(" -> ")} MB`,
 );
 console.log(`machine at the end: ${machine()}`);
 await Deno.remove(work, { recursive: true });

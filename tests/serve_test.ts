@@ -130,6 +130,7 @@ test("serve: POST /predict scores rows; GET /healthz describes the model", async
   assert.equal(info.source, `dir ${basename(MODEL_DIR)}`);
   assert.deepEqual(info.towers, ["ctr", "cvr"]);
   assert.deepEqual(info.columns, ["user_id", "pid", "tags", "price"]);
+  assert.equal(info.embeddings, "f32");
   assert.deepEqual(info.limits, {
     maxBodyBytes: 1048576,
     maxRows: 1024,

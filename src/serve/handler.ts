@@ -5,7 +5,8 @@
  *
  *   POST /predict  content-type: application/json  {"rows": [{"user_id": 17, ...}, ...]}
  *                  -> 200 {"logits_ctr": [...], "probs_ctr": [...], ...}
- *   GET  /healthz  -> 200 {"status": "ok", "towers": [...], "columns": [...], ...}
+ *   GET  /healthz  -> 200 {"status": "ok", "towers": [...], "columns": [...],
+ *                          "embeddings": "f32" | "int8", ...}
  *
  * Whatever a client sends, the answer is JSON and never a 500: a client
  * error is `{"error": "...", "row": 3, "column": "user_id"}` (`row` and
@@ -21,7 +22,7 @@
  * never sent to the client.
  *
  * This module imports neither the protobuf text parser nor Node modules, so
- * a server embedding a typed config starts fast (see `examples/serve.ts`).
+ * a server of a serving artifact starts fast (see `examples/serve.ts`).
  *
  * @example Score rows with a freshly initialised model
  * ```ts
@@ -126,7 +127,7 @@ export interface LoadedModel {
   predictor: Predictor;
   /** Where it came from, without absolute paths (they are not the client's business): `dir mmoe_taobao`, `embedded`. */
   source: string;
-  /** Milliseconds to parse the config, build the arena and load the checkpoint. */
+  /** Milliseconds from reading the model (a serving artifact) to a ready predictor. */
   loadMs: number;
 }
 
@@ -321,6 +322,7 @@ function modelInfo(loaded: LoadedModel, limits: ServeLimits): Record<string, unk
     outputs: predictor.outputs,
     columns: predictor.columns,
     experts: config.numExpert,
+    embeddings: predictor.model.plan.embeddings,
     parameters: predictor.model.parameters.reduce(
       (sum, p) => sum + p.shape.reduce((a, b) => a * b, 1),
       0,
