@@ -70,10 +70,29 @@ import {
 import { MMoEModel, type ModelOptions } from "../model/mmoe.ts";
 import { crc32, firstNonFiniteTensor } from "./checkpoint.ts";
 
-/** The version {@link servingArtifact} writes and readers accept. */
+/**
+ * The version {@link servingArtifact} writes and readers accept; a reader
+ * refuses any other, naming it.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { SERVING_FORMAT_VERSION } from "./serving.ts";
+ * assert.equal(SERVING_FORMAT_VERSION, 1);
+ * ```
+ */
 export const SERVING_FORMAT_VERSION = 1;
 
-/** Where `examples/train.ts` and `examples/export.ts` write the artifact in a model dir. */
+/**
+ * Where `examples/train.ts` and `examples/export.ts` write the artifact in a
+ * model dir, and where `examples/serve.ts` and `readModelDir` look for it.
+ *
+ * @example
+ * ```ts
+ * import { SERVING_FILE_NAME } from "./serving.ts";
+ * const path = `experiments/mmoe_taobao/${SERVING_FILE_NAME}`;
+ * ```
+ */
 export const SERVING_FILE_NAME = "serving_model.bin";
 
 /** `DENOREC\0` */
@@ -120,7 +139,31 @@ export interface ServingOptions {
   embeddings?: EmbeddingDtype;
 }
 
-/** The tensor table of a plan's parameter block, offsets relative to the block. */
+/**
+ * The tensor table of a plan's parameter block, offsets relative to the
+ * block: what a serving artifact's header lists.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { MMoEModel, resolveConfig } from "../../mod.ts";
+ * import { servingTensors } from "./serving.ts";
+ * const config = resolveConfig({
+ *   featureConfigs: [{ idFeature: { featureName: "item", expression: "item:item", numBuckets: 10, embeddingDim: 4 } }],
+ *   modelConfig: {
+ *     featureGroups: [{ groupName: "all", featureNames: ["item"] }],
+ *     mmoe: {
+ *       expertMlp: { hiddenUnits: [8] },
+ *       numExpert: 2,
+ *       taskTowers: [{ towerName: "ctr", labelName: "clk", losses: [{ binaryCrossEntropy: {} }] }],
+ *     },
+ *   },
+ * });
+ * const plan = new MMoEModel(config, { maxBatch: 1, inference: true, embeddings: "int8" }).plan;
+ * const [table, pairs] = servingTensors(plan).filter((t) => t.name.startsWith("embedding_group"));
+ * assert.deepEqual([table.dtype, table.shape, pairs.dtype, pairs.shape], ["u8", [10, 4], "f16", [10, 2]]);
+ * ```
+ */
 export function servingTensors(plan: ModelPlan): ServingTensor[] {
   return stateDict(plan).map((t) => ({
     name: t.name,
@@ -194,6 +237,27 @@ function roundHalfEven(v: number): number {
  * or infinity with a `RangeError` naming the tensor, a `pipeline` of
  * another architecture and an f32 artifact of an int8 model with a
  * `TypeError`.
+ *
+ * @example Export a trained model as `examples/export.ts` does
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { MMoEModel, Predictor, resolveConfig } from "../../mod.ts";
+ * import { servingArtifact } from "./serving.ts";
+ * const pipeline = {
+ *   featureConfigs: [{ rawFeature: { featureName: "x", expression: "item:x" } }],
+ *   modelConfig: {
+ *     featureGroups: [{ groupName: "all", featureNames: ["x"] }],
+ *     mmoe: {
+ *       expertMlp: { hiddenUnits: [4] },
+ *       numExpert: 2,
+ *       taskTowers: [{ towerName: "ctr", labelName: "clk", losses: [{ binaryCrossEntropy: {} }] }],
+ *     },
+ *   },
+ * };
+ * const trained = new MMoEModel(resolveConfig(pipeline), { maxBatch: 8, seed: 1 });
+ * const predictor = new Predictor(servingArtifact(trained, pipeline));
+ * assert.equal(predictor.predict([{ x: 0.5 }]).probs_ctr.length, 1);
+ * ```
  */
 export function servingArtifact(
   model: MMoEModel,
@@ -296,6 +360,16 @@ export function isServingArtifact(bytes: Uint8Array): boolean {
  * section starts. Checks the magic, the version, the header's CRC-32 and
  * fields; errors (`TypeError` for what is not an artifact or not this
  * version, `RangeError` for corruption) start with `source`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { decodeServingHeader } from "./serving.ts";
+ * assert.throws(() => decodeServingHeader(new Uint8Array(64), "x.bin"), {
+ *   message: "x.bin: not a denorec serving artifact (no DENOREC magic; write one with " +
+ *     "examples/export.ts or servingArtifact)",
+ * });
+ * ```
  */
 export function decodeServingHeader(
   bytes: Uint8Array,
@@ -373,7 +447,7 @@ function checkHeader(value: unknown, source: string): ServingHeader {
  * same length), so that the data section can be copied as one block; a
  * `RangeError` starting with `source` names the first difference.
  */
-export function checkServingLayout(header: ServingHeader, plan: ModelPlan, source: string): void {
+function checkServingLayout(header: ServingHeader, plan: ModelPlan, source: string): void {
   const ours = servingTensors(plan);
   const describe = (t: ServingTensor | undefined) =>
     t ? `${t.name} ${t.dtype} [${t.shape.join(", ")}] at ${t.offset}` : "nothing";
@@ -405,7 +479,7 @@ function dataChecksum(model: MMoEModel): string {
  * Throws a `RangeError` starting with `source` unless `model`'s parameter
  * block (where the data section was copied) has the header's XXH32.
  */
-export function checkServingData(header: ServingHeader, model: MMoEModel, source: string): void {
+function checkServingData(header: ServingHeader, model: MMoEModel, source: string): void {
   const actual = dataChecksum(model);
   if (actual !== header.dataXxh32) {
     throw new RangeError(
@@ -465,6 +539,12 @@ async function openFile(path: string): Promise<OpenFile> {
 /**
  * How to build the inference model an artifact loads into (`ModelOptions`
  * without what the artifact decides: `inference`, `initialize`, `embeddings`).
+ *
+ * @example
+ * ```ts
+ * import type { ServingModelOptions } from "./serving.ts";
+ * const options: ServingModelOptions = { maxBatch: 1024, threads: 1 };
+ * ```
  */
 export type ServingModelOptions = Omit<ModelOptions, "inference" | "initialize" | "embeddings">;
 
