@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { resolveConfig } from "../src/config/config.ts";
 import { parsePipelineConfig } from "../src/config/config_text.ts";
 import { FeatureEncoder } from "../src/data/features.ts";
-import { crc32, loadCheckpoint, modelCheckpoint } from "../src/io/checkpoint.ts";
+import { loadCheckpoint, modelCheckpoint } from "../src/io/checkpoint.ts";
 import {
   decodeServingHeader,
   quantizeRowsInt8,
@@ -22,6 +22,7 @@ import { MMoEModel, planModel } from "../src/model/mmoe.ts";
 import { Predictor, readPredictor } from "../src/serve/inference.ts";
 import type { RawRecord } from "../src/core/records.ts";
 import { assertClose, rng, VARIANTS } from "./_util.ts";
+import { xxhash32Twin } from "./twins/checksum.ts";
 
 const FIXTURE = JSON.parse(
   readFileSync(new URL("./fixtures/int8_rowwise.json", import.meta.url), "utf8"),
@@ -301,7 +302,7 @@ function withHeader(
   out.set(artifact.subarray(0, 24));
   const prefix = new DataView(out.buffer);
   prefix.setUint32(12, json.length, true);
-  prefix.setUint32(16, parseInt(crc32(json), 16), true);
+  prefix.setUint32(16, xxhash32Twin(json, 0), true);
   out.set(json, 24);
   out.set(artifact.subarray(dataStart), start);
   return out;

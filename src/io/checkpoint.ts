@@ -124,17 +124,9 @@ function makeCrcTables(): Int32Array {
  * CRC-32 of `bytes` as 8 lowercase hex digits: the IEEE 802.3 / zlib CRC
  * (Python's `format(zlib.crc32(b), "08x")`), slicing by 16 bytes read as four
  * little-endian words (1.4-1.7x the byte-wise slicing-by-8 of the `crc-32`
- * package, measured in the same run under Deno and Bun). Also the checksum
- * of serving artifacts (`src/io/serving.ts`).
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { crc32 } from "./checkpoint.ts";
- * assert.equal(crc32(new TextEncoder().encode("123456789")), "cbf43926"); // the CRC-32 check value
- * ```
+ * package, measured in the same run under Deno and Bun).
  */
-export function crc32(bytes: Uint8Array): string {
+function crc32(bytes: Uint8Array): string {
   const t = crcTables ??= makeCrcTables();
   let c = -1, i = 0;
   const head = Math.min(bytes.length, (4 - (bytes.byteOffset & 3)) & 3);

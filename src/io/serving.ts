@@ -5,7 +5,7 @@
  *   bytes 0..8    magic `DENOREC\0`
  *   bytes 8..12   format version (u32 little-endian, {@link SERVING_FORMAT_VERSION})
  *   bytes 12..16  header length H (u32)
- *   bytes 16..20  CRC-32 of the header (u32, zlib's)
+ *   bytes 16..20  XXH32 of the header (u32, seed 0)
  *   bytes 20..24  zero
  *   bytes 24..    the header: UTF-8 JSON {@link ServingHeader} (the tzrec config as
  *                 the typed `PipelineConfig`, the embedding dtype, the tensor
@@ -68,7 +68,8 @@ import {
   stateDict,
 } from "../model/layout.ts";
 import { MMoEModel, type ModelOptions } from "../model/mmoe.ts";
-import { crc32, firstNonFiniteTensor } from "./checkpoint.ts";
+import { firstNonFiniteTensor } from "./checkpoint.ts";
+import { instantiateKernels } from "../kernels/kernels.ts";
 
 /**
  * The version {@link servingArtifact} writes and readers accept; a reader
@@ -332,7 +333,7 @@ export function servingArtifact(
   out.set(MAGIC, 0);
   prefix.setUint32(8, SERVING_FORMAT_VERSION, true);
   prefix.setUint32(12, json.length, true);
-  prefix.setUint32(16, parseInt(crc32(json), 16), true);
+  prefix.setUint32(16, headerChecksum(json), true);
   out.set(json, PREFIX_BYTES);
   out.set(data, dataStart);
   return out;
@@ -384,7 +385,7 @@ export function decodeServingHeader(
   }
   const json = bytes.subarray(PREFIX_BYTES, PREFIX_BYTES + length);
   const expected = new DataView(bytes.buffer, bytes.byteOffset + 16, 4).getUint32(0, true);
-  const actual = parseInt(crc32(json), 16);
+  const actual = headerChecksum(json);
   if (actual !== expected) {
     throw new RangeError(
       `${source}: header checksum mismatch (stored ${hex(expected)}, computed ${hex(actual)}): ` +
@@ -467,6 +468,17 @@ function checkServingLayout(header: ServingHeader, plan: ModelPlan, source: stri
         plan.parameters.bytes,
     );
   }
+}
+
+/**
+ * XXH32 of a header: the `xxhash32` kernel on a memory of its own (the
+ * header comes before the model; a CRC-32 in JavaScript cost 1-2 ms of a
+ * cold start for its tables alone).
+ */
+function headerChecksum(json: Uint8Array): number {
+  const memory = new WebAssembly.Memory({ initial: Math.ceil((64 + json.length) / 65536) });
+  new Uint8Array(memory.buffer).set(json, 64);
+  return instantiateKernels(memory).exports.xxhash32(64, json.length, 0) >>> 0;
 }
 
 /** XXH32 of `model`'s parameter block, 8 hex digits. */
