@@ -569,7 +569,7 @@ const cold = await breakdown(coldSpecs, SPAWNS);
 console.log(`\n# cold start in process, capped model (ms, median of ${SPAWNS} fresh processes)`);
 console.log(
   "boot = process start to the script's first line; import = the serving modules; load = model " +
-    "bytes to a ready scorer (ours: header, arena, data read into it, CRC-32; TS module: its " +
+    "bytes to a ready scorer (ours: header, arena, data read into it, XXH32; TS module: its " +
     "import and base64 decoding too; ORT: config JSON, encoder, InferenceSession.create); first = " +
     "first prediction; total = import + load + first; wall = spawn to exit",
 );

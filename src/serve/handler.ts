@@ -220,10 +220,14 @@ async function readBody(request: Request, limit: number, timeoutMs: number): Pro
   const reader = request.body.getReader();
   let timedOut = false;
   // Cancelling ends the pending read with `done`; the flag tells that apart from the real end.
-  const timer = setTimeout(() => {
+  // AbortSignal.timeout rather than setTimeout: Deno 2.9.6's first setTimeout costs ~10 ms,
+  // which the first request of a cold server would pay (the signal's timer: ~0.6 ms).
+  const deadline = AbortSignal.timeout(timeoutMs);
+  const onDeadline = () => {
     timedOut = true;
     reader.cancel().catch(() => {});
-  }, timeoutMs);
+  };
+  deadline.addEventListener("abort", onDeadline);
   const late = () =>
     new HttpError(408, `request body not complete after ${timeoutMs} ms`, {}, {
       connection: "close",
@@ -247,7 +251,7 @@ async function readBody(request: Request, limit: number, timeoutMs: number): Pro
     if (timedOut) throw late(); // a runtime whose cancel fails the pending read
     throw new HttpError(400, `could not read the request body: ${(error as Error).message}`);
   } finally {
-    clearTimeout(timer);
+    deadline.removeEventListener("abort", onDeadline);
   }
   const bytes = chunks.length === 1 ? chunks[0] : new Uint8Array(size);
   if (chunks.length !== 1) {
