@@ -276,26 +276,26 @@ export function servingArtifact(
         `at index ${bad.index} (step ${model.step})`,
     );
   }
-  // The inference model the artifact loads as (its parameter block does not depend on the
-  // batch or threads), filled here and checksummed where its data lies.
-  const serving = (config: MMoEModel["config"]) =>
-    new MMoEModel(config, {
-      maxBatch: 1,
-      idsPerRow: 1,
-      inference: true,
-      initialize: false,
-      threads: 1,
-      embeddings,
-    });
-  const target = serving(model.config), plan = target.plan;
-  const tensors = servingTensors(plan);
-  const described = JSON.stringify(servingTensors(serving(resolveConfig(pipeline)).plan));
-  if (described !== JSON.stringify(tensors)) {
+  // The server resolves `pipeline` again: it must give the model's config (features included).
+  const resolved = (config: MMoEModel["config"]) =>
+    JSON.stringify(config, (_, value) => value instanceof Map ? [...value] : value);
+  if (resolved(resolveConfig(pipeline)) !== resolved(model.config)) {
     throw new TypeError(
       "the pipeline config describes another model than the one exported: pass the config " +
         "the model was built from",
     );
   }
+  // The inference model the artifact loads as (its parameter block does not depend on the
+  // batch or threads), filled here and checksummed where its data lies.
+  const target = new MMoEModel(model.config, {
+    maxBatch: 1,
+    idsPerRow: 1,
+    inference: true,
+    initialize: false,
+    threads: 1,
+    embeddings,
+  });
+  const plan = target.plan, tensors = servingTensors(plan);
   const data = new Uint8Array(target.memory.buffer, plan.parameters.offset, plan.parameters.bytes);
   const memory = new Uint8Array(model.memory.buffer);
   const from = new Map(model.parameters.map((p) => [p.name, p]));
