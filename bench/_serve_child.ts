@@ -6,7 +6,7 @@
  *
  * sides:
  * - `ours <serving_model.bin>`: `readPredictor` (header, arena, the data read
- *   from the file straight into it, CRC-32), as `examples/serve.ts` does;
+ *   from the file straight into it, XXH32), as `examples/serve.ts` does;
  * - `ours-module <module.ts>`: the fallback for runtimes without bytes
  *   imports: a generated TypeScript module exporting the artifact as base64
  *   (`export default "..."`), imported, decoded (`Uint8Array.fromBase64`)

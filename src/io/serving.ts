@@ -358,7 +358,7 @@ export function isServingArtifact(bytes: Uint8Array): boolean {
 /**
  * The header of the artifact whose first bytes are `bytes` (at least up to
  * the end of the header; the data section may be absent) and where its data
- * section starts. Checks the magic, the version, the header's CRC-32 and
+ * section starts. Checks the magic, the version, the header's checksum (XXH32) and
  * fields; errors (`TypeError` for what is not an artifact or not this
  * version, `RangeError` for corruption) start with `source`.
  *

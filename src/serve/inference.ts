@@ -329,7 +329,7 @@ export class Predictor {
 
   /**
    * Loads a serving artifact's bytes (`servingArtifact`, `examples/export.ts`):
-   * one copy into the arena and a CRC-32. `source` names the artifact in
+   * one copy into the arena and an XXH32 check. `source` names the artifact in
    * errors (default "serving artifact").
    */
   constructor(artifact: Uint8Array, options?: PredictorOptions & { source?: string });
