@@ -105,7 +105,7 @@ import * as tf from "@tensorflow/tfjs";
 import * as tfwasm from "@tensorflow/tfjs-backend-wasm";
 import { resolveConfig, type ResolvedConfig } from "../src/config/config.ts";
 import { type EncodedBatch, MMoEModel, type SparseInput } from "../src/model/mmoe.ts";
-import { randomTaobaoBatch, taobaoConfig } from "./taobao.ts";
+import { capConfig, makeBatches, taobaoConfig } from "./taobao.ts";
 import { formatShare, type ModelFlops, modelFlops, parsePeak, shareOfPeak } from "./_ceiling.ts";
 
 // ------------------------------------------------------------------ options
@@ -177,28 +177,6 @@ interface Side {
   run(mode: Mode, batch: number, steps: number): Promise<{ seconds: number; loss: number }>;
   /** Frees workers and child processes. */
   close(): Promise<void>;
-}
-
-function capConfig(config: ResolvedConfig, cap: number | null): ResolvedConfig {
-  if (cap === null) return config;
-  return {
-    ...config,
-    tables: config.tables.map((t) => ({ ...t, rows: Math.min(t.rows, cap) })),
-    features: config.features.map((f) => ({ ...f, rows: Math.min(f.rows, cap) })),
-  };
-}
-
-/** Random batches; ids taken modulo the (possibly capped) table sizes. */
-function makeBatches(config: ResolvedConfig, size: number): EncodedBatch[] {
-  return Array.from({ length: 3 }, (_, i) => {
-    const batch = randomTaobaoBatch(size, 100 * size + i + 1);
-    config.features.forEach((f, j) => {
-      const ids = (batch.features[j] as SparseInput).ids;
-      const rows = config.tables[f.table].rows;
-      for (let k = 0; k < ids.length; k++) ids[k] %= rows;
-    });
-    return batch;
-  });
 }
 
 /** Times `steps` calls of a synchronous step. */

@@ -432,12 +432,21 @@ test("mmoe: state_dict names and order are tzrec's, BatchNorm counters included 
   const counters = model.parameters.filter((p) => p.kind === "counter");
   assert.equal(counters.length, 4);
   for (const c of counters) assert.deepEqual([c.dtype, c.shape], ["i64", []]);
-  // torch counts train-mode forwards; eval and predict leave the counters alone.
+  // torch counts train-mode forwards; here a step counts when it is applied (a refused step
+  // leaves every buffer alone), and eval and predict leave the counters alone.
+  const count = (n: bigint, when: string) => {
+    for (const c of counters) {
+      assert.deepEqual(model.int64View(c.offset, 1), BigInt64Array.of(n), when);
+    }
+  };
   model.trainStep(tinyBatch(1));
+  count(1n, "after a train step");
   model.forwardBackward(tinyBatch(2));
   model.evalStep(tinyBatch(3));
   model.predict(tinyBatch(4));
-  for (const c of counters) assert.deepEqual(model.int64View(c.offset, 1), BigInt64Array.of(2n));
+  count(1n, "before the second step is applied");
+  model.applyGradients();
+  count(2n, "after it");
 });
 
 test("mmoe: optimizer settings reach the update: SGD Nesterov with dampening 0, Adagrad initial accumulator, sparse Adam L2 decay", () => {
