@@ -13,7 +13,10 @@
  * rounds in which the models take turns, the order rotating each round, so a
  * slow moment of a shared machine hits every thread count alike.
  * samples/s is the best round; the 2-thread/1-thread ratio is best/best
- * with the range of the per-round ratios. The ceiling is peak GFLOP/s per
+ * with the range of the per-round ratios. This machine may be shared: the
+ * CPU time of other processes is read from /proc/stat around every round,
+ * and only rounds during which they used less than 0.1 core count (all
+ * rounds when none was that quiet; the table says how many were). The ceiling is peak GFLOP/s per
  * core x threads / GEMM FLOP per sample (`bench/_ceiling.ts`); the peak is
  * measured in this process (`bench/_peak.ts`) unless `--peak` gives it.
  *
@@ -42,9 +45,14 @@ type Mode = "train" | "infer";
 interface Rates {
   threads: number;
   rounds: number[];
+  /** Cores other processes kept busy during each round (0.05: 5% of one core). */
+  others: number[];
   steps: number;
   profile: StepProfile | null;
 }
+
+/** A round during which other processes used less than this many cores counts as quiet. */
+const QUIET = 0.1;
 
 function parseOptions(args: string[]) {
   const { values } = parseArgs({
@@ -102,15 +110,19 @@ function measure(
     for (let i = 0; i < options.warmup; i++) seconds = run(model, mode, batches, 1);
     const steps = Math.max(1, Math.ceil(options.roundMs / 1000 / seconds));
     model.profile();
-    return { threads: model.threads, rounds: [], steps, profile: null };
+    return { threads: model.threads, rounds: [], others: [], steps, profile: null };
   });
   for (let r = 0; r < options.rounds; r++) {
     for (let i = 0; i < models.length; i++) {
       const m = (i + r) % models.length, rate = rates[m];
-      rate.rounds.push(B * rate.steps / run(models[m], mode, batches, rate.steps));
+      const before = cpuSeconds();
+      const seconds = run(models[m], mode, batches, rate.steps);
+      const after = cpuSeconds();
+      rate.rounds.push(B * rate.steps / seconds);
+      rate.others.push(Math.max(0, after.all - before.all - (after.ours - before.ours)) / seconds);
       // The phases of the best round, per step.
       const profile = models[m].profile();
-      if (profile && rate.rounds.at(-1) === Math.max(...rate.rounds)) {
+      if (profile && rate.rounds.length - 1 === bestRound(rate)) {
         for (const key of Object.keys(profile) as (keyof StepProfile)[]) {
           profile[key] /= rate.steps;
         }
@@ -121,14 +133,35 @@ function measure(
   return rates;
 }
 
-const best = (r: Rates) => Math.max(...r.rounds);
+/** The rounds that count: the quiet ones, or every round when none was quiet. */
+function counted(r: Rates): number[] {
+  const quiet = r.rounds.map((_, i) => i).filter((i) => r.others[i] < QUIET);
+  return quiet.length > 0 ? quiet : r.rounds.map((_, i) => i);
+}
 
-/** `best / best (min-max of the per-round ratios)`. */
+/** The index of the fastest counted round. */
+function bestRound(r: Rates): number {
+  return counted(r).reduce((b, i) => (r.rounds[i] > r.rounds[b] ? i : b), counted(r)[0]);
+}
+
+const best = (r: Rates) => r.rounds[bestRound(r)];
+
+/** `best / best (min-max of the ratios of the rounds both counted)`. */
 function ratio(a: Rates, b: Rates): string {
-  const pairs = a.rounds.map((x, i) => x / b.rounds[i]);
+  const both = counted(a).filter((i) => counted(b).includes(i));
+  const pairs = (both.length > 0 ? both : a.rounds.map((_, i) => i))
+    .map((i) => a.rounds[i] / b.rounds[i]);
   return `${(best(a) / best(b)).toFixed(2)}x (${Math.min(...pairs).toFixed(2)}-${
     Math.max(...pairs).toFixed(2)
   })`;
+}
+
+/** `3/5 quiet` and the other processes' load range, in cores. */
+function quietness(r: Rates): string {
+  const quiet = r.others.filter((o) => o < QUIET).length;
+  return `${quiet}/${r.rounds.length} quiet (others ${Math.min(...r.others).toFixed(2)}-${
+    Math.max(...r.others).toFixed(2)
+  } cores)`;
 }
 
 const PHASE_NAMES: [keyof StepProfile, string][] = [
@@ -202,10 +235,11 @@ async function main(): Promise<void> {
   const others = (cpuAfter.all - cpuBefore.all) - (cpuAfter.ours - cpuBefore.ours);
 
   console.log(
-    `\nsamples/s: best of ${options.rounds} alternating rounds; share of the ceiling ` +
-      `(peak x threads); ratio to 1 thread best/best (range of per-round ratios)`,
+    `\nsamples/s: best of ${options.rounds} alternating rounds (of the quiet ones: other ` +
+      `processes below ${QUIET} cores); share of the ceiling (peak x threads); ratio to 1 ` +
+      `thread best/best (range of per-round ratios)`,
   );
-  const rows = [["mode", "batch", "threads", "samples/s", "share", "vs 1 thread"]];
+  const rows = [["mode", "batch", "threads", "samples/s", "share", "vs 1 thread", "rounds"]];
   for (const { batch, mode, rates } of results) {
     const flop = mode === "train" ? flops.train : flops.forward;
     const one = rates.find((r) => r.threads === 1);
@@ -217,6 +251,7 @@ async function main(): Promise<void> {
         best(r).toFixed(0),
         formatShare(shareOfPeak(flop, best(r), peak.gflops, r.threads)),
         one && r !== one ? ratio(r, one) : "",
+        quietness(r),
       ]);
     }
   }
