@@ -376,12 +376,15 @@ export function activationBackward(
 }
 
 /**
- * out[h] += sum over b of x[b,h], x is B x H (the bias gradient). Rows are
- * streamed in order four at a time, so `out` (H floats) stays in L1 and is
- * read and written once per four rows.
+ * out[h] += sum over b of x[b,h] for the H columns of a B-row matrix whose
+ * rows are `ldx` floats apart (the bias gradient; a column block of a wider
+ * matrix when the threads split the columns). Rows are streamed in order
+ * four at a time, so `out` (H floats) stays in L1 and is read and written
+ * once per four rows. Each column's sum is ((x0 + x1) + (x2 + x3)) + ...
+ * whichever columns share a call.
  */
-export function columnSum(out: usize, x: usize, B: i32, H: i32): void {
-  const ld = <usize>H << 2;
+export function columnSum(out: usize, x: usize, B: i32, H: i32, ldx: i32): void {
+  const ld = <usize>ldx << 2;
   let b = 0;
   for (; b + 4 <= B; b += 4) {
     const r0 = x + <usize>b * ld;

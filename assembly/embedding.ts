@@ -210,19 +210,21 @@ function hashId(id: i32): u32 {
 /**
  * Deduplicates n i32 ids: unique[0..U) in order of first appearance (so
  * results do not depend on the hash), inverse[j] = index of ids[j] in
- * unique; returns U. Open addressing with linear probing over `hashTable`
- * (i32 scratch of `hashCapacity` slots, a power of two >= 2n, so the load
- * factor stays <= 1/2); a slot holds 1 + its id's index in unique, 0 = empty,
- * and is cleared here.
+ * unique, and U stored at `uniqueCount` (one i32: an output in memory, so a
+ * worker thread can run it). Open addressing with linear probing over
+ * `hashTable` (i32 scratch of `hashCapacity` slots, a power of two >= 2n, so
+ * the load factor stays <= 1/2); a slot holds 1 + its id's index in unique,
+ * 0 = empty, and is cleared here.
  */
 export function embeddingUnique(
   unique: usize,
   inverse: usize,
+  uniqueCount: usize,
   ids: usize,
   n: i32,
   hashTable: usize,
   hashCapacity: i32,
-): i32 {
+): void {
   memory.fill(hashTable, 0, <usize> hashCapacity << 2);
   const mask = <u32> hashCapacity - 1;
   let U = 0;
@@ -246,7 +248,7 @@ export function embeddingUnique(
       slot = (slot + 1) & mask;
     }
   }
-  return U;
+  store<i32>(uniqueCount, U);
 }
 
 /**

@@ -1,4 +1,4 @@
-// Normalisation layers, inverted dropout and the elementwise product.
+// Normalisation layers, inverted dropout, the elementwise product and fill.
 //
 // BatchNorm1d (Ioffe & Szegedy, ICML 2015; torch.nn.BatchNorm1d) normalises
 // each column h of a B x H row-major batch; LayerNorm (Ba et al., 2016;
@@ -48,19 +48,24 @@ function storeColumns(p: usize, v: v128, count: i32): void {
 }
 
 /**
- * torch.nn.BatchNorm1d on a B x H batch x, per column h:
+ * torch.nn.BatchNorm1d on the H columns of a B-row batch x whose rows (of x
+ * and y) are `ldx` floats apart, per column h:
  *   training: mean, var = batch mean and biased variance; saved mean[h] and
- *     invStd[h] = 1/sqrt(var + eps); runningMean = (1-momentum) runningMean +
- *     momentum mean; runningVar likewise toward the unbiased variance
- *     var * B/(B-1). torch rejects B = 1 in training; here B = 1 moves
- *     runningVar toward the biased variance (0) instead.
- *   eval: mean[h] = runningMean[h], invStd[h] = 1/sqrt(runningVar[h] + eps).
- * Then y = gamma * (x - mean) * invStd + beta. `y` may equal `x`.
+ *     invStd[h] = 1/sqrt(var + eps), and variance[h] = the unbiased variance
+ *     var * B/(B-1) that torch moves runningVar toward (the biased one when
+ *     B = 1, which torch rejects in training). The running statistics are
+ *     not touched: `batchNormRunningUpdate` commits them once the step is
+ *     known to be good.
+ *   eval: mean[h] = runningMean[h], invStd[h] = 1/sqrt(runningVar[h] + eps)
+ *     (`variance` is not read or written).
+ * Then y = gamma * (x - mean) * invStd + beta. `y` may equal `x`. Columns
+ * are independent: any column split gives the same values.
  */
 export function batchNormForward(
   y: usize,
   mean: usize,
   invStd: usize,
+  variance: usize,
   runningMean: usize,
   runningVar: usize,
   x: usize,
@@ -68,11 +73,11 @@ export function batchNormForward(
   beta: usize,
   B: i32,
   H: i32,
-  momentum: f32,
+  ldx: i32,
   eps: f32,
   training: bool,
 ): void {
-  const ld = <usize> H << 2;
+  const ld = <usize> ldx << 2;
   if (training) {
     for (let r0 = 0; r0 < B; r0 += CHUNK) {
       const rows = min(CHUNK, B - r0);
@@ -95,7 +100,7 @@ export function batchNormForward(
         }
       }
     }
-    batchStatistics(mean, invStd, runningMean, runningVar, x, B, H, momentum, eps);
+    batchStatistics(mean, invStd, variance, x, B, H, eps);
   } else {
     runningStatistics(mean, invStd, runningMean, runningVar, H, eps);
   }
@@ -230,23 +235,19 @@ function normalizeColumns(
 
 /**
  * Turns the running mean of x - x[0,:] (in `mean`) into the mean and M2 (in
- * `invStd`) into invStd = 1/sqrt(M2/B + eps), and moves the running
- * statistics toward the batch mean and the unbiased variance.
+ * `invStd`) into invStd = 1/sqrt(M2/B + eps), and stores the unbiased
+ * variance M2/(B-1) (M2/B when B = 1) in `variance`.
  */
 function batchStatistics(
   mean: usize,
   invStd: usize,
-  runningMean: usize,
-  runningVar: usize,
+  variance: usize,
   x: usize,
   B: i32,
   H: i32,
-  momentum: f32,
   eps: f32,
 ): void {
   const one = f32x4.splat(1);
-  const mom = f32x4.splat(momentum);
-  const keep = f32x4.splat(1 - momentum);
   const batch = f32x4.splat(<f32> B);
   const unbiasedDivisor = f32x4.splat(<f32> (B - 1)); // used only when B > 1
   for (let h = 0; h < H; h += 4) {
@@ -259,16 +260,38 @@ function batchStatistics(
       f32x4.div(one, f32x4.sqrt(f32x4.add(biased, f32x4.splat(eps)))),
       count,
     );
-    const unbiased = B > 1 ? f32x4.div(m2, unbiasedDivisor) : biased;
+    storeColumns(variance + off, B > 1 ? f32x4.div(m2, unbiasedDivisor) : biased, count);
     const m = f32x4.add(loadColumns(x + off, count), loadColumns(mean + off, count));
     storeColumns(mean + off, m, count);
+  }
+}
+
+/**
+ * Commits a train-mode batchNormForward to torch's running statistics:
+ * runningMean = (1 - momentum) runningMean + momentum mean, runningVar
+ * likewise toward `variance` (the unbiased batch variance it saved), over
+ * H columns.
+ */
+export function batchNormRunningUpdate(
+  runningMean: usize,
+  runningVar: usize,
+  mean: usize,
+  variance: usize,
+  H: i32,
+  momentum: f32,
+): void {
+  const mom = f32x4.splat(momentum);
+  const keep = f32x4.splat(1 - momentum);
+  for (let h = 0; h < H; h += 4) {
+    const off = <usize> h << 2;
+    const count = min(4, H - h);
     const rm = f32x4.add(
       f32x4.mul(keep, loadColumns(runningMean + off, count)),
-      f32x4.mul(mom, m),
+      f32x4.mul(mom, loadColumns(mean + off, count)),
     );
     const rv = f32x4.add(
       f32x4.mul(keep, loadColumns(runningVar + off, count)),
-      f32x4.mul(mom, unbiased),
+      f32x4.mul(mom, loadColumns(variance + off, count)),
     );
     storeColumns(runningMean + off, rm, count);
     storeColumns(runningVar + off, rv, count);
@@ -300,9 +323,12 @@ function runningStatistics(
  *   dBeta[h]  += sum_b dy[b,h]
  *   dGamma[h] += sum_b dy[b,h] xhat[b,h]
  *   dx[b,h]    = gamma[h] invStd[h] (dy - sum_b dy / B - xhat sum_b dy xhat / B)
- * Two row-order streams over dy and x (the column sums, then dx): between
- * them rows 0 and 1 of dx, its only scratch, hold per-column coefficients,
- * and those two rows are written last. So `dx` must not alias `dy` or `x`.
+ * over the H columns of B-row matrices whose rows (dx, dy, x) are `ldx`
+ * floats apart. Two row-order streams over dy and x (the column sums, then
+ * dx): between them rows 0 and 1 of dx, its only scratch, hold per-column
+ * coefficients, and those two rows are written last. So `dx` must not alias
+ * `dy` or `x`. Columns are independent: any column split gives the same
+ * values.
  */
 export function batchNormBackward(
   dx: usize,
@@ -315,12 +341,13 @@ export function batchNormBackward(
   invStd: usize,
   B: i32,
   H: i32,
+  ldx: i32,
 ): void {
   if (B == 1) {
     batchNormBackwardOneRow(dx, dGamma, dBeta, dy, x, gamma, mean, invStd, H);
     return;
   }
-  const ld = <usize> H << 2;
+  const ld = <usize> ldx << 2;
   // Pass 1: sum dy and sum dy (x - mean) into dx rows 0 and 1, two rows per step.
   const sumDy = dx, sumDyCentred = dx + ld;
   let b = 0;
@@ -716,19 +743,22 @@ function fmix32x4(h: v128): v128 {
 const UNIT: f32 = 5.9604645e-8;
 
 /**
- * Inverted dropout (torch.nn.Dropout in training) over n values: value i is
- * kept when u_i >= ratio, with u_i = (fmix32(fmix32(i + key) + key) >>> 8) *
- * 2^-24 and key = fmix32(seed + 0x9e3779b9), a counter-based hash (as in
- * Salmon et al.'s Philox, SC 2011: a pure function of (seed, i), so any value
- * of any step can be redrawn and both builds draw the same mask).
- * mask[i] = kept ? 1/(1-ratio) : 0; y = x * mask. `y` may equal `x`. The
- * backward is `multiply(dx, dy, mask, n)`.
+ * Inverted dropout (torch.nn.Dropout in training) over n values, the values
+ * `first` to `first + n - 1` of a tensor (y, mask and x point at value
+ * `first`): value i is kept when u_i >= ratio, with u_i =
+ * (fmix32(fmix32(i + key) + key) >>> 8) * 2^-24 and key = fmix32(seed +
+ * 0x9e3779b9), a counter-based hash (as in Salmon et al.'s Philox, SC 2011:
+ * a pure function of (seed, i), so any value of any step can be redrawn,
+ * a tensor split into ranges draws the same mask, and both builds draw the
+ * same mask). mask[i] = kept ? 1/(1-ratio) : 0; y = x * mask. `y` may equal
+ * `x`. The backward is `multiply(dx, dy, mask, n)`.
  */
 export function dropoutForward(
   y: usize,
   mask: usize,
   x: usize,
   n: i32,
+  first: i32,
   ratio: f32,
   seed: u32,
 ): void {
@@ -738,7 +768,7 @@ export function dropoutForward(
   const scalev = f32x4.splat(scale);
   const ratiov = f32x4.splat(ratio);
   const unitv = f32x4.splat(UNIT);
-  let index = i32x4(0, 1, 2, 3);
+  let index = i32x4.add(i32x4(0, 1, 2, 3), i32x4.splat(first));
   let i = 0;
   for (; i + 4 <= n; i += 4) {
     const off = <usize> i << 2;
@@ -751,11 +781,25 @@ export function dropoutForward(
   }
   for (; i < n; i++) {
     const off = <usize> i << 2;
-    const h = fmix32(fmix32(<u32> i + key) + key);
+    const h = fmix32(fmix32(<u32> (first + i) + key) + key);
     const m: f32 = <f32> (h >>> 8) * UNIT >= ratio ? scale : 0;
     store<f32>(mask + off, m);
     store<f32>(y + off, load<f32>(x + off) * m);
   }
+}
+
+/** out[i] = value over n values (zeroing gradients and scratch). */
+export function fill(out: usize, value: f32, n: i32): void {
+  const v = f32x4.splat(value);
+  let i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const off = <usize> i << 2;
+    v128.store(out + off, v);
+    v128.store(out + off, v, 16);
+    v128.store(out + off, v, 32);
+    v128.store(out + off, v, 48);
+  }
+  for (; i < n; i++) store<f32>(out + (<usize> i << 2), value);
 }
 
 /** out[i] = a[i] * b[i] over n values; `out` may equal `a` or `b`. */

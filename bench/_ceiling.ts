@@ -13,12 +13,14 @@
  * (2 E D per task), activations, softmax, losses, embedding gather/scatter
  * and the optimizer updates (about 10 flop per dense parameter per step).
  *
- * The peak is a number passed in (`--peak <GFLOP/s per core>`): the
- * register-resident FMA probe of `bench/_peak.ts` gives it.
+ * The peak is measured in the same process by default (the
+ * register-resident FMA probe of `bench/_peak.ts`, {@link ceilingPeak}), or
+ * passed in (`--peak <GFLOP/s per core>`) to compare runs against one figure.
  *
  * @module
  */
 import type { ResolvedConfig } from "../src/config/config.ts";
+import { measurePeak } from "./_peak.ts";
 
 /** One Linear the forward runs per row, with how many copies (experts, tasks). */
 export interface LinearShape {
@@ -96,6 +98,13 @@ export function parsePeak(value: string | undefined): number | null {
     throw new RangeError(`--peak: expected GFLOP/s per core (a positive number), got ${value}`);
   }
   return peak;
+}
+
+/** The peak of a run: `--peak` when given, else measured now on this thread. */
+export function ceilingPeak(value: string | undefined): { gflops: number; source: string } {
+  const given = parsePeak(value);
+  if (given !== null) return { gflops: given, source: "--peak" };
+  return { gflops: measurePeak(), source: "measured in this process (bench/_peak.ts)" };
 }
 
 /** `0.41` -> `41%`; "-" without a peak. */

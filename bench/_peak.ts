@@ -4,16 +4,21 @@
  * register-resident f32x4 chains, relaxed madd in the relaxed-simd build and
  * mul + add in the simd build, exactly as the GEMM micro-kernels do, with
  * no memory access. Machines differ between runs (Zen 3 at 2.45-3 GHz,
- * Zen 5 at 3.3-4.3 GHz): GEMM figures are reported as a share of this peak,
- * with the absolute value beside it.
+ * Zen 5 at 3.3-4.3 GHz): GEMM and model figures are reported as a share of
+ * this peak, with the absolute value beside it.
  *
  * A bench file calls {@link benchPeak} per kernel variant; `bench/report.ts`
  * finds those benches with {@link parsePeakBench} and divides every GFLOP/s
- * figure of the same variant by the peak.
+ * figure of the same variant by the peak. Scripts (`bench/train_bench.ts`,
+ * `bench/compare.ts`) call {@link measurePeak}.
  *
  * @module
  */
-import { instantiateKernels, type KernelVariant } from "../src/kernels/kernels.ts";
+import {
+  bestKernelVariant,
+  instantiateKernels,
+  type KernelVariant,
+} from "../src/kernels/kernels.ts";
 
 /** Flops of one probe iteration: 12 chains x 4 lanes x (multiply + add). */
 export const PEAK_FLOPS_PER_ITERATION = 96;
@@ -42,4 +47,23 @@ export function benchPeak(variant: KernelVariant): void {
       k.peakProbe(PEAK_ITERATIONS, 0.999, 0.001);
     },
   });
+}
+
+/**
+ * GFLOP/s per core of `variant` (default the build the models run) on this
+ * thread, now: the best of `calls` timed probe calls (~3 ms each) after two
+ * untimed ones. Best-of, because the machine may be shared: the peak is what
+ * the core does when it runs, as the best round of a benchmark is.
+ */
+export function measurePeak(variant: KernelVariant = bestKernelVariant(), calls = 30): number {
+  const { exports: k } = instantiateKernels(new WebAssembly.Memory({ initial: 1 }), variant);
+  k.peakProbe(PEAK_ITERATIONS, 0.999, 0.001);
+  k.peakProbe(PEAK_ITERATIONS, 0.999, 0.001);
+  let best = Infinity;
+  for (let i = 0; i < calls; i++) {
+    const start = performance.now();
+    k.peakProbe(PEAK_ITERATIONS, 0.999, 0.001);
+    best = Math.min(best, performance.now() - start);
+  }
+  return (PEAK_ITERATIONS * PEAK_FLOPS_PER_ITERATION) / (best / 1000) / 1e9;
 }

@@ -154,6 +154,6 @@ for (const [variant, k] of kernels) {
     group: "columnSum",
     n: 20,
     warmup: 2,
-    fn: () => k.columnSum(OUT * 4, X * 4, B, H),
+    fn: () => k.columnSum(OUT * 4, X * 4, B, H, H),
   });
 }

@@ -4,14 +4,15 @@
  * TensorFlow.js way on `@tensorflow/tfjs-backend-wasm`, and against PyTorch
  * (native, `tools/torch_bench.py`) when `/usr/bin/python3` has torch.
  *
- *   deno run -A bench/compare.ts --peak 50 [--batches 1024,8192] [--rounds 5]
+ *   deno run -A bench/compare.ts [--peak 50] [--batches 1024,8192] [--rounds 5]
  *       [--warmup 2] [--round-ms 1000] [--vocab-cap ROWS] [--no-torch]
  *       [--torch-blas DIR] [--python /usr/bin/python3] [--threads N]
  *
  * Every line gives samples/s (best of `--rounds` rounds), the share of the
  * ceiling (FLOP per sample x samples/s / (peak GFLOP/s per core x threads),
- * `bench/_ceiling.ts`; `--peak` is this core's Wasm SIMD peak, e.g. from
- * `bench/_peak.ts`) and ours divided by each peer (best / best, with the
+ * `bench/_ceiling.ts`; the peak is this core's Wasm SIMD peak measured in the
+ * same process by `bench/_peak.ts` before the sides start, or `--peak`) and
+ * ours divided by each peer (best / best, with the
  * range of the per-round ratios). FLOP per sample is computed from the
  * config (GEMMs only: 2.07 M forward, 6.20 M per training sample for
  * Taobao).
@@ -105,8 +106,15 @@ import * as tf from "@tensorflow/tfjs";
 import * as tfwasm from "@tensorflow/tfjs-backend-wasm";
 import { resolveConfig, type ResolvedConfig } from "../src/config/config.ts";
 import { type EncodedBatch, MMoEModel, type SparseInput } from "../src/model/mmoe.ts";
-import { randomTaobaoBatch, taobaoConfig } from "./taobao.ts";
-import { formatShare, type ModelFlops, modelFlops, parsePeak, shareOfPeak } from "./_ceiling.ts";
+import { capConfig, makeBatches, taobaoConfig } from "./taobao.ts";
+import {
+  ceilingPeak,
+  formatShare,
+  type ModelFlops,
+  modelFlops,
+  parsePeak,
+  shareOfPeak,
+} from "./_ceiling.ts";
 
 // ------------------------------------------------------------------ options
 
@@ -117,7 +125,7 @@ interface Options {
   warmup: number;
   roundMs: number;
   vocabCap: number | null;
-  peak: number | null;
+  peak: string | undefined;
   torch: boolean;
   torchBlas: string | null;
   python: string;
@@ -141,6 +149,7 @@ function parseOptions(args: string[]): Options {
       json: { type: "string" },
     },
   });
+  parsePeak(values.peak); // a bad --peak fails here, before any run starts
   const positive = (flag: string, v: string) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n <= 0) {
@@ -155,7 +164,7 @@ function parseOptions(args: string[]): Options {
     warmup: positive("warmup", values.warmup),
     roundMs: positive("round-ms", values["round-ms"]),
     vocabCap: values["vocab-cap"] === undefined ? null : positive("vocab-cap", values["vocab-cap"]),
-    peak: parsePeak(values.peak),
+    peak: values.peak,
     torch: !values["no-torch"],
     torchBlas: values["torch-blas"] ?? null,
     python: values.python,
@@ -177,28 +186,6 @@ interface Side {
   run(mode: Mode, batch: number, steps: number): Promise<{ seconds: number; loss: number }>;
   /** Frees workers and child processes. */
   close(): Promise<void>;
-}
-
-function capConfig(config: ResolvedConfig, cap: number | null): ResolvedConfig {
-  if (cap === null) return config;
-  return {
-    ...config,
-    tables: config.tables.map((t) => ({ ...t, rows: Math.min(t.rows, cap) })),
-    features: config.features.map((f) => ({ ...f, rows: Math.min(f.rows, cap) })),
-  };
-}
-
-/** Random batches; ids taken modulo the (possibly capped) table sizes. */
-function makeBatches(config: ResolvedConfig, size: number): EncodedBatch[] {
-  return Array.from({ length: 3 }, (_, i) => {
-    const batch = randomTaobaoBatch(size, 100 * size + i + 1);
-    config.features.forEach((f, j) => {
-      const ids = (batch.features[j] as SparseInput).ids;
-      const rows = config.tables[f.table].rows;
-      for (let k = 0; k < ids.length; k++) ids[k] %= rows;
-    });
-    return batch;
-  });
 }
 
 /** Times `steps` calls of a synchronous step. */
@@ -654,6 +641,8 @@ async function measureRow(sides: Side[], mode: Mode, batch: number, options: Opt
 
 interface Result {
   threads: number;
+  /** This run's peak GFLOP/s per core and where it came from. */
+  peak: { gflops: number; source: string };
   runtime: string;
   tfjsWasmFile: string;
   tfjsThreads: number;
@@ -680,6 +669,8 @@ function checkModel(config: ResolvedConfig): void {
 }
 
 async function runOne(options: Options, threads: number): Promise<Result> {
+  // The peak first, on a quiet thread: before any side has started its workers.
+  const peak = ceilingPeak(options.peak);
   const maxBatch = Math.max(...options.batches);
   const config = capConfig(resolveConfig(taobaoConfig(maxBatch)), options.vocabCap);
   checkModel(config);
@@ -719,6 +710,7 @@ async function runOne(options: Options, threads: number): Promise<Result> {
   for (const side of sides) await side.close();
   return {
     threads,
+    peak,
     runtime: `Deno ${Deno.version.deno} (V8 ${Deno.version.v8}), tfjs ${tf.version.tfjs}`,
     tfjsWasmFile: tfInfo.file,
     tfjsThreads: tfInfo.threads,
@@ -746,18 +738,20 @@ function ratio(a: Rates | undefined, b: Rates | undefined): string {
 function printResults(results: Result[], options: Options): void {
   const r0 = results[0];
   const { forward, train } = r0.flops;
-  const peak = options.peak;
   console.log(`\n${r0.runtime}`);
   console.log(
     `FLOP per sample (GEMMs, from the config): forward ${(forward / 1e6).toFixed(2)} M, ` +
       `train ${(train / 1e6).toFixed(2)} M (3 x forward)`,
   );
-  console.log(
-    peak === null
-      ? "share of the ceiling: not computed, pass --peak <GFLOP/s per core> (bench/_peak.ts)"
-      : `ceiling: ${peak} GFLOP/s per core (--peak) -> train ${(peak * 1e9 / train).toFixed(0)}, ` +
-        `inference ${(peak * 1e9 / forward).toFixed(0)} samples/s per core`,
-  );
+  for (const r of results) {
+    const peak = r.peak.gflops;
+    console.log(
+      `threads ${r.threads}: peak ${peak.toFixed(1)} GFLOP/s per core (${r.peak.source}) -> ` +
+        `ceiling train ${(peak * 1e9 / train).toFixed(0)}, inference ${
+          (peak * 1e9 / forward).toFixed(0)
+        } samples/s per core`,
+    );
+  }
   const vocab = options.vocabCap === null
     ? "full vocabularies"
     : `vocabularies capped at ${options.vocabCap} rows`;
@@ -799,7 +793,7 @@ function printResults(results: Result[], options: Options): void {
       const flop = row.mode === "train" ? train : forward;
       const cell = (x: Rates | undefined) => {
         if (!x) return ["-", "-"];
-        const share = peak === null ? null : shareOfPeak(flop, best(x), peak, r.threads);
+        const share = shareOfPeak(flop, best(x), r.peak.gflops, r.threads);
         return [best(x).toFixed(0), formatShare(share)];
       };
       const [ours, oursShare] = cell(get("ours"));
@@ -828,7 +822,7 @@ function printResults(results: Result[], options: Options): void {
   console.log("|--------:|----|--------:|-------------------------:|");
   for (const r of results) {
     for (const g of r.gemm) {
-      const share = peak === null ? null : g.tfjs / peak;
+      const share = g.tfjs / r.peak.gflops;
       console.log(
         `| ${String(r.threads).padStart(7)} | ${g.name} | ${g.tfjs.toFixed(2).padStart(7)} | ${
           formatShare(share).padStart(24)
@@ -854,10 +848,10 @@ function printResults(results: Result[], options: Options): void {
       );
     }
     const train1 = rates(one, "train", "ours");
-    if (train1 && peak !== null) {
+    if (train1 && one) {
       console.log(
         `  batch ${batch}: train 1 thread at ${
-          formatShare(shareOfPeak(train, best(train1), peak))
+          formatShare(shareOfPeak(train, best(train1), one.peak.gflops))
         } of the ceiling (goal >= 85%)`,
       );
     }

@@ -53,6 +53,7 @@ const OFFSETS = take((B + 1) * 4);
 const CONCAT = take(B * LD * 4);
 const DCONCAT = take(B * LD * 4);
 const HASH = take(CAPACITY * 4);
+const COUNT = take(4);
 
 const memory = new WebAssembly.Memory({ initial: Math.ceil(next / 65536) + 1 });
 const f32 = new Float32Array(memory.buffer);
@@ -70,7 +71,8 @@ const kernels = new Map<KernelVariant, Kernels>(
 // unique/inverse for the backward benches.
 const setupKernels = instantiateKernels(memory, "simd").exports;
 for (const f of features) {
-  f.U = setupKernels.embeddingUnique(f.unique, f.inverse, f.ids, B, HASH, CAPACITY);
+  setupKernels.embeddingUnique(f.unique, f.inverse, COUNT, f.ids, B, HASH, CAPACITY);
+  f.U = i32[COUNT / 4];
 }
 
 /** The plain gather: CSR sum pooling, element by element. */
@@ -163,7 +165,9 @@ for (const [variant, k] of kernels) {
     name: `embeddingUnique wasm ${variant} ${F} features x ${B} ids [${B} samples]`,
     group: "embeddingUnique",
     fn: () =>
-      features.forEach((f) => k.embeddingUnique(f.unique, f.inverse, f.ids, B, HASH, CAPACITY)),
+      features.forEach((f) =>
+        k.embeddingUnique(f.unique, f.inverse, COUNT, f.ids, B, HASH, CAPACITY)
+      ),
   });
 }
 

@@ -6,18 +6,21 @@
 //
 // Per shape: the scalar TypeScript loop (baseline), `gemm` (B packed on
 // every call) and `gemmPacked` (B packed once, as the model's weights are)
-// in both builds, and `gemm` on 2 threads (rows split over the Worker pool
-// of src/kernels/threads.ts, as it is). The peak probe of each build runs
-// first in the same process. `deno task bench:report bench/gemm_bench.ts`
-// prints GFLOP/s = 2*M*K*N / best time and the share of that peak.
+// in both builds, and both on 2 threads (rows, or columns for few rows,
+// split over the kernel pool of src/kernels/threads.ts as the model splits
+// them). The peak probe of each build runs first in the same process.
+// `deno task bench:report bench/gemm_bench.ts` prints GFLOP/s = 2*M*K*N /
+// best time and the share of that peak (of one core: 2 threads reach 2.0 at
+// most).
 import { createArenaMemory } from "../src/kernels/arena.ts";
 import {
   bestKernelVariant,
+  type GemmOp,
   instantiateKernels,
   type Kernels,
   type KernelVariant,
 } from "../src/kernels/kernels.ts";
-import { GemmPool, threadsSupported } from "../src/kernels/threads.ts";
+import { KernelPool, threadsSupported } from "../src/kernels/threads.ts";
 import { VARIANTS } from "../tests/_util.ts";
 import { benchPeak } from "./_peak.ts";
 
@@ -64,7 +67,7 @@ class BenchMemory {
   readonly b: number;
   readonly c: number;
   readonly works: number[];
-  readonly pool: GemmPool | null;
+  readonly pool: KernelPool | null;
   #next: number;
   #packed = new Map<string, number>();
 
@@ -85,7 +88,7 @@ class BenchMemory {
     this.works = Array.from({ length: threads }, (_, t) => this.c + 4 * C_FLOATS + t * workBytes);
     this.#next = this.c + 4 * C_FLOATS + threads * workBytes;
     for (let i = this.a / 4; i < this.c / 4; i++) this.f32[i] = Math.sin(i) * 0.5;
-    this.pool = threads > 1 ? new GemmPool(memory, variant, this.works.slice(1)) : null;
+    this.pool = threads > 1 ? new KernelPool(memory, variant, this.works, this.k) : null;
   }
 
   /** op(B) of `c` packed by gemmPackB (once per weight shape). */
@@ -181,27 +184,33 @@ for (const c of CASES) {
   }
   if (twoThreads && M >= 24) {
     const s = twoThreads;
+    const op: GemmOp = {
+      c: s.c,
+      ldc: N,
+      a: s.a,
+      lda,
+      transA,
+      b: s.b,
+      ldb: transB ? K : N,
+      transB,
+      bias: 0,
+      M,
+      K,
+      N,
+      accumulate: false,
+      relu: false,
+    };
     Deno.bench({
       name: `${group} wasm ${best} 2 threads`,
       group,
-      fn: () => {
-        s.pool!.gemm(s.k, {
-          c: s.c,
-          ldc: N,
-          a: s.a,
-          lda,
-          transA,
-          b: s.b,
-          ldb: transB ? K : N,
-          transB,
-          bias: 0,
-          M,
-          K,
-          N,
-          accumulate: false,
-          relu: false,
-        }, s.works[0]);
-      },
+      fn: () => s.pool!.gemms(s.k, [op]),
+    });
+    if (op.transA) continue;
+    const packed = { ...op, b: s.packed(c), packed: true };
+    Deno.bench({
+      name: `${group} wasm ${best} packed 2 threads`,
+      group,
+      fn: () => s.pool!.gemms(s.k, [packed]),
     });
   }
 }

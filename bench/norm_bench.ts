@@ -19,7 +19,8 @@ const DY = Y + B * H;
 const DX = DY + B * H;
 const MEAN = DX + B * H;
 const INV_STD = MEAN + Math.max(B, H);
-const RUNNING_MEAN = INV_STD + Math.max(B, H);
+const VARIANCE = INV_STD + Math.max(B, H);
+const RUNNING_MEAN = VARIANCE + H;
 const RUNNING_VAR = RUNNING_MEAN + H;
 const GAMMA = RUNNING_VAR + H;
 const BETA = GAMMA + H;
@@ -123,11 +124,12 @@ for (const [variant, k] of kernels) {
   Deno.bench({
     name: `batchNormForward wasm ${variant} ${label}`,
     group: "batchNormForward",
-    fn: () =>
+    fn: () => {
       k.batchNormForward(
         Y * 4,
         MEAN * 4,
         INV_STD * 4,
+        VARIANCE * 4,
         RUNNING_MEAN * 4,
         RUNNING_VAR * 4,
         X * 4,
@@ -135,10 +137,19 @@ for (const [variant, k] of kernels) {
         BETA * 4,
         B,
         H,
-        MOMENTUM,
+        H,
         EPS,
         true,
-      ),
+      );
+      k.batchNormRunningUpdate(
+        RUNNING_MEAN * 4,
+        RUNNING_VAR * 4,
+        MEAN * 4,
+        VARIANCE * 4,
+        H,
+        MOMENTUM,
+      );
+    },
   });
 }
 
@@ -163,6 +174,7 @@ for (const [variant, k] of kernels) {
         MEAN * 4,
         INV_STD * 4,
         B,
+        H,
         H,
       ),
   });

@@ -1,9 +1,9 @@
 // The Taobao-schema MMoE of configs/mmoe_taobao.config (read from the file)
 // and random batches with its vocabularies, for benchmarks.
 import { readFileSync } from "node:fs";
-import type { PipelineConfig } from "../src/config/config.ts";
+import type { PipelineConfig, ResolvedConfig } from "../src/config/config.ts";
 import { parsePipelineConfig } from "../src/config/config_text.ts";
-import type { EncodedBatch } from "../src/model/mmoe.ts";
+import type { EncodedBatch, SparseInput } from "../src/model/mmoe.ts";
 import { mulberry32 } from "../src/core/random.ts";
 
 const CONFIG_PATH = new URL("../configs/mmoe_taobao.config", import.meta.url).pathname;
@@ -36,4 +36,27 @@ export function randomTaobaoBatch(size: number, seed: number): EncodedBatch {
       buy: Float32Array.from({ length: size }, () => (random() < 0.003 ? 1 : 0)),
     },
   };
+}
+
+/** `config` with every table capped at `cap` rows (null: as it is). */
+export function capConfig(config: ResolvedConfig, cap: number | null): ResolvedConfig {
+  if (cap === null) return config;
+  return {
+    ...config,
+    tables: config.tables.map((t) => ({ ...t, rows: Math.min(t.rows, cap) })),
+    features: config.features.map((f) => ({ ...f, rows: Math.min(f.rows, cap) })),
+  };
+}
+
+/** Three random batches of `size` rows; ids taken modulo the (possibly capped) table sizes. */
+export function makeBatches(config: ResolvedConfig, size: number): EncodedBatch[] {
+  return Array.from({ length: 3 }, (_, i) => {
+    const batch = randomTaobaoBatch(size, 100 * size + i + 1);
+    config.features.forEach((f, j) => {
+      const ids = (batch.features[j] as SparseInput).ids;
+      const rows = config.tables[f.table].rows;
+      for (let k = 0; k < ids.length; k++) ids[k] %= rows;
+    });
+    return batch;
+  });
 }

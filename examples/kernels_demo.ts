@@ -148,7 +148,7 @@ for (let epoch = 1; epoch <= EPOCHS; epoch++) {
       true,
       false,
     );
-    k.columnSum(db2, offsets.dLogits, B, 1);
+    k.columnSum(db2, offsets.dLogits, B, 1, 1);
     k.gemm(
       offsets.dHidden,
       offsets.dLogits,
@@ -192,7 +192,7 @@ for (let epoch = 1; epoch <= EPOCHS; epoch++) {
       true,
       false,
     );
-    k.columnSum(db1, offsets.dHidden, B, H);
+    k.columnSum(db1, offsets.dHidden, B, H, H);
     k.adamStep(
       offsets.params,
       offsets.grads,

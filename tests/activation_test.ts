@@ -207,8 +207,28 @@ for (const variant of VARIANTS) {
       const x = mem.f32(B * H, randomArray(B * H, next));
       const out = mem.f32(H, randomArray(H, next));
       const expected = columnSumTwin(out.view, x.view, B, H);
-      mem.k.columnSum(out.ptr, x.ptr, B, H);
+      mem.k.columnSum(out.ptr, x.ptr, B, H, H);
       assertClose(out.view, expected, `columnSum ${B}x${H}`, { rtol: 1e-6, atol: 1e-6 * (B + 1) });
+    }
+  });
+
+  test(`columnSum ${variant}: a column block of a wider matrix, and column splits equal one call bit for bit`, () => {
+    const mem = new TestMemory(variant, 8);
+    const next = rng(61);
+    for (const [B, H, ld, at] of [[5, 7, 16, 3], [1001, 33, 40, 7], [64, 100, 100, 0]]) {
+      const x = mem.f32(B * ld, randomArray(B * ld, next));
+      const out0 = randomArray(H, next);
+      const block = mem.f32(H, out0);
+      mem.k.columnSum(block.ptr, x.ptr + 4 * at, B, H, ld);
+      const expected = columnSumTwin(out0, x.view.subarray(at), B, H, ld);
+      assertClose(block.view, expected, `block ${B}x${H} of ${ld}`, { rtol: 1e-6, atol: 1e-5 });
+      // Columns [0, s) and [s, H) in two calls, at every split point.
+      for (let split = 1; split < H; split += Math.max(1, Math.floor(H / 9))) {
+        const parts = mem.f32(H, out0);
+        mem.k.columnSum(parts.ptr, x.ptr + 4 * at, B, split, ld);
+        mem.k.columnSum(parts.ptr + 4 * split, x.ptr + 4 * (at + split), B, H - split, ld);
+        assert.deepEqual(parts.view, block.view, `split at ${split} of ${B}x${H}`);
+      }
     }
   });
 }

@@ -29,15 +29,17 @@ const capacityFor = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(2 * n, 1)))
 /** Kernel unique + inverse for `ids` (a fresh hash table). */
 function runUnique(mem: TestMemory, ids: ArrayLike<number>) {
   const n = ids.length, capacity = capacityFor(n);
-  const Ids = mem.i32(n, ids), Unique = mem.i32(n), Inverse = mem.i32(n);
-  const U = mem.k.embeddingUnique(
+  const Ids = mem.i32(n, ids), Unique = mem.i32(n), Inverse = mem.i32(n), Count = mem.i32(1, [-1]);
+  mem.k.embeddingUnique(
     Unique.ptr,
     Inverse.ptr,
+    Count.ptr,
     Ids.ptr,
     n,
     mem.alloc(capacity * 4),
     capacity,
   );
+  const U = Count.view[0];
   return { U, unique: Unique.view.subarray(0, U), inverse: Inverse.view };
 }
 
@@ -159,11 +161,12 @@ for (const variant of VARIANTS) {
     assert.deepEqual(Array.from(inverse), [0, 1, 0, 2, 3, 1, 1, 2, 4, 5]);
   });
 
-  test(`embeddingUnique ${variant}: n = 0 returns 0 and writes nothing`, () => {
+  test(`embeddingUnique ${variant}: n = 0 stores 0 and writes nothing else`, () => {
     const mem = new TestMemory(variant, 1);
     const Unique = mem.i32(4, [-7, -7, -7, -7]), Inverse = mem.i32(4, [-7, -7, -7, -7]);
-    const Table = mem.i32(2, [123, 456]);
-    assert.equal(mem.k.embeddingUnique(Unique.ptr, Inverse.ptr, 0, 0, Table.ptr, 1), 0);
+    const Table = mem.i32(2, [123, 456]), Count = mem.i32(1, [-1]);
+    mem.k.embeddingUnique(Unique.ptr, Inverse.ptr, Count.ptr, 0, 0, Table.ptr, 1);
+    assert.equal(Count.view[0], 0);
     assert.deepEqual(Array.from(Unique.view), [-7, -7, -7, -7]);
     assert.deepEqual(Array.from(Inverse.view), [-7, -7, -7, -7]);
     assert.equal(Table.view[1], 456, "cleared past hashCapacity");
@@ -196,19 +199,21 @@ for (const variant of VARIANTS) {
       Array.from({ length: 16 }, (_, j) => 15 - j), // n distinct ids in exactly 2n slots
     ];
     const n = 8192, capacity = capacityFor(n);
-    const Ids = mem.i32(n), Unique = mem.i32(n), Inverse = mem.i32(n);
+    const Ids = mem.i32(n), Unique = mem.i32(n), Inverse = mem.i32(n), Count = mem.i32(1);
     // One scratch table for every case: the kernel must clear it each call.
     const hashTable = mem.i32(capacity, new Int32Array(capacity).fill(3));
     for (const ids of cases) {
       Ids.view.set(ids);
-      const U = mem.k.embeddingUnique(
+      mem.k.embeddingUnique(
         Unique.ptr,
         Inverse.ptr,
+        Count.ptr,
         Ids.ptr,
         ids.length,
         hashTable.ptr,
         capacityFor(ids.length),
       );
+      const U = Count.view[0];
       const want = embeddingUniqueTwin(ids);
       assert.equal(U, want.unique.length);
       assert.deepEqual(Array.from(Unique.view.subarray(0, U)), want.unique);

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { type PipelineConfig, resolveConfig, type TaskTower } from "../src/config/config.ts";
 import { type EncodedBatch, learningRate, MMoEModel } from "../src/model/mmoe.ts";
 import { Activation } from "../src/kernels/kernels.ts";
+import { loadCheckpoint, modelCheckpoint } from "../src/io/checkpoint.ts";
 import { rng, VARIANTS } from "./_util.ts";
 
 /** A tiny config: two id features sharing nothing, one dense feature, 2 experts, 2 towers. */
@@ -432,12 +433,21 @@ test("mmoe: state_dict names and order are tzrec's, BatchNorm counters included 
   const counters = model.parameters.filter((p) => p.kind === "counter");
   assert.equal(counters.length, 4);
   for (const c of counters) assert.deepEqual([c.dtype, c.shape], ["i64", []]);
-  // torch counts train-mode forwards; eval and predict leave the counters alone.
+  // torch counts train-mode forwards; here a step counts when it is applied (a refused step
+  // leaves every buffer alone), and eval and predict leave the counters alone.
+  const count = (n: bigint, when: string) => {
+    for (const c of counters) {
+      assert.deepEqual(model.int64View(c.offset, 1), BigInt64Array.of(n), when);
+    }
+  };
   model.trainStep(tinyBatch(1));
+  count(1n, "after a train step");
   model.forwardBackward(tinyBatch(2));
   model.evalStep(tinyBatch(3));
   model.predict(tinyBatch(4));
-  for (const c of counters) assert.deepEqual(model.int64View(c.offset, 1), BigInt64Array.of(2n));
+  count(1n, "before the second step is applied");
+  model.applyGradients();
+  count(2n, "after it");
 });
 
 test("mmoe: optimizer settings reach the update: SGD Nesterov with dampening 0, Adagrad initial accumulator, sparse Adam L2 decay", () => {
@@ -600,4 +610,96 @@ test("mmoe: every parameter starts as PyTorch initialises its module (3 tasks, g
       assert.ok(new Set(values).size > values.length / 2, `${p.name}: draws repeat`);
     }
   }
+});
+
+/** Every parameter, buffer, counter and optimizer-state value of `model`, as bits. */
+function snapshot(model: MMoEModel): number[] {
+  const bits: number[] = [model.step];
+  for (const p of model.parameters) {
+    const count = p.shape.reduce((a, b) => a * b, 1);
+    if (p.dtype === "i64") bits.push(...Array.from(model.int64View(p.offset, count), Number));
+    else bits.push(...new Uint32Array(Float32Array.from(model.view(p.offset, count)).buffer));
+  }
+  for (const s of model.optimizerState()) {
+    const count = s.shape.reduce((a, b) => a * b, 1);
+    bits.push(...new Uint32Array(Float32Array.from(model.view(s.offset, count)).buffer));
+  }
+  return bits;
+}
+
+test("mmoe: a step refused for a non-finite loss leaves parameters, BatchNorm buffers and counters, optimizer state unchanged", () => {
+  const model = new MMoEModel(resolveConfig(tinyConfig({ useBn: true })), { maxBatch: 8, seed: 4 });
+  model.trainStep(tinyBatch(1));
+  const mean = model.parameter("mmoe.expert_mlps.0.mlp.0.perceptron.1.running_mean");
+  const bias = model.parameter("_task_tower.1.linear.bias");
+  bias[0] = Infinity; // cvr logits infinite: its loss is NaN or infinite
+  const before = snapshot(model);
+  const meanBefore = Array.from(mean);
+  assert.throws(() => model.trainStep(tinyBatch(2)), /step 2: the loss is NaN.*not updated/);
+  assert.deepEqual(snapshot(model), before, "nothing moved");
+  // The same batch with a finite loss does move the running statistics.
+  bias[0] = 0;
+  model.trainStep(tinyBatch(2));
+  assert.notDeepEqual(Array.from(mean), meanBefore);
+});
+
+test("mmoe: BatchNorm running statistics move when the step is applied, not in forwardBackward", () => {
+  const config = resolveConfig(tinyConfig({ useBn: true }));
+  const stepped = new MMoEModel(config, { maxBatch: 8, seed: 4 });
+  const probed = new MMoEModel(config, { maxBatch: 8, seed: 4 });
+  stepped.trainStep(tinyBatch(1));
+  // A loop that checks gradients before it steps: forwards, an eval in between, then the step.
+  probed.forwardBackward(tinyBatch(3));
+  probed.forwardBackward(tinyBatch(1));
+  const buffers = (m: MMoEModel) =>
+    m.parameters.filter((p) => p.kind === "buffer" || p.kind === "counter")
+      .map((p) =>
+        p.dtype === "i64" ? m.int64View(p.offset, 1)[0] : Array.from(m.parameter(p.name))
+      );
+  assert.notDeepEqual(buffers(probed), buffers(stepped), "forwardBackward alone moves nothing");
+  probed.evalStep(tinyBatch(2));
+  probed.applyGradients();
+  assert.deepEqual(snapshot(probed), snapshot(stepped));
+});
+
+/** A fresh model of `config` with `source`'s parameters, loaded from a checkpoint (packs at load). */
+function loaded(config: ReturnType<typeof resolveConfig>, source: MMoEModel): MMoEModel {
+  const model = new MMoEModel(config, { maxBatch: 8, inference: true, initialize: false });
+  loadCheckpoint(model, modelCheckpoint(source));
+  return model;
+}
+
+test("mmoe: packed weights are never stale: after a step, view writes, parametersChanged and loads", () => {
+  const config = resolveConfig(tinyConfig({ activation: "nn.ReLU", gateMlp: true }));
+  const model = new MMoEModel(config, { maxBatch: 8, seed: 1 });
+  const other = new MMoEModel(config, { maxBatch: 8, seed: 2 });
+  const batch = tinyBatch(6);
+  // Predict first: building the reference reads the model through views, which marks its panels.
+  const same = (m: MMoEModel, reference: () => MMoEModel, when: string) => {
+    const got = m.predict(batch);
+    assert.deepEqual(got, reference().predict(batch), when);
+  };
+  const before = model.predict(batch);
+  assert.notDeepEqual(before, other.predict(batch), "the two models differ");
+
+  // The optimizer step changes the weights: the next eval forward sees them.
+  model.trainStep(tinyBatch(1));
+  same(model, () => loaded(config, model), "after a train step");
+
+  // Writes through views taken after the last forward.
+  for (const p of model.parameters) {
+    if (p.dtype === "f32") model.parameter(p.name).set(other.parameter(p.name));
+  }
+  same(model, () => other, "after writing every parameter through parameter()");
+
+  // A view kept across a forward: parametersChanged() repacks.
+  const kept = model.parameter("mmoe.expert_mlps.1.mlp.1.perceptron.0.weight");
+  model.predict(batch);
+  kept.fill(0.25);
+  model.parametersChanged();
+  same(model, () => loaded(config, model), "after parametersChanged()");
+
+  // loadCheckpoint into a model that has already packed its own weights.
+  loadCheckpoint(model, modelCheckpoint(other));
+  same(model, () => other, "after loadCheckpoint");
 });

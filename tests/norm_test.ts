@@ -75,6 +75,48 @@ function normTolerance(
   return 1e-5 + 4 * 2 ** -24 * t;
 }
 
+/** Pointers of one BatchNorm forward. */
+interface BatchNormCall {
+  y: number;
+  mean: number;
+  invStd: number;
+  runningMean: number;
+  runningVar: number;
+  x: number;
+  gamma: number;
+  beta: number;
+  B: number;
+  H: number;
+  training: boolean;
+}
+
+/**
+ * torch's train-mode BatchNorm1d forward as the model runs it: batchNormForward
+ * (batch statistics, the unbiased variance staged in a buffer), then
+ * batchNormRunningUpdate (the running statistics); eval mode is the forward alone.
+ */
+function batchNorm(mem: TestMemory, c: BatchNormCall): void {
+  const variance = mem.f32(c.H, new Float32Array(c.H).fill(NaN)).ptr;
+  const [RM, RV] = [c.runningMean, c.runningVar];
+  mem.k.batchNormForward(
+    c.y,
+    c.mean,
+    c.invStd,
+    variance,
+    RM,
+    RV,
+    c.x,
+    c.gamma,
+    c.beta,
+    c.B,
+    c.H,
+    c.H,
+    EPS,
+    c.training,
+  );
+  if (c.training) mem.k.batchNormRunningUpdate(RM, RV, c.mean, variance, c.H, MOMENTUM);
+}
+
 /** BatchNorm forward (one mode) and, in training, backward vs the twins at one size. */
 function checkBatchNorm(variant: Variant, B: number, H: number, training: boolean, seed: number) {
   const next = rng(seed);
@@ -89,21 +131,19 @@ function checkBatchNorm(variant: Variant, B: number, H: number, training: boolea
   const RM = mem.f32(H, rm0), RV = mem.f32(H, rv0);
   const label = `${variant} B=${B} H=${H} ${training ? "training" : "eval"}`;
 
-  mem.k.batchNormForward(
-    Y.ptr,
-    Mean.ptr,
-    InvStd.ptr,
-    RM.ptr,
-    RV.ptr,
-    X.ptr,
-    Gamma.ptr,
-    Beta.ptr,
-    B,
-    H,
-    MOMENTUM,
-    EPS,
-    training,
-  );
+  batchNorm(mem, {
+    y: Y.ptr,
+    mean: Mean.ptr,
+    invStd: InvStd.ptr,
+    runningMean: RM.ptr,
+    runningVar: RV.ptr,
+    x: X.ptr,
+    gamma: Gamma.ptr,
+    beta: Beta.ptr,
+    B: B,
+    H: H,
+    training: training,
+  });
   const fwd = batchNormForwardTwin(x, gamma, beta, rm0, rv0, B, H, {
     momentum: MOMENTUM,
     eps: EPS,
@@ -131,6 +171,7 @@ function checkBatchNorm(variant: Variant, B: number, H: number, training: boolea
     Mean.ptr,
     InvStd.ptr,
     B,
+    H,
     H,
   );
   // The twin on the kernel's own (f32) statistics: isolates the backward.
@@ -227,21 +268,19 @@ for (const variant of VARIANTS) {
       for (let step = 0; step < 3; step++) {
         const x = columnData(B, H, next);
         X.view.set(x);
-        mem.k.batchNormForward(
-          Y.ptr,
-          Mean.ptr,
-          InvStd.ptr,
-          RM.ptr,
-          RV.ptr,
-          X.ptr,
-          Gamma.ptr,
-          Beta.ptr,
-          B,
-          H,
-          MOMENTUM,
-          EPS,
-          true,
-        );
+        batchNorm(mem, {
+          y: Y.ptr,
+          mean: Mean.ptr,
+          invStd: InvStd.ptr,
+          runningMean: RM.ptr,
+          runningVar: RV.ptr,
+          x: X.ptr,
+          gamma: Gamma.ptr,
+          beta: Beta.ptr,
+          B: B,
+          H: H,
+          training: true,
+        });
         const twin = batchNormForwardTwin(x, gamma, beta, rm, rv, B, H, {
           momentum: MOMENTUM,
           eps: EPS,
@@ -257,6 +296,117 @@ for (const variant of VARIANTS) {
     }
   });
 
+  test(`batchNorm ${variant}: a train-mode forward leaves the running statistics to the commit`, () => {
+    const [B, H] = [33, 17];
+    const next = rng(71);
+    const mem = memoryFor(variant, 2 * B * H + 10 * H);
+    const x = columnData(B, H, next);
+    const X = mem.f32(B * H, x), Y = mem.f32(B * H), Mean = mem.f32(H), InvStd = mem.f32(H);
+    const Variance = mem.f32(H), Gamma = mem.f32(H, new Float32Array(H).fill(1)), Beta = mem.f32(H);
+    const rm0 = f32(randomArray(H, next)), rv0 = f32(randomArray(H, next, 0.5, 2));
+    const RM = mem.f32(H, rm0), RV = mem.f32(H, rv0);
+    const [rm, rv] = [RM.ptr, RV.ptr];
+    mem.k.batchNormForward(
+      Y.ptr,
+      Mean.ptr,
+      InvStd.ptr,
+      Variance.ptr,
+      rm,
+      rv,
+      X.ptr,
+      Gamma.ptr,
+      Beta.ptr,
+      B,
+      H,
+      H,
+      EPS,
+      true,
+    );
+    assert.deepEqual(Array.from(RM.view), Array.from(rm0), "runningMean before the commit");
+    assert.deepEqual(Array.from(RV.view), Array.from(rv0), "runningVar before the commit");
+    const twin = batchNormForwardTwin(
+      x,
+      new Array(H).fill(1),
+      new Array(H).fill(0),
+      rm0,
+      rv0,
+      B,
+      H,
+      {
+        momentum: MOMENTUM,
+        eps: EPS,
+        training: true,
+      },
+    );
+    // The staged variance is the unbiased one: (runningVar' - 0.9 runningVar) / 0.1.
+    const unbiased = twin.runningVar.map((v, h) => (v - (1 - MOMENTUM) * rv0[h]) / MOMENTUM);
+    assertClose(Variance.view, unbiased, "staged variance", { rtol: 1e-5, atol: 1e-6 });
+    mem.k.batchNormRunningUpdate(rm, rv, Mean.ptr, Variance.ptr, H, MOMENTUM);
+    assertClose(RM.view, twin.runningMean, "runningMean", { rtol: 1e-6, atol: 1e-6 });
+    assertClose(RV.view, twin.runningVar, "runningVar", { rtol: 2e-6, atol: 1e-7 });
+  });
+
+  test(`batchNorm ${variant}: column blocks of a wider batch (ldx) equal one call bit for bit`, () => {
+    const [B, H] = [37, 23];
+    const next = rng(72);
+    const mem = memoryFor(variant, 8 * B * H + 20 * H);
+    const x = columnData(B, H, next), dy = f32(randomArray(B * H, next));
+    const gamma = f32(randomArray(H, next, 0.5, 1.5)), beta = f32(randomArray(H, next));
+    const X = mem.f32(B * H, x), DY = mem.f32(B * H, dy);
+    const Gamma = mem.f32(H, gamma), Beta = mem.f32(H, beta);
+    const RM = mem.f32(H), RV = mem.f32(H, new Float32Array(H).fill(1));
+    /** Forward (train mode) and backward over columns [h0, h0 + width) of every buffer. */
+    const run = (splits: number[]) => {
+      const out = {
+        y: mem.f32(B * H),
+        mean: mem.f32(H),
+        invStd: mem.f32(H),
+        variance: mem.f32(H),
+        dx: mem.f32(B * H),
+        dGamma: mem.f32(H),
+        dBeta: mem.f32(H),
+      };
+      const edges = [0, ...splits, H];
+      for (let i = 0; i + 1 < edges.length; i++) {
+        const h0 = edges[i], w = edges[i + 1] - h0, at = 4 * h0;
+        mem.k.batchNormForward(
+          out.y.ptr + at,
+          out.mean.ptr + at,
+          out.invStd.ptr + at,
+          out.variance.ptr + at,
+          RM.ptr + at,
+          RV.ptr + at,
+          X.ptr + at,
+          Gamma.ptr + at,
+          Beta.ptr + at,
+          B,
+          w,
+          H,
+          EPS,
+          true,
+        );
+        mem.k.batchNormBackward(
+          out.dx.ptr + at,
+          out.dGamma.ptr + at,
+          out.dBeta.ptr + at,
+          DY.ptr + at,
+          X.ptr + at,
+          Gamma.ptr + at,
+          out.mean.ptr + at,
+          out.invStd.ptr + at,
+          B,
+          w,
+          H,
+        );
+      }
+      return Object.fromEntries(Object.entries(out).map(([k, v]) => [k, Array.from(v.view)]));
+    };
+    const whole = run([]);
+    for (const splits of [[1], [4], [5, 16], [8, 9, 22]]) {
+      assert.deepEqual(run(splits), whole, `columns split at ${splits}`);
+    }
+  });
+
   test(`batchNorm ${variant}: B = 1 training gives y = beta and moves runningVar toward 0`, () => {
     const H = 9;
     const next = rng(3);
@@ -265,21 +415,19 @@ for (const variant of VARIANTS) {
     const X = mem.f32(H, x), Y = mem.f32(H), Gamma = mem.f32(H, randomArray(H, next));
     const Beta = mem.f32(H, beta), Mean = mem.f32(H), InvStd = mem.f32(H);
     const RM = mem.f32(H), RV = mem.f32(H, new Float32Array(H).fill(1));
-    mem.k.batchNormForward(
-      Y.ptr,
-      Mean.ptr,
-      InvStd.ptr,
-      RM.ptr,
-      RV.ptr,
-      X.ptr,
-      Gamma.ptr,
-      Beta.ptr,
-      1,
-      H,
-      MOMENTUM,
-      EPS,
-      true,
-    );
+    batchNorm(mem, {
+      y: Y.ptr,
+      mean: Mean.ptr,
+      invStd: InvStd.ptr,
+      runningMean: RM.ptr,
+      runningVar: RV.ptr,
+      x: X.ptr,
+      gamma: Gamma.ptr,
+      beta: Beta.ptr,
+      B: 1,
+      H: H,
+      training: true,
+    });
     assertClose(Y.view, beta, "y", { rtol: 0, atol: 0 });
     assertClose(Mean.view, x, "mean", { rtol: 0, atol: 0 });
     assertClose(InvStd.view, new Array(H).fill(1 / Math.sqrt(EPS)), "invStd", { rtol: 1e-6 });
@@ -301,21 +449,19 @@ for (const variant of VARIANTS) {
     const gamma = new Float64Array(H).fill(1), beta = new Float64Array(H);
     const X = mem.f32(B * H, xf), Y = mem.f32(B * H), Mean = mem.f32(H), InvStd = mem.f32(H);
     const RM = mem.f32(H), RV = mem.f32(H, new Float32Array(H).fill(1));
-    mem.k.batchNormForward(
-      Y.ptr,
-      Mean.ptr,
-      InvStd.ptr,
-      RM.ptr,
-      RV.ptr,
-      X.ptr,
-      mem.f32(H, gamma).ptr,
-      mem.f32(H, beta).ptr,
-      B,
-      H,
-      MOMENTUM,
-      EPS,
-      true,
-    );
+    batchNorm(mem, {
+      y: Y.ptr,
+      mean: Mean.ptr,
+      invStd: InvStd.ptr,
+      runningMean: RM.ptr,
+      runningVar: RV.ptr,
+      x: X.ptr,
+      gamma: mem.f32(H, gamma).ptr,
+      beta: mem.f32(H, beta).ptr,
+      B: B,
+      H: H,
+      training: true,
+    });
     const twin = batchNormForwardTwin(
       xf,
       gamma,
@@ -353,21 +499,19 @@ for (const variant of VARIANTS) {
       X.view.set(x);
       RM.view.set(rm);
       RV.view.set(rv);
-      mem.k.batchNormForward(
-        X.ptr,
-        Mean.ptr,
-        InvStd.ptr,
-        RM.ptr,
-        RV.ptr,
-        X.ptr,
-        Gamma.ptr,
-        Beta.ptr,
-        B,
-        H,
-        MOMENTUM,
-        EPS,
-        training,
-      );
+      batchNorm(mem, {
+        y: X.ptr,
+        mean: Mean.ptr,
+        invStd: InvStd.ptr,
+        runningMean: RM.ptr,
+        runningVar: RV.ptr,
+        x: X.ptr,
+        gamma: Gamma.ptr,
+        beta: Beta.ptr,
+        B: B,
+        H: H,
+        training: training,
+      });
       const twin = batchNormForwardTwin(x, gamma, beta, rm, rv, B, H, { ...opts, training });
       assertClose(X.view, twin.y, `batchNorm in place, training=${training}`, { atol: 1e-5 });
     }
@@ -432,21 +576,19 @@ for (const variant of VARIANTS) {
       const RM = mem.f32(H), RV = mem.f32(H, new Float32Array(H).fill(1));
       const DY = mem.f32(B * H, g), DX = mem.f32(B * H);
       const DGamma = mem.f32(H, dGamma0), DBeta = mem.f32(H, dBeta0);
-      mem.k.batchNormForward(
-        Y.ptr,
-        Mean.ptr,
-        InvStd.ptr,
-        RM.ptr,
-        RV.ptr,
-        X.ptr,
-        Gamma.ptr,
-        Beta.ptr,
-        B,
-        H,
-        MOMENTUM,
-        EPS,
-        true,
-      );
+      batchNorm(mem, {
+        y: Y.ptr,
+        mean: Mean.ptr,
+        invStd: InvStd.ptr,
+        runningMean: RM.ptr,
+        runningVar: RV.ptr,
+        x: X.ptr,
+        gamma: Gamma.ptr,
+        beta: Beta.ptr,
+        B: B,
+        H: H,
+        training: true,
+      });
       mem.k.batchNormBackward(
         DX.ptr,
         DGamma.ptr,
@@ -457,6 +599,7 @@ for (const variant of VARIANTS) {
         Mean.ptr,
         InvStd.ptr,
         B,
+        H,
         H,
       );
       const dxRef = finiteDifferences(x, (xs) => loss(xs, gamma, beta));
@@ -521,7 +664,7 @@ for (const variant of VARIANTS) {
         const mem = memoryFor(variant, 3 * n);
         const x = f32(randomArray(n, next, -3, 3));
         const X = mem.f32(n, x), Y = mem.f32(n), Mask = mem.f32(n);
-        mem.k.dropoutForward(Y.ptr, Mask.ptr, X.ptr, n, ratio, seed);
+        mem.k.dropoutForward(Y.ptr, Mask.ptr, X.ptr, n, 0, ratio, seed);
         const twin = dropoutForwardTwin(x, n, ratio, seed);
         const label = `n=${n} ratio=${ratio} seed=${seed}`;
         assert.deepEqual(Array.from(Mask.view), Array.from(twin.mask), `${label} mask`);
@@ -538,7 +681,7 @@ for (const variant of VARIANTS) {
     const X = mem.f32(n, x), Y = mem.f32(n), Mask = mem.f32(n), Other = mem.f32(n);
     for (const ratio of [0.1, 0.3, 0.5, 0.9]) {
       const scale = Math.fround(1 / Math.fround(1 - Math.fround(ratio)));
-      mem.k.dropoutForward(Y.ptr, Mask.ptr, X.ptr, n, ratio, 42);
+      mem.k.dropoutForward(Y.ptr, Mask.ptr, X.ptr, n, 0, ratio, 42);
       let kept = 0, keptPairs = 0;
       for (let i = 0; i < n; i++) {
         const m = Mask.view[i];
@@ -559,9 +702,9 @@ for (const variant of VARIANTS) {
 
       // Same seed: same mask. Another seed: an independent mask (agreement
       // p^2 + (1-p)^2, not 1).
-      mem.k.dropoutForward(Y.ptr, Other.ptr, X.ptr, n, ratio, 42);
+      mem.k.dropoutForward(Y.ptr, Other.ptr, X.ptr, n, 0, ratio, 42);
       assert.deepEqual(Other.view, Mask.view, `ratio ${ratio}: same seed`);
-      mem.k.dropoutForward(Y.ptr, Other.ptr, X.ptr, n, ratio, 43);
+      mem.k.dropoutForward(Y.ptr, Other.ptr, X.ptr, n, 0, ratio, 43);
       let agree = 0;
       for (let i = 0; i < n; i++) if ((Other.view[i] === 0) === (Mask.view[i] === 0)) agree++;
       const q = p * p + (1 - p) * (1 - p);
@@ -572,13 +715,13 @@ for (const variant of VARIANTS) {
       );
     }
 
-    mem.k.dropoutForward(Y.ptr, Mask.ptr, X.ptr, n, 0, 9);
+    mem.k.dropoutForward(Y.ptr, Mask.ptr, X.ptr, n, 0, 0, 9);
     assert.ok(Mask.view.every((m) => m === 1), "ratio 0 keeps everything with mask 1");
     assert.deepEqual(Y.view, X.view, "ratio 0: y = x");
 
-    mem.k.dropoutForward(Y.ptr, Mask.ptr, X.ptr, n, 0.25, 11);
+    mem.k.dropoutForward(Y.ptr, Mask.ptr, X.ptr, n, 0, 0.25, 11);
     X.view.set(x);
-    mem.k.dropoutForward(X.ptr, Other.ptr, X.ptr, n, 0.25, 11);
+    mem.k.dropoutForward(X.ptr, Other.ptr, X.ptr, n, 0, 0.25, 11);
     assert.deepEqual(X.view, Y.view, "y may alias x");
   });
 
@@ -593,9 +736,35 @@ for (const variant of VARIANTS) {
     const mem = memoryFor(variant, 3 * 1000);
     const X = mem.f32(1000, new Float32Array(1000).fill(1)), Y = mem.f32(1000);
     const Mask = mem.f32(1000);
-    mem.k.dropoutForward(Y.ptr, Mask.ptr, X.ptr, 1000, 0.5, 1234);
+    mem.k.dropoutForward(Y.ptr, Mask.ptr, X.ptr, 1000, 0, 0.5, 1234);
     for (let i = 0; i < 1000; i++) {
       assert.equal(Mask.view[i] !== 0, dropoutUniform(i, 1234) >= 0.5, `draw ${i}`);
+    }
+  });
+
+  test(`dropout ${variant}: a tensor split into ranges (first) draws the mask of one call`, () => {
+    const n = 1001;
+    const mem = memoryFor(variant, 5 * n);
+    const x = f32(randomArray(n, rng(8), -3, 3));
+    const X = mem.f32(n, x), Y = mem.f32(n), Mask = mem.f32(n);
+    const Y2 = mem.f32(n), Mask2 = mem.f32(n);
+    mem.k.dropoutForward(Y.ptr, Mask.ptr, X.ptr, n, 0, 0.4, 99);
+    for (const cut of [1, 3, 4, 5, 500, 1000]) {
+      Mask2.view.fill(NaN);
+      mem.k.dropoutForward(Y2.ptr, Mask2.ptr, X.ptr, cut, 0, 0.4, 99);
+      const at = 4 * cut;
+      mem.k.dropoutForward(Y2.ptr + at, Mask2.ptr + at, X.ptr + at, n - cut, cut, 0.4, 99);
+      assert.deepEqual(Mask2.view, Mask.view, `cut at ${cut}`);
+      assert.deepEqual(Y2.view, Y.view, `cut at ${cut}`);
+    }
+  });
+
+  test(`fill ${variant}: writes n values, nothing past them`, () => {
+    for (const n of [0, 1, 15, 16, 17, 33]) {
+      const mem = memoryFor(variant, n + 16);
+      const Out = mem.f32(n + 1, new Float32Array(n + 1).fill(7));
+      mem.k.fill(Out.ptr, -0.5, n);
+      assert.deepEqual(Array.from(Out.view), [...new Array(n).fill(-0.5), 7], `n=${n}`);
     }
   });
 
@@ -624,7 +793,7 @@ test("dropout: both kernel builds draw the same mask", () => {
   const masks = VARIANTS.map((variant) => {
     const mem = memoryFor(variant, 3 * n);
     const X = mem.f32(n, randomArray(n, rng(1))), Y = mem.f32(n), Mask = mem.f32(n);
-    mem.k.dropoutForward(Y.ptr, Mask.ptr, X.ptr, n, 0.3, 77);
+    mem.k.dropoutForward(Y.ptr, Mask.ptr, X.ptr, n, 0, 0.3, 77);
     return Array.from(Mask.view);
   });
   for (const mask of masks) assert.deepEqual(mask, masks[0]);

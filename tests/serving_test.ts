@@ -140,7 +140,7 @@ test("serving: the artifact does not depend on the model it is made from (traini
 });
 
 test("serving: the parameter block is every parameter and buffer, first, in any plan", () => {
-  const gemmWorkspaceBytes = MODEL.kernels.gemmWorkspaceBytes;
+  const { gemmWorkspaceBytes, gemmPackedBBytes } = MODEL.kernels;
   for (const embeddings of ["f32", "int8"] as const) {
     const plans = [
       planModel(CONFIG, {
@@ -149,6 +149,7 @@ test("serving: the parameter block is every parameter and buffer, first, in any 
         training: false,
         threads: 1,
         gemmWorkspaceBytes,
+        gemmPackedBBytes,
         embeddings,
       }),
       planModel(CONFIG, {
@@ -157,6 +158,7 @@ test("serving: the parameter block is every parameter and buffer, first, in any 
         training: false,
         threads: 2,
         gemmWorkspaceBytes,
+        gemmPackedBBytes,
         embeddings,
       }),
     ];
@@ -168,6 +170,7 @@ test("serving: the parameter block is every parameter and buffer, first, in any 
           training: true,
           threads: 1,
           gemmWorkspaceBytes,
+          gemmPackedBBytes,
         }),
       );
     }

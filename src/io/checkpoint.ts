@@ -90,6 +90,8 @@ export interface CheckpointModel {
   view(offset: number, count: number): Float32Array;
   /** A live int64 view of `count` values at byte `offset` (the `i64` tensors). */
   int64View(offset: number, count: number): BigInt64Array;
+  /** Called once a load has written the parameters (the model repacks its weights' GEMM panels). */
+  parametersChanged(): void;
   /** Optimizer step count. */
   step: number;
   /** The optimizers' update rules. */
@@ -1017,6 +1019,7 @@ function loadFiles(
     if (!isCounter(tensor)) model.view(tensor.offset, count).set(data);
     else model.int64View(tensor.offset, count).set(Array.from(data, BigInt));
   }
+  model.parametersChanged();
   if (step !== null) model.step = step;
 }
 

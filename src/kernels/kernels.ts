@@ -165,7 +165,10 @@ export function instantiateKernels(
  * `transA`, op(B) = B^T (stored N x K) when `transB`. Every operand is a byte
  * offset with its row stride in floats as stored, so an op can address a
  * column block of a wider matrix (one expert's H columns of a [B, E*H]
- * stack) as well as a row range ({@link gemmRows}).
+ * stack) as well as a row range ({@link gemmRows}) or a column range
+ * ({@link gemmColumns}). With `packed`, `b` holds op(B) already packed by
+ * `Kernels.gemmPackB` (`ldb` and `transB` are then not read) and the op runs
+ * `Kernels.gemmPacked`, bit-identical to `gemm`.
  */
 export interface GemmOp {
   /** Output C, row stride `ldc`. */
@@ -196,6 +199,8 @@ export interface GemmOp {
   accumulate: boolean;
   /** ReLU after the bias (the fused Linear + ReLU epilogue). */
   relu: boolean;
+  /** `b` is op(B) packed by `gemmPackB(b, B, K, N, transB)` (default false). */
+  packed?: boolean;
 }
 
 /**
@@ -217,6 +222,24 @@ export interface GemmOp {
  * ```
  */
 export function runGemm(k: Kernels, op: GemmOp, work: number): void {
+  if (op.packed) {
+    k.gemmPacked(
+      op.c,
+      op.a,
+      op.b,
+      op.bias,
+      work,
+      op.M,
+      op.K,
+      op.N,
+      op.lda,
+      op.ldc,
+      op.transA,
+      op.accumulate,
+      op.relu,
+    );
+    return;
+  }
   k.gemm(
     op.c,
     op.a,
@@ -260,5 +283,35 @@ export function gemmRows(op: GemmOp, r0: number, rows: number): GemmOp {
     c: op.c + 4 * r0 * op.ldc,
     a: op.a + 4 * (op.transA ? r0 : r0 * op.lda),
     M: rows,
+  };
+}
+
+/**
+ * Columns [j0, j0 + columns) of `op` (of op(B), C and the bias) as an op of
+ * their own: for a GEMM with few rows (a gate's weight gradient, M = E). Each
+ * output element is the same chain over k as in `op`, so the column ranges
+ * of a split equal `op` bit for bit. Not for a packed B (its panels
+ * interleave k-blocks).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { gemmColumns } from "./kernels.ts";
+ * const op = {
+ *   c: 1000, ldc: 8, a: 2000, lda: 5, transA: false, b: 3000, ldb: 5, transB: true,
+ *   bias: 4000, M: 10, K: 5, N: 8, accumulate: false, relu: false,
+ * };
+ * const tail = gemmColumns(op, 6, 2);
+ * assert.deepEqual([tail.c, tail.b, tail.bias, tail.N], [1000 + 4 * 6, 3000 + 4 * 6 * 5, 4024, 2]);
+ * ```
+ */
+export function gemmColumns(op: GemmOp, j0: number, columns: number): GemmOp {
+  if (op.packed) throw new RangeError("gemmColumns: a packed B cannot be split by columns");
+  return {
+    ...op,
+    c: op.c + 4 * j0,
+    b: op.b + 4 * (op.transB ? j0 * op.ldb : j0),
+    bias: op.bias && op.bias + 4 * j0,
+    N: columns,
   };
 }

@@ -1,9 +1,16 @@
 /**
- * A PyTorch Linear (weight [out, in], y = x W^T + b) as GEMMs, forward and
+ * A PyTorch Linear (weight [out, in], y = x W^T + b) as GEMM ops, forward and
  * backward, on strided matrices: the one place a Linear's GEMM flags are
  * written. The forward is NT; the weight gradient TN (dW += dy^T x); the
  * input gradient NN (dx = dy W). The bias gradient is a column sum of dy,
  * left to the caller, which can take it once for a whole stack of Linears.
+ * Each function returns the op; the caller runs it (`runGemm`) or splits a
+ * batch of them across threads (`splitGemms`, src/kernels/threads.ts).
+ *
+ * The forward and the input gradient can read W pre-packed
+ * (`Kernels.gemmPackB`): the forward's op(B) = W^T packed with K = in,
+ * N = out, `transB` true; the input gradient's op(B) = W packed with K =
+ * out, N = in, `transB` false.
  *
  * @example A Linear with 2 inputs and 3 outputs over 2 rows
  * ```ts
@@ -16,8 +23,12 @@
  * f.set([1, 2, 3, 4], 0); // x [2, 2] at byte 0
  * f.set([1, 0, 0, 1, 1, 1], 16); // W [3, 2] at byte 64
  * f.set([10, 20, 30], 32); // bias at byte 128
- * const gemm = (op: Parameters<typeof runGemm>[1]) => runGemm(k, op, 1024);
- * linearForward(gemm, { at: 256, ld: 3 }, { at: 0, ld: 2 }, 64, 128, 2, 2, 3, false);
+ * const y = { at: 256, ld: 3 }, x = { at: 0, ld: 2 };
+ * runGemm(k, linearForward(y, x, { at: 64, packed: false }, 128, 2, 2, 3, false), 1024);
+ * assert.deepEqual(Array.from(f.subarray(64, 70)), [11, 22, 33, 13, 24, 37]);
+ * // The same on W^T packed once:
+ * k.gemmPackB(2048, 64, 2, 3, true);
+ * runGemm(k, linearForward(y, x, { at: 2048, packed: true }, 128, 2, 2, 3, false), 1024);
  * assert.deepEqual(Array.from(f.subarray(64, 70)), [11, 22, 33, 13, 24, 37]);
  * ```
  * @module
@@ -32,31 +43,35 @@ export interface Matrix {
   ld: number;
 }
 
-/** Runs one GEMM (on the caller's scratch, its rows perhaps split across threads). */
-export type Gemm = (op: GemmOp) => void;
+/** A Linear weight [out, in] as stored, or its panels packed by `gemmPackB`. */
+export interface Weight {
+  /** Byte offset of the weight, or of its packed panels. */
+  at: number;
+  /** `at` holds packed panels (of W^T for the forward, of W for the input gradient). */
+  packed: boolean;
+}
 
 /**
  * y[B, outW] = x[B, inW] W^T (+ bias) (then ReLU when `relu`); W is
- * [outW, inW] as PyTorch stores it, `bias` 0 means none.
+ * [outW, inW] as PyTorch stores it (or W^T packed), `bias` 0 means none.
  */
 export function linearForward(
-  gemm: Gemm,
   y: Matrix,
   x: Matrix,
-  weight: number,
+  weight: Weight,
   bias: number,
   B: number,
   inW: number,
   outW: number,
   relu: boolean,
-): void {
-  gemm({
+): GemmOp {
+  return {
     c: y.at,
     ldc: y.ld,
     a: x.at,
     lda: x.ld,
     transA: false,
-    b: weight,
+    b: weight.at,
     ldb: inW,
     transB: true,
     bias,
@@ -65,26 +80,20 @@ export function linearForward(
     N: outW,
     accumulate: false,
     relu,
-  });
+    packed: weight.packed,
+  };
 }
 
-/**
- * Backward of {@link linearForward}'s product: dW[outW, inW] += dy^T x, and,
- * when `dx` is given, dx = dy W (dx += dy W when `accumulate`).
- */
-export function linearBackward(
-  gemm: Gemm,
+/** The weight gradient of {@link linearForward}: dW[outW, inW] += dy^T x. */
+export function linearWeightGradient(
   dWeight: number,
-  dx: Matrix | null,
-  accumulate: boolean,
   dy: Matrix,
   x: Matrix,
-  weight: number,
   B: number,
   inW: number,
   outW: number,
-): void {
-  gemm({
+): GemmOp {
+  return {
     c: dWeight,
     ldc: inW,
     a: dy.at,
@@ -99,15 +108,29 @@ export function linearBackward(
     N: inW,
     accumulate: true,
     relu: false,
-  });
-  if (dx === null) return;
-  gemm({
+  };
+}
+
+/**
+ * The input gradient of {@link linearForward}: dx = dy W (dx += dy W when
+ * `accumulate`); `weight` is W [outW, inW] or W packed.
+ */
+export function linearInputGradient(
+  dx: Matrix,
+  accumulate: boolean,
+  dy: Matrix,
+  weight: Weight,
+  B: number,
+  inW: number,
+  outW: number,
+): GemmOp {
+  return {
     c: dx.at,
     ldc: dx.ld,
     a: dy.at,
     lda: dy.ld,
     transA: false,
-    b: weight,
+    b: weight.at,
     ldb: inW,
     transB: false,
     bias: 0,
@@ -116,5 +139,6 @@ export function linearBackward(
     N: inW,
     accumulate,
     relu: false,
-  });
+    packed: weight.packed,
+  };
 }

@@ -34,6 +34,12 @@
  * (scale, bias) per row, torchrec's INT8 rowwise layout split as its
  * quantized state_dict splits it; a value is `scale * q + bias`.
  *
+ * Packed weights. Every Linear weight also has `packed` regions derived from
+ * it ({@link PackedFrom}): its panels for the forward GEMM (op(B) = W^T, as
+ * `gemmPackB` lays them out) and, in a training model, for the input-gradient
+ * GEMM (op(B) = W). The model repacks them from the weights whenever the
+ * weights may have changed, so the GEMMs never pack a weight per call.
+ *
  * @example The table of a tiny model
  * ```ts
  * import assert from "node:assert/strict";
@@ -58,6 +64,7 @@
  *   training: true,
  *   threads: 1,
  *   gemmWorkspaceBytes: k.gemmWorkspaceBytes,
+ *   gemmPackedBBytes: k.gemmPackedBBytes,
  * });
  * const experts = plan.experts.layers[0].weight;
  * assert.deepEqual(experts.shape, [3, 8, 4]); // three expert Linears [8, 4], stacked
@@ -79,9 +86,9 @@ import { ArenaLayout, MAX_WASM_BYTES } from "../kernels/arena.ts";
  * state in parallel blocks), `embedding` (a table of the sparse optimizer),
  * `buffer` (BatchNorm running statistics), `counter` (BatchNorm
  * num_batches_tracked, i64), `gradient`, `optimizer` (optimizer state),
- * `input` (a batch's ids, offsets, weights, dense values, label columns),
- * `activation` (forward values), `scratch` (backward-only values and GEMM
- * workspaces).
+ * `packed` (a Linear weight's GEMM panels, {@link PackedFrom}), `input` (a
+ * batch's ids, offsets, weights, dense values, label columns), `activation`
+ * (forward values), `scratch` (backward-only values and GEMM workspaces).
  */
 export type RegionKind =
   | "dense"
@@ -90,6 +97,7 @@ export type RegionKind =
   | "counter"
   | "gradient"
   | "optimizer"
+  | "packed"
   | "input"
   | "activation"
   | "scratch";
@@ -115,6 +123,28 @@ export interface ModuleList {
   regions: Region[];
 }
 
+/**
+ * How a `packed` region derives from a Linear weight: member s of the
+ * weight region (`memberBytes` apart) packed by `gemmPackB(region.offset +
+ * s * stride, weight.offset + s * memberBytes, K, N, transB)`.
+ */
+export interface PackedFrom {
+  /** The weight region, [S, out, in]. */
+  weight: Region;
+  /** Members packed one by one (1 when the whole stack is one op(B)). */
+  members: number;
+  /** Bytes between members in the weight region. */
+  memberBytes: number;
+  /** Bytes between members' panels (a multiple of 64). */
+  stride: number;
+  /** Inner size of the GEMM reading the panels. */
+  K: number;
+  /** Columns of op(B). */
+  N: number;
+  /** op(B) = W^T (the forward), or W (the input gradient). */
+  transB: boolean;
+}
+
 /** One region of the arena. */
 export interface Region {
   /** tzrec's state_dict name with `*` for the member of a stack, or a descriptive name. */
@@ -135,6 +165,8 @@ export interface Region {
   grad?: Region;
   /** Trained parameters: optimizer state by torch's state key (`exp_avg`, `sum`, ...). */
   state: { key: string; region: Region }[];
+  /** `packed` regions: the weight it is packed from and how. */
+  packedFrom?: PackedFrom;
 }
 
 /** A row-major matrix view: region, first column, row stride in elements. */
@@ -178,6 +210,10 @@ export interface Layer {
   fused: boolean;
   /** Linear weight [S, out, in]. */
   weight: Region;
+  /** The weight packed for the forward GEMM (op(B) = W^T). */
+  panels: Region;
+  /** The weight packed for the input-gradient GEMM (op(B) = W); null in inference. */
+  inputPanels: Region | null;
   /** Linear bias [S, out] or null. */
   bias: Region | null;
   /** Norm gamma [S, out] or null. */
@@ -202,6 +238,12 @@ export interface Layer {
   mean: Region | null;
   /** 1/sqrt(var + eps), like `mean`. */
   invStd: Region | null;
+  /**
+   * BatchNorm in a training model: the unbiased batch variance [S*out] of the
+   * last train-mode forward, staged with `mean` until the step commits them
+   * to the running statistics.
+   */
+  variance: Region | null;
   /** Dropout mask. */
   mask: Region | null;
   /** Gradient w.r.t. y, reused in place for a and h (null in inference). */
@@ -240,6 +282,8 @@ export interface TablePlan {
   unique: Region | null;
   /** Position of each id in `unique` (i32). */
   inverse: Region | null;
+  /** How many ids `unique` holds (i32 [1]). */
+  uniqueCount: Region | null;
   /** Summed gradient rows [capacity, dim]. */
   gradRows: Region | null;
   /** Dedup hash table (i32). */
@@ -354,6 +398,8 @@ export interface PlanOptions {
    * and bias per row, as torchrec's INT8 quantized tables; inference only).
    */
   embeddings?: EmbeddingDtype;
+  /** The kernels' `gemmPackedBBytes` (panels of one packed op(B)). */
+  gemmPackedBBytes: (K: number, N: number) => number;
 }
 
 /** Element type of the embedding tables: f32, or int8 rowwise (inference). */
@@ -405,6 +451,7 @@ class Builder {
     readonly denseSlots: StateSlot[],
     readonly sparseSlots: StateSlot[],
     readonly workspace: (K: number, N: number) => number,
+    readonly packedBytes: (K: number, N: number) => number,
   ) {}
 
   region(name: string, shape: number[], kind: RegionKind, init = ZERO, dtype: Dtype = "f32") {
@@ -449,6 +496,19 @@ class Builder {
         region.state.push({ key: slot.key, region: state });
       }
     }
+    return region;
+  }
+
+  /**
+   * The panels of `weight` ([S, out, in]) for the GEMM reading op(B) = W^T
+   * (`transB`) or W, K x N per member; `members` 1 packs the whole stack as
+   * one op(B).
+   */
+  panels(name: string, weight: Region, members: number, K: number, N: number, transB: boolean) {
+    const stride = Math.ceil(this.packedBytes(K, N) / 64) * 64;
+    const region = this.region(name, [members, stride / 4], "packed");
+    const memberBytes = (sizeOf(weight.shape) * 4) / members;
+    region.packedFrom = { weight, members, memberBytes, stride, K, N, transB };
     return region;
   }
 
@@ -522,11 +582,18 @@ class Builder {
       const h = dropout > 0 ? this.region(`${name}.h`, shape, "activation") : y;
       const statistics = bn ? [S * outWidth] : [B, S];
       const dy = this.backward(`${name}.dy`, shape);
+      // The first layer of a stack is one GEMM over all members, deeper ones one per member.
+      const shared = l === 0, members = shared ? 1 : S;
+      const width = shared ? S * outWidth : outWidth;
+      const panels = this.panels(`${name}.weight.panels`, weight, members, inWidth, width, true);
+      const inputPanels = this.training && (l > 0 || dInput !== null)
+        ? this.panels(`${name}.weight.input_panels`, weight, members, width, inWidth, false)
+        : null;
       layers.push({
         S,
         inWidth,
         outWidth,
-        shared: l === 0,
+        shared,
         activation,
         slope: perceptron ? perceptron.slope : 0,
         norm,
@@ -535,6 +602,8 @@ class Builder {
         dropout,
         fused,
         weight,
+        panels,
+        inputPanels,
         bias,
         gamma,
         beta,
@@ -547,6 +616,9 @@ class Builder {
         y,
         mean: norm ? this.region(`${name}.mean`, statistics, "activation") : null,
         invStd: norm ? this.region(`${name}.inv_std`, statistics, "activation") : null,
+        variance: bn && this.training
+          ? this.region(`${name}.variance`, statistics, "activation")
+          : null,
         mask: dropout > 0 ? this.region(`${name}.mask`, shape, "activation") : null,
         dy,
         dz: norm ? this.backward(`${name}.dz`, shape) : dy,
@@ -592,6 +664,7 @@ export function planModel(config: ResolvedConfig, options: PlanOptions): ModelPl
     training ? optimizerSlots(config.denseOptimizer, false) : [],
     training ? optimizerSlots(config.sparseOptimizer, true) : [],
     options.gemmWorkspaceBytes,
+    options.gemmPackedBBytes,
   );
   const F = config.inputWidth, E = config.numExpert, T = config.towers.length;
   const D = config.expertMlp.hiddenUnits[config.expertMlp.hiddenUnits.length - 1];
@@ -647,6 +720,7 @@ export function planModel(config: ResolvedConfig, options: PlanOptions): ModelPl
       capacity,
       unique: b.backward(`${t.name}.unique`, [capacity], "i32"),
       inverse: b.backward(`${t.name}.inverse`, [capacity], "i32"),
+      uniqueCount: b.backward(`${t.name}.unique_count`, [1], "i32"),
       gradRows: b.backward(`${t.name}.grad_rows`, [capacity, t.dim]),
       hash: b.backward(`${t.name}.hash`, [hashCapacity], "i32"),
       hashCapacity,

@@ -48,13 +48,28 @@ import type { ResolvedConfig, ResolvedOptimizer } from "../config/config.ts";
 import {
   Activation,
   bestKernelVariant,
+  type GemmOp,
   instantiateKernels,
   type Kernels,
   type KernelVariant,
   runGemm,
 } from "../kernels/kernels.ts";
-import { type Gemm, linearBackward, linearForward, type Matrix } from "../kernels/linear.ts";
-import { defaultThreads, GemmPool, threadsSupported } from "../kernels/threads.ts";
+import {
+  linearForward,
+  linearInputGradient,
+  linearWeightGradient,
+  type Matrix,
+  type Weight,
+} from "../kernels/linear.ts";
+import {
+  defaultThreads,
+  KernelPool,
+  shareOut,
+  splitGemms,
+  splitRange,
+  type Task,
+  threadsSupported,
+} from "../kernels/threads.ts";
 import { mulberry32 } from "../core/random.ts";
 import type { DenseInput, EncodedBatch, SparseInput } from "../core/batch.ts";
 import {
@@ -62,6 +77,7 @@ import {
   type EmbeddingDtype,
   type Layer,
   type ModelPlan,
+  type PackedFrom,
   planModel,
   sizeOf,
   type Stack,
@@ -84,6 +100,7 @@ export {
   type ModelPlan,
   type ModuleList,
   type OutputSource,
+  type PackedFrom,
   planModel,
   type PlanOptions,
   type Region,
@@ -124,13 +141,16 @@ export interface ModelOptions {
    */
   initialize?: boolean;
   /**
-   * Threads for the GEMMs of forward and backward (rows split across a pool
-   * of Workers on a shared arena; results are bit-identical for any count).
+   * Threads for the step: every kernel that costs time (GEMMs, activations,
+   * norms, embedding gather and scatter, optimizers) runs split across a
+   * pool of Workers on a shared arena, each output element computed by one
+   * thread in a fixed order, so results are bit-identical for any count.
    * Default: `navigator.hardwareConcurrency` capped at 8 where shared memory,
    * Workers and `Atomics.wait` exist, else 1; 1 disables the pool. The
-   * workers are unref'd once started, so they never keep a process alive;
-   * {@link MMoEModel.close} frees them early. Falls back to 1 where threads
-   * are unsupported.
+   * workers start on the first step, are unref'd once started (they never
+   * keep a process alive), and stop when the model is closed
+   * ({@link MMoEModel.close}) or garbage-collected. Falls back to 1 where
+   * threads are unsupported.
    */
   threads?: number;
   /**
@@ -140,7 +160,68 @@ export interface ModelOptions {
    * artifact (`src/io/serving.ts`) fills them.
    */
   embeddings?: EmbeddingDtype;
+  /**
+   * Time the phases of every step ({@link MMoEModel.profile}; default false).
+   * Costs two `performance.now()` calls per parallel step.
+   */
+  profile?: boolean;
 }
+
+/**
+ * Milliseconds spent per phase of the steps since the last
+ * {@link MMoEModel.profile} call: weight packing, forward GEMMs and the other
+ * forward kernels (embedding gather, norms, activations, mixture), the loss,
+ * backward GEMMs (with the bias gradients), the other backward kernels,
+ * the embedding backward (sparse gradient rows), the optimizers.
+ */
+export interface StepProfile {
+  /** Repacking the Linear weights' GEMM panels. */
+  pack: number;
+  /** Forward GEMMs (with their bias + ReLU epilogues). */
+  forwardGemm: number;
+  /** Embedding gather, norms, activations, dropout, the gate mixture. */
+  forwardOther: number;
+  /** Losses and their gradient (on the calling thread). */
+  loss: number;
+  /** Weight- and input-gradient GEMMs and the bias gradients. */
+  backwardGemm: number;
+  /** Activation, dropout and norm backward, the mixture backward, zeroing gradients. */
+  backwardOther: number;
+  /** Sparse gradient rows of the embedding tables. */
+  embeddingBackward: number;
+  /** Dense and sparse optimizer updates, BatchNorm running statistics. */
+  optimizer: number;
+  /** Parallel steps run with at least one worker. */
+  parallelSteps: number;
+}
+
+type Phase = Exclude<keyof StepProfile, "parallelSteps">;
+
+const PHASES: Phase[] = [
+  "pack",
+  "forwardGemm",
+  "forwardOther",
+  "loss",
+  "backwardGemm",
+  "backwardOther",
+  "embeddingBackward",
+  "optimizer",
+];
+
+/**
+ * Elements per thread below which an elementwise or row kernel is not split
+ * (32 KiB of floats: handing a range to a spinning worker costs a few µs).
+ */
+const SPLIT_MIN_ELEMENTS = 8192;
+
+/** Element ranges start on cache lines: 16 floats. */
+const ELEMENT_GRAIN = 16;
+
+/** Weight bytes per thread below which packing stays on one thread (~30 µs of copying). */
+const PACK_SPLIT_MIN_BYTES = 1 << 19;
+
+/** Closes the pool of a model that was garbage-collected without `close()`. */
+const orphanedPools = new FinalizationRegistry<KernelPool>((pool) => pool.close());
 
 /** Losses of one step: per tower by loss name, and their sum. */
 export interface StepLosses {
@@ -214,7 +295,7 @@ export class MMoEModel {
   step = 0;
   /** Built with {@link ModelOptions.inference}: forward only. */
   readonly inference: boolean;
-  /** Threads the GEMMs use (1: no pool); see {@link ModelOptions.threads}. */
+  /** Threads the step runs on (1: no pool); see {@link ModelOptions.threads}. */
   readonly threads: number;
 
   readonly #tensors: Tensor[];
@@ -223,13 +304,23 @@ export class MMoEModel {
   readonly #i32: Int32Array;
   readonly #i64: BigInt64Array;
   readonly #seed: number;
-  readonly #pool: GemmPool | null;
-  readonly #gemm: Gemm;
+  readonly #pool: KernelPool | null;
+  /** The calling thread's GEMM scratch. */
+  readonly #work: number;
   /** Per batch: each sparse feature's first id in its table's id buffer, and each table's ids. */
   readonly #idStart: number[];
   readonly #idCount: number[];
   /** Per backward: rows each table's sparse gradient touches. */
   readonly #uniqueCount: number[];
+  /** Bumped whenever the parameters may have changed; the panels are current at `#packedAt`. */
+  #generation = 1;
+  #packedAt = 0;
+  /** A train-mode forward staged BatchNorm statistics that the next optimizer step commits. */
+  #batchNormStaged = false;
+  /** Phase timing ({@link ModelOptions.profile}): ms per phase, the phase running and since when. */
+  readonly #profile: Record<Phase, number> | null;
+  #phase: Phase | null = null;
+  #phaseStart = 0;
 
   /** Lays out the arena for `config` and initialises parameters (PyTorch/torchrec defaults). */
   constructor(config: ResolvedConfig, options: ModelOptions) {
@@ -260,13 +351,19 @@ export class MMoEModel {
       threads: this.threads,
       gemmWorkspaceBytes: sizing.gemmWorkspaceBytes,
       embeddings: options.embeddings,
+      gemmPackedBBytes: sizing.gemmPackedBBytes,
     });
     this.memory = createArenaMemory(this.plan.bytes, { shared: this.threads > 1 });
     this.kernels = instantiateKernels(this.memory, variant).exports;
-    const [work, ...workerWorks] = this.plan.works.map((w) => w.offset);
-    this.#pool = this.threads > 1 ? new GemmPool(this.memory, variant, workerWorks) : null;
-    const k = this.kernels, pool = this.#pool;
-    this.#gemm = pool ? (op) => pool.gemm(k, op, work) : (op) => runGemm(k, op, work);
+    const works = this.plan.works.map((w) => w.offset);
+    this.#work = works[0];
+    this.#pool = this.threads > 1
+      ? new KernelPool(this.memory, variant, works, this.kernels)
+      : null;
+    if (this.#pool) orphanedPools.register(this, this.#pool, this);
+    this.#profile = options.profile
+      ? Object.fromEntries(PHASES.map((phase) => [phase, 0])) as Record<Phase, number>
+      : null;
     this.#f32 = new Float32Array(this.memory.buffer);
     this.#i32 = new Int32Array(this.memory.buffer);
     this.#i64 = new BigInt64Array(this.memory.buffer);
@@ -283,7 +380,10 @@ export class MMoEModel {
     this.#idStart = config.features.map(() => 0);
     this.#idCount = config.tables.map(() => 0);
     this.#uniqueCount = config.tables.map(() => 0);
-    this.#initialize(options.initialize ?? true);
+    const initialize = options.initialize ?? true;
+    this.#initialize(initialize);
+    // A model about to load a checkpoint packs at load (parametersChanged).
+    if (initialize) this.#packWeights();
   }
 
   /**
@@ -305,89 +405,294 @@ export class MMoEModel {
     }
   }
 
-  // -------------------------------------------------------------- embeddings
+  // ----------------------------------------------------------------- threads
 
-  /** x (B, F) = each feature's pooled embedding or dense values, in group order. */
-  #embeddingsForward(B: number): void {
-    const k = this.kernels, p = this.plan, x = p.x.offset, F = this.config.inputWidth;
-    this.config.features.forEach((f, i) => {
-      const input = p.features[i], out = x + 4 * f.offset;
-      if (input.values) {
-        k.copyColumns(out, input.values.offset, B, f.width, F, f.width);
-        return;
-      }
-      const table = p.tables[f.table], rows = table.weight.offset;
-      const ids = table.ids.offset + 4 * this.#idStart[i];
-      const weights = input.weights?.offset ?? 0, offsets = input.offsets!.offset;
-      if (table.scaleBias) {
-        const scaleBias = table.scaleBias.offset;
-        k.embeddingGatherInt8(out, rows, scaleBias, ids, weights, offsets, B, f.width, F, f.mean);
-      } else {
-        k.embeddingGather(out, rows, ids, weights, offsets, B, f.width, F, f.mean);
-      }
-    });
+  /** Runs one parallel step: task t on thread t (all on this thread without a pool). */
+  #run(tasks: readonly Task[]): void {
+    if (this.#pool) {
+      this.#pool.run(this.kernels, tasks);
+      return;
+    }
+    for (const task of tasks) task(this.kernels, this.#work);
   }
 
-  /** Sparse table gradients from dx: ids deduplicated per table, rows summed (fbgemm). */
+  /**
+   * `body` over [0, total) in ranges of multiples of `grain`, one range per
+   * thread, each of at least `minimum` items (one range when the total is small).
+   */
+  #split(
+    total: number,
+    grain: number,
+    minimum: number,
+    body: (k: Kernels, start: number, count: number) => void,
+  ): void {
+    const ranges = splitRange(total, this.threads, grain, minimum);
+    this.#run(ranges.map(([start, count]) => (k: Kernels) => body(k, start, count)));
+  }
+
+  /** `body` over element ranges of [0, n) (elementwise kernels). */
+  #elements(n: number, body: (k: Kernels, start: number, count: number) => void): void {
+    this.#split(n, ELEMENT_GRAIN, SPLIT_MIN_ELEMENTS, body);
+  }
+
+  /** `body` over row ranges of [0, B) for rows of `width` floats. */
+  #rows(B: number, width: number, body: (k: Kernels, b0: number, rows: number) => void): void {
+    this.#split(B, 1, Math.ceil(SPLIT_MIN_ELEMENTS / Math.max(1, width)), body);
+  }
+
+  /**
+   * `body` over column ranges of [0, W) for columns of `B` rows (kernels
+   * whose columns are independent: BatchNorm, the bias gradient).
+   */
+  #columns(W: number, B: number, body: (k: Kernels, h0: number, columns: number) => void): void {
+    this.#split(W, ELEMENT_GRAIN, Math.ceil(SPLIT_MIN_ELEMENTS / Math.max(1, B)), body);
+  }
+
+  /**
+   * GEMM ops as one parallel step, each split by rows or columns
+   * (`splitGemms`), with `also` (column ranges of a bias gradient, say)
+   * spread over the same threads.
+   */
+  #gemms(ops: readonly GemmOp[], also: readonly Task[] = []): void {
+    const parts = splitGemms(ops, this.threads);
+    const count = Math.max(also.length, ...parts.map((part, t) => (part.length > 0 ? t + 1 : 0)));
+    this.#run(
+      Array.from({ length: Math.max(1, count) }, (_, t) => (k: Kernels, work: number) => {
+        also[t]?.(k, work);
+        for (const op of parts[t] ?? []) runGemm(k, op, work);
+      }),
+    );
+  }
+
+  /** Starts timing `phase` (ends the one running); a no-op unless profiling. */
+  #enter(phase: Phase | null): void {
+    const profile = this.#profile;
+    if (profile === null) return;
+    const now = performance.now();
+    if (this.#phase !== null) profile[this.#phase] += now - this.#phaseStart;
+    this.#phase = phase;
+    this.#phaseStart = now;
+  }
+
+  // ----------------------------------------------------------------- weights
+
+  /**
+   * Packs every Linear weight into its GEMM panels (the `packed` regions of
+   * the layout), whole panel sets shared out over the threads by size.
+   */
+  #packWeights(): void {
+    this.#enter("pack");
+    const jobs: { from: PackedFrom; at: number; s: number; bytes: number }[] = [];
+    for (const r of this.plan.regions) {
+      const from = r.packedFrom;
+      if (!from) continue;
+      for (let s = 0; s < from.members; s++) {
+        jobs.push({ from, at: r.offset, s, bytes: from.memberBytes });
+      }
+    }
+    const lists = shareOut(jobs.map((job) => job.bytes), this.threads, PACK_SPLIT_MIN_BYTES);
+    this.#run(
+      lists.map((list) => (k: Kernels) => {
+        for (const { from, at, s } of list.map((i) => jobs[i])) {
+          const weight = from.weight.offset + s * from.memberBytes;
+          k.gemmPackB(at + s * from.stride, weight, from.K, from.N, from.transB);
+        }
+      }),
+    );
+    this.#packedAt = this.#generation;
+    this.#enter(null);
+  }
+
+  /**
+   * Tells the model its parameters were written through a view
+   * ({@link MMoEModel.parameter}, {@link MMoEModel.view}) after the view was
+   * taken: repacks the weights' GEMM panels now. The checkpoint loader calls
+   * it. Views taken with `parameter`/`view`/`int64View` mark the panels stale
+   * themselves (they are repacked at the next forward), and training forwards
+   * always repack, so only writes through a view kept across an eval-mode
+   * forward need this call.
+   */
+  parametersChanged(): void {
+    this.#generation++;
+    this.#packWeights();
+  }
+
+  // -------------------------------------------------------------- embeddings
+
+  /**
+   * x (B, F) = each feature's pooled embedding or dense values, in group
+   * order, by row ranges; in training also each table's deduplicated ids for
+   * the backward (one table per thread).
+   */
+  #embeddingsForward(B: number, training: boolean): void {
+    this.#enter("forwardOther");
+    const p = this.plan, x = p.x.offset, F = this.config.inputWidth;
+    const features = this.config.features.map((f, i) => {
+      const input = p.features[i], out = x + 4 * f.offset;
+      if (input.values) return { dense: true, f, out, values: input.values.offset };
+      const table = p.tables[f.table];
+      return {
+        dense: false,
+        f,
+        out,
+        rows: table.weight.offset,
+        scaleBias: table.scaleBias?.offset ?? 0,
+        ids: table.ids.offset + 4 * this.#idStart[i],
+        weights: input.weights?.offset ?? 0,
+        offsets: input.offsets!.offset,
+      };
+    });
+    const ranges = splitRange(B, this.threads, 1, Math.ceil(SPLIT_MIN_ELEMENTS / F));
+    const unique = training && p.dx ? p.tables.map((_, t) => t) : [];
+    this.#run(ranges.map(([b0, rows], part) => (k: Kernels) => {
+      for (const g of features) {
+        const out = g.out + 4 * b0 * F;
+        if (g.dense) {
+          const w = g.f.width;
+          k.copyColumns(out, g.values! + 4 * b0 * w, rows, w, F, w);
+        } else {
+          const { ids, weights, offsets, scaleBias } = g;
+          if (scaleBias) {
+            k.embeddingGatherInt8(
+              out,
+              g.rows!,
+              scaleBias,
+              ids!,
+              weights!,
+              offsets! + 4 * b0,
+              rows,
+              g.f.width,
+              F,
+              g.f.mean,
+            );
+          } else {
+            k.embeddingGather(
+              out,
+              g.rows!,
+              ids!,
+              weights!,
+              offsets! + 4 * b0,
+              rows,
+              g.f.width,
+              F,
+              g.f.mean,
+            );
+          }
+        }
+      }
+      for (let t = part; t < unique.length; t += ranges.length) {
+        const table = p.tables[t];
+        k.embeddingUnique(
+          table.unique!.offset,
+          table.inverse!.offset,
+          table.uniqueCount!.offset,
+          table.ids.offset,
+          this.#idCount[t],
+          table.hash!.offset,
+          table.hashCapacity,
+        );
+      }
+    }));
+  }
+
+  /**
+   * Sparse table gradients from dx: per table (one thread each), its
+   * deduplicated rows zeroed, then every feature reading it summed in
+   * (fbgemm's duplicate-summing backward).
+   */
   #embeddingsBackward(B: number): void {
-    const k = this.kernels, p = this.plan, dx = p.dx!.offset, F = this.config.inputWidth;
+    this.#enter("embeddingBackward");
+    const p = this.plan, dx = p.dx!.offset, F = this.config.inputWidth;
     p.tables.forEach((table, t) => {
-      const unique = table.unique!.offset, inverse = table.inverse!.offset;
-      const ids = table.ids.offset, hash = table.hash!.offset;
-      const U = k.embeddingUnique(unique, inverse, ids, this.#idCount[t], hash, table.hashCapacity);
-      const rows = table.gradRows!.offset / 4;
-      this.#f32.fill(0, rows, rows + U * table.dim);
-      this.#uniqueCount[t] = U;
+      this.#uniqueCount[t] = this.#i32[table.uniqueCount!.offset / 4];
     });
-    this.config.features.forEach((f, i) => {
-      if (f.table < 0) return;
-      const input = p.features[i], table = p.tables[f.table], rows = table.gradRows!.offset;
-      const inverse = table.inverse!.offset + 4 * this.#idStart[i], dOut = dx + 4 * f.offset;
-      const weights = input.weights?.offset ?? 0, offsets = input.offsets!.offset;
-      k.embeddingBackward(rows, dOut, inverse, weights, offsets, B, f.width, F, f.mean);
-    });
+    // Tables to threads by ids scattered plus rows zeroed (dim floats each).
+    const costs = p.tables.map((table, t) => (this.#idCount[t] + this.#uniqueCount[t]) * table.dim);
+    const lists = shareOut(costs, this.threads, SPLIT_MIN_ELEMENTS);
+    this.#run(
+      lists.map((list) => (k: Kernels) => {
+        for (const t of list) {
+          const table = p.tables[t], rows = table.gradRows!.offset;
+          k.fill(rows, 0, this.#uniqueCount[t] * table.dim);
+          this.config.features.forEach((f, i) => {
+            if (f.table !== t) return;
+            const input = p.features[i];
+            const inverse = table.inverse!.offset + 4 * this.#idStart[i], dOut = dx + 4 * f.offset;
+            const weights = input.weights?.offset ?? 0, offsets = input.offsets!.offset;
+            k.embeddingBackward(rows, dOut, inverse, weights, offsets, B, f.width, F, f.mean);
+          });
+        }
+      }),
+    );
   }
 
   // ------------------------------------------------------------------ layers
 
   /** One stacked Perceptron (or Linear) forward: z = x W^T + b -> norm -> act -> dropout. */
   #layerForward(l: Layer, input: Matrix, B: number, training: boolean, seed: number): void {
-    const k = this.kernels, S = l.S, N = l.outWidth, K = l.inWidth, W = S * N, n = B * W;
+    const S = l.S, N = l.outWidth, K = l.inWidth, W = S * N;
     const z: Matrix = { at: l.z.offset, ld: W };
-    const weight = l.weight.offset, bias = l.bias?.offset ?? 0;
+    const bias = l.bias?.offset ?? 0, panels = l.panels.offset;
+    this.#enter("forwardGemm");
     if (l.shared) {
-      linearForward(this.#gemm, z, input, weight, bias, B, K, W, l.fused);
+      const weight: Weight = { at: panels, packed: true };
+      this.#gemms([linearForward(z, input, weight, bias, B, K, W, l.fused)]);
     } else {
-      for (let s = 0; s < S; s++) {
+      const stride = l.panels.packedFrom!.stride;
+      this.#gemms(Array.from({ length: S }, (_, s) => {
+        const weight: Weight = { at: panels + s * stride, packed: true };
         const b = bias && bias + 4 * s * N;
-        const w = weight + 4 * s * N * K;
-        linearForward(this.#gemm, member(z, s, N), member(input, s, K), w, b, B, K, N, l.fused);
-      }
+        return linearForward(member(z, s, N), member(input, s, K), weight, b, B, K, N, l.fused);
+      }));
     }
+    this.#enter("forwardOther");
     if (l.fused) return;
-    if (l.norm !== null) {
-      const [a, mean, invStd, z] = [l.a.offset, l.mean!.offset, l.invStd!.offset, l.z.offset];
+    if (l.norm === "batch") {
+      const { eps } = l;
+      const [a, mean, invStd, zAt] = [l.a.offset, l.mean!.offset, l.invStd!.offset, l.z.offset];
+      const [gamma, beta, rm, rv] = [l.gamma!, l.beta!, l.runningMean!, l.runningVar!]
+        .map((r) => r.offset);
+      // Eval mode normalises with the running statistics read in place, so
+      // the batch mean a train-mode forward staged stays for the commit.
+      const m = training ? mean : rm, variance = training ? l.variance!.offset : 0;
+      this.#columns(W, B, (k, h0, columns) => {
+        const o = 4 * h0;
+        k.batchNormForward(
+          a + o,
+          m + o,
+          invStd + o,
+          variance && variance + o,
+          rm + o,
+          rv + o,
+          zAt + o,
+          gamma + o,
+          beta + o,
+          B,
+          columns,
+          W,
+          eps,
+          training,
+        );
+      });
+      if (training) this.#batchNormStaged = true;
+    } else if (l.norm === "layer") {
+      const [a, mean, invStd, zAt] = [l.a.offset, l.mean!.offset, l.invStd!.offset, l.z.offset];
       const gamma = l.gamma!.offset, beta = l.beta!.offset;
-      if (l.norm === "layer") {
-        k.layerNormForward(a, mean, invStd, z, gamma, beta, B, S, N, l.eps);
-      } else {
-        const rm = l.runningMean!.offset, rv = l.runningVar!.offset;
-        const { momentum, eps } = l;
-        k.batchNormForward(a, mean, invStd, rm, rv, z, gamma, beta, B, W, momentum, eps, training);
-        if (training) {
-          // num_batches_tracked: torch counts every train-mode forward of a BatchNorm.
-          const counters = l.batches!.offset / 8;
-          for (let s = 0; s < S; s++) this.#i64[counters + s] += 1n;
-        }
-      }
+      this.#rows(B, W, (k, b0, rows) => {
+        const o = 4 * b0 * W, so = 4 * b0 * S;
+        k.layerNormForward(a + o, mean + so, invStd + so, zAt + o, gamma, beta, rows, S, N, l.eps);
+      });
     }
     if (l.y === l.a) return;
-    if (l.dropout > 0 && training) {
-      k.biasActivation(l.h.offset, l.a.offset, 0, B, W, l.activation, l.slope);
-      k.dropoutForward(l.y.offset, l.mask!.offset, l.h.offset, n, l.dropout, seed >>> 0);
-    } else {
-      k.biasActivation(l.y.offset, l.a.offset, 0, B, W, l.activation, l.slope);
-    }
+    const [y, a, h] = [l.y.offset, l.a.offset, l.h.offset];
+    const dropout = l.dropout > 0 && training;
+    this.#elements(B * W, (k, i0, count) => {
+      const o = 4 * i0;
+      k.biasActivation((dropout ? h : y) + o, a + o, 0, 1, count, l.activation, l.slope);
+      if (dropout) {
+        k.dropoutForward(y + o, l.mask!.offset + o, h + o, count, i0, l.dropout, seed >>> 0);
+      }
+    });
   }
 
   /**
@@ -402,32 +707,69 @@ export class MMoEModel {
     accumulate: boolean,
     B: number,
   ): void {
-    const k = this.kernels, S = l.S, N = l.outWidth, K = l.inWidth, W = S * N, n = B * W;
+    const S = l.S, N = l.outWidth, K = l.inWidth, W = S * N;
     const dy = l.dy!.offset, dz = l.dz!.offset;
-    if (l.dropout > 0) k.multiply(dy, dy, l.mask!.offset, n);
-    if (l.activation !== Activation.identity) {
-      k.activationBackward(dy, dy, l.a.offset, l.h.offset, n, l.activation, l.slope);
+    this.#enter("backwardOther");
+    if (l.dropout > 0 || l.activation !== Activation.identity) {
+      const [mask, a, h] = [l.mask?.offset ?? 0, l.a.offset, l.h.offset];
+      this.#elements(B * W, (k, i0, count) => {
+        const o = 4 * i0;
+        if (mask) k.multiply(dy + o, dy + o, mask + o, count);
+        if (l.activation !== Activation.identity) {
+          k.activationBackward(dy + o, dy + o, a + o, h + o, count, l.activation, l.slope);
+        }
+      });
     }
     if (l.norm !== null) {
       const gamma = l.gamma!.offset, dGamma = l.gamma!.grad!.offset, dBeta = l.beta!.grad!.offset;
       const z = l.z.offset, mean = l.mean!.offset, invStd = l.invStd!.offset;
       if (l.norm === "batch") {
-        k.batchNormBackward(dz, dGamma, dBeta, dy, z, gamma, mean, invStd, B, W);
+        this.#columns(W, B, (k, h0, columns) => {
+          const o = 4 * h0;
+          k.batchNormBackward(
+            dz + o,
+            dGamma + o,
+            dBeta + o,
+            dy + o,
+            z + o,
+            gamma + o,
+            mean + o,
+            invStd + o,
+            B,
+            columns,
+            W,
+          );
+        });
       } else {
-        k.layerNormBackward(dz, dGamma, dBeta, dy, z, gamma, mean, invStd, B, S, N);
+        // dGamma and dBeta sum over rows: one thread keeps their order.
+        this.#run([
+          (k) => k.layerNormBackward(dz, dGamma, dBeta, dy, z, gamma, mean, invStd, B, S, N),
+        ]);
       }
     }
-    if (l.bias) k.columnSum(l.bias.grad!.offset, dz, B, W);
-    const dZ: Matrix = { at: dz, ld: W }, dW = l.weight.grad!.offset, weight = l.weight.offset;
-    if (l.shared) {
-      linearBackward(this.#gemm, dW, dInput, accumulate, dZ, input, weight, B, K, W);
-      return;
+    this.#enter("backwardGemm");
+    const dZ: Matrix = { at: dz, ld: W }, dW = l.weight.grad!.offset;
+    const panels = l.inputPanels?.offset ?? 0, stride = l.inputPanels?.packedFrom?.stride ?? 0;
+    const ops: GemmOp[] = [];
+    for (let s = 0; s < (l.shared ? 1 : S); s++) {
+      // The shared first layer is one Linear [S*N, K]; deeper ones S Linears [N, K].
+      const width = l.shared ? W : N, w = 4 * s * N * K;
+      const dOut = l.shared ? dZ : member(dZ, s, N), x = l.shared ? input : member(input, s, K);
+      ops.push(linearWeightGradient(dW + w, dOut, x, B, K, width));
+      if (dInput !== null) {
+        const dx = l.shared ? dInput : member(dInput, s, K);
+        const weight: Weight = { at: panels + s * stride, packed: true };
+        ops.push(linearInputGradient(dx, accumulate, dOut, weight, B, K, width));
+      }
     }
-    for (let s = 0; s < S; s++) {
-      const dx = dInput && member(dInput, s, K), dz = member(dZ, s, N), x = member(input, s, K);
-      const w = 4 * s * N * K;
-      linearBackward(this.#gemm, dW + w, dx, accumulate, dz, x, weight + w, B, K, N);
-    }
+    const bias = l.bias?.grad?.offset ?? 0;
+    const biasParts = bias
+      ? splitRange(W, this.threads, ELEMENT_GRAIN, Math.ceil(SPLIT_MIN_ELEMENTS / B))
+        .map(([h0, columns]) => (k: Kernels) =>
+          k.columnSum(bias + 4 * h0, dz + 4 * h0, B, columns, W)
+        )
+      : [];
+    this.#gemms(ops, biasParts);
   }
 
   /** A stack's layers forward; the last layer's y is its output. */
@@ -460,27 +802,59 @@ export class MMoEModel {
     const p = this.plan, c = this.config;
     const T = c.towers.length, E = c.numExpert, D = p.experts.layers.at(-1)!.outWidth;
     const seed = (this.#seed * 1000003 + this.step) >>> 0;
-    this.#embeddingsForward(B);
+    // Training forwards always repack: a gradient check writes through a view it keeps.
+    if (training || this.#packedAt !== this.#generation) this.#packWeights();
+    this.#embeddingsForward(B, training);
     this.#stackForward(p.experts, B, training, seed);
     this.#stackForward(p.gates, B, training, seed + 7919);
+    this.#enter("forwardOther");
+    const [out, gate] = [p.taskInput.offset, p.gate.offset];
     const experts = p.experts.layers.at(-1)!.y.offset, logits = p.gates.layers.at(-1)!.y.offset;
-    this.kernels.gateMixtureForward(p.taskInput.offset, p.gate.offset, logits, experts, B, T, E, D);
+    this.#rows(B, T * E * D, (k, b0, rows) => {
+      const [o, g, x] = [4 * b0 * T * D, 4 * b0 * T * E, 4 * b0 * E * D];
+      k.gateMixtureForward(out + o, gate + g, logits + g, experts + x, rows, T, E, D);
+    });
     p.towers.forEach((t, i) => this.#stackForward(t.stack, B, training, seed + 104729 * (i + 1)));
+    this.#enter(null);
   }
 
   #backward(B: number): void {
     const p = this.plan, c = this.config;
     const T = c.towers.length, E = c.numExpert, D = p.experts.layers.at(-1)!.outWidth;
-    this.#f32.fill(0, p.denseGrad / 4, p.denseGrad / 4 + p.dense.count);
-    if (p.dx) this.#f32.fill(0, p.dx.offset / 4, p.dx.offset / 4 + B * c.inputWidth);
+    this.#enter("backwardOther");
+    const grads = p.denseGrad,
+      n = p.dense.count,
+      dx = p.dx?.offset ?? 0,
+      m = dx ? B * c.inputWidth : 0;
+    this.#elements(n + m, (k, i0, count) => {
+      // [0, n) the dense gradient block, [n, n + m) the group input's gradient.
+      const inGrads = Math.max(0, Math.min(count, n - i0));
+      if (inGrads > 0) k.fill(grads + 4 * i0, 0, inGrads);
+      if (count > inGrads) k.fill(dx + 4 * (i0 + inGrads - n), 0, count - inGrads);
+    });
     for (const t of p.towers) this.#stackBackward(t.stack, B);
+    this.#enter("backwardOther");
     const experts = p.experts.layers.at(-1)!, gates = p.gates.layers.at(-1)!;
     const dLogits = gates.dy!.offset, dExperts = experts.dy!.offset, dTask = p.dTaskInput!.offset;
     const gate = p.gate.offset, expertOut = experts.y.offset;
-    this.kernels.gateMixtureBackward(dLogits, dExperts, dTask, gate, expertOut, B, T, E, D);
+    this.#rows(B, T * E * D, (k, b0, rows) => {
+      const [o, g, x] = [4 * b0 * T * D, 4 * b0 * T * E, 4 * b0 * E * D];
+      k.gateMixtureBackward(
+        dLogits + g,
+        dExperts + x,
+        dTask + o,
+        gate + g,
+        expertOut + x,
+        rows,
+        T,
+        E,
+        D,
+      );
+    });
     this.#stackBackward(p.gates, B);
     this.#stackBackward(p.experts, B);
     if (p.dx) this.#embeddingsBackward(B);
+    this.#enter(null);
   }
 
   /**
@@ -489,6 +863,7 @@ export class MMoEModel {
    * losses, scaled by 1/B as the batch mean).
    */
   #loss(B: number, withGrad: boolean): StepLosses {
+    this.#enter("loss");
     const k = this.kernels, f32 = this.#f32;
     const losses: Record<string, number> = {};
     let total = 0;
@@ -519,6 +894,7 @@ export class MMoEModel {
         total += sum / B;
       });
     }
+    this.#enter(null);
     return { losses, total };
   }
 
@@ -527,42 +903,91 @@ export class MMoEModel {
   /**
    * One optimizer step from the gradients of the last
    * {@link MMoEModel.forwardBackward}: the dense optimizer over the dense
-   * block, the sparse optimizer over the touched embedding rows.
+   * block and the sparse optimizer over the touched embedding rows (both
+   * split into element and row ranges across the threads), and the
+   * BatchNorm running statistics and counters of that step's forward (torch
+   * moves them in the train-mode forward; here they wait for the step, so a
+   * step refused for a non-finite loss leaves every buffer as it was).
    */
   applyGradients(): void {
     this.#requireTraining("applyGradients");
-    const k = this.kernels, p = this.plan;
+    this.#enter("optimizer");
+    const p = this.plan;
     this.step++;
-    const dense = this.config.denseOptimizer;
-    const lr = learningRate(dense, this.step);
+    this.#generation++;
+    if (this.#batchNormStaged) this.#commitBatchNorm();
+    const dense = this.config.denseOptimizer, step = this.step;
+    const lr = learningRate(dense, step);
     const { offset: param, count: n } = p.dense, grad = p.denseGrad;
-    const state = p.denseState.map((s) => s.offset);
-    if (dense.kind === "adam") {
-      const { beta1, beta2, eps, weightDecay } = dense;
-      k.adamStep(param, grad, state[0], state[1], n, lr, beta1, beta2, eps, weightDecay, this.step);
-    } else if (dense.kind === "adagrad") {
-      k.adagradStep(param, grad, state[0], n, lr, dense.eps, dense.weightDecay);
-    } else if (dense.momentum > 0) {
-      const { momentum: mu, dampening, nesterov, weightDecay: wd } = dense, first = this.step === 1;
-      k.sgdMomentumStep(param, grad, state[0], n, lr, mu, dampening, nesterov, wd, first);
-    } else {
-      k.sgdStep(param, grad, n, lr, dense.weightDecay);
-    }
+    const [s0, s1] = p.denseState.map((s) => s.offset);
+    const denseRange = (k: Kernels, i0: number, count: number) => {
+      const [pp, g, m, v] = [param, grad, s0, s1].map((at) => at + 4 * i0);
+      if (dense.kind === "adam") {
+        const { beta1, beta2, eps, weightDecay } = dense;
+        k.adamStep(pp, g, m, v, count, lr, beta1, beta2, eps, weightDecay, step);
+      } else if (dense.kind === "adagrad") {
+        k.adagradStep(pp, g, m, count, lr, dense.eps, dense.weightDecay);
+      } else if (dense.momentum > 0) {
+        const { momentum: mu, dampening, nesterov, weightDecay: wd } = dense;
+        k.sgdMomentumStep(pp, g, m, count, lr, mu, dampening, nesterov, wd, step === 1);
+      } else {
+        k.sgdStep(pp, g, count, lr, dense.weightDecay);
+      }
+    };
     const sparse = this.config.sparseOptimizer;
-    const sparseLr = learningRate(sparse, this.step);
-    p.tables.forEach((t, i) => {
-      const table = t.weight.offset, rows = t.unique!.offset, g = t.gradRows!.offset;
-      const [s0, s1] = t.weight.state.map((s) => s.region.offset);
-      const U = this.#uniqueCount[i], dim = t.dim;
+    const sparseLr = learningRate(sparse, step);
+    const rowsRange = (k: Kernels, t: number, u0: number, U: number) => {
+      const table = p.tables[t], dim = table.dim, weight = table.weight.offset;
+      const rows = table.unique!.offset + 4 * u0, g = table.gradRows!.offset + 4 * u0 * dim;
+      const [a0, a1] = table.weight.state.map((s) => s.region.offset);
       if (sparse.kind === "adagrad") {
-        k.adagradRows(table, s0, rows, g, U, dim, sparseLr, sparse.eps);
+        k.adagradRows(weight, a0, rows, g, U, dim, sparseLr, sparse.eps);
       } else if (sparse.kind === "adam") {
         const { beta1, beta2, eps, weightDecay: wd } = sparse;
-        k.adamRows(table, s0, s1, rows, g, U, dim, sparseLr, beta1, beta2, eps, wd, this.step);
+        k.adamRows(weight, a0, a1, rows, g, U, dim, sparseLr, beta1, beta2, eps, wd, step);
       } else {
-        k.sgdRows(table, rows, g, U, dim, sparseLr);
+        k.sgdRows(weight, rows, g, U, dim, sparseLr);
       }
-    });
+    };
+    // One parallel step: thread t takes range t of the dense block and of every table's rows.
+    const denseParts = splitRange(n, this.threads, ELEMENT_GRAIN, SPLIT_MIN_ELEMENTS);
+    const rowParts = p.tables.map((table, t) =>
+      splitRange(this.#uniqueCount[t], this.threads, 1, SPLIT_MIN_ELEMENTS / (4 * table.dim))
+    );
+    const parts = Math.max(denseParts.length, ...rowParts.map((r) => r.length));
+    this.#run(Array.from({ length: parts }, (_, part) => (k: Kernels) => {
+      if (part < denseParts.length) denseRange(k, ...denseParts[part]);
+      rowParts.forEach((ranges, t) => {
+        if (part < ranges.length && ranges[part][1] > 0) rowsRange(k, t, ...ranges[part]);
+      });
+    }));
+    this.#enter(null);
+  }
+
+  /**
+   * BatchNorm's running statistics toward the batch statistics the last
+   * train-mode forward staged, and num_batches_tracked + 1 (torch counts every
+   * train-mode forward of a BatchNorm).
+   */
+  #commitBatchNorm(): void {
+    this.#batchNormStaged = false;
+    const k = this.kernels;
+    for (
+      const stack of [
+        this.plan.experts,
+        this.plan.gates,
+        ...this.plan.towers.map((t) => t.stack),
+      ]
+    ) {
+      for (const l of stack.layers) {
+        if (l.norm !== "batch") continue;
+        const [rm, rv, mean, variance] = [l.runningMean!, l.runningVar!, l.mean!, l.variance!]
+          .map((r) => r.offset);
+        k.batchNormRunningUpdate(rm, rv, mean, variance, l.S * l.outWidth, l.momentum);
+        const counters = l.batches!.offset / 8;
+        for (let s = 0; s < l.S; s++) this.#i64[counters + s] += 1n;
+      }
+    }
   }
 
   // --------------------------------------------------------------------- API
@@ -570,8 +995,9 @@ export class MMoEModel {
   /**
    * Forward in train mode, losses, backward and one optimizer step.
    * Returns the per-tower losses of this batch (before the update). A NaN or
-   * infinite loss throws a `RangeError` before the update: the parameters
-   * and optimizer state stay as they were.
+   * infinite loss throws a `RangeError` before the update: the parameters,
+   * buffers (BatchNorm running statistics and counters) and optimizer state
+   * stay as they were.
    */
   trainStep(batch: EncodedBatch): StepLosses {
     this.#requireTraining("trainStep");
@@ -589,7 +1015,10 @@ export class MMoEModel {
   /**
    * Forward (train mode), losses and backward without the optimizer step:
    * gradients are left in the arena ({@link MMoEModel.gradient},
-   * {@link MMoEModel.embeddingGradient}). For gradient checks and parity tests.
+   * {@link MMoEModel.embeddingGradient}), and the BatchNorm batch statistics
+   * staged for {@link MMoEModel.applyGradients}, which commits them to the
+   * running statistics. For gradient checks, parity tests and loops that
+   * check the loss before they step.
    */
   forwardBackward(batch: EncodedBatch): StepLosses {
     this.#requireTraining("forwardBackward");
@@ -689,8 +1118,13 @@ export class MMoEModel {
     );
   }
 
-  /** A float view of `count` values at byte offset `offset`. */
+  /**
+   * A float view of `count` values at byte offset `offset`. The view may be
+   * written: the weights' GEMM panels are repacked at the next forward (see
+   * {@link MMoEModel.parametersChanged} for writes after that).
+   */
   view(offset: number, count: number): Float32Array {
+    this.#generation++;
     return this.#f32.subarray(offset / 4, offset / 4 + count);
   }
 
@@ -824,24 +1258,68 @@ export class MMoEModel {
     }
   }
 
-  // ----------------------------------------------------------------- threads
+  // --------------------------------------------------------------- lifecycle
 
   /**
-   * Starts the GEMM workers now rather than at the first large GEMM, and
-   * resolves when every one is ready (until then the calling thread computes
-   * their rows, with the same results). Resolves at once when `threads` is 1.
+   * Starts the workers now rather than at the first step, and resolves when
+   * every one is ready (until then the calling thread runs their ranges, with
+   * the same results). Resolves at once when `threads` is 1.
    */
   ready(): Promise<void> {
     return this.#pool ? this.#pool.start() : Promise.resolve();
   }
 
   /**
-   * Terminates the GEMM workers (they would otherwise live, idle and
-   * unref'd, until the process exits). The model stays usable on one thread.
-   * Idempotent.
+   * Milliseconds per phase of the steps run since the last call (or since
+   * the model was built), then starts counting again; null unless the model
+   * was built with {@link ModelOptions.profile}.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { resolveConfig } from "../config/config.ts";
+   * import { MMoEModel } from "./mmoe.ts";
+   * const config = resolveConfig({
+   *   featureConfigs: [{ idFeature: { featureName: "item", expression: "item:item", numBuckets: 4, embeddingDim: 4 } }],
+   *   modelConfig: {
+   *     featureGroups: [{ groupName: "all", featureNames: ["item"] }],
+   *     mmoe: {
+   *       expertMlp: { hiddenUnits: [8] },
+   *       numExpert: 2,
+   *       taskTowers: [{ towerName: "ctr", labelName: "clk", losses: [{ binaryCrossEntropy: {} }] }],
+   *     },
+   *   },
+   * });
+   * const model = new MMoEModel(config, { maxBatch: 2, profile: true, threads: 1 });
+   * const batch = {
+   *   size: 2,
+   *   features: [{ ids: Int32Array.of(0, 3), offsets: Int32Array.of(0, 1, 2) }],
+   *   columns: { clk: Float32Array.of(1, 0) },
+   * };
+   * model.trainStep(batch);
+   * const profile = model.profile()!;
+   * assert.ok(profile.forwardGemm > 0 && profile.optimizer > 0);
+   * assert.equal(model.profile()!.forwardGemm, 0);
+   * ```
+   */
+  profile(): StepProfile | null {
+    const times = this.#profile;
+    if (times === null) return null;
+    const result = { ...times, parallelSteps: this.#pool?.splits ?? 0 };
+    for (const phase of PHASES) times[phase] = 0;
+    if (this.#pool) this.#pool.splits = 0;
+    return result;
+  }
+
+  /**
+   * Terminates the workers (otherwise they stop when the model is
+   * garbage-collected, or with the process: they never keep it alive). The
+   * model stays usable on one thread. Idempotent.
    */
   close(): void {
-    this.#pool?.close();
+    if (this.#pool === null) return;
+    orphanedPools.unregister(this);
+    this.#pool.close();
   }
 
   /** {@link MMoEModel.close}, for `using model = new MMoEModel(...)`. */

@@ -110,16 +110,17 @@ export function activationBackwardTwin(
   return dx;
 }
 
-/** out0[h] + sum over b of x[b,h], x is B x H. */
+/** out0[h] + sum over b of x[b,h], x is B x H with rows `ld` apart (default H). */
 export function columnSumTwin(
   out0: ArrayLike<number>,
   x: ArrayLike<number>,
   B: number,
   H: number,
+  ld = H,
 ): Float64Array {
   const out = Float64Array.from(out0);
   for (let b = 0; b < B; b++) {
-    for (let h = 0; h < H; h++) out[h] += x[b * H + h];
+    for (let h = 0; h < H; h++) out[h] += x[b * ld + h];
   }
   return out;
 }
