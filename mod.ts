@@ -9,7 +9,7 @@
  * | ------------------ | ------------------------------------------------------------------------------- |
  * | read a config      | {@link loadPipelineConfig}, {@link parsePipelineConfig}, {@link resolveConfig}  |
  * | read data          | {@link readRecords}, {@link csvReadOptions}, {@link FeatureEncoder}, {@link batchRecords} |
- * | make data          | {@link writeGeneratedData} (any config's schema, a planted signal)              |
+ * | make data          | {@link writeGeneratedData} (any config's schema, a planted signal), {@link writeTaobaoCsv} (Taobao-like, known oracle AUC) |
  * | train, evaluate    | {@link MMoEModel}, {@link train}, {@link evaluate}                              |
  * | checkpoint         | {@link saveTrainingCheckpoint}, {@link restoreCheckpoint}, {@link saveCheckpoint}, {@link loadCheckpoint} |
  * | serve              | {@link servingArtifact}, {@link readPredictor}, {@link Predictor}, {@link createHandler}, {@link loadPredictor} |
@@ -124,6 +124,15 @@ export {
   generateRows,
   writeGeneratedData,
 } from "./src/data/generate.ts";
+export {
+  oracleAuc,
+  TAOBAO_COLUMNS,
+  type TaobaoOptions,
+  type TaobaoRow,
+  taobaoRows,
+  type TaobaoStats,
+  writeTaobaoCsv,
+} from "./src/data/synthetic.ts";
 
 // Model, training and metrics.
 export {
@@ -131,6 +140,7 @@ export {
   type ModelOptions,
   type ParameterInfo,
   type StepLosses,
+  type StepProfile,
 } from "./src/model/mmoe.ts";
 export type { Kernels, KernelVariant } from "./src/kernels/kernels.ts";
 // The model's layout table (every tensor's name, shape, kind, dtype, init and offset).

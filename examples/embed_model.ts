@@ -20,7 +20,7 @@
  */
 import { writeFile } from "node:fs/promises";
 import process from "node:process";
-import { Predictor } from "../src/serve/inference.ts";
+import { Predictor } from "@denorec/mmoe/serve";
 import { exitOnErrors, parseFlags } from "./_cli.ts";
 import { embeddingsFlag, exportModelDir } from "./export.ts";
 

@@ -21,11 +21,17 @@
 import { mkdir, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import process from "node:process";
-import { parsePipelineConfig } from "../src/config/config_text.ts";
-import { resolveConfig } from "../src/config/config.ts";
-import { loadCheckpoint, readCheckpoint, saveCheckpoint } from "../src/io/checkpoint.ts";
-import { SERVING_FILE_NAME, servingArtifact } from "../src/io/serving.ts";
-import { type EmbeddingDtype, MMoEModel } from "../src/model/mmoe.ts";
+import {
+  type EmbeddingDtype,
+  loadCheckpoint,
+  MMoEModel,
+  parsePipelineConfig,
+  readCheckpoint,
+  resolveConfig,
+  saveCheckpoint,
+  SERVING_FILE_NAME,
+  servingArtifact,
+} from "@denorec/mmoe";
 import { exitOnErrors, parseFlags } from "./_cli.ts";
 
 /** The artifact of `<dir>/pipeline.config` + `<dir>/model.safetensors`; errors name the file. */

@@ -28,11 +28,15 @@
  * @module
  */
 import process from "node:process";
-import { FeatureEncoder } from "../src/data/features.ts";
-import { csvReadOptions, writeCsv, writeParquet } from "../src/data/readers.ts";
-import type { Predictor } from "../src/serve/inference.ts";
-import { readModelDir } from "../src/serve/load.ts";
-import type { RawRecord } from "../src/core/records.ts";
+import {
+  csvReadOptions,
+  FeatureEncoder,
+  type Predictor,
+  type RawRecord,
+  readModelDir,
+  writeCsv,
+  writeParquet,
+} from "@denorec/mmoe";
 import {
   checkColumns,
   exitOnErrors,

@@ -31,17 +31,18 @@
  *
  * @module
  */
-// Straight from src/ rather than mod.ts, and no node:* imports here: on Deno, mod.ts's
-// protobuf text parser (~140 ms) and the Node compatibility layer (~30 ms) cost more start-up
-// time than loading a small model (bench/serve_load.ts).
-import { Predictor, readPredictor } from "../src/serve/inference.ts";
-import { SERVING_FILE_NAME } from "../src/io/serving.ts";
+// The serving entry point, not the main module, and no node:* imports here: on Deno, the main
+// module's protobuf text parser (~140 ms) and the Node compatibility layer (~30 ms) cost more
+// start-up time than loading a small model (bench/serve_load.ts).
 import {
   createHandler,
   DEFAULT_LIMITS,
   internalErrorResponse,
   type LoadedModel,
-} from "../src/serve/handler.ts";
+  Predictor,
+  readPredictor,
+  SERVING_FILE_NAME,
+} from "@denorec/mmoe/serve";
 import { exitOnErrors } from "./_cli_errors.ts";
 import embeddedImport from "./model_embedded.bin" with { type: "bytes" };
 
@@ -50,7 +51,7 @@ export {
   DEFAULT_LIMITS,
   type LoadedModel,
   type ServeLimits,
-} from "../src/serve/handler.ts";
+} from "@denorec/mmoe/serve";
 
 if (import.meta.main) exitOnErrors();
 

@@ -67,13 +67,20 @@ import {
   saveTrainingCheckpoint,
   train,
   type TrainLog,
-} from "../mod.ts";
-import { loadPipelineConfig, toPipelineConfigText } from "../src/config/config_text.ts";
-import { SERVING_FILE_NAME, servingArtifact } from "../src/io/serving.ts";
-import { batchRecords, FeatureEncoder } from "../src/data/features.ts";
-import { csvReadOptions } from "../src/data/readers.ts";
+} from "@denorec/mmoe";
+import {
+  batchRecords,
+  csvReadOptions,
+  FeatureEncoder,
+  loadPipelineConfig,
+  SERVING_FILE_NAME,
+  servingArtifact,
+  TAOBAO_COLUMNS,
+  type TaobaoStats,
+  toPipelineConfigText,
+  writeTaobaoCsv,
+} from "@denorec/mmoe";
 import { checkColumns, exitOnErrors, parseFlags, records, status } from "./_cli.ts";
-import { TAOBAO_COLUMNS, type TaobaoStats, writeTaobaoCsv } from "../src/data/synthetic.ts";
 
 exitOnErrors();
 const args = process.argv.slice(2);
