@@ -4,7 +4,7 @@
  * execution provider, 1 thread) running our `exportOnnx` graph of the same
  * model, in one run, alternating, on Deno.
  *
- *   deno run -A bench/serve_load.ts --peak 50 [--rounds 5] [--round-ms 1000]
+ *   deno run -A bench/serve_load.ts [--peak 50] [--rounds 5] [--round-ms 1000]
  *       [--candidates 1,10,100,1000] [--spawns 7] [--loads 3] [--requests 1000]
  *       [--concurrency 32] [--skip-full] [--skip-package]
  *
@@ -26,8 +26,8 @@
  *    Per candidate count, after a warm-up, `--rounds` rounds in which the
  *    three take turns (each timing single calls for `--round-ms`); p50 / p99
  *    over every call; the cost per candidate and the model's GFLOP/s (2.07
- *    MFLOP a candidate) as a share of `--peak` (GFLOP/s per core,
- *    `bench/_ceiling.ts`);
+ *    MFLOP a candidate) as a share of this core's peak (GFLOP/s, measured
+ *    in this process before the sides start, or `--peak`; `bench/_ceiling.ts`);
  * 2. cold start: process spawn to the first answered POST /predict (1
  *    candidate) of `deno serve` with least permissions: ours from the model
  *    dir (`--allow-read=<dir> --allow-env=DENOREC_MODEL_DIR`), ours with the
@@ -69,7 +69,7 @@ import { readPredictor } from "../src/serve/inference.ts";
 import { RELAXED_SIMD_WASM } from "../src/kernels/kernels_wasm.ts";
 import type { RawRecord } from "../src/core/records.ts";
 import { loadOrtScorer } from "./_ort_scorer.ts";
-import { formatShare, modelFlops, parsePeak } from "./_ceiling.ts";
+import { ceilingPeak, formatShare, modelFlops } from "./_ceiling.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -93,7 +93,9 @@ const positive = (flag: string, value: string) => {
   }
   return n;
 };
-const PEAK = parsePeak(flags.peak);
+// Measured first, before any side has started: this core's Wasm SIMD peak (or --peak).
+const PEAK_RUN = ceilingPeak(flags.peak);
+const PEAK: number | null = PEAK_RUN.gflops;
 const ROUNDS = positive("rounds", flags.rounds);
 const ROUND_MS = positive("round-ms", flags["round-ms"]);
 const COUNTS = flags.candidates.split(",").map((c) => positive("candidates", c));
@@ -377,9 +379,7 @@ console.log(
     `${(FLOP / 1e6).toFixed(2)} MFLOP per candidate`,
 );
 console.log(
-  PEAK === null
-    ? "share of the peak: not computed, pass --peak <GFLOP/s per core> (bench/_peak.ts)"
-    : `peak: ${PEAK} GFLOP/s per core (--peak)`,
+  `peak: ${PEAK_RUN.gflops.toFixed(1)} GFLOP/s per core (${PEAK_RUN.source})`,
 );
 
 // 1. latency in process, alternating.
