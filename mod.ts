@@ -98,6 +98,7 @@ export {
 export type { LocatedRecord, RawRecord, RawValue } from "./src/core/records.ts";
 export type { DenseInput, EncodedBatch, SparseInput } from "./src/core/batch.ts";
 export {
+  checkLocalPaths,
   type CsvReadOptions,
   csvReadOptions,
   type CsvWriteOptions,

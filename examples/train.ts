@@ -70,6 +70,7 @@ import {
 } from "@denorec/mmoe";
 import {
   batchRecords,
+  checkLocalPaths,
   csvReadOptions,
   FeatureEncoder,
   loadPipelineConfig,
@@ -119,6 +120,8 @@ if (flags.num_epochs) {
 }
 const config = resolveConfig(pipeline);
 const { trainInputPath, evalInputPath, modelDir } = config.paths;
+// An odps:// table stops the run here, before anything is generated or written.
+checkLocalPaths([trainInputPath, evalInputPath]);
 
 // model_dir is checked before anything else runs: a finished training must
 // never fail on a directory it cannot write.

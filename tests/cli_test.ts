@@ -4,7 +4,15 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -139,6 +147,30 @@ test("cli: a config whose columns the generator lacks and missing inputs is refu
     ], { encoding: "utf8", cwd: dir });
     assert.notEqual(result.status, 0);
     assert.match(result.stderr, /no column 'brand_name' \(feature brand\)/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("cli: tzrec's example config (odps:// inputs) stops in one line before writing anything", () => {
+  const dir = mkdtempSync(join(tmpdir(), "denorec-cli-"));
+  try {
+    const command = isDeno
+      ? ["run", "-A", join(ROOT, "examples/train.ts")]
+      : [join(ROOT, "examples/train.ts")];
+    const result = spawnSync(process.execPath, [
+      ...command,
+      "--pipeline_config_path",
+      join(ROOT, "tests/fixtures/tzrec/examples_mmoe_taobao.config"),
+      "--model_dir",
+      join(dir, "model"),
+    ], { encoding: "utf8", cwd: dir });
+    assert.equal(result.status, 1, result.stderr);
+    assert.match(
+      result.stderr,
+      /^error: odps:\/\/\S+: a MaxCompute \(ODPS\) table cannot be read here; export it to Parquet or CSV and pass the files with --train_input_path \/ --eval_input_path\n$/,
+    );
+    assert.deepEqual(readdirSync(dir), [], "nothing generated or written (no odps:/ folder)");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -90,10 +90,22 @@ const MAX_ROW_CHARS = 1 << 24;
 // ---------------------------------------------------------------- paths
 
 /**
- * Throws when an input path is a MaxCompute (ODPS) table, which only tzrec's
- * OdpsDataset reads: one line saying how to get the data here.
+ * Throws a `TypeError` when an input path is a MaxCompute (ODPS) table,
+ * which only tzrec's OdpsDataset reads: one line saying how to get the data
+ * here. Every reader calls it; call it yourself before doing anything else
+ * with the paths (e.g. generating data into them).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { checkLocalPaths } from "./readers.ts";
+ * checkLocalPaths(["data/train.csv", "data/eval.parquet"]);
+ * assert.throws(() => checkLocalPaths("odps://project/tables/train"), {
+ *   message: /^odps:\/\/project\/tables\/train: a MaxCompute \(ODPS\) table cannot be read here/,
+ * });
+ * ```
  */
-function checkLocalPaths(paths: string | readonly string[]): void {
+export function checkLocalPaths(paths: string | readonly string[]): void {
   for (const path of typeof paths === "string" ? [paths] : paths) {
     if (/^odps:\/\//i.test(path)) {
       throw new TypeError(
