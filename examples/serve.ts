@@ -32,7 +32,7 @@
  * @module
  */
 // The serving entry point, not the main module, and no node:* imports here: on Deno, the main
-// module's protobuf text parser (~140 ms) and the Node compatibility layer (~30 ms) cost more
+// module's protobuf text parser (~110 ms) and the Node compatibility layer (~30 ms) cost more
 // start-up time than loading a small model (bench/serve_load.ts).
 import {
   createHandler,

@@ -10,45 +10,34 @@
  *   deno run -A scripts/generate_data.ts --pipeline_config_path my.config \
  *     --output data/train.parquet --rows 100000 [--seed 1] [--world 0] [--vocabulary 100]
  *
- * Train and eval files share `--world` and differ in `--seed`.
+ * Train and eval files share `--world` and differ in `--seed`. Runs under Bun
+ * too; errors are one line with exit code 1, as in the example CLIs.
  */
-import { parseArgs } from "node:util";
+import process from "node:process";
 import { resolveConfig } from "../src/config/config.ts";
 import { loadPipelineConfig } from "../src/config/config_text.ts";
 import { writeGeneratedData } from "../src/data/generate.ts";
+import { exitOnErrors, parseFlags } from "../examples/_cli.ts";
 
-const { values: flags } = parseArgs({
-  args: Deno.args,
-  options: {
-    pipeline_config_path: { type: "string" },
-    output: { type: "string" },
-    rows: { type: "string", default: "10000" },
-    seed: { type: "string", default: "1" },
-    world: { type: "string", default: "0" },
-    vocabulary: { type: "string", default: "100" },
-  },
+// The CLIs' conventions: every failure one line `error: ...`, exit code 1 (`--debug`: the stack).
+exitOnErrors();
+const { flags } = parseFlags(process.argv.slice(2), {
+  pipeline_config_path: { type: "string", required: true },
+  output: { type: "string", required: true },
+  rows: { type: "integer", default: 10000 },
+  seed: { type: "integer", default: 1, min: 0 },
+  world: { type: "integer", default: 0, min: 0 },
+  vocabulary: { type: "integer", default: 100 },
 });
-if (flags.pipeline_config_path === undefined || flags.output === undefined) {
-  console.error(
-    "usage: generate_data.ts --pipeline_config_path <config> --output <file.csv|file.parquet> " +
-      "[--rows N] [--seed N] [--world N] [--vocabulary N]",
-  );
-  Deno.exit(2);
-}
-try {
-  const config = resolveConfig(await loadPipelineConfig(flags.pipeline_config_path));
-  const stats = await writeGeneratedData(flags.output, config, {
-    rows: Number(flags.rows),
-    seed: Number(flags.seed),
-    world: Number(flags.world),
-    vocabulary: Number(flags.vocabulary),
-  });
-  console.log(`${flags.output}: ${stats.rows} rows (${config.data.fgMode})`);
-  for (const [tower, { positives, oracleAuc }] of Object.entries(stats.towers)) {
-    const auc = Number.isNaN(oracleAuc) ? "" : `, oracle AUC ${oracleAuc.toFixed(3)}`;
-    console.log(`  ${tower}: ${positives} positives${auc}`);
-  }
-} catch (error) {
-  console.error((error as Error).message);
-  Deno.exit(1);
+const config = resolveConfig(await loadPipelineConfig(flags.pipeline_config_path));
+const stats = await writeGeneratedData(flags.output, config, {
+  rows: flags.rows,
+  seed: flags.seed,
+  world: flags.world,
+  vocabulary: flags.vocabulary,
+});
+console.log(`${flags.output}: ${stats.rows} rows (${config.data.fgMode})`);
+for (const [tower, { positives, oracleAuc }] of Object.entries(stats.towers)) {
+  const auc = Number.isNaN(oracleAuc) ? "" : `, oracle AUC ${oracleAuc.toFixed(3)}`;
+  console.log(`  ${tower}: ${positives} positives${auc}`);
 }

@@ -18,7 +18,8 @@
  * - `<!-- ci: lines A-B (why) -->` runs only those lines of the block (e.g.
  *   the test command, which `.ci/run` runs itself).
  * A failing block (or one running longer than 15 minutes) prints its output
- * and the script exits 1 after the rest.
+ * and the script exits 1 after the rest. At the end `examples/model_embedded.bin`
+ * (committed empty, filled by the Deploy block) is emptied again.
  * @module
  */
 import { spawn, spawnSync } from "node:child_process";
@@ -153,6 +154,9 @@ try {
 } finally {
   stopServer();
   rmSync(dir, { recursive: true, force: true });
+  // The Deploy block embeds a model into this tracked file, committed empty: empty it again so
+  // that running the README leaves the checkout as it found it.
+  writeFileSync(join(ROOT, "examples/model_embedded.bin"), new Uint8Array(0));
 }
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);

@@ -225,10 +225,18 @@ function assertOneLineError(result: ReturnType<typeof runCli>, pattern: RegExp, 
 }
 
 test("cli: bad flags in every CLI are one line and exit code 1; --debug and DENOREC_DEBUG=1 show the stack", () => {
-  for (const script of ["train", "eval", "predict", "embed_model", "export"]) {
-    const result = runCli(`examples/${script}.ts`, ["--bogus", "1"]);
+  const scripts = ["train", "eval", "predict", "embed_model", "export"].map((name) =>
+    `examples/${name}.ts`
+  );
+  for (const script of [...scripts, "scripts/generate_data.ts"]) {
+    const result = runCli(script, ["--bogus", "1"]);
     assertOneLineError(result, /^error: unknown flag --bogus \(flags: .*--debug\)$/, script);
   }
+  assertOneLineError(
+    runCli("scripts/generate_data.ts", ["--output", "x.csv"]),
+    /^error: --pipeline_config_path is required$/,
+    "generate_data without a config",
+  );
   assertOneLineError(
     runCli("examples/predict.ts", ["--model_dir", "m", "--batch_size", "0"]),
     /^error: --batch_size: expected an integer >= 1, got "0"$/,
