@@ -260,3 +260,21 @@ export function status(line: string, final = false): void {
     terminal.lineOpen = !final;
   } else console.log(line);
 }
+
+/** Least time between two progress lines written to a file or pipe. */
+const PLAIN_PROGRESS_MS = 5000;
+let lastPlainProgress = -Infinity;
+
+/**
+ * A progress line (rows read so far): the live status line on a terminal;
+ * to a file or pipe at most one line per {@link PLAIN_PROGRESS_MS}, so a
+ * log holds a few lines, not one per batch.
+ */
+export function progress(line: string): void {
+  if (!process.stdout.isTTY) {
+    const now = performance.now();
+    if (now - lastPlainProgress < PLAIN_PROGRESS_MS) return;
+    lastPlainProgress = now;
+  }
+  status(line);
+}

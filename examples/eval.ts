@@ -33,6 +33,7 @@ import {
   checkColumns,
   exitOnErrors,
   parseFlags,
+  progress,
   records,
   reportClamped,
   type SkipCounter,
@@ -83,7 +84,7 @@ const metrics = await evaluate(
   {
     onBatch: (_, batch) => {
       rows += batch.size;
-      status(`evaluated ${rows} rows`);
+      progress(`evaluated ${rows} rows`);
     },
   },
 );

@@ -41,6 +41,7 @@ import {
   checkColumns,
   exitOnErrors,
   parseFlags,
+  progress,
   records,
   reportClamped,
   type SkipCounter,
@@ -173,7 +174,7 @@ if (import.meta.main) {
     outputColumns: flags.output_columns === undefined ? undefined : list(flags.output_columns),
     batchSize: flags.batch_size,
     skipBadRows: flags.skip_bad_rows,
-    onProgress: (scored) => status(`scored ${scored} rows`),
+    onProgress: (scored) => progress(`scored ${scored} rows`),
   });
   const seconds = (performance.now() - started) / 1000;
   status(
