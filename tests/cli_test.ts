@@ -26,14 +26,14 @@ import { Predictor } from "../src/serve/inference.ts";
 const ROOT = new URL("..", import.meta.url).pathname;
 const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
 
-/** Runs an example under this test's runtime; resolves to its exit code and output. */
-function runCli(script: string, args: string[], env: Record<string, string> = {}) {
+/** Runs an example under this test's runtime (in `cwd`); resolves to its exit code and output. */
+function runCli(script: string, args: string[], env: Record<string, string> = {}, cwd = ROOT) {
   const command = isDeno
     ? ["run", "-A", join(ROOT, script), ...args]
     : [join(ROOT, script), ...args];
   const result = spawnSync(process.execPath, command, {
     encoding: "utf8",
-    cwd: ROOT,
+    cwd,
     timeout: 240_000,
     env: { ...process.env, ...env },
   });
@@ -133,18 +133,19 @@ test("cli: a config whose columns the generator lacks and missing inputs is refu
       .replace('expression: "item:brand"', 'expression: "item:brand_name"');
     const path = join(dir, "pipeline.config");
     writeFileSync(path, config);
-    const command = isDeno
-      ? ["run", "-A", join(ROOT, "examples/train.ts")]
-      : [join(ROOT, "examples/train.ts")];
-    const result = spawnSync(process.execPath, [
-      ...command,
-      "--pipeline_config_path",
-      path,
-      "--train_input_path",
-      join(dir, "none.csv"),
-      "--eval_input_path",
-      join(dir, "none_eval.csv"),
-    ], { encoding: "utf8", cwd: dir });
+    const result = runCli(
+      "examples/train.ts",
+      [
+        "--pipeline_config_path",
+        path,
+        "--train_input_path",
+        join(dir, "none.csv"),
+        "--eval_input_path",
+        join(dir, "none_eval.csv"),
+      ],
+      {},
+      dir,
+    );
     assert.notEqual(result.status, 0);
     assert.match(result.stderr, /no column 'brand_name' \(feature brand\)/);
   } finally {
@@ -155,16 +156,17 @@ test("cli: a config whose columns the generator lacks and missing inputs is refu
 test("cli: tzrec's example config (odps:// inputs) stops in one line before writing anything", () => {
   const dir = mkdtempSync(join(tmpdir(), "denorec-cli-"));
   try {
-    const command = isDeno
-      ? ["run", "-A", join(ROOT, "examples/train.ts")]
-      : [join(ROOT, "examples/train.ts")];
-    const result = spawnSync(process.execPath, [
-      ...command,
-      "--pipeline_config_path",
-      join(ROOT, "tests/fixtures/tzrec/examples_mmoe_taobao.config"),
-      "--model_dir",
-      join(dir, "model"),
-    ], { encoding: "utf8", cwd: dir });
+    const result = runCli(
+      "examples/train.ts",
+      [
+        "--pipeline_config_path",
+        join(ROOT, "tests/fixtures/tzrec/examples_mmoe_taobao.config"),
+        "--model_dir",
+        join(dir, "model"),
+      ],
+      {},
+      dir,
+    );
     assert.equal(result.status, 1, result.stderr);
     assert.match(
       result.stderr,
