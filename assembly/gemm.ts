@@ -16,25 +16,26 @@
 // once into the same panels, k-block after k-block, for `gemmPacked`, so
 // the model packs its weights once per optimizer step (training) or at load
 // (inference) instead of on every call. Per MC-row block, op(A) is packed
-// into MR-high panels [panel][k][MR], whatever its transpose. The A block
-// stays in L2 while the B panels stream through L1 (from L3 when the k-block
-// of B outgrows L2: column chunks that kept B in L2 cost more in repacking A
-// than they saved, 0-10% slower on the MMoE shapes, measured).
+// into row pairs [pair][k][2], whatever its transpose.
 //
-// The register tile is 5x8: per k, one v128 load gives rows 0-3 of the A
-// panel (then splat lane by lane with shuffles), one load32_splat row 4, two
-// loads the B panel row; 10 f32x4 accumulators. Why not the classic 6x8 with
-// six load32_splat: Deno's V8 runs Wasm without a trap handler, so every
-// load carries an explicit bounds check (lea, cmp, jae) and the 6x8 loop
-// (8 loads for 12 FMAs) is bound by instruction dispatch at ~0.73 of the FMA
-// peak on Zen 3; the 5x8 loop (4 loads for 10 FMAs) is small enough that V8
-// also unrolls it and hoists the check limits: ~0.91 of peak out of L1
-// (6x8 with shuffles needs 16 XMM registers of V8's 15 and spills). The
-// plain simd build (mul + add) runs the same tile: 5x8 and 4x8 tie there.
-// The shared-memory builds (worker pool) run 4x8 (see MR). Rows left over
-// (M below the tile height, or the M-remainder of a larger call) run a 4x8
-// tile (4 rows, or 3 and a zero row), 2x16 or 1x32 tiles, each keeping at
-// least 8 accumulator chains, instead of a padded 5-row tile.
+// The main tile is 2x16 and it is not written here: it lives in a generated
+// module (scripts/gemm_tiles.ts, imported as "tiles"), because Deno's V8 runs
+// Wasm with explicit bounds checks (no trap handler), a compare and a branch
+// on every load from a computed address, except a load from a constant
+// address below the declared minimum memory. Each 16 columns of the packed
+// op(B) k-block are copied into a fixed region of the first 64 KiB (the
+// kernels' reserved bytes, KERNEL_RESERVED_BYTES in src/kernels/kernels.ts)
+// and the generated kernel runs the whole k-block written out, every B load
+// at a constant address: per k two checked broadcasts of A, four unchecked
+// loads of B, eight FMAs. Measured on Zen 3: ~0.95 of the FMA peak for the
+// micro-kernel, where the 5x8 AssemblyScript loop this replaces (4 checked
+// loads and 4 shuffles per 10 FMAs) ran at ~0.85 and a 6x8 at ~0.73. Worker
+// threads share the memory, so a shared-memory build holds one copy of the
+// tile per thread slot (REGION_SLOTS), each with its own region;
+// `setThreadSlot` tells an instance its slot. A slot past the last region,
+// the columns after the last full 16 and the last odd row run the
+// AssemblyScript tiles below (2x16, 2x8, 1x32, 1x8: dynamic loads, same
+// arithmetic).
 //
 // N = 1 (a Linear to one output: the towers' last layer) skips the panels:
 // op(B) is then one contiguous vector of K floats however B is stored
@@ -46,33 +47,144 @@
 // Bit-identical results whatever the row split: every output element is one
 // chain acc = fma(a[i,k], b[k,j], acc) over k ascending from 0 within a
 // k-block, then + C (for later k-blocks or `accumulate`), + bias, ReLU --
-// the same operations in the same order in every tile. Tile choice, M, the
-// rows sharing a call, the thread computing them, and packing B once or per
-// call change which registers hold a chain, never its arithmetic, so a row
-// range (the `lda` argument) or any thread split equals the full call bit
-// for bit. (N = 1 with row-major A: the dot product above, the same in
-// every row.)
+// the same operations in the same order in every tile, generated or not.
+// Tile choice, M, the rows sharing a call, the thread (and its slot)
+// computing them, and packing B once or per call change which registers
+// hold a chain, never its arithmetic, so a row range (the `lda` argument) or
+// any thread split equals the full call bit for bit. (N = 1 with row-major
+// A: the dot product above, the same in every row.)
 
 import { fma, hsum, loadPartial, storePartial } from "./simd";
 
 /** Width of a packed B panel: two f32x4. */
 const NR: i32 = 8;
+/** Height of the main tile (a packed A panel holds a row pair). */
+const MR: i32 = 2;
 /**
- * Main tile height (packed A panel height): 5 (the 5x8 tile), 4 (4x8) in
- * the shared-memory builds of the worker pool, where V8 reloads the memory
- * size for every bounds check and the 5x8 loop grows past its unrolling
- * limit (4x8 unrolled: ~0.84 of peak, 5x8 not: ~0.80).
+ * k-block: the generated tile writes out KC steps (64: the whole written-out
+ * loop stays in the op cache; 128 steps ran at ~0.68 of peak, 32 at ~0.91).
  */
-const MR: i32 = ASC_FEATURE_THREADS ? 4 : 5;
-/** k-block: a 256 x 8 B panel (8 KiB) stays in L1 while row tiles sweep it. */
-const KC: i32 = 256;
+const KC: i32 = 64;
 /**
- * Rows of packed A a block may take (96 x KC floats, 96 KiB: stays in L2
- * across all panels), and the row block MC: whole tiles (95 = 19 x 5, 96 =
- * 24 x 4), with room for a leftover panel padded to 4 rows.
+ * k-superblock: op(B) is packed (by `gemm`) and C visited KS rows of k at a
+ * time; within it each MC-row block of C runs all its k-blocks while it is in
+ * L2 (k-blocks outermost sent C through L3 once per 64 k: ~5% slower).
  */
-const A_BLOCK_ROWS: i32 = 96;
-const MC: i32 = MR == 5 ? 95 : 96;
+const KS: i32 = 256;
+/** Rows of an A block (192 x KC floats, 48 KiB; 96 rows measured 1-2% slower: more region copies). */
+const MC: i32 = 192;
+/** Byte address of slot 0's B region (KC x 16 floats, 4 KiB). */
+const REGION_BASE: i32 = 1024;
+/** Bytes between two slots' regions. */
+const REGION_STRIDE: i32 = 4096;
+/** Regions, so generated tile copies, in a shared-memory build (one per thread). */
+const REGION_SLOTS: i32 = 8;
+/**
+ * Byte address of the few-rows kernels' A region (KC x ROWS_MAX floats),
+ * after the B regions; slot 0 only.
+ */
+const ROWS_REGION: i32 = 34816;
+/** Most rows of one few-rows tile (generated kernels r2 .. r5). */
+const ROWS_MAX: i32 = 5;
+/**
+ * Calls with fewer rows than this (a few serving candidates, a gate's
+ * weight gradient) run the few-rows kernels: there a 2x16 tile's copy of B
+ * would serve one or two tiles.
+ */
+const FEW_ROWS: i32 = 16;
+/** The first bytes of memory belong to the regions (KERNEL_RESERVED_BYTES in src/kernels/kernels.ts). */
+const RESERVED: usize = 65536;
+
+/**
+ * Traps when an operand lies in the reserved first 64 KiB, which the GEMM
+ * overwrites: a caller's layout that ignores them fails loudly, not with
+ * silently wrong products.
+ */
+// @ts-ignore: decorator
+@inline
+function checkReserved(c: usize, a: usize, b: usize, work: usize): void {
+  if (c < RESERVED || a < RESERVED || b < RESERVED || work < RESERVED) unreachable();
+}
+
+// The generated tiles (scripts/gemm_tiles.ts): t<slot> runs `count` 2x16
+// tiles over slot's region; see there for the arguments.
+// @ts-ignore: decorator
+@external("tiles", "t0")
+declare function tiles0(c: usize, ldc: usize, pa: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+// @ts-ignore: decorator
+@external("tiles", "t1")
+declare function tiles1(c: usize, ldc: usize, pa: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+// @ts-ignore: decorator
+@external("tiles", "t2")
+declare function tiles2(c: usize, ldc: usize, pa: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+// @ts-ignore: decorator
+@external("tiles", "t3")
+declare function tiles3(c: usize, ldc: usize, pa: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+// @ts-ignore: decorator
+@external("tiles", "t4")
+declare function tiles4(c: usize, ldc: usize, pa: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+// @ts-ignore: decorator
+@external("tiles", "t5")
+declare function tiles5(c: usize, ldc: usize, pa: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+// @ts-ignore: decorator
+@external("tiles", "t6")
+declare function tiles6(c: usize, ldc: usize, pa: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+// @ts-ignore: decorator
+@external("tiles", "t7")
+declare function tiles7(c: usize, ldc: usize, pa: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+
+// The few-rows kernels r<rows> (scripts/gemm_tiles.ts): `count` steps of
+// full 8-wide panels from pb (two panels a step for r2, one for r3-r5), A
+// from ROWS_REGION.
+// @ts-ignore: decorator
+@external("tiles", "r2")
+declare function rows2(c: usize, ldc: usize, pb: usize, panelBytes: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+// @ts-ignore: decorator
+@external("tiles", "r3")
+declare function rows3(c: usize, ldc: usize, pb: usize, panelBytes: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+// @ts-ignore: decorator
+@external("tiles", "r4")
+declare function rows4(c: usize, ldc: usize, pb: usize, panelBytes: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+// @ts-ignore: decorator
+@external("tiles", "r5")
+declare function rows5(c: usize, ldc: usize, pb: usize, panelBytes: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+
+/** This instance's thread slot (0: the main thread; workers 1, 2, ...). */
+let threadSlot: i32 = 0;
+
+/**
+ * Tells this instance which thread runs it (0 for the thread that owns the
+ * arena, 1, 2, ... for the workers of a pool sharing its memory), so its
+ * GEMM tiles use that slot's scratch region in the kernels' reserved first
+ * 64 KiB. An unshared build has one region and ignores the slot. Slots from
+ * 8 on run the GEMM without the generated tiles (same results, slower).
+ *
+ * @param slot `i32`
+ */
+export function setThreadSlot(slot: i32): void {
+  threadSlot = slot;
+}
+
+/**
+ * Runs `count` generated 2x16 tiles on `slot`'s region (slot < REGION_SLOTS;
+ * always slot 0 in an unshared build).
+ */
+function sweep(slot: i32, c: usize, ldc: usize, pa: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void {
+  if (!ASC_FEATURE_THREADS) {
+    tiles0(c, ldc, pa, paStride, count, skip, bias, flags);
+  } else {
+    switch (slot) {
+    case 0: tiles0(c, ldc, pa, paStride, count, skip, bias, flags); break;
+    case 1: tiles1(c, ldc, pa, paStride, count, skip, bias, flags); break;
+    case 2: tiles2(c, ldc, pa, paStride, count, skip, bias, flags); break;
+    case 3: tiles3(c, ldc, pa, paStride, count, skip, bias, flags); break;
+    case 4: tiles4(c, ldc, pa, paStride, count, skip, bias, flags); break;
+    case 5: tiles5(c, ldc, pa, paStride, count, skip, bias, flags); break;
+    case 6: tiles6(c, ldc, pa, paStride, count, skip, bias, flags); break;
+    default: tiles7(c, ldc, pa, paStride, count, skip, bias, flags); break;
+    }
+  }
+}
 
 // @ts-ignore: decorator
 @inline
@@ -82,8 +194,7 @@ function roundUp(n: i32, to: i32): i32 {
 
 /** Bytes of `work` that `gemm` and `gemmPacked` need for inner size K and output width N. */
 export function gemmWorkspaceBytes(K: i32, N: i32): i32 {
-  const kc = min(K, KC);
-  return (kc * roundUp(N, NR) + kc * A_BLOCK_ROWS) << 2;
+  return (min(K, KS) * roundUp(N, NR) + min(K, KC) * MC) << 2;
 }
 
 /** Bytes of the packed op(B) that `gemmPackB` writes for inner size K and width N. */
@@ -115,7 +226,9 @@ export function gemmPackB(packed: usize, b: usize, K: i32, N: i32, transB: bool)
  * of the whole A^T (A is K x lda, this call covers its first M columns);
  * `ldb` that of B (N, or K when `transB`) and `ldc` that of C (N), each at
  * least the width the call reads or writes.
- * `work` must hold `gemmWorkspaceBytes(K, N)` bytes. K = 0 writes the
+ * `work` must hold `gemmWorkspaceBytes(K, N)` bytes. C, A, B and `work`
+ * lie at or past the kernels' reserved first 64 KiB (the call traps, with
+ * "unreachable", otherwise: the GEMM writes there). K = 0 writes the
  * epilogue applied to zero (or to C when accumulating).
  */
 export function gemm(
@@ -139,16 +252,20 @@ export function gemm(
     epilogueOnly(c, bias, M, N, ldc, accumulate, relu);
     return;
   }
+  checkReserved(c, a, b, work);
   if (N == 1 && (transB || ldb == 1)) {
     // op(B) is one contiguous column of K floats.
     gemv(c, a, b, bias, M, K, lda, ldc, transA, accumulate, relu);
     return;
   }
-  const packedA = work + ((<usize> min(K, KC) * <usize> roundUp(N, NR)) << 2);
-  for (let k0 = 0; k0 < K; k0 += KC) {
-    const kc = min(KC, K - k0);
-    packB(work, b, k0, kc, N, ldb, transB);
-    gemmBlock(c, a, work, bias, packedA, M, N, k0, kc, lda, ldc, transA, accumulate || k0 > 0, k0 + kc == K, relu);
+  const width = <usize> roundUp(N, NR);
+  const packedA = work + ((<usize> min(K, KS) * width) << 2);
+  for (let ks = 0; ks < K; ks += KS) {
+    const ksc = min(KS, K - ks);
+    for (let k0 = ks; k0 < ks + ksc; k0 += KC) {
+      packB(work + ((<usize> (k0 - ks) * width) << 2), b, k0, min(KC, ks + ksc - k0), N, ldb, transB);
+    }
+    superBlock(c, a, work, bias, packedA, M, K, N, ks, ksc, lda, ldc, transA, accumulate, relu);
   }
 }
 
@@ -156,7 +273,7 @@ export function gemm(
  * `gemm` with op(B) already packed by `gemmPackB(packedB, b, K, N, transB)`:
  * the same results bit for bit, without packing B on every call. `work`
  * holds `gemmWorkspaceBytes(K, N)` bytes, as for `gemm`; `lda` and `ldc`
- * as for `gemm`.
+ * as for `gemm`, and the same reserved first 64 KiB.
  */
 export function gemmPacked(
   c: usize,
@@ -177,23 +294,144 @@ export function gemmPacked(
     epilogueOnly(c, bias, M, N, ldc, accumulate, relu);
     return;
   }
+  checkReserved(c, a, packedB, work);
   if (N == 1) {
     gemv(c, a, packedB, bias, M, K, lda, ldc, transA, accumulate, relu);
     return;
   }
   const width = <usize> roundUp(N, NR);
-  for (let k0 = 0; k0 < K; k0 += KC) {
-    const kc = min(KC, K - k0);
-    const panels = packedB + ((<usize> k0 * width) << 2);
-    gemmBlock(c, a, panels, bias, work, M, N, k0, kc, lda, ldc, transA, accumulate || k0 > 0, k0 + kc == K, relu);
+  for (let ks = 0; ks < K; ks += KS) {
+    const ksc = min(KS, K - ks);
+    superBlock(c, a, packedB + ((<usize> ks * width) << 2), bias, work, M, K, N, ks, ksc, lda, ldc, transA, accumulate, relu);
   }
 }
 
 /**
- * One k-block: C (+)= op(A)[:, k0 : k0+kc] times the packed panels of
- * op(B)[k0 : k0+kc, :]; the epilogue (bias, ReLU) when `last`.
+ * k rows ks .. ks+ksc of the product, from op(B)'s packed k-blocks at
+ * `panels` (k-block after k-block): MC-row block after block, each through
+ * all its k-blocks.
+ */
+function superBlock(
+  c: usize,
+  a: usize,
+  panels: usize,
+  bias: usize,
+  packedA: usize,
+  M: i32,
+  K: i32,
+  N: i32,
+  ks: i32,
+  ksc: i32,
+  lda: i32,
+  ldcFloats: i32,
+  transA: bool,
+  accumulate: bool,
+  relu: bool,
+): void {
+  const width = <usize> roundUp(N, NR);
+  const few = M >= 2 && M < FEW_ROWS && (!ASC_FEATURE_THREADS || threadSlot == 0);
+  for (let i0 = 0; i0 < M; i0 += MC) {
+    const mc = min(MC, M - i0);
+    for (let k0 = ks; k0 < ks + ksc; k0 += KC) {
+      const kc = min(KC, ks + ksc - k0);
+      const blockPanels = panels + ((<usize> (k0 - ks) * width) << 2);
+      const loadC = accumulate || k0 > 0;
+      const last = k0 + kc == K;
+      if (few) {
+        fewRows(c, a, blockPanels, bias, packedA, M, N, k0, kc, lda, ldcFloats, transA, loadC, last, relu);
+      } else {
+        gemmBlock(c, a, blockPanels, bias, packedA, i0, mc, N, k0, kc, lda, ldcFloats, transA, loadC, last, relu);
+      }
+    }
+  }
+}
+
+/**
+ * One k-block of one row block: C[i0 : i0+mc, :] (+)= op(A)[i0 : i0+mc,
+ * k0 : k0+kc] times the packed panels of op(B)[k0 : k0+kc, :]; the epilogue
+ * (bias, ReLU) when `last`.
  */
 function gemmBlock(
+  c: usize,
+  a: usize,
+  panels: usize,
+  bias: usize,
+  packedA: usize,
+  i0: i32,
+  mc: i32,
+  N: i32,
+  k0: i32,
+  kc: i32,
+  lda: i32,
+  ldcFloats: i32,
+  transA: bool,
+  loadC: bool,
+  last: bool,
+  relu: bool,
+): void {
+  const ldc = <usize> ldcFloats << 2;
+  const panelCount = (N + NR - 1) / NR;
+  const panelBytes = (<usize> kc * NR) << 2;
+  const pairStride = (<usize> kc * MR) << 2;
+  const biasOn: usize = last ? bias : 0;
+  const reluOn = last && relu;
+  const flags = (loadC ? 1 : 0) | (reluOn ? 2 : 0);
+  const chunks = N >> 4; // full 16-column chunks: the generated tiles
+  const tailCols = N - (chunks << 4);
+  const slot = ASC_FEATURE_THREADS ? threadSlot : 0;
+  const generated = slot < REGION_SLOTS;
+  // A k-block shorter than KC fills the region's last kc rows and skips the first steps.
+  const skip = KC - kc;
+  const region = <usize> (REGION_BASE + slot * REGION_STRIDE) + ((<usize> skip << 6));
+  {
+    const pairs = mc >> 1;
+    packA(packedA, a, i0, mc, k0, kc, lda, transA);
+    const cBlock = c + <usize> i0 * ldc;
+    if (pairs > 0) {
+      for (let q = 0; q < chunks; q++) {
+        const pb = panels + <usize> (q << 1) * panelBytes;
+        const cp = cBlock + (<usize> q << 6);
+        const bp: usize = biasOn != 0 ? biasOn + (<usize> q << 6) : 0;
+        if (generated) {
+          copyChunk(region, pb, panelBytes, kc);
+          sweep(slot, cp, ldc, packedA, pairStride, pairs, skip, bp, flags);
+        } else {
+          for (let t = 0; t < pairs; t++) {
+            tile2x16(cp + <usize> t * (ldc << 1), ldc, packedA + <usize> t * pairStride, pb, panelBytes, kc, 16, bp, loadC, reluOn);
+          }
+        }
+      }
+      if (tailCols > 0) {
+        const p = chunks << 1;
+        const pb = panels + <usize> p * panelBytes;
+        const cp = cBlock + (<usize> p << 5);
+        const bp: usize = biasOn != 0 ? biasOn + (<usize> p << 5) : 0;
+        for (let t = 0; t < pairs; t++) {
+          const ct = cp + <usize> t * (ldc << 1);
+          const at = packedA + <usize> t * pairStride;
+          if (tailCols > NR) {
+            tile2x16(ct, ldc, at, pb, panelBytes, kc, tailCols, bp, loadC, reluOn);
+          } else {
+            tile2x8(ct, ldc, at, pb, kc, tailCols, bp, loadC, reluOn);
+          }
+        }
+      }
+    }
+    if (mc & 1) {
+      const cRest = cBlock + <usize> (pairs << 1) * ldc;
+      const aRest = packedA + <usize> pairs * pairStride;
+      lastRow(cRest, aRest, panels, panelBytes, panelCount, N, kc, biasOn, loadC, reluOn);
+    }
+  }
+}
+
+/**
+ * One k-block of a call with few rows (2 .. FEW_ROWS-1): tiles of up to
+ * ROWS_MAX rows, each copied into the A region and run over every full
+ * panel by a generated few-rows kernel, the last partial panel by 1x8
+ * tiles; a single row left runs `lastRow`.
+ */
+function fewRows(
   c: usize,
   a: usize,
   panels: usize,
@@ -213,44 +451,86 @@ function gemmBlock(
   const ldc = <usize> ldcFloats << 2;
   const panelCount = (N + NR - 1) / NR;
   const panelBytes = (<usize> kc * NR) << 2;
-  const tileStride = (<usize> kc * MR) << 2;
+  const fullPanels = N >> 3;
   const biasOn: usize = last ? bias : 0;
   const reluOn = last && relu;
-  for (let i0 = 0; i0 < M; i0 += MC) {
-    const mc = min(MC, M - i0);
-    const tiles = mc / MR;
-    const rest = mc - tiles * MR;
-    packA(packedA, a, i0, mc, k0, kc, lda, transA);
-    const cBlock = c + <usize> i0 * ldc;
-    for (let p = 0; tiles > 0 && p < panelCount; p++) {
-      const cp = cBlock + (<usize> p << 5);
+  const flags = (loadC ? 1 : 0) | (reluOn ? 2 : 0);
+  const skip = KC - kc;
+  for (let i0 = 0; i0 < M;) {
+    const rows = min(ROWS_MAX, M - i0);
+    const cp = c + <usize> i0 * ldc;
+    if (rows == 1) {
+      packRows(packedA, a, i0, 1, k0, kc, lda, transA);
+      lastRow(cp, packedA, panels, panelBytes, panelCount, N, kc, biasOn, loadC, reluOn);
+      break;
+    }
+    // The region's data starts `skip` k later, as the kernel's steps do.
+    const region = <usize> ROWS_REGION + <usize> (skip * rows) * 4;
+    packRows(region, a, i0, rows, k0, kc, lda, transA);
+    // Two rows run 16 columns a step, more rows 8: panels from `done` on are left.
+    let done = fullPanels;
+    if (rows == 2) {
+      done = (N >> 4) << 1;
+      if (done > 0) rows2(cp, ldc, panels, panelBytes, done >> 1, skip, biasOn, flags);
+    } else if (fullPanels > 0) {
+      if (rows == 3) rows3(cp, ldc, panels, panelBytes, fullPanels, skip, biasOn, flags);
+      else if (rows == 4) rows4(cp, ldc, panels, panelBytes, fullPanels, skip, biasOn, flags);
+      else rows5(cp, ldc, panels, panelBytes, fullPanels, skip, biasOn, flags);
+    }
+    for (let p = done; p < panelCount; p++) {
       const pb = panels + <usize> p * panelBytes;
       const bp: usize = biasOn != 0 ? biasOn + (<usize> p << 5) : 0;
       const cols = min(NR, N - p * NR);
-      if (MR == 5) {
-        tiles5x8(cp, ldc, packedA, tileStride, tiles, pb, kc, cols, bp, loadC, reluOn);
-      } else {
-        tiles4x8(cp, ldc, packedA, tileStride, tiles, 4, pb, kc, cols, bp, loadC, reluOn);
+      for (let r = 0; r < rows; r++) {
+        const ct = cp + <usize> r * ldc + (<usize> p << 5);
+        tile1x8(ct, region + (<usize> r << 2), <usize> rows << 2, pb, kc, cols, bp, loadC, reluOn);
       }
     }
-    if (rest > 0) {
-      const cRest = cBlock + <usize> (tiles * MR) * ldc;
-      const aRest = packedA + <usize> tiles * tileStride;
-      restRows(cRest, ldc, aRest, rest, panels, panelBytes, panelCount, N, kc, biasOn, loadC, reluOn);
+    i0 += rows;
+  }
+}
+
+/** Copies op(A)[i0 : i0+rows, k0 : k0+kc] to dst as [k][rows]. */
+function packRows(dst: usize, a: usize, i0: i32, rows: i32, k0: i32, kc: i32, lda: i32, transA: bool): void {
+  const rowStep: usize = transA ? 4 : <usize> lda << 2;
+  const kStep: usize = transA ? <usize> lda << 2 : 4;
+  const first = transA
+    ? a + ((<usize> k0 * <usize> lda + <usize> i0) << 2)
+    : a + ((<usize> i0 * <usize> lda + <usize> k0) << 2);
+  for (let r = 0; r < rows; r++) {
+    let from = first + <usize> r * rowStep;
+    let out = dst + (<usize> r << 2);
+    for (let k = 0; k < kc; k++) {
+      store<f32>(out, load<f32>(from));
+      from += kStep;
+      out += <usize> rows << 2;
     }
   }
 }
 
 /**
- * The 1 to MR-1 rows left below the main tiles, over every panel, from a packed
- * [k][width] panel (`restWidth(rows)`): 4 rows (or 3 and a zero row) as 4x8
- * tiles, 2 rows as 2x16 (two panels a step), 1 row as 1x32 (four panels).
+ * Copies the two 8-wide panels at `pb` and `pb + panelBytes` ([k][8] each,
+ * kc rows) into a region as [k][16].
  */
-function restRows(
+function copyChunk(region: usize, pb: usize, panelBytes: usize, kc: i32): void {
+  const end = pb + ((<usize> kc * NR) << 2);
+  let out = region;
+  for (let b = pb; b < end; b += NR << 2) {
+    v128.store(out, v128.load(b));
+    v128.store(out, v128.load(b, 16), 16);
+    v128.store(out, v128.load(b + panelBytes), 32);
+    v128.store(out, v128.load(b + panelBytes, 16), 48);
+    out += 64;
+  }
+}
+
+/**
+ * The last row of an odd row count, over every panel, from a packed [k]
+ * row: 1x32 tiles (four panels a step), then 1x8.
+ */
+function lastRow(
   c: usize,
-  ldc: usize,
   a: usize,
-  rows: i32,
   panels: usize,
   panelBytes: usize,
   panelCount: i32,
@@ -260,42 +540,16 @@ function restRows(
   loadC: bool,
   relu: bool,
 ): void {
-  if (rows >= 3) {
-    for (let p = 0; p < panelCount; p++) {
-      const bp: usize = bias != 0 ? bias + (<usize> p << 5) : 0;
-      const cols = min(NR, N - p * NR);
-      tiles4x8(c + (<usize> p << 5), ldc, a, 0, 1, rows, panels + <usize> p * panelBytes, kc, cols, bp, loadC, relu);
-    }
-  } else if (rows == 2) {
-    let p = 0;
-    for (; p + 2 <= panelCount; p += 2) {
-      const bp: usize = bias != 0 ? bias + (<usize> p << 5) : 0;
-      const cols = min(2 * NR, N - p * NR);
-      tile2x16(c + (<usize> p << 5), ldc, a, panels + <usize> p * panelBytes, panelBytes, kc, cols, bp, loadC, relu);
-    }
-    if (p < panelCount) {
-      const bp: usize = bias != 0 ? bias + (<usize> p << 5) : 0;
-      tile2x8(c + (<usize> p << 5), ldc, a, panels + <usize> p * panelBytes, kc, N - p * NR, bp, loadC, relu);
-    }
-  } else {
-    let p = 0;
-    for (; p + 4 <= panelCount; p += 4) {
-      const bp: usize = bias != 0 ? bias + (<usize> p << 5) : 0;
-      const cols = min(4 * NR, N - p * NR);
-      tile1x32(c + (<usize> p << 5), a, panels + <usize> p * panelBytes, panelBytes, kc, cols, bp, loadC, relu);
-    }
-    for (; p < panelCount; p++) {
-      const bp: usize = bias != 0 ? bias + (<usize> p << 5) : 0;
-      tile1x8(c + (<usize> p << 5), a, panels + <usize> p * panelBytes, kc, min(NR, N - p * NR), bp, loadC, relu);
-    }
+  let p = 0;
+  for (; p + 4 <= panelCount; p += 4) {
+    const bp: usize = bias != 0 ? bias + (<usize> p << 5) : 0;
+    const cols = min(4 * NR, N - p * NR);
+    tile1x32(c + (<usize> p << 5), a, panels + <usize> p * panelBytes, panelBytes, kc, cols, bp, loadC, relu);
   }
-}
-
-/** Row count of the packed panel holding `rows` (1-4) leftover rows: 3 pad to 4. */
-// @ts-ignore: decorator
-@inline
-function restWidth(rows: i32): i32 {
-  return rows == 3 ? 4 : rows;
+  for (; p < panelCount; p++) {
+    const bp: usize = bias != 0 ? bias + (<usize> p << 5) : 0;
+    tile1x8(c + (<usize> p << 5), a, 4, panels + <usize> p * panelBytes, kc, min(NR, N - p * NR), bp, loadC, relu);
+  }
 }
 
 // -------------------------------------------------------------------- packing
@@ -378,70 +632,85 @@ function transpose4x4(dst: usize, dstStride: usize, src: usize, srcStride: usize
 }
 
 /**
- * Packs op(A)[i0 : i0+mc, k0 : k0+kc] into MR-high panels [tile][k][MR] for
- * the full tiles and one [k][restWidth] panel for the mc % MR rows left
- * (a padding row zero).
+ * Packs op(A)[i0 : i0+mc, k0 : k0+kc] into row-pair panels [pair][k][2]
+ * and, for an odd mc, one [k] panel for the last row.
  */
 function packA(dst: usize, a: usize, i0: i32, mc: i32, k0: i32, kc: i32, lda: i32, transA: bool): void {
-  const tiles = mc / MR;
-  const rest = mc - tiles * MR;
-  const width = restWidth(rest);
-  const tileStride = (<usize> kc * MR) << 2;
-  const restPanel = dst + <usize> tiles * tileStride;
+  const pairs = mc >> 1;
+  const pairStride = (<usize> kc * MR) << 2;
+  const restPanel = dst + <usize> pairs * pairStride;
   if (!transA) {
-    // A is M x lda, rows contiguous in k: 4 k of MR rows at a time, rows 0-3
-    // transposed in registers, a fifth row stored lane by lane.
+    // A is M x lda, rows contiguous in k: 4 k of both rows at a time, interleaved.
     const rowStride = <usize> lda << 2;
-    for (let t = 0; t < tiles; t++) {
+    for (let t = 0; t < pairs; t++) {
       const src = a + ((<usize> (i0 + t * MR) * <usize> lda + <usize> k0) << 2);
-      const panel = dst + <usize> t * tileStride;
+      const panel = dst + <usize> t * pairStride;
       let k = 0;
       for (; k + 4 <= kc; k += 4) {
         const s = src + (<usize> k << 2);
-        const out = panel + ((<usize> k * MR) << 2);
-        transpose4x4(out, MR << 2, s, rowStride);
-        if (MR == 5) {
-          const r4 = v128.load(s + rowStride * 4);
-          v128.store32_lane(out, r4, 0, 16);
-          v128.store32_lane(out, r4, 1, 36);
-          v128.store32_lane(out, r4, 2, 56);
-          v128.store32_lane(out, r4, 3, 76);
-        }
+        const r0 = v128.load(s);
+        const r1 = v128.load(s + rowStride);
+        const out = panel + (<usize> k << 3);
+        v128.store(out, i32x4.shuffle(r0, r1, 0, 4, 1, 5));
+        v128.store(out, i32x4.shuffle(r0, r1, 2, 6, 3, 7), 16);
       }
       for (; k < kc; k++) {
-        const out = panel + ((<usize> k * MR) << 2);
-        for (let r = 0; r < MR; r++) {
-          store<f32>(out + (<usize> r << 2), load<f32>(src + <usize> r * rowStride + (<usize> k << 2)));
-        }
+        const out = panel + (<usize> k << 3);
+        store<f32>(out, load<f32>(src + (<usize> k << 2)));
+        store<f32>(out, load<f32>(src + rowStride + (<usize> k << 2)), 4);
       }
     }
-    if (rest > 0) {
-      const src = a + ((<usize> (i0 + tiles * MR) * <usize> lda + <usize> k0) << 2);
-      for (let k = 0; k < kc; k++) {
-        const out = restPanel + ((<usize> k * <usize> width) << 2);
-        for (let r = 0; r < width; r++) {
-          const v: f32 = r < rest ? load<f32>(src + <usize> r * rowStride + (<usize> k << 2)) : 0;
-          store<f32>(out + (<usize> r << 2), v);
-        }
-      }
+    if (mc & 1) {
+      const src = a + ((<usize> (i0 + pairs * MR) * <usize> lda + <usize> k0) << 2);
+      memory.copy(restPanel, src, <usize> kc << 2);
     }
   } else {
-    // A is K x lda: op(A)'s rows are contiguous at each k, so walk k outer
-    // (one row of A^T a step, not one page per element).
-    for (let k = 0; k < kc; k++) {
+    // A is K x lda: op(A)'s rows are contiguous at each k. Four k at a
+    // time, two pairs (four rows, one v128 per k) at a time: each pair's
+    // four k are one contiguous 32-byte run of its panel.
+    const kStride = <usize> lda << 2;
+    let k = 0;
+    for (; k + 4 <= kc; k += 4) {
       const src = a + ((<usize> (k0 + k) * <usize> lda + <usize> i0) << 2);
-      let out = dst + ((<usize> k * MR) << 2);
-      let from = src;
-      for (let t = 0; t < tiles; t++) {
-        v128.store(out, v128.load(from));
-        if (MR == 5) store<f32>(out, load<f32>(from, 16), 16);
-        out += tileStride;
-        from += MR << 2;
+      let out = dst + (<usize> k << 3);
+      let t = 0;
+      for (; t + 2 <= pairs; t += 2) {
+        const s = src + (<usize> t << 3);
+        const v0 = v128.load(s);
+        const v1 = v128.load(s + kStride);
+        const v2 = v128.load(s + kStride * 2);
+        const v3 = v128.load(s + kStride * 3);
+        v128.store(out, i32x4.shuffle(v0, v1, 0, 1, 4, 5));
+        v128.store(out, i32x4.shuffle(v2, v3, 0, 1, 4, 5), 16);
+        v128.store(out + pairStride, i32x4.shuffle(v0, v1, 2, 3, 6, 7));
+        v128.store(out + pairStride, i32x4.shuffle(v2, v3, 2, 3, 6, 7), 16);
+        out += pairStride << 1;
       }
-      const restOut = restPanel + ((<usize> k * <usize> width) << 2);
-      for (let r = 0; r < width; r++) {
-        store<f32>(restOut + (<usize> r << 2), r < rest ? load<f32>(from + (<usize> r << 2)) : 0);
+      if (t < pairs) {
+        const s = src + (<usize> t << 3);
+        store<u64>(out, load<u64>(s));
+        store<u64>(out, load<u64>(s + kStride), 8);
+        store<u64>(out, load<u64>(s + kStride * 2), 16);
+        store<u64>(out, load<u64>(s + kStride * 3), 24);
       }
+      if (mc & 1) {
+        const s = src + (<usize> pairs << 3);
+        const r = restPanel + (<usize> k << 2);
+        store<f32>(r, load<f32>(s));
+        store<f32>(r, load<f32>(s + kStride), 4);
+        store<f32>(r, load<f32>(s + kStride * 2), 8);
+        store<f32>(r, load<f32>(s + kStride * 3), 12);
+      }
+    }
+    for (; k < kc; k++) {
+      let from = a + ((<usize> (k0 + k) * <usize> lda + <usize> i0) << 2);
+      let out = dst + (<usize> k << 3);
+      for (let t = 0; t < pairs; t++) {
+        store<u64>(out, load<u64>(from));
+        out += pairStride;
+        from += 8;
+      }
+      if (mc & 1) store<f32>(restPanel + (<usize> k << 2), load<f32>(from));
     }
   }
 }
@@ -496,127 +765,6 @@ function finishRow(
     } else {
       storePartial(cp, lo, loCount);
     }
-  }
-}
-
-/** Lane `l` of `v` in all four lanes. */
-// @ts-ignore: decorator
-@inline
-function splatLane(v: v128, l: i32): v128 {
-  if (l == 0) return i32x4.shuffle(v, v, 0, 0, 0, 0);
-  if (l == 1) return i32x4.shuffle(v, v, 1, 1, 1, 1);
-  if (l == 2) return i32x4.shuffle(v, v, 2, 2, 2, 2);
-  return i32x4.shuffle(v, v, 3, 3, 3, 3);
-}
-
-/**
- * `count` 5x8 tiles down one B panel pb [k][8]: tile t reads the packed A
- * panel pa + t * tileStride ([k][5]) and writes C rows 5t..5t+4 at c; `cols`
- * of the 8 columns stored.
- */
-function tiles5x8(
-  c: usize,
-  ldc: usize,
-  pa: usize,
-  tileStride: usize,
-  count: i32,
-  pb: usize,
-  kc: i32,
-  cols: i32,
-  bias: usize,
-  loadC: bool,
-  relu: bool,
-): void {
-  const end = pb + ((<usize> kc * NR) << 2);
-  for (let t = 0; t < count; t++) {
-    let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
-    let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
-    let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
-    let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
-    let c40 = f32x4.splat(0), c41 = f32x4.splat(0);
-    let a = pa, b = pb;
-    while (b < end) {
-      const b0 = v128.load(b);
-      const b1 = v128.load(b, 16);
-      const va = v128.load(a);
-      let av = splatLane(va, 0);
-      c00 = fma(av, b0, c00);
-      c01 = fma(av, b1, c01);
-      av = splatLane(va, 1);
-      c10 = fma(av, b0, c10);
-      c11 = fma(av, b1, c11);
-      av = splatLane(va, 2);
-      c20 = fma(av, b0, c20);
-      c21 = fma(av, b1, c21);
-      av = splatLane(va, 3);
-      c30 = fma(av, b0, c30);
-      c31 = fma(av, b1, c31);
-      av = v128.load32_splat(a, 16);
-      c40 = fma(av, b0, c40);
-      c41 = fma(av, b1, c41);
-      a += MR << 2;
-      b += NR << 2;
-    }
-    finishRow(c, c00, c01, cols, bias, loadC, relu);
-    finishRow(c + ldc, c10, c11, cols, bias, loadC, relu);
-    finishRow(c + ldc * 2, c20, c21, cols, bias, loadC, relu);
-    finishRow(c + ldc * 3, c30, c31, cols, bias, loadC, relu);
-    finishRow(c + ldc * 4, c40, c41, cols, bias, loadC, relu);
-    pa += tileStride;
-    c += ldc * MR;
-  }
-}
-
-/**
- * `count` 4x8 tiles down one B panel pb [k][8], as tiles5x8 over packed A
- * panels [k][4]; `rows` (3 or 4) of each tile stored.
- */
-function tiles4x8(
-  c: usize,
-  ldc: usize,
-  pa: usize,
-  tileStride: usize,
-  count: i32,
-  rows: i32,
-  pb: usize,
-  kc: i32,
-  cols: i32,
-  bias: usize,
-  loadC: bool,
-  relu: bool,
-): void {
-  const end = pb + ((<usize> kc * NR) << 2);
-  for (let t = 0; t < count; t++) {
-    let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
-    let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
-    let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
-    let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
-    let a = pa, b = pb;
-    while (b < end) {
-      const b0 = v128.load(b);
-      const b1 = v128.load(b, 16);
-      const va = v128.load(a);
-      let av = splatLane(va, 0);
-      c00 = fma(av, b0, c00);
-      c01 = fma(av, b1, c01);
-      av = splatLane(va, 1);
-      c10 = fma(av, b0, c10);
-      c11 = fma(av, b1, c11);
-      av = splatLane(va, 2);
-      c20 = fma(av, b0, c20);
-      c21 = fma(av, b1, c21);
-      av = splatLane(va, 3);
-      c30 = fma(av, b0, c30);
-      c31 = fma(av, b1, c31);
-      a += 16;
-      b += NR << 2;
-    }
-    finishRow(c, c00, c01, cols, bias, loadC, relu);
-    finishRow(c + ldc, c10, c11, cols, bias, loadC, relu);
-    finishRow(c + ldc * 2, c20, c21, cols, bias, loadC, relu);
-    if (rows == 4) finishRow(c + ldc * 3, c30, c31, cols, bias, loadC, relu);
-    pa += tileStride;
-    c += ldc << 2;
   }
 }
 
@@ -732,10 +880,11 @@ function tile1x32(
   finishRow(c + 96, c6, c7, cols - 3 * NR, bias != 0 ? bias + 96 : 0, loadC, relu);
 }
 
-/** 1x8 tile (the last panels of a 1-row remainder). */
+/** 1x8 tile (the last panels of a 1-row remainder); A's k are `aStride` bytes apart. */
 function tile1x8(
   c: usize,
   a: usize,
+  aStride: usize,
   b: usize,
   kc: i32,
   cols: i32,
@@ -749,7 +898,7 @@ function tile1x8(
     const av = v128.load32_splat(a);
     c0 = fma(av, v128.load(b), c0);
     c1 = fma(av, v128.load(b, 16), c1);
-    a += 4;
+    a += aStride;
     b += NR << 2;
   }
   finishRow(c, c0, c1, cols, bias, loadC, relu);

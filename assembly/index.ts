@@ -1,5 +1,12 @@
 // Entry point of the kernel module: every export here is a Wasm export.
-export { gemm, gemmPackB, gemmPacked, gemmPackedBBytes, gemmWorkspaceBytes } from "./gemm";
+export {
+  gemm,
+  gemmPackB,
+  gemmPacked,
+  gemmPackedBBytes,
+  gemmWorkspaceBytes,
+  setThreadSlot,
+} from "./gemm";
 export { peakProbe } from "./probe";
 export { xxhash32 } from "./checksum";
 export * from "./gating";

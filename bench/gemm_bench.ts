@@ -17,6 +17,7 @@ import {
   bestKernelVariant,
   type GemmOp,
   instantiateKernels,
+  KERNEL_RESERVED_BYTES,
   type Kernels,
   type KernelVariant,
 } from "../src/kernels/kernels.ts";
@@ -75,14 +76,14 @@ class BenchMemory {
     const probe = instantiateKernels(new WebAssembly.Memory({ initial: 1 }), variant).exports;
     const workBytes = floats(({ K, N }) => probe.gemmWorkspaceBytes(K, N));
     const packedBytes = 2 * CASES.reduce((s, { K, N }) => s + probe.gemmPackedBBytes(K, N), 0);
-    const bytes = 4 * (A_FLOATS + B_FLOATS + C_FLOATS) + threads * workBytes + packedBytes +
-      65536;
+    const bytes = KERNEL_RESERVED_BYTES + 4 * (A_FLOATS + B_FLOATS + C_FLOATS) +
+      threads * workBytes + packedBytes + 65536;
     const memory = threads > 1
       ? createArenaMemory(bytes, { shared: true })
       : new WebAssembly.Memory({ initial: Math.ceil(bytes / 65536) });
     this.k = instantiateKernels(memory, variant).exports;
     this.f32 = new Float32Array(memory.buffer);
-    this.a = 64;
+    this.a = KERNEL_RESERVED_BYTES;
     this.b = this.a + 4 * A_FLOATS;
     this.c = this.b + 4 * B_FLOATS;
     this.works = Array.from({ length: threads }, (_, t) => this.c + 4 * C_FLOATS + t * workBytes);

@@ -11,7 +11,7 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { mulberry32 } from "@denorec/mmoe";
-import { Activation, instantiateKernels } from "@denorec/mmoe/kernels";
+import { Activation, instantiateKernels, KERNEL_RESERVED_BYTES } from "@denorec/mmoe/kernels";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -40,7 +40,8 @@ function makeData(n: number) {
 }
 const train = makeData(TRAIN), evalSet = makeData(EVAL);
 
-// One arena: a size table gives every buffer a fixed byte offset.
+// One arena: a size table gives every buffer a fixed byte offset, after the
+// first 64 KiB, which belong to the kernels (their GEMM scratch).
 const sizes = {
   params: F * H + H + H + 1, // W1 [F,H], b1 [H], W2 [H,1], b2 [1]
   grads: F * H + H + H + 1,
@@ -56,7 +57,7 @@ const sizes = {
   work: F * H + 64 * 1024, // GEMM packing scratch (bytes / 4, generous)
 };
 const offsets: Record<keyof typeof sizes, number> = {} as never;
-let end = 0;
+let end = KERNEL_RESERVED_BYTES;
 for (const [name, floats] of Object.entries(sizes)) {
   offsets[name as keyof typeof sizes] = end;
   end += Math.ceil((floats * 4) / 64) * 64;

@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import {
   instantiateKernels,
+  KERNEL_RESERVED_BYTES,
   type KernelInstance,
   type Kernels,
   type KernelVariant,
@@ -27,7 +28,7 @@ export interface Buffer<T extends Float32Array | Int32Array> {
 export class TestMemory {
   readonly instance: KernelInstance;
   readonly k: Kernels;
-  private next = 64;
+  private next = KERNEL_RESERVED_BYTES;
 
   /** `shared`: a shared memory, which gets the threads build of `variant`. */
   constructor(variant: KernelVariant, megabytes = 64, shared = false) {

@@ -2,11 +2,12 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { gemmChainTwin, gemmErrorScale, gemmTwin } from "./twins/gemm.ts";
 import { assertClose, finiteDifferences, randomArray, rng, TestMemory, VARIANTS } from "./_util.ts";
-import type { Kernels, KernelVariant } from "../src/kernels/kernels.ts";
+import { instantiateKernels, type Kernels, type KernelVariant } from "../src/kernels/kernels.ts";
 
 /**
  * Every kernel build: both variants, each on an unshared memory and on a
- * shared one (the worker pool's threads build, which runs 4x8 main tiles).
+ * shared one (the worker pool's threads build, whose tiles module holds a
+ * copy of the main tile per thread slot).
  */
 interface Build {
   variant: KernelVariant;
@@ -21,12 +22,13 @@ const BUILDS: Build[] = VARIANTS.flatMap((variant) => [
 const memoryOf = (build: Build, megabytes: number) =>
   new TestMemory(build.variant, megabytes, build.shared);
 
-// Tile edges (assembly/gemm.ts): the main tile is 5 rows (MR) by one 8-wide
-// B panel (NR); 1-4 leftover rows run 4x8 (3 rows: 4x8 with a zero row),
-// 2x16 (panel pairs, then 2x8) and 1x32 (panel quads, then 1x8) tiles; k
-// runs in blocks of 256 (KC), rows in blocks of 95 (MC; 96 and 4-row
-// tiles in the shared builds). N = 1 runs 8 rows (row-major A) or 4 (A^T)
-// at a time.
+// Tile edges (assembly/gemm.ts): the main tile is a row pair by 16 columns
+// (two 8-wide B panels), run by the generated tiles module over a copy of
+// the panels in a fixed region; columns past the last full 16 run 2x16 or
+// 2x8 tiles, the last of an odd row count 1x32 and 1x8 tiles. k runs in
+// blocks of 64 (KC: a shorter block enters the written-out loop part way),
+// 256 at a time (KS), rows in blocks of 192 (MC). N = 1 runs 8 rows
+// (row-major A) or 4 (A^T) at a time.
 const SHAPES: [number, number, number][] = [
   [1, 1, 1],
   [1, 17, 9],
@@ -62,6 +64,24 @@ const SHAPES: [number, number, number][] = [
   // Wide and deep at once: several k-blocks, 33-38 panels.
   [23, 300, 300],
   [97, 256, 264],
+  // k-block edges (KC 64, entered part way) with full 16-column chunks.
+  [2, 64, 16],
+  [2, 65, 16],
+  [3, 63, 32],
+  [4, 128, 48],
+  [5, 129, 31],
+  [6, 1, 16],
+  // Few rows (2-15): tiles of up to 5 rows with A in a region, 1x8 on a partial panel.
+  [6, 70, 41],
+  [11, 130, 24],
+  [15, 64, 17],
+  [14, 300, 8],
+  // Row blocks (MC 192) and k superblocks (KS 256).
+  [191, 20, 16],
+  [192, 70, 16],
+  [193, 70, 33],
+  [385, 16, 16],
+  [40, 257, 48],
   // N = 1: a dot product per row (row-major A), four rows as lanes (A^T).
   [8, 4, 1],
   [9, 7, 1],
@@ -246,7 +266,14 @@ for (const build of BUILDS) {
     test(`gemm ${variant} ${name}: accumulate, bias and ReLU epilogues`, () => {
       let seed = 100;
       for (
-        const shape of [[1, 3, 5], [3, 7, 17], [7, 13, 9], [13, 300, 17], [98, 40, 16]] as const
+        const shape of [
+          [1, 3, 5],
+          [3, 7, 17],
+          [7, 13, 9],
+          [13, 300, 17],
+          [98, 40, 16],
+          [21, 70, 48],
+        ] as const
       ) {
         for (const accumulate of [false, true]) {
           for (const bias of [false, true]) {
@@ -268,6 +295,50 @@ for (const build of BUILDS) {
         bias: true,
         relu: true,
       }, M);
+    }
+  });
+
+  test(`gemm ${variant}: every thread slot (its own region, or none past the last) gives the same bits`, () => {
+    // 37 rows run the 2x16 tiles; 7 and 13 rows the few-rows kernels, which only
+    // slot 0 has (slots 1-9 run 7 rows as pairs).
+    for (const [M, K, N] of [[37, 150, 48], [7, 150, 45], [13, 70, 40]]) {
+      const mem = memoryOf(build, 4);
+      const next = rng(21);
+      const A = mem.f32(M * K, randomArray(M * K, next));
+      const B = mem.f32(K * N, randomArray(K * N, next));
+      const bias = mem.f32(N, randomArray(N, next));
+      const c0 = randomArray(M * N, next);
+      const C = mem.f32(M * N);
+      const work = mem.alloc(mem.k.gemmWorkspaceBytes(K, N));
+      const run = (k: Kernels) => {
+        C.view.set(c0);
+        k.gemm(C.ptr, A.ptr, B.ptr, bias.ptr, work, M, K, N, K, K, N, false, true, true, true);
+        return C.view.slice();
+      };
+      const expected = run(mem.k);
+      // Slots 1-7 have regions of their own in the shared build, 8 and 9 run
+      // without the generated tiles; an unshared build has one region.
+      for (const slot of [1, 2, 7, 8, 9]) {
+        const k = instantiateKernels(mem.instance.memory, build.variant).exports;
+        k.setThreadSlot(slot);
+        const i = firstBitDifference(run(k), expected);
+        assert.equal(i, -1, `${M}x${K}x${N} slot ${slot}: C[${i}] differs from slot 0`);
+      }
+    }
+  });
+
+  test(`gemm ${variant}: an operand in the reserved first 64 KiB traps instead of being overwritten`, () => {
+    const mem = memoryOf(build, 4);
+    const A = mem.f32(4 * 16), B = mem.f32(16 * 16), C = mem.f32(4 * 16);
+    const work = mem.alloc(mem.k.gemmWorkspaceBytes(16, 16));
+    const call = (c: number, a: number, b: number, w: number) => () =>
+      mem.k.gemm(c, a, b, 0, w, 4, 16, 16, 16, 16, 16, false, false, false, false);
+    call(C.ptr, A.ptr, B.ptr, work)();
+    for (const low of [64, 1024, 65536 - 64]) {
+      assert.throws(call(low, A.ptr, B.ptr, work), WebAssembly.RuntimeError, "C");
+      assert.throws(call(C.ptr, low, B.ptr, work), WebAssembly.RuntimeError, "A");
+      assert.throws(call(C.ptr, A.ptr, low, work), WebAssembly.RuntimeError, "B");
+      assert.throws(call(C.ptr, A.ptr, B.ptr, low), WebAssembly.RuntimeError, "work");
     }
   });
 
@@ -365,8 +436,9 @@ for (const build of BUILDS) {
 // Row ranges: with `lda`, a call over rows [r0, r1) of op(A) and C gives
 // those rows of the full call bit for bit, whichever tiles cover them (the
 // threaded GEMM, src/kernels/threads.ts, relies on it). Compared: one call,
-// the pool's split (chunks of 12), odd chunks crossing the 5-row tiles and
-// MC = 95, and one call per row; per call and pre-packed; across KC = 256.
+// the pool's split (chunks of 12), odd chunks crossing the row pairs and
+// MC = 192, and one call per row; per call and pre-packed; across KC = 64
+// and KS = 256.
 function rowSplitCase(
   k: Kernels,
   mem: TestMemory,
@@ -430,7 +502,12 @@ for (const build of BUILDS) {
     const name = opName(transA, transB);
     test(`gemm ${build.name} ${name}: full, split and row-by-row calls agree bit for bit`, () => {
       const mem = memoryOf(build, 16);
-      const shapes: [number, number, number][] = [[213, 300, 21], [213, 300, 1], [101, 260, 270]];
+      const shapes: [number, number, number][] = [
+        [213, 300, 21],
+        [213, 300, 1],
+        [101, 260, 270],
+        [213, 70, 48],
+      ];
       for (const shape of shapes) {
         rowSplitCase(mem.k, mem, shape, transA, transB, false);
         rowSplitCase(mem.k, mem, shape, transA, transB, true);

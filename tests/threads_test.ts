@@ -5,7 +5,12 @@ import { join } from "node:path";
 import process from "node:process";
 import { type PipelineConfig, resolveConfig } from "../src/config/config.ts";
 import { createArenaMemory } from "../src/kernels/arena.ts";
-import { type GemmOp, instantiateKernels, runGemm } from "../src/kernels/kernels.ts";
+import {
+  type GemmOp,
+  instantiateKernels,
+  KERNEL_RESERVED_BYTES,
+  runGemm,
+} from "../src/kernels/kernels.ts";
 import { type EncodedBatch, MMoEModel } from "../src/model/mmoe.ts";
 import {
   GEMM_SPLIT_MIN_MACS,
@@ -171,9 +176,11 @@ for (const variant of VARIANTS) {
 /** A shared memory, kernels on it, and a pool of `threads` with 1 MiB of scratch each. */
 function poolMemory(variant: (typeof VARIANTS)[number], floats: number, threads: number) {
   const workBytes = 1 << 20;
-  const memory = createArenaMemory(floats * 4 + threads * workBytes + 4096, { shared: true });
+  const start = KERNEL_RESERVED_BYTES;
+  const bytes = start + floats * 4 + threads * workBytes + 4096;
+  const memory = createArenaMemory(bytes, { shared: true });
   const k = instantiateKernels(memory, variant).exports;
-  const works = Array.from({ length: threads }, (_, t) => 64 + floats * 4 + t * workBytes);
+  const works = Array.from({ length: threads }, (_, t) => start + floats * 4 + t * workBytes);
   return { memory, k, f32: new Float32Array(memory.buffer), works };
 }
 
@@ -184,7 +191,11 @@ for (const variant of VARIANTS) {
     const next = rng(11);
     const floats = M * K + 2 * K * N + 2 * M * N + N + 8 * 1024;
     const { memory, k, f32, works } = poolMemory(variant, floats, threads);
-    const a = 64, b = a + M * K * 4, bias = b + K * N * 4, c1 = bias + N * 4, c2 = c1 + M * N * 4;
+    const a = KERNEL_RESERVED_BYTES,
+      b = a + M * K * 4,
+      bias = b + K * N * 4,
+      c1 = bias + N * 4,
+      c2 = c1 + M * N * 4;
     const packed = c2 + M * N * 4;
     f32.set(randomArray(M * K + K * N + N, next), a / 4);
     const pool = new KernelPool(memory, variant, works, k);

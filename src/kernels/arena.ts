@@ -18,6 +18,7 @@
  * ```
  * @module
  */
+import { KERNEL_RESERVED_BYTES } from "./kernels.ts";
 
 /** Alignment of every region: one cache line, a multiple of the 16-byte v128. */
 export const ALIGN = 64;
@@ -26,8 +27,12 @@ export const ALIGN = 64;
 export class ArenaLayout {
   private end: number;
 
-  /** Starts at `start` bytes (default 64: offset 0 stays unused as "null"). */
-  constructor(start = ALIGN) {
+  /**
+   * Starts at `start` bytes: by default after the kernels' reserved bytes
+   * ({@link KERNEL_RESERVED_BYTES}, the GEMM's scratch regions), so offset
+   * 0 also stays unused as "null".
+   */
+  constructor(start = KERNEL_RESERVED_BYTES) {
     this.end = start;
   }
 

@@ -12,31 +12,54 @@
  * build`) from the AssemblyScript sources. GEMMs go through one call
  * convention, {@link GemmOp} and {@link runGemm}.
  *
+ * The first {@link KERNEL_RESERVED_BYTES} bytes of the memory belong to the
+ * kernels (the GEMM's scratch regions): the caller's data starts there.
+ *
  * @example Multiply two 2x2 matrices
  * ```ts
  * import assert from "node:assert/strict";
- * import { instantiateKernels } from "./kernels.ts";
- * const memory = new WebAssembly.Memory({ initial: 1 });
+ * import { instantiateKernels, KERNEL_RESERVED_BYTES as at } from "./kernels.ts";
+ * const memory = new WebAssembly.Memory({ initial: 2 });
  * const { exports: k } = instantiateKernels(memory);
- * const f = new Float32Array(memory.buffer);
- * f.set([1, 2, 3, 4], 0); // A at byte 0
- * f.set([5, 6, 7, 8], 4); // B at byte 16
- * k.gemm(32, 0, 16, 0, 64, 2, 2, 2, 2, 2, 2, false, false, false, false);
+ * const f = new Float32Array(memory.buffer, at);
+ * f.set([1, 2, 3, 4], 0); // A at byte `at`
+ * f.set([5, 6, 7, 8], 4); // B at byte at + 16
+ * k.gemm(at + 32, at, at + 16, 0, at + 64, 2, 2, 2, 2, 2, 2, false, false, false, false);
  * assert.deepEqual(Array.from(f.subarray(8, 12)), [19, 22, 43, 50]);
  * ```
  * @module
  */
 import {
   type Kernels,
+  RELAXED_SIMD_SHARED_TILES_WASM,
   RELAXED_SIMD_SHARED_WASM,
+  RELAXED_SIMD_TILES_WASM,
   RELAXED_SIMD_WASM,
+  SIMD_SHARED_TILES_WASM,
   SIMD_SHARED_WASM,
+  SIMD_TILES_WASM,
   SIMD_WASM,
 } from "./kernels_wasm.ts";
 import { Activation } from "../core/activation.ts";
 
 export { Activation };
 export type { Kernels };
+
+/**
+ * Bytes at the start of a kernel memory that belong to the kernels: the
+ * GEMM copies each 16 columns of op(B) into a fixed region there (one per
+ * thread slot), so its micro-kernel loads B from constant addresses, which
+ * V8 does not bounds-check (assembly/gemm.ts). Callers place their data
+ * from this offset on; `ArenaLayout` starts there.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { KERNEL_RESERVED_BYTES } from "./kernels.ts";
+ * assert.equal(KERNEL_RESERVED_BYTES, 65536);
+ * ```
+ */
+export const KERNEL_RESERVED_BYTES = 65536;
 
 /**
  * The two builds of the kernel module (each exists for an unshared and a
@@ -92,12 +115,33 @@ export function isSharedMemory(memory: WebAssembly.Memory): boolean {
  * ```
  */
 export function kernelModule(variant: KernelVariant, shared = false): WebAssembly.Module {
-  const key = `${variant}${shared ? "+shared" : ""}`;
+  const relaxed = variant === "relaxed-simd";
+  return compiled(
+    `${variant}${shared ? "+shared" : ""}`,
+    relaxed
+      ? (shared ? RELAXED_SIMD_SHARED_WASM : RELAXED_SIMD_WASM)
+      : (shared ? SIMD_SHARED_WASM : SIMD_WASM),
+  );
+}
+
+/**
+ * The GEMM tiles module the kernel module of `variant` imports ("tiles"):
+ * the generated 2x16 micro-kernel (scripts/gemm_tiles.ts), one copy per
+ * thread slot in the shared build.
+ */
+function tilesModule(variant: KernelVariant, shared: boolean): WebAssembly.Module {
+  const relaxed = variant === "relaxed-simd";
+  return compiled(
+    `${variant}${shared ? "+shared" : ""}+tiles`,
+    relaxed
+      ? (shared ? RELAXED_SIMD_SHARED_TILES_WASM : RELAXED_SIMD_TILES_WASM)
+      : (shared ? SIMD_SHARED_TILES_WASM : SIMD_TILES_WASM),
+  );
+}
+
+function compiled(key: string, text: string): WebAssembly.Module {
   let module = modules.get(key);
   if (module === undefined) {
-    const text = variant === "relaxed-simd"
-      ? (shared ? RELAXED_SIMD_SHARED_WASM : RELAXED_SIMD_WASM)
-      : (shared ? SIMD_SHARED_WASM : SIMD_WASM);
     module = new WebAssembly.Module(decodeBase64(text));
     modules.set(key, module);
   }
@@ -155,7 +199,9 @@ export function instantiateKernels(
   variant: KernelVariant = bestKernelVariant(),
 ): KernelInstance {
   const shared = isSharedMemory(memory);
-  const instance = new WebAssembly.Instance(kernelModule(variant, shared), { env: { memory } });
+  const env = { memory };
+  const tiles = new WebAssembly.Instance(tilesModule(variant, shared), { env }).exports;
+  const instance = new WebAssembly.Instance(kernelModule(variant, shared), { env, tiles });
   return { exports: instance.exports as unknown as Kernels, memory, variant, shared };
 }
 
@@ -210,14 +256,14 @@ export interface GemmOp {
  * @example C (2x2) = A (2x3) B (3x2), all row-major and packed
  * ```ts
  * import assert from "node:assert/strict";
- * import { instantiateKernels, runGemm } from "./kernels.ts";
- * const memory = new WebAssembly.Memory({ initial: 1 });
+ * import { instantiateKernels, KERNEL_RESERVED_BYTES as at, runGemm } from "./kernels.ts";
+ * const memory = new WebAssembly.Memory({ initial: 2 });
  * const { exports: k } = instantiateKernels(memory);
- * const f = new Float32Array(memory.buffer);
- * f.set([1, 2, 3, 4, 5, 6], 0); // A at byte 0
- * f.set([1, 0, 0, 1, 1, 1], 16); // B at byte 64
- * const op = { c: 128, ldc: 2, a: 0, lda: 3, transA: false, b: 64, ldb: 2, transB: false };
- * runGemm(k, { ...op, bias: 0, M: 2, K: 3, N: 2, accumulate: false, relu: false }, 256);
+ * const f = new Float32Array(memory.buffer, at);
+ * f.set([1, 2, 3, 4, 5, 6], 0); // A at byte `at`
+ * f.set([1, 0, 0, 1, 1, 1], 16); // B at byte at + 64
+ * const op = { c: at + 128, ldc: 2, a: at, lda: 3, transA: false, b: at + 64, ldb: 2 };
+ * runGemm(k, { ...op, transB: false, bias: 0, M: 2, K: 3, N: 2, accumulate: false, relu: false }, at + 256);
  * assert.deepEqual(Array.from(f.subarray(32, 36)), [4, 5, 10, 11]);
  * ```
  */

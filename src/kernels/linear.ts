@@ -15,20 +15,22 @@
  * @example A Linear with 2 inputs and 3 outputs over 2 rows
  * ```ts
  * import assert from "node:assert/strict";
- * import { instantiateKernels, runGemm } from "./kernels.ts";
+ * import { instantiateKernels, KERNEL_RESERVED_BYTES as at, runGemm } from "./kernels.ts";
  * import { linearForward } from "./linear.ts";
- * const memory = new WebAssembly.Memory({ initial: 1 });
+ * const memory = new WebAssembly.Memory({ initial: 2 });
  * const { exports: k } = instantiateKernels(memory);
- * const f = new Float32Array(memory.buffer);
- * f.set([1, 2, 3, 4], 0); // x [2, 2] at byte 0
- * f.set([1, 0, 0, 1, 1, 1], 16); // W [3, 2] at byte 64
- * f.set([10, 20, 30], 32); // bias at byte 128
- * const y = { at: 256, ld: 3 }, x = { at: 0, ld: 2 };
- * runGemm(k, linearForward(y, x, { at: 64, packed: false }, 128, 2, 2, 3, false), 1024);
+ * const f = new Float32Array(memory.buffer, at);
+ * f.set([1, 2, 3, 4], 0); // x [2, 2] at byte `at`
+ * f.set([1, 0, 0, 1, 1, 1], 16); // W [3, 2] at byte at + 64
+ * f.set([10, 20, 30], 32); // bias at byte at + 128
+ * const y = { at: at + 256, ld: 3 }, x = { at, ld: 2 };
+ * const w = { at: at + 64, packed: false };
+ * runGemm(k, linearForward(y, x, w, at + 128, 2, 2, 3, false), at + 1024);
  * assert.deepEqual(Array.from(f.subarray(64, 70)), [11, 22, 33, 13, 24, 37]);
  * // The same on W^T packed once:
- * k.gemmPackB(2048, 64, 2, 3, true);
- * runGemm(k, linearForward(y, x, { at: 2048, packed: true }, 128, 2, 2, 3, false), 1024);
+ * k.gemmPackB(at + 2048, at + 64, 2, 3, true);
+ * const packed = { at: at + 2048, packed: true };
+ * runGemm(k, linearForward(y, x, packed, at + 128, 2, 2, 3, false), at + 1024);
  * assert.deepEqual(Array.from(f.subarray(64, 70)), [11, 22, 33, 13, 24, 37]);
  * ```
  * @module

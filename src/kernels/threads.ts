@@ -183,9 +183,9 @@ export function shareOut(costs: readonly number[], threads: number, minimum: num
 }
 
 /**
- * Row ranges of a GEMM are multiples of this, a multiple of both tile
- * heights (5, and 4 in the shared-memory builds): only the last range of a
- * split has a partial tile.
+ * Row ranges of a GEMM are multiples of this, a multiple of the tile height
+ * (a row pair) and of a cache line of rows: only the last range of a split
+ * has a partial tile.
  */
 export const GEMM_ROW_GRAIN = 20;
 
@@ -538,6 +538,9 @@ export function runKernelWorker(
     string,
     (...args: number[]) => unknown
   >;
+  // Worker n runs the GEMM tiles on thread slot n + 1's scratch region (the
+  // arena's owner is slot 0): see `Kernels.setThreadSlot`.
+  k.setThreadSlot(init.slot + 1);
   const fns = init.kernels.map((name) => k[name]);
   const ctrl = new Int32Array(init.control);
   const job = new Float64Array(

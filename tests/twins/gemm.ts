@@ -52,7 +52,7 @@ export function gemmErrorScale(
 }
 
 /** The k-block of assembly/gemm.ts (KC): each block's chain starts from 0. */
-export const GEMM_KC = 256;
+export const GEMM_KC = 64;
 
 const f32Bits = new Float32Array(1);
 const u32Bits = new Uint32Array(f32Bits.buffer);
