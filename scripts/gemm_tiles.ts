@@ -150,44 +150,52 @@ function step(s: number, region: number, relaxed: boolean): string {
   return lines.join("\n");
 }
 
+/**
+ * Steps 0..kc-1 written out behind nested blocks: the `br_table` on `skip`
+ * lands before step `skip`, so a call runs steps skip..kc-1.
+ */
+function writtenOut(kc: number, stepOf: (s: number) => string): string {
+  const labels = Array.from({ length: kc }, (_, s) => `$s${s}`);
+  let steps = `(block $s0 (br_table ${labels.join(" ")} (local.get $skip)))`;
+  for (let s = 0; s < kc - 1; s++) steps = `(block $s${s + 1}\n${steps}\n${stepOf(s)})`;
+  return `${steps}\n${stepOf(kc - 1)}`;
+}
+
+/**
+ * The tile's epilogue, as `finishRow` in assembly/gemm.ts: acc (+ C when
+ * `flags & 1`) (+ bias) (ReLU when `flags & 2`), stored to row r's address
+ * `rowAddress(r)`, vector j at byte 16 j. Accumulators are `$c<r><j>`.
+ */
+function epilogue(rows: number, vectors: number, rowAddress: (r: number) => string): string {
+  const each = (f: (r: number, j: number) => string) => {
+    const out: string[] = [];
+    for (let r = 0; r < rows; r++) for (let j = 0; j < vectors; j++) out.push(f(r, j));
+    return out.join("\n");
+  };
+  const add = (r: number, j: number, from: string) =>
+    `(local.set $c${r}${j} (f32x4.add (local.get $c${r}${j}) (v128.load offset=${
+      16 * j
+    } ${from})))`;
+  return [
+    `(if (i32.and (local.get $flags) (i32.const 1)) (then\n${
+      each((r, j) => add(r, j, rowAddress(r)))
+    }))`,
+    `(if (local.get $bias) (then\n${each((r, j) => add(r, j, "(local.get $bias)"))}))`,
+    `(if (i32.and (local.get $flags) (i32.const 2)) (then\n${
+      each((r, j) =>
+        `(local.set $c${r}${j} (f32x4.max (local.get $c${r}${j}) (v128.const i32x4 0 0 0 0)))`
+      )
+    }))`,
+    each((r, j) => `(v128.store offset=${16 * j} ${rowAddress(r)} (local.get $c${r}${j}))`),
+  ].join("\n");
+}
+
 function tileFunction(slot: number, region: number, kc: number, options: TilesOptions): string {
   const accs: string[] = [];
   for (let r = 0; r < ROWS; r++) for (let j = 0; j < VECTORS; j++) accs.push(acc(r, j));
-  // Steps 0..kc-1 behind nested blocks: br_table on `skip` lands before step `skip`.
-  const labels = Array.from({ length: kc }, (_, s) => `$s${s}`);
-  let steps = `(block $s0 (br_table ${labels.join(" ")} (local.get $skip)))`;
-  for (let s = 0; s < kc - 1; s++) {
-    steps = `(block $s${s + 1}\n${steps}\n${step(s, region, options.relaxed)})`;
-  }
-  steps = `${steps}\n${step(kc - 1, region, options.relaxed)}`;
+  const steps = writtenOut(kc, (s) => step(s, region, options.relaxed));
   const rowAddress = (r: number) => (r === 0 ? "(local.get $c)" : "(local.get $c1)");
-  const each = (f: (r: number, j: number) => string) => {
-    const out: string[] = [];
-    for (let r = 0; r < ROWS; r++) for (let j = 0; j < VECTORS; j++) out.push(f(r, j));
-    return out.join("\n");
-  };
-  const finish = [
-    `(if (i32.and (local.get $flags) (i32.const 1)) (then\n${
-      each((r, j) =>
-        `(local.set ${acc(r, j)} (f32x4.add (local.get ${acc(r, j)}) (v128.load offset=${16 * j} ${
-          rowAddress(r)
-        })))`
-      )
-    }))`,
-    `(if (local.get $bias) (then\n${
-      each((r, j) =>
-        `(local.set ${acc(r, j)} (f32x4.add (local.get ${acc(r, j)}) (v128.load offset=${
-          16 * j
-        } (local.get $bias))))`
-      )
-    }))`,
-    `(if (i32.and (local.get $flags) (i32.const 2)) (then\n${
-      each((r, j) =>
-        `(local.set ${acc(r, j)} (f32x4.max (local.get ${acc(r, j)}) (v128.const i32x4 0 0 0 0)))`
-      )
-    }))`,
-    each((r, j) => `(v128.store offset=${16 * j} ${rowAddress(r)} (local.get ${acc(r, j)}))`),
-  ].join("\n");
+  const finish = epilogue(ROWS, VECTORS, rowAddress);
   return `(func $t${slot} (export "t${slot}")
  (param $c i32) (param $ldc i32) (param $pa i32) (param $paStride i32) (param $count i32)
  (param $skip i32) (param $bias i32) (param $flags i32)
@@ -269,38 +277,9 @@ function rowsFunction(rows: number, region: number, kc: number, options: TilesOp
     }
     return lines.join("\n");
   };
-  const labels = Array.from({ length: kc }, (_, s) => `$s${s}`);
-  let steps = `(block $s0 (br_table ${labels.join(" ")} (local.get $skip)))`;
-  for (let s = 0; s < kc - 1; s++) steps = `(block $s${s + 1}\n${steps}\n${stepOf(s)})`;
-  steps = `${steps}\n${stepOf(kc - 1)}`;
-  const each = (f: (r: number, j: number) => string) => {
-    const out: string[] = [];
-    for (let r = 0; r < rows; r++) for (let j = 0; j < vectors; j++) out.push(f(r, j));
-    return out.join("\n");
-  };
+  const steps = writtenOut(kc, stepOf);
   const row = (r: number) => `(i32.add (local.get $c) (i32.mul (local.get $ldc) (i32.const ${r})))`;
-  const finish = [
-    `(if (i32.and (local.get $flags) (i32.const 1)) (then\n${
-      each((r, j) =>
-        `(local.set $c${r}${j} (f32x4.add (local.get $c${r}${j}) (v128.load offset=${16 * j} ${
-          row(r)
-        })))`
-      )
-    }))`,
-    `(if (local.get $bias) (then\n${
-      each((r, j) =>
-        `(local.set $c${r}${j} (f32x4.add (local.get $c${r}${j}) (v128.load offset=${
-          16 * j
-        } (local.get $bias))))`
-      )
-    }))`,
-    `(if (i32.and (local.get $flags) (i32.const 2)) (then\n${
-      each((r, j) =>
-        `(local.set $c${r}${j} (f32x4.max (local.get $c${r}${j}) (v128.const i32x4 0 0 0 0)))`
-      )
-    }))`,
-    each((r, j) => `(v128.store offset=${16 * j} ${row(r)} (local.get $c${r}${j}))`),
-  ].join("\n");
+  const finish = epilogue(rows, vectors, row);
   return `(func $r${rows} (export "r${rows}")
  (param $c i32) (param $ldc i32) (param $pb i32) (param $panelBytes i32) (param $count i32)
  (param $skip i32) (param $bias i32) (param $flags i32)

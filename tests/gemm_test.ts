@@ -327,6 +327,41 @@ for (const build of BUILDS) {
     }
   });
 
+  test(`gemm ${variant}: the main tile runs from its thread slot's region in the reserved bytes`, () => {
+    // The generated 2x16 tile reads B's 16-column chunks from a fixed region
+    // per thread slot (1024 + 4096 x slot, KC = 64 rows of 16 floats): after a
+    // call, the region holds the last chunk of the last k-block.
+    const [M, K, N] = [20, 64, 32]; // 16 rows or more: the 2x16 tiles, not the few-rows kernels
+    const mem = memoryOf(build, 2);
+    const B = mem.f32(K * N, Array.from({ length: K * N }, (_, i) => i + 1));
+    const A = mem.f32(M * K), C = mem.f32(M * N);
+    const work = mem.alloc(mem.k.gemmWorkspaceBytes(K, N));
+    const memory = mem.instance.memory;
+    const region = (slot: number) => new Float32Array(memory.buffer, 1024 + 4096 * slot, K * 16);
+    const lastChunk = Array.from({ length: K * 16 }, (_, i) => {
+      const [k, j] = [Math.floor(i / 16), i % 16];
+      return k * N + 16 + j + 1; // B[k, 16 + j]
+    });
+    for (const slot of build.shared ? [0, 1, 7] : [0]) {
+      for (const s of [0, 1, 7]) region(s).fill(0);
+      const k = instantiateKernels(memory, build.variant).exports;
+      k.setThreadSlot(slot);
+      k.gemm(C.ptr, A.ptr, B.ptr, 0, work, M, K, N, K, N, N, false, false, false, false);
+      assert.deepEqual(Array.from(region(slot)), lastChunk, `slot ${slot}'s region`);
+      for (const other of [0, 1, 7].filter((s) => s !== slot)) {
+        assert.ok(region(other).every((v) => v === 0), `slot ${slot} wrote slot ${other}'s region`);
+      }
+    }
+    // An unshared build has one region, whatever slot it is told.
+    if (!build.shared) {
+      region(0).fill(0);
+      const k = instantiateKernels(memory, build.variant).exports;
+      k.setThreadSlot(3);
+      k.gemm(C.ptr, A.ptr, B.ptr, 0, work, M, K, N, K, N, N, false, false, false, false);
+      assert.deepEqual(Array.from(region(0)), lastChunk);
+    }
+  });
+
   test(`gemm ${variant}: an operand in the reserved first 64 KiB traps instead of being overwritten`, () => {
     const mem = memoryOf(build, 4);
     const A = mem.f32(4 * 16), B = mem.f32(16 * 16), C = mem.f32(4 * 16);
