@@ -210,9 +210,11 @@ export function gemmPackedBBytes(K: i32, N: i32): i32 {
  * Packs op(B) (K x N: B, or B^T when `transB`, B stored N x K) into
  * `packed` (`gemmPackedBBytes(K, N)` bytes) for `gemmPacked`: k-block
  * after k-block, each as 8-wide panels [panel][k][8], zero padded (N = 1:
- * the K floats of op(B) as they are).
+ * the K floats of op(B) as they are). Both lie past the kernels' reserved
+ * first 64 KiB, as for `gemm` (traps otherwise).
  */
 export function gemmPackB(packed: usize, b: usize, K: i32, N: i32, transB: bool): void {
+  checkReserved(packed, b, packed, packed);
   if (N == 1) {
     memory.copy(packed, b, <usize> K << 2);
     return;

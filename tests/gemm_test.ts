@@ -374,6 +374,8 @@ for (const build of BUILDS) {
       assert.throws(call(C.ptr, low, B.ptr, work), WebAssembly.RuntimeError, "A");
       assert.throws(call(C.ptr, A.ptr, low, work), WebAssembly.RuntimeError, "B");
       assert.throws(call(C.ptr, A.ptr, B.ptr, low), WebAssembly.RuntimeError, "work");
+      assert.throws(() => mem.k.gemmPackB(low, B.ptr, 16, 16, false), WebAssembly.RuntimeError);
+      assert.throws(() => mem.k.gemmPackB(work, low, 16, 16, false), WebAssembly.RuntimeError);
     }
   });
 
