@@ -18,7 +18,7 @@
 // coefficients are least-squares fits on Chebyshev nodes (numpy), checked in
 // f32 against exact values: tanh 1.5 ulp, erf 1.2e-7 abs.
 
-import { expNonPositiveVec, horner, loadPartial, storePartial } from "./simd";
+import { expNonPositiveVec, horner, loadPartial, relu, storePartial } from "./simd";
 
 const IDENTITY: i32 = 0;
 const RELU: i32 = 1;
@@ -222,12 +222,11 @@ function identitySpan(y: usize, x: usize, bias: usize, n: i32): void {
 }
 
 function reluSpan(y: usize, x: usize, bias: usize, n: i32): void {
-  const zero = f32x4.splat(0);
   let i = 0;
   for (; i + 4 <= n; i += 4) {
     const off = <usize>i << 2;
-    // f32x4.max propagates NaN and orders -0 below +0, like torch.relu.
-    v128.store(y + off, f32x4.max(biasedVec(x, bias, off), zero));
+    // f32x4.max(x, 0) in two instructions: NaN stays NaN, -0 becomes +0, like torch.relu.
+    v128.store(y + off, relu(biasedVec(x, bias, off)));
   }
   for (; i < n; i++) {
     const off = <usize>i << 2;

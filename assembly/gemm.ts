@@ -15,8 +15,9 @@
 // column panels [panel][k][8] (zero padded); `gemmPackB` packs a whole op(B)
 // once into the same panels, k-block after k-block, for `gemmPacked`, so
 // the model packs its weights once per optimizer step (training) or at load
-// (inference) instead of on every call. Per MC-row block, op(A) is packed
-// into row pairs [pair][k][2], whatever its transpose.
+// (inference) instead of on every call. The 2-row tiles read each of their
+// rows of op(A) k-contiguous: a row-major A (NN, NT) as it is stored, no
+// copy; an A^T (TN) packed per MC-row block into row pairs [pair][2][kc].
 //
 // The main tile is 2x16 and it is not written here: it lives in a generated
 // module (scripts/gemm_tiles.ts, imported as "tiles"), because Deno's V8 runs
@@ -39,7 +40,8 @@
 // generated few-rows kernels instead (slot 0): there A is copied to a fixed
 // region and B streams from its panels, since a 16-column copy of B would
 // serve a single tile. Whole GEMM, 15 MMoE shapes: 0.88-0.91 of peak
-// (0.81-0.85 before); the rest is packing A and the per-k-block epilogue.
+// (0.81-0.85 before); the rest is the region copies, packing A^T and the
+// per-k-block epilogue.
 //
 // N = 1 (a Linear to one output: the towers' last layer) skips the panels:
 // op(B) is then one contiguous vector of K floats however B is stored
@@ -58,7 +60,7 @@
 // any thread split equals the full call bit for bit. (N = 1 with row-major
 // A: the dot product above, the same in every row.)
 
-import { fma, hsum, loadPartial, storePartial } from "./simd";
+import { fma, hsum, loadPartial, relu as reluVec, storePartial } from "./simd";
 
 /** Width of a packed B panel: two f32x4. */
 const NR: i32 = 8;
@@ -114,28 +116,28 @@ function checkReserved(c: usize, a: usize, b: usize, work: usize): void {
 // tiles over slot's region; see there for the arguments.
 // @ts-ignore: decorator
 @external("tiles", "t0")
-declare function tiles0(c: usize, ldc: usize, pa: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+declare function tiles0(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 // @ts-ignore: decorator
 @external("tiles", "t1")
-declare function tiles1(c: usize, ldc: usize, pa: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+declare function tiles1(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 // @ts-ignore: decorator
 @external("tiles", "t2")
-declare function tiles2(c: usize, ldc: usize, pa: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+declare function tiles2(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 // @ts-ignore: decorator
 @external("tiles", "t3")
-declare function tiles3(c: usize, ldc: usize, pa: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+declare function tiles3(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 // @ts-ignore: decorator
 @external("tiles", "t4")
-declare function tiles4(c: usize, ldc: usize, pa: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+declare function tiles4(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 // @ts-ignore: decorator
 @external("tiles", "t5")
-declare function tiles5(c: usize, ldc: usize, pa: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+declare function tiles5(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 // @ts-ignore: decorator
 @external("tiles", "t6")
-declare function tiles6(c: usize, ldc: usize, pa: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+declare function tiles6(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 // @ts-ignore: decorator
 @external("tiles", "t7")
-declare function tiles7(c: usize, ldc: usize, pa: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+declare function tiles7(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 
 // The few-rows kernels r<rows> (scripts/gemm_tiles.ts): `count` steps of
 // full 8-wide panels from pb (two panels a step for r2, one for r3-r5), A
@@ -173,19 +175,19 @@ export function setThreadSlot(slot: i32): void {
  * Runs `count` generated 2x16 tiles on `slot`'s region (slot < REGION_SLOTS;
  * always slot 0 in an unshared build).
  */
-function sweep(slot: i32, c: usize, ldc: usize, pa: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void {
+function sweep(slot: i32, c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void {
   if (!ASC_FEATURE_THREADS) {
-    tiles0(c, ldc, pa, paStride, count, skip, bias, flags);
+    tiles0(c, ldc, pa, aRow, paStride, count, skip, bias, flags);
   } else {
     switch (slot) {
-    case 0: tiles0(c, ldc, pa, paStride, count, skip, bias, flags); break;
-    case 1: tiles1(c, ldc, pa, paStride, count, skip, bias, flags); break;
-    case 2: tiles2(c, ldc, pa, paStride, count, skip, bias, flags); break;
-    case 3: tiles3(c, ldc, pa, paStride, count, skip, bias, flags); break;
-    case 4: tiles4(c, ldc, pa, paStride, count, skip, bias, flags); break;
-    case 5: tiles5(c, ldc, pa, paStride, count, skip, bias, flags); break;
-    case 6: tiles6(c, ldc, pa, paStride, count, skip, bias, flags); break;
-    default: tiles7(c, ldc, pa, paStride, count, skip, bias, flags); break;
+    case 0: tiles0(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    case 1: tiles1(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    case 2: tiles2(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    case 3: tiles3(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    case 4: tiles4(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    case 5: tiles5(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    case 6: tiles6(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    default: tiles7(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
     }
   }
 }
@@ -378,7 +380,6 @@ function gemmBlock(
   const ldc = <usize> ldcFloats << 2;
   const panelCount = (N + NR - 1) / NR;
   const panelBytes = (<usize> kc * NR) << 2;
-  const pairStride = (<usize> kc * MR) << 2;
   const biasOn: usize = last ? bias : 0;
   const reluOn = last && relu;
   const flags = (loadC ? 1 : 0) | (reluOn ? 2 : 0);
@@ -391,7 +392,19 @@ function gemmBlock(
   const region = <usize> (REGION_BASE + slot * REGION_STRIDE) + ((<usize> skip << 6));
   {
     const pairs = mc >> 1;
-    packA(packedA, a, i0, mc, k0, kc, lda, transA);
+    // A tile reads its two rows of op(A) (k contiguous) at `aPairs + t *
+    // pairStride` and `aRow` bytes further: A itself when it is not
+    // transposed, a packed copy [pair][2][kc] of A^T's block otherwise.
+    let aPairs: usize, aRow: usize;
+    if (transA) {
+      packA(packedA, a, i0, mc, k0, kc, lda);
+      aPairs = packedA;
+      aRow = <usize> kc << 2;
+    } else {
+      aPairs = a + ((<usize> i0 * <usize> lda + <usize> k0) << 2);
+      aRow = <usize> lda << 2;
+    }
+    const pairStride = aRow << 1;
     const cBlock = c + <usize> i0 * ldc;
     if (pairs > 0) {
       for (let q = 0; q < chunks; q++) {
@@ -400,10 +413,10 @@ function gemmBlock(
         const bp: usize = biasOn != 0 ? biasOn + (<usize> q << 6) : 0;
         if (generated) {
           copyChunk(region, pb, panelBytes, kc);
-          sweep(slot, cp, ldc, packedA, pairStride, pairs, skip, bp, flags);
+          sweep(slot, cp, ldc, aPairs, aRow, pairStride, pairs, skip, bp, flags);
         } else {
           for (let t = 0; t < pairs; t++) {
-            tile2x16(cp + <usize> t * (ldc << 1), ldc, packedA + <usize> t * pairStride, pb, panelBytes, kc, 16, bp, loadC, reluOn);
+            tile2x16(cp + <usize> t * (ldc << 1), ldc, aPairs + <usize> t * pairStride, aRow, pb, panelBytes, kc, 16, bp, loadC, reluOn);
           }
         }
       }
@@ -414,18 +427,18 @@ function gemmBlock(
         const bp: usize = biasOn != 0 ? biasOn + (<usize> p << 5) : 0;
         for (let t = 0; t < pairs; t++) {
           const ct = cp + <usize> t * (ldc << 1);
-          const at = packedA + <usize> t * pairStride;
+          const at = aPairs + <usize> t * pairStride;
           if (tailCols > NR) {
-            tile2x16(ct, ldc, at, pb, panelBytes, kc, tailCols, bp, loadC, reluOn);
+            tile2x16(ct, ldc, at, aRow, pb, panelBytes, kc, tailCols, bp, loadC, reluOn);
           } else {
-            tile2x8(ct, ldc, at, pb, kc, tailCols, bp, loadC, reluOn);
+            tile2x8(ct, ldc, at, aRow, pb, kc, tailCols, bp, loadC, reluOn);
           }
         }
       }
     }
     if (mc & 1) {
       const cRest = cBlock + <usize> (pairs << 1) * ldc;
-      const aRest = packedA + <usize> pairs * pairStride;
+      const aRest = aPairs + <usize> pairs * pairStride;
       lastRow(cRest, aRest, panels, panelBytes, panelCount, N, kc, biasOn, loadC, reluOn);
     }
   }
@@ -638,86 +651,67 @@ function transpose4x4(dst: usize, dstStride: usize, src: usize, srcStride: usize
 }
 
 /**
- * Packs op(A)[i0 : i0+mc, k0 : k0+kc] into row-pair panels [pair][k][2]
- * and, for an odd mc, one [k] panel for the last row.
+ * Packs op(A)[i0 : i0+mc, k0 : k0+kc] of a transposed A (stored K x lda)
+ * at `dst` for the 2-row tiles: row pairs [pair][2][kc] (each row k
+ * contiguous, as a row-major A's rows are already), then the last odd
+ * row [kc]. Four k and four rows at a time: a 4x4 transpose in registers.
  */
-function packA(dst: usize, a: usize, i0: i32, mc: i32, k0: i32, kc: i32, lda: i32, transA: bool): void {
+function packA(dst: usize, a: usize, i0: i32, mc: i32, k0: i32, kc: i32, lda: i32): void {
   const pairs = mc >> 1;
-  const pairStride = (<usize> kc * MR) << 2;
-  const restPanel = dst + <usize> pairs * pairStride;
-  if (!transA) {
-    // A is M x lda, rows contiguous in k: 4 k of both rows at a time, interleaved.
-    const rowStride = <usize> lda << 2;
-    for (let t = 0; t < pairs; t++) {
-      const src = a + ((<usize> (i0 + t * MR) * <usize> lda + <usize> k0) << 2);
-      const panel = dst + <usize> t * pairStride;
-      let k = 0;
-      for (; k + 4 <= kc; k += 4) {
-        const s = src + (<usize> k << 2);
-        const r0 = v128.load(s);
-        const r1 = v128.load(s + rowStride);
-        const out = panel + (<usize> k << 3);
-        v128.store(out, i32x4.shuffle(r0, r1, 0, 4, 1, 5));
-        v128.store(out, i32x4.shuffle(r0, r1, 2, 6, 3, 7), 16);
+  const rowBytes = <usize> kc << 2;
+  const pairStride = rowBytes << 1;
+  const restRow = dst + <usize> pairs * pairStride;
+  const kStride = <usize> lda << 2;
+  let k = 0;
+  for (; k + 4 <= kc; k += 4) {
+    const src = a + ((<usize> (k0 + k) * <usize> lda + <usize> i0) << 2);
+    let out = dst + (<usize> k << 2);
+    let t = 0;
+    for (; t + 2 <= pairs; t += 2) {
+      // v<j>: rows 2t .. 2t+3 at k + j; w<r>: row 2t + r at k .. k+3.
+      const s = src + (<usize> t << 3);
+      const v0 = v128.load(s);
+      const v1 = v128.load(s + kStride);
+      const v2 = v128.load(s + kStride * 2);
+      const v3 = v128.load(s + kStride * 3);
+      const t0 = i32x4.shuffle(v0, v1, 0, 4, 1, 5);
+      const t1 = i32x4.shuffle(v2, v3, 0, 4, 1, 5);
+      const t2 = i32x4.shuffle(v0, v1, 2, 6, 3, 7);
+      const t3 = i32x4.shuffle(v2, v3, 2, 6, 3, 7);
+      v128.store(out, i32x4.shuffle(t0, t1, 0, 1, 4, 5));
+      v128.store(out + rowBytes, i32x4.shuffle(t0, t1, 2, 3, 6, 7));
+      v128.store(out + pairStride, i32x4.shuffle(t2, t3, 0, 1, 4, 5));
+      v128.store(out + pairStride + rowBytes, i32x4.shuffle(t2, t3, 2, 3, 6, 7));
+      out += pairStride << 1;
+    }
+    for (; t < pairs; t++) {
+      const s = src + (<usize> t << 3);
+      for (let j = 0; j < 4; j++) {
+        const from = s + kStride * <usize> j;
+        store<f32>(out + (<usize> j << 2), load<f32>(from));
+        store<f32>(out + rowBytes + (<usize> j << 2), load<f32>(from, 4));
       }
-      for (; k < kc; k++) {
-        const out = panel + (<usize> k << 3);
-        store<f32>(out, load<f32>(src + (<usize> k << 2)));
-        store<f32>(out, load<f32>(src + rowStride + (<usize> k << 2)), 4);
-      }
+      out += pairStride;
     }
     if (mc & 1) {
-      const src = a + ((<usize> (i0 + pairs * MR) * <usize> lda + <usize> k0) << 2);
-      memory.copy(restPanel, src, <usize> kc << 2);
+      const s = src + (<usize> pairs << 3);
+      const r = restRow + (<usize> k << 2);
+      store<f32>(r, load<f32>(s));
+      store<f32>(r, load<f32>(s + kStride), 4);
+      store<f32>(r, load<f32>(s + kStride * 2), 8);
+      store<f32>(r, load<f32>(s + kStride * 3), 12);
     }
-  } else {
-    // A is K x lda: op(A)'s rows are contiguous at each k. Four k at a
-    // time, two pairs (four rows, one v128 per k) at a time: each pair's
-    // four k are one contiguous 32-byte run of its panel.
-    const kStride = <usize> lda << 2;
-    let k = 0;
-    for (; k + 4 <= kc; k += 4) {
-      const src = a + ((<usize> (k0 + k) * <usize> lda + <usize> i0) << 2);
-      let out = dst + (<usize> k << 3);
-      let t = 0;
-      for (; t + 2 <= pairs; t += 2) {
-        const s = src + (<usize> t << 3);
-        const v0 = v128.load(s);
-        const v1 = v128.load(s + kStride);
-        const v2 = v128.load(s + kStride * 2);
-        const v3 = v128.load(s + kStride * 3);
-        v128.store(out, i32x4.shuffle(v0, v1, 0, 1, 4, 5));
-        v128.store(out, i32x4.shuffle(v2, v3, 0, 1, 4, 5), 16);
-        v128.store(out + pairStride, i32x4.shuffle(v0, v1, 2, 3, 6, 7));
-        v128.store(out + pairStride, i32x4.shuffle(v2, v3, 2, 3, 6, 7), 16);
-        out += pairStride << 1;
-      }
-      if (t < pairs) {
-        const s = src + (<usize> t << 3);
-        store<u64>(out, load<u64>(s));
-        store<u64>(out, load<u64>(s + kStride), 8);
-        store<u64>(out, load<u64>(s + kStride * 2), 16);
-        store<u64>(out, load<u64>(s + kStride * 3), 24);
-      }
-      if (mc & 1) {
-        const s = src + (<usize> pairs << 3);
-        const r = restPanel + (<usize> k << 2);
-        store<f32>(r, load<f32>(s));
-        store<f32>(r, load<f32>(s + kStride), 4);
-        store<f32>(r, load<f32>(s + kStride * 2), 8);
-        store<f32>(r, load<f32>(s + kStride * 3), 12);
-      }
+  }
+  for (; k < kc; k++) {
+    let from = a + ((<usize> (k0 + k) * <usize> lda + <usize> i0) << 2);
+    let out = dst + (<usize> k << 2);
+    for (let t = 0; t < pairs; t++) {
+      store<f32>(out, load<f32>(from));
+      store<f32>(out + rowBytes, load<f32>(from, 4));
+      out += pairStride;
+      from += 8;
     }
-    for (; k < kc; k++) {
-      let from = a + ((<usize> (k0 + k) * <usize> lda + <usize> i0) << 2);
-      let out = dst + (<usize> k << 3);
-      for (let t = 0; t < pairs; t++) {
-        store<u64>(out, load<u64>(from));
-        out += pairStride;
-        from += 8;
-      }
-      if (mc & 1) store<f32>(restPanel + (<usize> k << 2), load<f32>(from));
-    }
+    if (mc & 1) store<f32>(restRow + (<usize> k << 2), load<f32>(from));
   }
 }
 
@@ -745,8 +739,8 @@ function finishRow(
       hi = f32x4.add(hi, v128.load(bias, 16));
     }
     if (relu) {
-      lo = f32x4.max(lo, f32x4.splat(0));
-      hi = f32x4.max(hi, f32x4.splat(0));
+      lo = reluVec(lo);
+      hi = reluVec(hi);
     }
     v128.store(cp, lo);
     v128.store(cp, hi, 16);
@@ -762,8 +756,8 @@ function finishRow(
       hi = f32x4.add(hi, loadPartial(bias + 16, hiCount));
     }
     if (relu) {
-      lo = f32x4.max(lo, f32x4.splat(0));
-      hi = f32x4.max(hi, f32x4.splat(0));
+      lo = reluVec(lo);
+      hi = reluVec(hi);
     }
     if (loCount == 4) {
       v128.store(cp, lo);
@@ -775,13 +769,14 @@ function finishRow(
 }
 
 /**
- * 2x16 tile over a packed A panel [k][2] and two adjacent B panels (b and
+ * 2x16 tile over two rows of op(A) (k contiguous, at a and a + aRow) and two adjacent B panels (b and
  * b + panelBytes); `cols` (9-16) of the 16 columns stored.
  */
 function tile2x16(
   c: usize,
   ldc: usize,
   a: usize,
+  aRow: usize,
   b: usize,
   panelBytes: usize,
   kc: i32,
@@ -795,7 +790,7 @@ function tile2x16(
   const end = b + ((<usize> kc * NR) << 2);
   while (b < end) {
     const a0 = v128.load32_splat(a);
-    const a1 = v128.load32_splat(a, 4);
+    const a1 = v128.load32_splat(a + aRow);
     let bv = v128.load(b);
     c00 = fma(a0, bv, c00);
     c10 = fma(a1, bv, c10);
@@ -808,7 +803,7 @@ function tile2x16(
     bv = v128.load(b + panelBytes, 16);
     c03 = fma(a0, bv, c03);
     c13 = fma(a1, bv, c13);
-    a += 8;
+    a += 4;
     b += NR << 2;
   }
   const bias1: usize = bias != 0 ? bias + 32 : 0;
@@ -818,11 +813,12 @@ function tile2x16(
   finishRow(c + ldc + 32, c12, c13, cols - NR, bias1, loadC, relu);
 }
 
-/** 2x8 tile (the last, single panel of a 2-row remainder). */
+/** 2x8 tile (the last, single panel of a 2-row remainder); A rows as for tile2x16. */
 function tile2x8(
   c: usize,
   ldc: usize,
   a: usize,
+  aRow: usize,
   b: usize,
   kc: i32,
   cols: i32,
@@ -839,10 +835,10 @@ function tile2x8(
     let av = v128.load32_splat(a);
     c00 = fma(av, b0, c00);
     c01 = fma(av, b1, c01);
-    av = v128.load32_splat(a, 4);
+    av = v128.load32_splat(a + aRow);
     c10 = fma(av, b0, c10);
     c11 = fma(av, b1, c11);
-    a += 8;
+    a += 4;
     b += NR << 2;
   }
   finishRow(c, c00, c01, cols, bias, loadC, relu);
@@ -1070,7 +1066,7 @@ function columnRows(
       out = k0 == 0 && !accumulate ? acc : f32x4.add(acc, out);
     }
     if (hasBias) out = f32x4.add(out, f32x4.splat(bias));
-    if (relu) out = f32x4.max(out, f32x4.splat(0));
+    if (relu) out = reluVec(out);
     if (ldc != 1) {
       storeStrided(cp, cStride, out, lanes);
     } else if (lanes == 4) {

@@ -16,6 +16,19 @@ export function fma(a: v128, b: v128, c: v128): v128 {
   }
 }
 
+/**
+ * ReLU on four lanes, exactly f32x4.max(x, 0) (NaN stays NaN, -0 becomes
+ * +0, like torch.relu): pmax(x, 0) is `x < 0 ? 0 : x` (one maxps; keeps
+ * NaN and -0) and + 0 turns -0 into +0 without changing anything else. V8
+ * lowers f32x4.max to ~8 instructions for its NaN and signed-zero rules;
+ * these are two.
+ */
+// @ts-ignore: decorator
+@inline
+export function relu(x: v128): v128 {
+  return f32x4.add(f32x4.pmax(x, f32x4.splat(0)), f32x4.splat(0));
+}
+
 /** Loads `count` (0..3) f32 from `ptr` into the low lanes, zero elsewhere. */
 // @ts-ignore: decorator
 @inline

@@ -17,9 +17,10 @@
  * constant loads and nests the FMA chains into one expression per
  * accumulator (spilling everything), so the text below is assembled as is.
  *
- * A call runs `count` 2x16 tiles down one region: tile t reads its packed A
- * pair panel (`pa + t * paStride`, [k][2] floats) and writes C rows 2t and
- * 2t+1, 16 columns from `c`. A k-block shorter than KC enters the written-out
+ * A call runs `count` 2x16 tiles down one region: tile t reads its two
+ * rows of op(A), k contiguous, at `pa + t * paStride` and `aRow` bytes
+ * after it (a packed pair panel [2][kc], or A itself when it is not
+ * transposed: no copy) and writes C rows 2t and 2t+1, 16 columns from `c`. A k-block shorter than KC enters the written-out
  * loop part way (`skip` = KC - kc steps, a `br_table`), with B copied into
  * the region's last kc rows, so every chain is acc = fma(a, b, acc) over k
  * ascending from 0, as in every other GEMM tile. Then (+ C when `flags & 1`,
@@ -131,11 +132,11 @@ function fma(relaxed: boolean, a: string, b: string, c: string): string {
   return relaxed ? `(f32x4.relaxed_madd ${a} ${b} ${c})` : `(f32x4.add (f32x4.mul ${a} ${b}) ${c})`;
 }
 
-/** One k step s: two broadcasts of A (checked), four loads of B (constant addresses). */
+/** One k step s: two broadcasts of A (checked, one per row), four loads of B (constant addresses). */
 function step(s: number, region: number, relaxed: boolean): string {
   const lines = [
-    `(local.set $a0 (v128.load32_splat offset=${8 * s} (local.get $p)))`,
-    `(local.set $a1 (v128.load32_splat offset=${8 * s + 4} (local.get $p)))`,
+    `(local.set $a0 (v128.load32_splat offset=${4 * s} (local.get $p)))`,
+    `(local.set $a1 (v128.load32_splat offset=${4 * s} (local.get $p1)))`,
   ];
   for (let j = 0; j < VECTORS; j++) {
     lines.push(`(local.set $b (v128.load offset=${region + 64 * s + 16 * j} (i32.const 0)))`);
@@ -162,6 +163,19 @@ function writtenOut(kc: number, stepOf: (s: number) => string): string {
 }
 
 /**
+ * ReLU as f32x4.max(x, 0) computes it (NaN stays NaN, -0 becomes +0) in two
+ * single instructions: pmax(x, 0) is `x < 0 ? 0 : x` (one maxps; keeps NaN
+ * and -0), and adding +0 turns -0 into +0 and changes nothing else. V8
+ * lowers f32x4.max itself to ~8 instructions (its NaN and signed-zero
+ * rules), which cost the 2x16 tile's epilogue 2-5% of a forward GEMM.
+ * `relu` in assembly/simd.ts is the same two operations.
+ */
+function relu(x: string): string {
+  const zero = "(v128.const i32x4 0 0 0 0)";
+  return `(f32x4.add (f32x4.pmax ${x} ${zero}) ${zero})`;
+}
+
+/**
  * The tile's epilogue, as `finishRow` in assembly/gemm.ts: acc (+ C when
  * `flags & 1`) (+ bias) (ReLU when `flags & 2`), stored to row r's address
  * `rowAddress(r)`, vector j at byte 16 j. Accumulators are `$c<r><j>`.
@@ -182,9 +196,7 @@ function epilogue(rows: number, vectors: number, rowAddress: (r: number) => stri
     }))`,
     `(if (local.get $bias) (then\n${each((r, j) => add(r, j, "(local.get $bias)"))}))`,
     `(if (i32.and (local.get $flags) (i32.const 2)) (then\n${
-      each((r, j) =>
-        `(local.set $c${r}${j} (f32x4.max (local.get $c${r}${j}) (v128.const i32x4 0 0 0 0)))`
-      )
+      each((r, j) => `(local.set $c${r}${j} ${relu(`(local.get $c${r}${j})`)})`)
     }))`,
     each((r, j) => `(v128.store offset=${16 * j} ${rowAddress(r)} (local.get $c${r}${j}))`),
   ].join("\n");
@@ -197,13 +209,14 @@ function tileFunction(slot: number, region: number, kc: number, options: TilesOp
   const rowAddress = (r: number) => (r === 0 ? "(local.get $c)" : "(local.get $c1)");
   const finish = epilogue(ROWS, VECTORS, rowAddress);
   return `(func $t${slot} (export "t${slot}")
- (param $c i32) (param $ldc i32) (param $pa i32) (param $paStride i32) (param $count i32)
- (param $skip i32) (param $bias i32) (param $flags i32)
- (local $p i32) (local $c1 i32) (local $a0 v128) (local $a1 v128) (local $b v128)
+ (param $c i32) (param $ldc i32) (param $pa i32) (param $aRow i32) (param $paStride i32)
+ (param $count i32) (param $skip i32) (param $bias i32) (param $flags i32)
+ (local $p i32) (local $p1 i32) (local $c1 i32) (local $a0 v128) (local $a1 v128) (local $b v128)
  ${accs.map((a) => `(local ${a} v128)`).join(" ")}
- (local.set $p (i32.sub (local.get $pa) (i32.shl (local.get $skip) (i32.const 3))))
+ (local.set $p (i32.sub (local.get $pa) (i32.shl (local.get $skip) (i32.const 2))))
  (block $done (loop $tile
   (br_if $done (i32.le_s (local.get $count) (i32.const 0)))
+  (local.set $p1 (i32.add (local.get $p) (local.get $aRow)))
   ${accs.map((a) => `(local.set ${a} (v128.const i32x4 0 0 0 0))`).join("\n")}
   ${steps}
   (local.set $c1 (i32.add (local.get $c) (local.get $ldc)))

@@ -111,6 +111,22 @@ for (const variant of VARIANTS) {
     });
   }
 
+  test(`biasActivation ${variant}: ReLU keeps NaN and turns -0 into +0 (vector and scalar lanes)`, () => {
+    const mem = new TestMemory(variant, 1);
+    // 7 values: one f32x4 step and 3 scalar ones, each with NaN and -0.
+    const values = [NaN, -0, 0, -2, -0, NaN, 3];
+    const x = mem.f32(values.length, values), y = mem.f32(values.length);
+    mem.k.biasActivation(y.ptr, x.ptr, 0, 1, values.length, Activation.relu, SLOPE);
+    const expected = [NaN, 0, 0, 0, 0, NaN, 3];
+    expected.forEach((want, i) => {
+      const got = y.view[i];
+      assert.ok(
+        Object.is(got, want),
+        `relu(${Object.is(values[i], -0) ? "-0" : values[i]}) = ${got}`,
+      );
+    });
+  });
+
   test(`biasActivation ${variant}: |x| = 100, 1e4 and 3e38 stay finite and saturate`, () => {
     const mem = new TestMemory(variant, 1);
     const n = EXTREMES.length;

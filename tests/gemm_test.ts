@@ -286,6 +286,38 @@ for (const build of BUILDS) {
     });
   }
 
+  // ReLU is f32x4.max(x, 0) in two instructions (assembly/simd.ts `relu`,
+  // scripts/gemm_tiles.ts): NaN must stay NaN and -0 become +0 in every
+  // tile. A row of tiny negative products gives -0 in the relaxed builds
+  // (fma rounds -1e-60 + 0 to -0; mul then add gives +0).
+  test(`gemm ${variant}: ReLU keeps NaN and turns -0 into +0 in every tile`, () => {
+    const fused = FUSED.get(build.name)!;
+    for (const [M, K, N] of [[1, 3, 40], [3, 5, 20], [41, 5, 40], [200, 70, 33]]) {
+      for (const [transA, transB] of TRANSPOSES) {
+        const nanRow = (i: number) => i % 3 === 1;
+        const a = new Float32Array(M * K).fill(-1e-30), b = new Float32Array(K * N).fill(1e-30);
+        for (let i = 0; i < M; i++) if (nanRow(i)) a[transA ? i : i * K] = NaN;
+        const ops = { a, b, c0: new Float32Array(M * N), bias: new Float32Array(N) };
+        const call = { transA, transB, accumulate: false, bias: false };
+        const name = label(build, [M, K, N], { ...call, relu: true });
+        const on = runBoth(build, [M, K, N], ops, { ...call, relu: true });
+        const off = runBoth(build, [M, K, N], ops, { ...call, relu: false });
+        for (let e = 0; e < M * N; e++) {
+          const nan = nanRow(Math.floor(e / N));
+          for (const got of [on.perCall[e], on.packed[e]]) {
+            if (nan ? !Number.isNaN(got) : !Object.is(got, 0)) {
+              assert.fail(`${name}: C[${e}] = ${Object.is(got, -0) ? "-0" : got} after ReLU`);
+            }
+          }
+          // Without ReLU the same product is -0 where the FMA is fused: the case is real.
+          if (!nan && !Object.is(off.perCall[e], fused ? -0 : 0)) {
+            assert.fail(`${name}: C[${e}] = ${off.perCall[e]} without ReLU`);
+          }
+        }
+      }
+    }
+  });
+
   test(`gemm ${variant}: serving shapes (1-10 rows x 256 x 1536, NT, pre-packed) match the chain twin`, () => {
     for (const M of [1, 2, 3, 4, 10]) {
       checkExact(build, [M, 256, 1536], {
