@@ -82,6 +82,11 @@ const SHAPES: [number, number, number][] = [
   [193, 70, 33],
   [385, 16, 16],
   [40, 257, 48],
+  // Even rows past the few-rows kernels, whole 16-column chunks only.
+  [16, 5, 16],
+  [64, 300, 32],
+  [386, 70, 64],
+  [200, 1030, 48],
   // N = 1: a dot product per row (row-major A), four rows as lanes (A^T).
   [8, 4, 1],
   [9, 7, 1],
