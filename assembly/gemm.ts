@@ -35,7 +35,7 @@
 // tile per thread slot (REGION_SLOTS), each with its own region;
 // `setThreadSlot` tells an instance its slot. A slot past the last region,
 // the columns after the last full 16 and the last odd row run the
-// AssemblyScript tiles below (2x16, 2x8, 1x32, 1x8: dynamic loads, same
+// AssemblyScript tiles below (2x16, 4x8, 2x8, 1x32, 1x8: dynamic loads, same
 // arithmetic). A call with 2-15 rows (serving a few candidates) runs the
 // generated few-rows kernels instead (slot 0): there A is copied to a fixed
 // region and B streams from its panels, since a 16-column copy of B would
@@ -425,7 +425,15 @@ function gemmBlock(
         const pb = panels + <usize> p * panelBytes;
         const cp = cBlock + (<usize> p << 5);
         const bp: usize = biasOn != 0 ? biasOn + (<usize> p << 5) : 0;
-        for (let t = 0; t < pairs; t++) {
+        let t = 0;
+        if (tailCols <= NR) {
+          // One panel: two pairs at a time (8 chains, as the 2x16 tiles run).
+          for (; t + 2 <= pairs; t += 2) {
+            const ct = cp + <usize> t * (ldc << 1);
+            tile4x8(ct, ldc, aPairs + <usize> t * pairStride, aRow, pairStride, pb, kc, tailCols, bp, loadC, reluOn);
+          }
+        }
+        for (; t < pairs; t++) {
           const ct = cp + <usize> t * (ldc << 1);
           const at = aPairs + <usize> t * pairStride;
           if (tailCols > NR) {
@@ -814,6 +822,52 @@ function tile2x16(
   finishRow(c + 32, c02, c03, cols - NR, bias1, loadC, relu);
   finishRow(c + ldc, c10, c11, NR, bias, loadC, relu);
   finishRow(c + ldc + 32, c12, c13, cols - NR, bias1, loadC, relu);
+}
+
+/**
+ * 4x8 tile (a last, single panel: the gates' N <= 8): two row pairs, the
+ * second `pairStride` after the first, each as for tile2x16.
+ */
+function tile4x8(
+  c: usize,
+  ldc: usize,
+  a: usize,
+  aRow: usize,
+  pairStride: usize,
+  b: usize,
+  kc: i32,
+  cols: i32,
+  bias: usize,
+  loadC: bool,
+  relu: bool,
+): void {
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0), c10 = f32x4.splat(0), c11 = f32x4.splat(0);
+  let c20 = f32x4.splat(0), c21 = f32x4.splat(0), c30 = f32x4.splat(0), c31 = f32x4.splat(0);
+  const a2 = a + pairStride;
+  const end = b + ((<usize> kc * NR) << 2);
+  let k: usize = 0;
+  while (b < end) {
+    const b0 = v128.load(b);
+    const b1 = v128.load(b, 16);
+    let av = v128.load32_splat(a + k);
+    c00 = fma(av, b0, c00);
+    c01 = fma(av, b1, c01);
+    av = v128.load32_splat(a + aRow + k);
+    c10 = fma(av, b0, c10);
+    c11 = fma(av, b1, c11);
+    av = v128.load32_splat(a2 + k);
+    c20 = fma(av, b0, c20);
+    c21 = fma(av, b1, c21);
+    av = v128.load32_splat(a2 + aRow + k);
+    c30 = fma(av, b0, c30);
+    c31 = fma(av, b1, c31);
+    k += 4;
+    b += NR << 2;
+  }
+  finishRow(c, c00, c01, cols, bias, loadC, relu);
+  finishRow(c + ldc, c10, c11, cols, bias, loadC, relu);
+  finishRow(c + ldc * 2, c20, c21, cols, bias, loadC, relu);
+  finishRow(c + ldc * 3, c30, c31, cols, bias, loadC, relu);
 }
 
 /** 2x8 tile (the last, single panel of a 2-row remainder); A rows as for tile2x16. */

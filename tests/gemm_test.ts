@@ -25,7 +25,8 @@ const memoryOf = (build: Build, megabytes: number) =>
 // Tile edges (assembly/gemm.ts): the main tile is a row pair by 16 columns
 // (two 8-wide B panels), run by the generated tiles module over a copy of
 // the panels in a fixed region; columns past the last full 16 run 2x16 or
-// 2x8 tiles, the last of an odd row count 1x32 and 1x8 tiles. k runs in
+// 2x8 tiles (4x8 for two pairs at once when 8 or fewer are left), the
+// last of an odd row count 1x32 and 1x8 tiles. k runs in
 // blocks of 64 (KC: a shorter block enters the written-out loop part way),
 // 256 at a time (KS), rows in blocks of 192 (MC). N = 1 runs 8 rows
 // (row-major A) or 4 (A^T) at a time.
