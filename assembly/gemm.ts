@@ -679,20 +679,8 @@ function packA(dst: usize, a: usize, i0: i32, mc: i32, k0: i32, kc: i32, lda: i3
     let out = dst + (<usize> k << 2);
     let t = 0;
     for (; t + 2 <= pairs; t += 2) {
-      // v<j>: rows 2t .. 2t+3 at k + j; w<r>: row 2t + r at k .. k+3.
-      const s = src + (<usize> t << 3);
-      const v0 = v128.load(s);
-      const v1 = v128.load(s + kStride);
-      const v2 = v128.load(s + kStride * 2);
-      const v3 = v128.load(s + kStride * 3);
-      const t0 = i32x4.shuffle(v0, v1, 0, 4, 1, 5);
-      const t1 = i32x4.shuffle(v2, v3, 0, 4, 1, 5);
-      const t2 = i32x4.shuffle(v0, v1, 2, 6, 3, 7);
-      const t3 = i32x4.shuffle(v2, v3, 2, 6, 3, 7);
-      v128.store(out, i32x4.shuffle(t0, t1, 0, 1, 4, 5));
-      v128.store(out + rowBytes, i32x4.shuffle(t0, t1, 2, 3, 6, 7));
-      v128.store(out + pairStride, i32x4.shuffle(t2, t3, 0, 1, 4, 5));
-      v128.store(out + pairStride + rowBytes, i32x4.shuffle(t2, t3, 2, 3, 6, 7));
+      // Rows 2t .. 2t+3 at k .. k+3: the two pairs' four packed rows lie rowBytes apart.
+      transpose4x4(out, rowBytes, src + (<usize> t << 3), kStride);
       out += pairStride << 1;
     }
     for (; t < pairs; t++) {

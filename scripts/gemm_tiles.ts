@@ -19,11 +19,12 @@
  *
  * A call runs `count` 2x16 tiles down one region: tile t reads its two
  * rows of op(A), k contiguous, at `pa + t * paStride` and `aRow` bytes
- * after it (a packed pair panel [2][kc], or A itself when it is not
- * transposed: no copy) and writes C rows 2t and 2t+1, 16 columns from `c`. A k-block shorter than KC enters the written-out
- * loop part way (`skip` = KC - kc steps, a `br_table`), with B copied into
- * the region's last kc rows, so every chain is acc = fma(a, b, acc) over k
- * ascending from 0, as in every other GEMM tile. Then (+ C when `flags & 1`,
+ * after it (a packed pair panel [2][kc + 4], or A itself when it is not
+ * transposed: no copy) and writes C rows 2t and 2t+1, 16 columns from
+ * `c`. A k-block shorter than KC enters the written-out loop part way
+ * (`skip` = KC - kc steps, a `br_table`), with B copied into the region's
+ * last kc rows, so every chain is acc = fma(a, b, acc) over k ascending
+ * from 0, as in every other GEMM tile. Then (+ C when `flags & 1`,
  * + bias when `bias` is not 0, ReLU when `flags & 2`) exactly as
  * `finishRow` in assembly/gemm.ts does.
  *
