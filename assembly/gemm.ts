@@ -39,9 +39,10 @@
 // arithmetic). A call with 2-15 rows (serving a few candidates) runs the
 // generated few-rows kernels instead (slot 0): there A is copied to a fixed
 // region and B streams from its panels, since a 16-column copy of B would
-// serve a single tile. Whole GEMM, 15 MMoE shapes: 0.88-0.91 of peak
-// (0.81-0.85 before); the rest is the region copies, packing A^T and the
-// per-k-block epilogue.
+// serve a single tile. Whole GEMM, 15 MMoE shapes: 0.87-0.98 of peak
+// (0.88-0.91 while A was packed for NN/NT too and ReLU was f32x4.max;
+// 0.81-0.85 with the AssemblyScript 5x8 tile); the rest is the region
+// copies, packing A^T and the per-k-block epilogue.
 //
 // N = 1 (a Linear to one output: the towers' last layer) skips the panels:
 // op(B) is then one contiguous vector of K floats however B is stored
