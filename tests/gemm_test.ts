@@ -88,6 +88,11 @@ const SHAPES: [number, number, number][] = [
   [64, 300, 32],
   [386, 70, 64],
   [200, 1030, 48],
+  // One even row block (16-192 rows) with B row-major: the region copies read
+  // B's rows in place, only the columns past the last full 16 are packed.
+  [64, 90, 41],
+  [96, 300, 20],
+  [130, 70, 7],
   // N = 1: a dot product per row (row-major A), four rows as lanes (A^T).
   [8, 4, 1],
   [9, 7, 1],
@@ -600,7 +605,12 @@ for (const variant of VARIANTS) {
     test(`gemm ${variant} ${name}: ldb and ldc address column blocks of wider matrices`, () => {
       // N = 1 with B^T also takes the single-column path (a strided C column); with a strided
       // non-transposed B it takes the panel path (another summation order), not compared here.
-      const shapes = transB ? [[37, 300, 21], [37, 300, 1]] : [[37, 300, 21]];
+      // 38 and 64 rows with B row-major: the tiles' region copies read the wide B in place.
+      const shapes = transB ? [[37, 300, 21], [37, 300, 1]] : [[37, 300, 21], [38, 300, 21], [
+        64,
+        70,
+        40,
+      ]];
       for (const [M, K, N] of shapes) {
         const mem = new TestMemory(variant, 4);
         const next = rng(5);
