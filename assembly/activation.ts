@@ -415,3 +415,74 @@ export function columnSum(out: usize, x: usize, B: i32, H: i32, ldx: i32): void 
     }
   }
 }
+
+/**
+ * ReLU backward and the bias gradient in one pass: dx[b,h] = dy[b,h] where
+ * y[b,h] > 0, else 0 (as `activationBackward` with RELU), and out[h] += the
+ * column sums of dx (as `columnSum`: the same sums, the same order). dx may
+ * be dy. All three matrices have rows `ld` floats apart (a column block of a
+ * wider matrix when the threads split the columns). Saves `columnSum`'s
+ * second read of dx (~0.5% of a training step).
+ */
+export function reluBackwardColumnSum(
+  dx: usize,
+  out: usize,
+  dy: usize,
+  y: usize,
+  B: i32,
+  H: i32,
+  ld: i32,
+): void {
+  const stride = <usize>ld << 2;
+  const zero = f32x4.splat(0);
+  let b = 0;
+  for (; b + 4 <= B; b += 4) {
+    const r0 = <usize>b * stride;
+    const r1 = r0 + stride, r2 = r1 + stride, r3 = r2 + stride;
+    let h = 0;
+    for (; h + 4 <= H; h += 4) {
+      const off = <usize>h << 2;
+      const z0 = v128.and(v128.load(dy + r0 + off), f32x4.gt(v128.load(y + r0 + off), zero));
+      const z1 = v128.and(v128.load(dy + r1 + off), f32x4.gt(v128.load(y + r1 + off), zero));
+      const z2 = v128.and(v128.load(dy + r2 + off), f32x4.gt(v128.load(y + r2 + off), zero));
+      const z3 = v128.and(v128.load(dy + r3 + off), f32x4.gt(v128.load(y + r3 + off), zero));
+      v128.store(dx + r0 + off, z0);
+      v128.store(dx + r1 + off, z1);
+      v128.store(dx + r2 + off, z2);
+      v128.store(dx + r3 + off, z3);
+      const sum = f32x4.add(f32x4.add(z0, z1), f32x4.add(z2, z3));
+      v128.store(out + off, f32x4.add(v128.load(out + off), sum));
+    }
+    for (; h < H; h++) {
+      const off = <usize>h << 2;
+      const z0 = reluGrad(dx + r0 + off, dy + r0 + off, y + r0 + off);
+      const z1 = reluGrad(dx + r1 + off, dy + r1 + off, y + r1 + off);
+      const z2 = reluGrad(dx + r2 + off, dy + r2 + off, y + r2 + off);
+      const z3 = reluGrad(dx + r3 + off, dy + r3 + off, y + r3 + off);
+      store<f32>(out + off, load<f32>(out + off) + ((z0 + z1) + (z2 + z3)));
+    }
+  }
+  for (; b < B; b++) {
+    const r = <usize>b * stride;
+    let h = 0;
+    for (; h + 4 <= H; h += 4) {
+      const off = <usize>h << 2;
+      const z = v128.and(v128.load(dy + r + off), f32x4.gt(v128.load(y + r + off), zero));
+      v128.store(dx + r + off, z);
+      v128.store(out + off, f32x4.add(v128.load(out + off), z));
+    }
+    for (; h < H; h++) {
+      const off = <usize>h << 2;
+      store<f32>(out + off, load<f32>(out + off) + reluGrad(dx + r + off, dy + r + off, y + r + off));
+    }
+  }
+}
+
+/** One element of ReLU's backward: stores and returns y > 0 ? dy : 0. */
+// @ts-ignore: decorator
+@inline
+function reluGrad(dx: usize, dy: usize, y: usize): f32 {
+  const v: f32 = load<f32>(y) > 0 ? load<f32>(dy) : 0;
+  store<f32>(dx, v);
+  return v;
+}

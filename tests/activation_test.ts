@@ -247,4 +247,73 @@ for (const variant of VARIANTS) {
       }
     }
   });
+
+  test(`reluBackwardColumnSum ${variant}: activationBackward then columnSum bit for bit, in place, strided and split`, () => {
+    const mem = new TestMemory(variant, 8);
+    const next = rng(62);
+    const shapes: [number, number, number][] = [[1, 1, 1], [3, 5, 9], [4, 4, 4], [5, 7, 7]];
+    shapes.push([9, 17, 20], [1001, 33, 40], [64, 100, 100], [7, 1001, 1003]);
+    for (const [B, H, ld] of shapes) {
+      const n = B * ld;
+      // dy with -0, NaN and infinities among the values; y about half positive, with -0 and +0.
+      const dyValues = randomArray(n, next).map((v, i) =>
+        i % 37 === 5 ? -0 : i % 41 === 7 ? NaN : i % 43 === 9 ? -Infinity : v
+      );
+      const yValues = randomArray(n, next).map((
+        v,
+        i,
+      ) => (i % 29 === 3 ? -0 : i % 31 === 4 ? 0 : v));
+      const dy = mem.f32(n, dyValues), y = mem.f32(n, yValues);
+      const out0 = randomArray(H, next);
+      // The two kernels as the layer ran them: mask in place, then the column sums.
+      const twoPass = mem.f32(n, dyValues), sums = mem.f32(H, out0);
+      mem.k.activationBackward(twoPass.ptr, twoPass.ptr, y.ptr, y.ptr, n, Activation.relu, 0);
+      mem.k.columnSum(sums.ptr, twoPass.ptr, B, H, ld);
+      const where = `${B}x${H} of ${ld}`;
+      // Out of place, columns [0, H) of the ld-wide rows: columns past H untouched.
+      const dx = mem.f32(n, new Float32Array(n).fill(42)), fusedSums = mem.f32(H, out0);
+      mem.k.reluBackwardColumnSum(dx.ptr, fusedSums.ptr, dy.ptr, y.ptr, B, H, ld);
+      assert.deepEqual(fusedSums.view, sums.view, `sums ${where}`);
+      for (let b = 0; b < B; b++) {
+        for (let h = 0; h < ld; h++) {
+          const want = h < H ? twoPass.view[b * ld + h] : 42;
+          assert.ok(Object.is(dx.view[b * ld + h], want), `dx[${b}, ${h}] ${where}`);
+        }
+      }
+      // In place, split into two column blocks at a few points: the same bits.
+      for (const split of [1, Math.floor(H / 2), H - 1].filter((s) => s > 0 && s < H)) {
+        const inPlace = mem.f32(n, dyValues), parts = mem.f32(H, out0);
+        mem.k.reluBackwardColumnSum(inPlace.ptr, parts.ptr, inPlace.ptr, y.ptr, B, split, ld);
+        const o = 4 * split;
+        mem.k.reluBackwardColumnSum(
+          inPlace.ptr + o,
+          parts.ptr + o,
+          inPlace.ptr + o,
+          y.ptr + o,
+          B,
+          H - split,
+          ld,
+        );
+        assert.deepEqual(parts.view, sums.view, `split at ${split} ${where}`);
+        for (let b = 0; b < B; b++) {
+          for (let h = 0; h < H; h++) {
+            const i = b * ld + h;
+            assert.ok(
+              Object.is(inPlace.view[i], twoPass.view[i]),
+              `in place [${b}, ${h}] ${where}`,
+            );
+          }
+        }
+      }
+      // The mask itself, as torch's threshold_backward selects it (not a product: a NaN or
+      // infinite dy where y <= 0 gives 0).
+      for (let b = 0; b < B; b++) {
+        for (let h = 0; h < H; h++) {
+          const i = b * ld + h;
+          const want = y.view[i] > 0 ? dy.view[i] : 0;
+          assert.ok(Object.is(dx.view[i], want), `threshold_backward [${b}, ${h}] ${where}`);
+        }
+      }
+    }
+  });
 }

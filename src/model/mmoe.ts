@@ -709,8 +709,19 @@ export class MMoEModel {
   ): void {
     const S = l.S, N = l.outWidth, K = l.inWidth, W = S * N;
     const dy = l.dy!.offset, dz = l.dz!.offset;
+    const bias = l.bias?.grad?.offset ?? 0;
+    // ReLU straight before the Linear's output (no dropout, no norm): its
+    // backward and the bias gradient are one pass over dy.
+    const fused = bias !== 0 && l.activation === Activation.relu && l.dropout === 0 &&
+      l.norm === null;
     this.#enter("backwardOther");
-    if (l.dropout > 0 || l.activation !== Activation.identity) {
+    if (fused) {
+      const y = l.h.offset;
+      this.#columns(W, B, (k, h0, columns) => {
+        const o = 4 * h0;
+        k.reluBackwardColumnSum(dy + o, bias + o, dy + o, y + o, B, columns, W);
+      });
+    } else if (l.dropout > 0 || l.activation !== Activation.identity) {
       const [mask, a, h] = [l.mask?.offset ?? 0, l.a.offset, l.h.offset];
       this.#elements(B * W, (k, i0, count) => {
         const o = 4 * i0;
@@ -762,8 +773,7 @@ export class MMoEModel {
         ops.push(linearInputGradient(dx, accumulate, dOut, weight, B, K, width));
       }
     }
-    const bias = l.bias?.grad?.offset ?? 0;
-    const biasParts = bias
+    const biasParts = bias && !fused
       ? splitRange(W, this.threads, ELEMENT_GRAIN, Math.ceil(SPLIT_MIN_ELEMENTS / B))
         .map(([h0, columns]) => (k: Kernels) =>
           k.columnSum(bias + 4 * h0, dz + 4 * h0, B, columns, W)
