@@ -86,7 +86,7 @@ export function linearForward(
   };
 }
 
-/** The weight gradient of {@link linearForward}: dW[outW, inW] += dy^T x. */
+/** The weight gradient of {@link linearForward}: dW[outW, inW] = dy^T x (overwritten). */
 export function linearWeightGradient(
   dWeight: number,
   dy: Matrix,
@@ -108,7 +108,7 @@ export function linearWeightGradient(
     M: outW,
     K: B,
     N: inW,
-    accumulate: true,
+    accumulate: false,
     relu: false,
   };
 }

@@ -317,6 +317,8 @@ export class MMoEModel {
   #packedAt = 0;
   /** A train-mode forward staged BatchNorm statistics that the next optimizer step commits. */
   #batchNormStaged = false;
+  /** {@link MMoEModel.#accumulatedGrads}, once computed. */
+  #accumulatedRanges: [number, number][] | null = null;
   /** Phase timing ({@link ModelOptions.profile}): ms per phase, the phase running and since when. */
   readonly #profile: Record<Phase, number> | null;
   #phase: Phase | null = null;
@@ -828,19 +830,45 @@ export class MMoEModel {
     this.#enter(null);
   }
 
+  /**
+   * The dense gradient block less the Linear weights' gradients, which their
+   * GEMMs overwrite: [byte offset, floats] ranges, the ones the backward
+   * accumulates into.
+   */
+  get #accumulatedGrads(): [number, number][] {
+    if (this.#accumulatedRanges) return this.#accumulatedRanges;
+    const p = this.plan, start = p.denseGrad, end = start + 4 * p.dense.count;
+    const written = [p.experts, p.gates, ...p.towers.map((t) => t.stack)]
+      .flatMap((stack) => stack.layers.map((l) => l.weight.grad!))
+      .map((g) => [g.offset, g.offset + 4 * g.shape.reduce((a, b) => a * b, 1)])
+      .sort((x, y) => x[0] - y[0]);
+    const ranges: [number, number][] = [];
+    let at = start;
+    for (const [from, to] of [...written, [end, end]]) {
+      if (from > at) ranges.push([at, (from - at) / 4]);
+      at = Math.max(at, to);
+    }
+    return this.#accumulatedRanges = ranges;
+  }
+
   #backward(B: number): void {
     const p = this.plan, c = this.config;
     const T = c.towers.length, E = c.numExpert, D = p.experts.layers.at(-1)!.outWidth;
     this.#enter("backwardOther");
-    const grads = p.denseGrad,
-      n = p.dense.count,
-      dx = p.dx?.offset ?? 0,
-      m = dx ? B * c.inputWidth : 0;
-    this.#elements(n + m, (k, i0, count) => {
-      // [0, n) the dense gradient block, [n, n + m) the group input's gradient.
-      const inGrads = Math.max(0, Math.min(count, n - i0));
-      if (inGrads > 0) k.fill(grads + 4 * i0, 0, inGrads);
-      if (count > inGrads) k.fill(dx + 4 * (i0 + inGrads - n), 0, count - inGrads);
+    // Zero what the backward accumulates into: the dense gradients that no
+    // weight-gradient GEMM overwrites (biases, norms), the group input's gradient.
+    const dx = p.dx?.offset ?? 0;
+    const zeroed = dx
+      ? [...this.#accumulatedGrads, [dx, B * c.inputWidth]]
+      : this.#accumulatedGrads;
+    const total = zeroed.reduce((sum, [, count]) => sum + count, 0);
+    this.#elements(total, (k, i0, count) => {
+      let start = 0;
+      for (const [at, n] of zeroed) {
+        const from = Math.max(i0, start), to = Math.min(i0 + count, start + n);
+        if (from < to) k.fill(at + 4 * (from - start), 0, to - from);
+        start += n;
+      }
     });
     for (const t of p.towers) this.#stackBackward(t.stack, B);
     this.#enter("backwardOther");
