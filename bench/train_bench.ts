@@ -15,8 +15,12 @@
  * samples/s is the best round; the 2-thread/1-thread ratio is best/best
  * with the range of the per-round ratios. This machine may be shared: the
  * CPU time of other processes is read from /proc/stat around every round,
- * and only rounds during which they used less than 0.1 core count (all
- * rounds when none was that quiet; the table says how many were). The ceiling is peak GFLOP/s per
+ * and a reference GEMM (`bench/_peak.ts` `referenceGemm`, one thread, ~6 ms)
+ * runs before and after every round. Only rounds during which other processes used
+ * less than 0.1 core and whose reference ran (both times) at 0.93 or more of its best in
+ * the run count (all rounds when none did; the table says how many did):
+ * a neighbour on the host (invisible in /proc/stat) slowed the reference
+ * by up to 2x on this project's VMs. The ceiling is peak GFLOP/s per
  * core x threads / GEMM FLOP per sample (`bench/_ceiling.ts`); the peak is
  * measured in this process (`bench/_peak.ts`) unless `--peak` gives it.
  *
@@ -38,6 +42,7 @@ import { resolveConfig, type ResolvedConfig } from "../src/config/config.ts";
 import { type EncodedBatch, MMoEModel, type StepProfile } from "../src/model/mmoe.ts";
 import { capConfig, makeBatches, taobaoConfig } from "./taobao.ts";
 import { ceilingPeak, formatShare, modelFlops, shareOfPeak } from "./_ceiling.ts";
+import { referenceGemm } from "./_peak.ts";
 
 type Mode = "train" | "infer";
 
@@ -47,12 +52,18 @@ interface Rates {
   rounds: number[];
   /** Cores other processes kept busy during each round (0.05: 5% of one core). */
   others: number[];
+  /** The reference GEMM's GFLOP/s around each round (the slower of before and after). */
+  reference: number[];
   steps: number;
   profile: StepProfile | null;
 }
 
 /** A round during which other processes used less than this many cores counts as quiet. */
 const QUIET = 0.1;
+/** A round whose reference GEMM ran below this share of its best in the run does not count. */
+const STEADY = 0.93;
+/** The reference GEMM's best GFLOP/s in this run so far. */
+let bestReference = 0;
 
 function parseOptions(args: string[]) {
   const { values } = parseArgs({
@@ -110,14 +121,19 @@ function measure(
     for (let i = 0; i < options.warmup; i++) seconds = run(model, mode, batches, 1);
     const steps = Math.max(1, Math.ceil(options.roundMs / 1000 / seconds));
     model.profile();
-    return { threads: model.threads, rounds: [], others: [], steps, profile: null };
+    return { threads: model.threads, rounds: [], others: [], reference: [], steps, profile: null };
   });
   for (let r = 0; r < options.rounds; r++) {
     for (let i = 0; i < models.length; i++) {
       const m = (i + r) % models.length, rate = rates[m];
+      const referenceBefore = referenceGemm();
       const before = cpuSeconds();
       const seconds = run(models[m], mode, batches, rate.steps);
       const after = cpuSeconds();
+      // The slower of the reference runs around the round: contention often comes and goes.
+      const reference = Math.min(referenceBefore, referenceGemm());
+      bestReference = Math.max(bestReference, referenceBefore, reference);
+      rate.reference.push(reference);
       rate.rounds.push(B * rate.steps / seconds);
       rate.others.push(Math.max(0, after.all - before.all - (after.ours - before.ours)) / seconds);
       // The phases of the best round, per step.
@@ -133,9 +149,13 @@ function measure(
   return rates;
 }
 
-/** The rounds that count: the quiet ones, or every round when none was quiet. */
+/** Whether round i was quiet (other processes) and steady (the reference GEMM). */
+const steady = (r: Rates, i: number) =>
+  r.others[i] < QUIET && r.reference[i] >= STEADY * bestReference;
+
+/** The rounds that count: the quiet and steady ones, or every round when none was. */
 function counted(r: Rates): number[] {
-  const quiet = r.rounds.map((_, i) => i).filter((i) => r.others[i] < QUIET);
+  const quiet = r.rounds.map((_, i) => i).filter((i) => steady(r, i));
   return quiet.length > 0 ? quiet : r.rounds.map((_, i) => i);
 }
 
@@ -156,12 +176,17 @@ function ratio(a: Rates, b: Rates): string {
   })`;
 }
 
-/** `3/5 quiet` and the other processes' load range, in cores. */
+/**
+ * `3/5 steady`, the other processes' load range in cores and the reference
+ * GEMM's range as a share of its best in the run.
+ */
 function quietness(r: Rates): string {
-  const quiet = r.others.filter((o) => o < QUIET).length;
-  return `${quiet}/${r.rounds.length} quiet (others ${Math.min(...r.others).toFixed(2)}-${
-    Math.max(...r.others).toFixed(2)
-  } cores)`;
+  const count = r.rounds.filter((_, i) => steady(r, i)).length;
+  const range = (values: number[], digits: number) =>
+    `${Math.min(...values).toFixed(digits)}-${Math.max(...values).toFixed(digits)}`;
+  return `${count}/${r.rounds.length} steady (others ${range(r.others, 2)} cores, reference ${
+    range(r.reference.map((g) => g / bestReference), 2)
+  })`;
 }
 
 const PHASE_NAMES: [keyof StepProfile, string][] = [
@@ -235,9 +260,11 @@ async function main(): Promise<void> {
   const others = (cpuAfter.all - cpuBefore.all) - (cpuAfter.ours - cpuBefore.ours);
 
   console.log(
-    `\nsamples/s: best of ${options.rounds} alternating rounds (of the quiet ones: other ` +
-      `processes below ${QUIET} cores); share of the ceiling (peak x threads); ratio to 1 ` +
-      `thread best/best (range of per-round ratios)`,
+    `\nsamples/s: best of ${options.rounds} alternating rounds (of the steady ones: other ` +
+      `processes below ${QUIET} cores, the reference GEMM at ${STEADY} or more of its best, ` +
+      `${bestReference.toFixed(1)} GFLOP/s = ${formatShare(bestReference / peak.gflops)} of ` +
+      `the peak); share of the ceiling (peak x threads); ratio to 1 thread best/best (range of ` +
+      `per-round ratios)`,
   );
   const rows = [["mode", "batch", "threads", "samples/s", "share", "vs 1 thread", "rounds"]];
   for (const { batch, mode, rates } of results) {
