@@ -55,10 +55,6 @@
 // over k = l mod 4 (A and b zero padded past K), then summed ((l0 + l1) +
 // l2) + l3; with A^T (TN) four rows run as lanes and keep the chain below.
 //
-// `gemmMasked` / `gemmPackedMasked` end the epilogue with a mask (C = 0
-// where a ReLU's output is not > 0): a layer's input gradient leaves its GEMM
-// already through the ReLU below it, instead of a second pass over it.
-//
 // Bit-identical results whatever the row split: every output element is one
 // chain acc = fma(a[i,k], b[k,j], acc) over k ascending from 0 within a
 // k-block, then + C (for later k-blocks or `accumulate`), + bias, ReLU --
@@ -125,63 +121,44 @@ function checkReserved(c: usize, a: usize, b: usize, work: usize): void {
 // tiles over slot's region; see there for the arguments.
 // @ts-ignore: decorator
 @external("tiles", "t0")
-declare function tiles0(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32, mask: usize): void;
+declare function tiles0(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 // @ts-ignore: decorator
 @external("tiles", "t1")
-declare function tiles1(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32, mask: usize): void;
+declare function tiles1(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 // @ts-ignore: decorator
 @external("tiles", "t2")
-declare function tiles2(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32, mask: usize): void;
+declare function tiles2(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 // @ts-ignore: decorator
 @external("tiles", "t3")
-declare function tiles3(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32, mask: usize): void;
+declare function tiles3(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 // @ts-ignore: decorator
 @external("tiles", "t4")
-declare function tiles4(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32, mask: usize): void;
+declare function tiles4(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 // @ts-ignore: decorator
 @external("tiles", "t5")
-declare function tiles5(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32, mask: usize): void;
+declare function tiles5(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 // @ts-ignore: decorator
 @external("tiles", "t6")
-declare function tiles6(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32, mask: usize): void;
+declare function tiles6(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 // @ts-ignore: decorator
 @external("tiles", "t7")
-declare function tiles7(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32, mask: usize): void;
+declare function tiles7(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 
 // The few-rows kernels r<rows> (scripts/gemm_tiles.ts): `count` steps of
 // full 8-wide panels from pb (two panels a step for r2, one for r3-r5), A
 // from ROWS_REGION.
 // @ts-ignore: decorator
 @external("tiles", "r2")
-declare function rows2(c: usize, ldc: usize, pb: usize, panelBytes: usize, count: i32, skip: i32, bias: usize, flags: i32, mask: usize): void;
+declare function rows2(c: usize, ldc: usize, pb: usize, panelBytes: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 // @ts-ignore: decorator
 @external("tiles", "r3")
-declare function rows3(c: usize, ldc: usize, pb: usize, panelBytes: usize, count: i32, skip: i32, bias: usize, flags: i32, mask: usize): void;
+declare function rows3(c: usize, ldc: usize, pb: usize, panelBytes: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 // @ts-ignore: decorator
 @external("tiles", "r4")
-declare function rows4(c: usize, ldc: usize, pb: usize, panelBytes: usize, count: i32, skip: i32, bias: usize, flags: i32, mask: usize): void;
+declare function rows4(c: usize, ldc: usize, pb: usize, panelBytes: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 // @ts-ignore: decorator
 @external("tiles", "r5")
-declare function rows5(c: usize, ldc: usize, pb: usize, panelBytes: usize, count: i32, skip: i32, bias: usize, flags: i32, mask: usize): void;
-
-/**
- * The running call's mask (`gemm`'s `mask`) as a byte distance from C (the
- * mask has C's row stride, so the same distance holds for every element);
- * `maskOn` when the call has one, `maskNow` while the block being run ends
- * the product (the epilogue applies it).
- */
-let maskDelta: usize = 0;
-let maskOn = false;
-let maskNow = false;
-
-/** Sets the mask state of a call to `gemm` or `gemmPacked` with C at `c`. */
-// @ts-ignore: decorator
-@inline
-function startMask(c: usize, mask: usize): void {
-  maskDelta = mask - c;
-  maskOn = mask != 0;
-  maskNow = maskOn;
-}
+declare function rows5(c: usize, ldc: usize, pb: usize, panelBytes: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 
 /** This instance's thread slot (0: the main thread; workers 1, 2, ...). */
 let threadSlot: i32 = 0;
@@ -204,19 +181,18 @@ export function setThreadSlot(slot: i32): void {
  * always slot 0 in an unshared build).
  */
 function sweep(slot: i32, c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void {
-  const mask = maskDelta;
   if (!ASC_FEATURE_THREADS) {
-    tiles0(c, ldc, pa, aRow, paStride, count, skip, bias, flags, mask);
+    tiles0(c, ldc, pa, aRow, paStride, count, skip, bias, flags);
   } else {
     switch (slot) {
-    case 0: tiles0(c, ldc, pa, aRow, paStride, count, skip, bias, flags, mask); break;
-    case 1: tiles1(c, ldc, pa, aRow, paStride, count, skip, bias, flags, mask); break;
-    case 2: tiles2(c, ldc, pa, aRow, paStride, count, skip, bias, flags, mask); break;
-    case 3: tiles3(c, ldc, pa, aRow, paStride, count, skip, bias, flags, mask); break;
-    case 4: tiles4(c, ldc, pa, aRow, paStride, count, skip, bias, flags, mask); break;
-    case 5: tiles5(c, ldc, pa, aRow, paStride, count, skip, bias, flags, mask); break;
-    case 6: tiles6(c, ldc, pa, aRow, paStride, count, skip, bias, flags, mask); break;
-    default: tiles7(c, ldc, pa, aRow, paStride, count, skip, bias, flags, mask); break;
+    case 0: tiles0(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    case 1: tiles1(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    case 2: tiles2(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    case 3: tiles3(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    case 4: tiles4(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    case 5: tiles5(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    case 6: tiles6(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    default: tiles7(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
     }
   }
 }
@@ -285,35 +261,6 @@ export function gemm(
   accumulate: bool,
   relu: bool,
 ): void {
-  gemmMasked(c, a, b, bias, work, M, K, N, lda, ldb, ldc, transA, transB, accumulate, relu, 0);
-}
-
-/**
- * `gemm`, then C[i,j] = 0 where mask[i,j] is not > 0 (`mask` has C's row
- * stride `ldc`): the backward of a ReLU whose output is `mask` (torch's
- * threshold_backward, a selection: a NaN in C is kept or zeroed as there),
- * written by the GEMM's epilogue instead of a second pass over C. `mask` 0
- * is `gemm` itself.
- */
-export function gemmMasked(
-  c: usize,
-  a: usize,
-  b: usize,
-  bias: usize,
-  work: usize,
-  M: i32,
-  K: i32,
-  N: i32,
-  lda: i32,
-  ldb: i32,
-  ldc: i32,
-  transA: bool,
-  transB: bool,
-  accumulate: bool,
-  relu: bool,
-  mask: usize,
-): void {
-  startMask(c, mask);
   if (K == 0) {
     epilogueOnly(c, bias, M, N, ldc, accumulate, relu);
     return;
@@ -363,27 +310,6 @@ export function gemmPacked(
   accumulate: bool,
   relu: bool,
 ): void {
-  gemmPackedMasked(c, a, packedB, bias, work, M, K, N, lda, ldc, transA, accumulate, relu, 0);
-}
-
-/** `gemmPacked` with the mask of `gemmMasked`. */
-export function gemmPackedMasked(
-  c: usize,
-  a: usize,
-  packedB: usize,
-  bias: usize,
-  work: usize,
-  M: i32,
-  K: i32,
-  N: i32,
-  lda: i32,
-  ldc: i32,
-  transA: bool,
-  accumulate: bool,
-  relu: bool,
-  mask: usize,
-): void {
-  startMask(c, mask);
   if (K == 0) {
     epilogueOnly(c, bias, M, N, ldc, accumulate, relu);
     return;
@@ -433,7 +359,6 @@ function superBlock(
       const blockPanels = panels + ((<usize> (k0 - ks) * width) << 2);
       const loadC = accumulate || k0 > 0;
       const last = k0 + kc == K;
-      maskNow = maskOn && last;
       if (few) {
         fewRows(c, a, blockPanels, bias, packedA, M, N, k0, kc, lda, ldcFloats, transA, loadC, last, relu);
       } else {
@@ -474,7 +399,7 @@ function gemmBlock(
   const panelBytes = (<usize> kc * NR) << 2;
   const biasOn: usize = last ? bias : 0;
   const reluOn = last && relu;
-  const flags = (loadC ? 1 : 0) | (reluOn ? 2 : 0) | (maskNow ? 4 : 0);
+  const flags = (loadC ? 1 : 0) | (reluOn ? 2 : 0);
   const chunks = N >> 4; // full 16-column chunks: the generated tiles
   const tailCols = N - (chunks << 4);
   const slot = ASC_FEATURE_THREADS ? threadSlot : 0;
@@ -574,7 +499,7 @@ function fewRows(
   const fullPanels = N >> 3;
   const biasOn: usize = last ? bias : 0;
   const reluOn = last && relu;
-  const flags = (loadC ? 1 : 0) | (reluOn ? 2 : 0) | (maskNow ? 4 : 0);
+  const flags = (loadC ? 1 : 0) | (reluOn ? 2 : 0);
   const skip = KC - kc;
   for (let i0 = 0; i0 < M;) {
     const rows = min(ROWS_MAX, M - i0);
@@ -591,11 +516,11 @@ function fewRows(
     let done = fullPanels;
     if (rows == 2) {
       done = (N >> 4) << 1;
-      if (done > 0) rows2(cp, ldc, panels, panelBytes, done >> 1, skip, biasOn, flags, maskDelta);
+      if (done > 0) rows2(cp, ldc, panels, panelBytes, done >> 1, skip, biasOn, flags);
     } else if (fullPanels > 0) {
-      if (rows == 3) rows3(cp, ldc, panels, panelBytes, fullPanels, skip, biasOn, flags, maskDelta);
-      else if (rows == 4) rows4(cp, ldc, panels, panelBytes, fullPanels, skip, biasOn, flags, maskDelta);
-      else rows5(cp, ldc, panels, panelBytes, fullPanels, skip, biasOn, flags, maskDelta);
+      if (rows == 3) rows3(cp, ldc, panels, panelBytes, fullPanels, skip, biasOn, flags);
+      else if (rows == 4) rows4(cp, ldc, panels, panelBytes, fullPanels, skip, biasOn, flags);
+      else rows5(cp, ldc, panels, panelBytes, fullPanels, skip, biasOn, flags);
     }
     for (let p = done; p < panelCount; p++) {
       const pb = panels + <usize> p * panelBytes;
@@ -846,10 +771,6 @@ function finishRow(
       lo = reluVec(lo);
       hi = reluVec(hi);
     }
-    if (maskNow) {
-      lo = v128.and(lo, f32x4.gt(v128.load(cp + maskDelta), f32x4.splat(0)));
-      hi = v128.and(hi, f32x4.gt(v128.load(cp + maskDelta, 16), f32x4.splat(0)));
-    }
     v128.store(cp, lo);
     v128.store(cp, hi, 16);
   } else {
@@ -866,11 +787,6 @@ function finishRow(
     if (relu) {
       lo = reluVec(lo);
       hi = reluVec(hi);
-    }
-    if (maskNow) {
-      const m = cp + maskDelta;
-      lo = v128.and(lo, f32x4.gt(loCount == 4 ? v128.load(m) : loadPartial(m, loCount), f32x4.splat(0)));
-      hi = v128.and(hi, f32x4.gt(loadPartial(m + 16, hiCount), f32x4.splat(0)));
     }
     if (loCount == 4) {
       v128.store(cp, lo);
@@ -1096,7 +1012,6 @@ function finishOne(cp: usize, v: f32, bias: f32, hasBias: bool, accumulate: bool
   if (accumulate) v += load<f32>(cp);
   if (hasBias) v += bias;
   if (relu) v = max(v, 0);
-  if (maskNow && !(load<f32>(cp + maskDelta) > 0)) v = 0;
   store<f32>(cp, v);
 }
 
@@ -1227,11 +1142,6 @@ function columnRows(
     }
     if (hasBias) out = f32x4.add(out, f32x4.splat(bias));
     if (relu) out = reluVec(out);
-    if (maskNow) {
-      const m = cp + maskDelta;
-      const gate = ldc != 1 ? loadStrided(m, cStride, lanes) : lanes == 4 ? v128.load(m) : loadPartial(m, lanes);
-      out = v128.and(out, f32x4.gt(gate, f32x4.splat(0)));
-    }
     if (ldc != 1) {
       storeStrided(cp, cStride, out, lanes);
     } else if (lanes == 4) {
@@ -1276,7 +1186,6 @@ function epilogueOnly(
       let v: f32 = accumulate ? load<f32>(p) : 0;
       if (bias != 0) v += load<f32>(bias + (<usize> j << 2));
       if (relu) v = max(v, 0);
-      if (maskNow && !(load<f32>(p + maskDelta) > 0)) v = 0;
       store<f32>(p, v);
     }
   }

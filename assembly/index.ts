@@ -1,10 +1,8 @@
 // Entry point of the kernel module: every export here is a Wasm export.
 export {
   gemm,
-  gemmMasked,
   gemmPackB,
   gemmPacked,
-  gemmPackedMasked,
   gemmPackedBBytes,
   gemmWorkspaceBytes,
   setThreadSlot,

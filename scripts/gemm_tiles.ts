@@ -25,9 +25,8 @@
  * (`skip` = KC - kc steps, a `br_table`), with B copied into the region's
  * last kc rows, so every chain is acc = fma(a, b, acc) over k ascending
  * from 0, as in every other GEMM tile. Then (+ C when `flags & 1`,
- * + bias when `bias` is not 0, ReLU when `flags & 2`, zero where the mask
- * `mask` bytes from C is not > 0 when `flags & 4`) exactly as `finishRow`
- * in assembly/gemm.ts does.
+ * + bias when `bias` is not 0, ReLU when `flags & 2`) exactly as
+ * `finishRow` in assembly/gemm.ts does.
  *
  * The region's address must be a constant in the code, so a module shared by
  * worker threads (same memory) holds one copy of the function per thread
@@ -178,19 +177,9 @@ function relu(x: string): string {
 }
 
 /**
- * `$c<r><j>` where the mask (at `$mask` bytes from C: C's row stride) is
- * > 0, else +0: ReLU's backward through its output, as `finishRow` does.
- */
-function masked(r: number, j: number, row: string): string {
-  const gate = `(v128.load offset=${16 * j} (i32.add ${row} (local.get $mask)))`;
-  return `(v128.and (local.get $c${r}${j}) (f32x4.gt ${gate} (v128.const i32x4 0 0 0 0)))`;
-}
-
-/**
  * The tile's epilogue, as `finishRow` in assembly/gemm.ts: acc (+ C when
- * `flags & 1`) (+ bias) (ReLU when `flags & 2`) (the mask when `flags & 4`),
- * stored to row r's address `rowAddress(r)`, vector j at byte 16 j.
- * Accumulators are `$c<r><j>`.
+ * `flags & 1`) (+ bias) (ReLU when `flags & 2`), stored to row r's address
+ * `rowAddress(r)`, vector j at byte 16 j. Accumulators are `$c<r><j>`.
  */
 function epilogue(rows: number, vectors: number, rowAddress: (r: number) => string): string {
   const each = (f: (r: number, j: number) => string) => {
@@ -210,9 +199,6 @@ function epilogue(rows: number, vectors: number, rowAddress: (r: number) => stri
     `(if (i32.and (local.get $flags) (i32.const 2)) (then\n${
       each((r, j) => `(local.set $c${r}${j} ${relu(`(local.get $c${r}${j})`)})`)
     }))`,
-    `(if (i32.and (local.get $flags) (i32.const 4)) (then\n${
-      each((r, j) => `(local.set $c${r}${j} ${masked(r, j, rowAddress(r))})`)
-    }))`,
     each((r, j) => `(v128.store offset=${16 * j} ${rowAddress(r)} (local.get $c${r}${j}))`),
   ].join("\n");
 }
@@ -225,7 +211,7 @@ function tileFunction(slot: number, region: number, kc: number, options: TilesOp
   const finish = epilogue(ROWS, VECTORS, rowAddress);
   return `(func $t${slot} (export "t${slot}")
  (param $c i32) (param $ldc i32) (param $pa i32) (param $aRow i32) (param $paStride i32)
- (param $count i32) (param $skip i32) (param $bias i32) (param $flags i32) (param $mask i32)
+ (param $count i32) (param $skip i32) (param $bias i32) (param $flags i32)
  (local $p i32) (local $p1 i32) (local $c1 i32) (local $a0 v128) (local $a1 v128) (local $b v128)
  ${accs.map((a) => `(local ${a} v128)`).join(" ")}
  (local.set $p (i32.sub (local.get $pa) (i32.shl (local.get $skip) (i32.const 2))))
@@ -310,7 +296,7 @@ function rowsFunction(rows: number, region: number, kc: number, options: TilesOp
   const finish = epilogue(rows, vectors, row);
   return `(func $r${rows} (export "r${rows}")
  (param $c i32) (param $ldc i32) (param $pb i32) (param $panelBytes i32) (param $count i32)
- (param $skip i32) (param $bias i32) (param $flags i32) (param $mask i32)
+ (param $skip i32) (param $bias i32) (param $flags i32)
  (local $p i32) (local $p2 i32) (local $a0 v128) (local $a1 v128) (local $b0 v128) (local $b1 v128)
  ${accs.map((a) => `(local ${a} v128)`).join(" ")}
  (local.set $p (i32.sub (local.get $pb) (i32.shl (local.get $skip) (i32.const 5))))

@@ -106,8 +106,6 @@ interface Operands {
   b: Float32Array;
   c0: Float32Array;
   bias: Float32Array;
-  /** A ReLU output for the masked entries: positive, negative, +0, -0 and NaN. */
-  mask: Float32Array;
 }
 
 /** f32 operands of an M x K x N product (A M*K or K*M values, B K*N), seeded. */
@@ -118,10 +116,6 @@ function operands(M: number, K: number, N: number, seed: number): Operands {
     b: Float32Array.from(randomArray(K * N, next)),
     c0: Float32Array.from(randomArray(M * N, next)),
     bias: Float32Array.from(randomArray(N, next)),
-    mask: Float32Array.from(
-      randomArray(M * N, next),
-      (v, i) => (i % 11 === 3 ? 0 : i % 13 === 5 ? -0 : i % 17 === 7 ? NaN : v),
-    ),
   };
 }
 
@@ -131,13 +125,11 @@ interface Call {
   accumulate: boolean;
   bias: boolean;
   relu: boolean;
-  /** Run `gemmMasked` / `gemmPackedMasked` with the operands' mask. */
-  mask?: boolean;
 }
 
 const label = (build: Build, [M, K, N]: number[], call: Call) =>
   `${build.name} ${call.transA ? "T" : "N"}${call.transB ? "T" : "N"} ${M}x${K}x${N} ` +
-  `acc=${call.accumulate} bias=${call.bias} relu=${call.relu}${call.mask ? " masked" : ""}`;
+  `acc=${call.accumulate} bias=${call.bias} relu=${call.relu}`;
 
 /**
  * Runs `gemm` and `gemmPacked` (op(B) packed by `gemmPackB`) on the same
@@ -158,49 +150,25 @@ function runBoth(
   const biasPtr = call.bias ? bias.ptr : 0;
   const lda = call.transA ? M : K;
   const { transA, transB, accumulate, relu } = call;
-  const ldb = transB ? K : N;
+  k.gemm(
+    C1.ptr,
+    A.ptr,
+    B.ptr,
+    biasPtr,
+    work,
+    M,
+    K,
+    N,
+    lda,
+    transB ? K : N,
+    N,
+    transA,
+    transB,
+    accumulate,
+    relu,
+  );
   k.gemmPackB(packed, B.ptr, K, N, transB);
-  if (call.mask) {
-    // The masks lie at the same distance from each C (the kernels reach them from C).
-    const mask1 = mem.f32(M * N, ops.mask), mask2 = mem.f32(M * N, ops.mask);
-    const args = [M, K, N, lda, ldb, N, transA, transB, accumulate, relu] as const;
-    k.gemmMasked(C1.ptr, A.ptr, B.ptr, biasPtr, work, ...args, mask1.ptr);
-    k.gemmPackedMasked(
-      C2.ptr,
-      A.ptr,
-      packed,
-      biasPtr,
-      work,
-      M,
-      K,
-      N,
-      lda,
-      N,
-      transA,
-      accumulate,
-      relu,
-      mask2.ptr,
-    );
-  } else {
-    k.gemm(
-      C1.ptr,
-      A.ptr,
-      B.ptr,
-      biasPtr,
-      work,
-      M,
-      K,
-      N,
-      lda,
-      ldb,
-      N,
-      transA,
-      transB,
-      accumulate,
-      relu,
-    );
-    k.gemmPacked(C2.ptr, A.ptr, packed, biasPtr, work, M, K, N, lda, N, transA, accumulate, relu);
-  }
+  k.gemmPacked(C2.ptr, A.ptr, packed, biasPtr, work, M, K, N, lda, N, transA, accumulate, relu);
   return { perCall: C1.view.slice(), packed: C2.view.slice() };
 }
 
@@ -217,7 +185,6 @@ function chain(
     c: call.accumulate ? ops.c0 : undefined,
     bias: call.bias ? ops.bias : undefined,
     relu: call.relu,
-    mask: call.mask ? ops.mask : undefined,
     fused,
   });
 }
@@ -278,9 +245,8 @@ function checkExact(
   const j = firstBitDifference(packed, perCall);
   if (j >= 0) assert.fail(`${name}: gemmPacked C[${j}] = ${packed[j]}, gemm ${perCall[j]}`);
   // The chain twin itself against the f64 product (once per case: the
-  // shared builds share the unshared builds' twin values; the mask is a
-  // selection of the same values).
-  if (build.shared || call.mask) return;
+  // shared builds share the unshared builds' twin values).
+  if (build.shared) return;
   const exact = gemmTwin(ops.a, ops.b, M, K, N, {
     transA: call.transA,
     transB: call.transB,
@@ -331,27 +297,6 @@ for (const build of BUILDS) {
     });
   }
 
-  test(`gemmMasked ${variant}: every tile edge shape and op, the mask after every epilogue, bit for bit`, () => {
-    // ReLU's backward through a forward output (the model's input-gradient GEMMs): 0 where the
-    // mask is 0, -0, negative or NaN, C kept (NaN included) where it is positive.
-    let seed = 500;
-    for (const [transA, transB] of TRANSPOSES) {
-      for (const shape of SHAPES) {
-        const accumulate = seed % 2 === 0, bias = seed % 3 === 0, relu = seed % 5 === 0;
-        checkExact(build, shape, { transA, transB, accumulate, bias, relu, mask: true }, seed++);
-      }
-    }
-    // K = 0: the epilogue alone.
-    checkExact(build, [5, 0, 9], {
-      transA: false,
-      transB: false,
-      accumulate: true,
-      bias: true,
-      relu: false,
-      mask: true,
-    }, 1);
-  });
-
   // ReLU is f32x4.max(x, 0) in two instructions (assembly/simd.ts `relu`,
   // scripts/gemm_tiles.ts): NaN must stay NaN and -0 become +0 in every
   // tile. A row of tiny negative products gives -0 in the relaxed builds
@@ -363,13 +308,7 @@ for (const build of BUILDS) {
         const nanRow = (i: number) => i % 3 === 1;
         const a = new Float32Array(M * K).fill(-1e-30), b = new Float32Array(K * N).fill(1e-30);
         for (let i = 0; i < M; i++) if (nanRow(i)) a[transA ? i : i * K] = NaN;
-        const ops = {
-          a,
-          b,
-          c0: new Float32Array(M * N),
-          bias: new Float32Array(N),
-          mask: new Float32Array(M * N),
-        };
+        const ops = { a, b, c0: new Float32Array(M * N), bias: new Float32Array(N) };
         const call = { transA, transB, accumulate: false, bias: false };
         const name = label(build, [M, K, N], { ...call, relu: true });
         const on = runBoth(build, [M, K, N], ops, { ...call, relu: true });

@@ -245,12 +245,6 @@ export interface GemmOp {
   accumulate: boolean;
   /** ReLU after the bias (the fused Linear + ReLU epilogue). */
   relu: boolean;
-  /**
-   * A ReLU's output (C's shape and row stride) whose backward C goes
-   * through: C = 0 where mask <= 0 or NaN, after everything else
-   * (`Kernels.gemmMasked`); 0 or absent means none.
-   */
-  mask?: number;
   /** `b` is op(B) packed by `gemmPackB(b, B, K, N, transB)` (default false). */
   packed?: boolean;
 }
@@ -274,9 +268,8 @@ export interface GemmOp {
  * ```
  */
 export function runGemm(k: Kernels, op: GemmOp, work: number): void {
-  const mask = op.mask ?? 0;
   if (op.packed) {
-    k.gemmPackedMasked(
+    k.gemmPacked(
       op.c,
       op.a,
       op.b,
@@ -290,11 +283,10 @@ export function runGemm(k: Kernels, op: GemmOp, work: number): void {
       op.transA,
       op.accumulate,
       op.relu,
-      mask,
     );
     return;
   }
-  k.gemmMasked(
+  k.gemm(
     op.c,
     op.a,
     op.b,
@@ -310,7 +302,6 @@ export function runGemm(k: Kernels, op: GemmOp, work: number): void {
     op.transB,
     op.accumulate,
     op.relu,
-    mask,
   );
 }
 
@@ -337,7 +328,6 @@ export function gemmRows(op: GemmOp, r0: number, rows: number): GemmOp {
     ...op,
     c: op.c + 4 * r0 * op.ldc,
     a: op.a + 4 * (op.transA ? r0 : r0 * op.lda),
-    mask: op.mask && op.mask + 4 * r0 * op.ldc,
     M: rows,
   };
 }
@@ -368,7 +358,6 @@ export function gemmColumns(op: GemmOp, j0: number, columns: number): GemmOp {
     c: op.c + 4 * j0,
     b: op.b + 4 * (op.transB ? j0 * op.ldb : j0),
     bias: op.bias && op.bias + 4 * j0,
-    mask: op.mask && op.mask + 4 * j0,
     N: columns,
   };
 }

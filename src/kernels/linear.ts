@@ -115,9 +115,7 @@ export function linearWeightGradient(
 
 /**
  * The input gradient of {@link linearForward}: dx = dy W (dx += dy W when
- * `accumulate`); `weight` is W [outW, inW] or W packed. With `mask` (the
- * output of a ReLU that produced x, laid out as dx), dx goes on through that
- * ReLU's backward in the same pass: 0 where mask <= 0.
+ * `accumulate`); `weight` is W [outW, inW] or W packed.
  */
 export function linearInputGradient(
   dx: Matrix,
@@ -127,7 +125,6 @@ export function linearInputGradient(
   B: number,
   inW: number,
   outW: number,
-  mask = 0,
 ): GemmOp {
   return {
     c: dx.at,
@@ -144,7 +141,6 @@ export function linearInputGradient(
     N: inW,
     accumulate,
     relu: false,
-    mask,
     packed: weight.packed,
   };
 }

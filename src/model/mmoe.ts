@@ -268,14 +268,6 @@ export function learningRate(optimizer: ResolvedOptimizer, step: number): number
 const at = (v: View): Matrix => ({ at: v.region.offset + 4 * v.column, ld: v.ld });
 
 /** Columns s*width.. of a [B, S*width] matrix: member s of a stacked layer. */
-/**
- * Whether a layer's output is a ReLU of its Linear (no norm, no dropout), so
- * its backward is a mask by that output: the consumer's input-gradient GEMM
- * applies it, or it is fused with the bias gradient.
- */
-const throughRelu = (l: Layer): boolean =>
-  l.activation === Activation.relu && l.dropout === 0 && l.norm === null;
-
 const member = (m: Matrix, s: number, width: number): Matrix => ({
   at: m.at + 4 * s * width,
   ld: m.ld,
@@ -716,18 +708,16 @@ export class MMoEModel {
     dInput: Matrix | null,
     accumulate: boolean,
     B: number,
-    { mask = 0, masked = false }: { mask?: number; masked?: boolean } = {},
   ): void {
     const S = l.S, N = l.outWidth, K = l.inWidth, W = S * N;
     const dy = l.dy!.offset, dz = l.dz!.offset;
     const bias = l.bias?.grad?.offset ?? 0;
     // ReLU straight before the Linear's output (no dropout, no norm): its
     // backward and the bias gradient are one pass over dy.
-    const fused = !masked && bias !== 0 && throughRelu(l);
+    const fused = bias !== 0 && l.activation === Activation.relu && l.dropout === 0 &&
+      l.norm === null;
     this.#enter("backwardOther");
-    if (masked) {
-      // dy came through the ReLU already (the next layer's input-gradient GEMM).
-    } else if (fused) {
+    if (fused) {
       const y = l.h.offset;
       this.#columns(W, B, (k, h0, columns) => {
         const o = 4 * h0;
@@ -782,8 +772,7 @@ export class MMoEModel {
       if (dInput !== null) {
         const dx = l.shared ? dInput : member(dInput, s, K);
         const weight: Weight = { at: panels + s * stride, packed: true };
-        const maskAt = mask && (l.shared ? mask : mask + 4 * s * K);
-        ops.push(linearInputGradient(dx, accumulate, dOut, weight, B, K, width, maskAt));
+        ops.push(linearInputGradient(dx, accumulate, dOut, weight, B, K, width));
       }
     }
     const biasParts = bias && !fused
@@ -808,16 +797,13 @@ export class MMoEModel {
   #stackBackward(stack: Stack, B: number): void {
     for (let i = stack.layers.length - 1; i >= 0; i--) {
       const l = stack.layers[i];
-      // A layer's dy comes through its ReLU in the next layer's input-gradient GEMM.
-      const masked = i + 1 < stack.layers.length && throughRelu(l);
       if (i > 0) {
         const previous = stack.layers[i - 1], ld = previous.S * previous.outWidth;
         const x = { at: previous.y.offset, ld }, dx = { at: previous.dy!.offset, ld };
-        const mask = throughRelu(previous) ? previous.h.offset : 0;
-        this.#layerBackward(l, x, dx, false, B, { mask, masked });
+        this.#layerBackward(l, x, dx, false, B);
       } else {
         const d = stack.dInput;
-        this.#layerBackward(l, at(stack.input), d && at(d), d?.accumulate ?? false, B, { masked });
+        this.#layerBackward(l, at(stack.input), d && at(d), d?.accumulate ?? false, B);
       }
     }
   }

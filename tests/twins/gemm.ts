@@ -87,8 +87,6 @@ export function fmaF32(a: number, b: number, c: number): number {
 
 /** Options of {@link gemmChainTwin}. */
 export interface GemmChainTwinOptions extends GemmTwinOptions {
-  /** A ReLU output laid out as C: C = 0 where it is not > 0, last (`gemmMasked`). */
-  mask?: ArrayLike<number>;
   /**
    * One rounding per multiply-add (`relaxed_madd` where the host has FMA),
    * else the product and the sum each rounded (the plain simd build).
@@ -100,8 +98,7 @@ export interface GemmChainTwinOptions extends GemmTwinOptions {
  * The kernels' arithmetic exactly, in f32: for each output, per k-block of
  * {@link GEMM_KC}, acc = 0 then acc = a_ik * b_kj + acc for k ascending; C =
  * acc for the first block (C + acc when accumulating, and for later blocks);
- * then C + bias; then max(C, 0) for ReLU; then 0 where a mask is not > 0
- * (torch's threshold_backward: a selection, NaN kept). Except N = 1 with A not
+ * then C + bias; then max(C, 0) for ReLU. Except N = 1 with A not
  * transposed (a dot product per row): four lane chains, lane l over k = l
  * mod 4 (zero past K), then ((l0 + l1) + l2) + l3 as the whole product.
  * Inputs must be f32 values.
@@ -112,7 +109,7 @@ export function gemmChainTwin(
   M: number,
   K: number,
   N: number,
-  { transA = false, transB = false, c, bias, relu = false, mask, fused }: GemmChainTwinOptions,
+  { transA = false, transB = false, c, bias, relu = false, fused }: GemmChainTwinOptions,
 ): Float32Array {
   const madd = fused
     ? fmaF32
@@ -144,8 +141,7 @@ export function gemmChainTwin(
       }
       value ??= 0;
       if (bias) value = Math.fround(value + bias[j]);
-      if (relu) value = Math.max(value, 0);
-      out[i * N + j] = mask && !(mask[i * N + j] > 0) ? 0 : value;
+      out[i * N + j] = relu ? Math.max(value, 0) : value;
     }
   }
   return out;
