@@ -163,6 +163,10 @@ function kernelsInterface(declarations: string): string {
     );
   }
   if (members.length === 0) throw new Error("asc declared no kernel functions");
+  // An export with a default parameter gets asc's varargs trampoline, which
+  // traps unless the host calls __setArgumentsLength first: none may have one.
+  const optional = /export function (\w+)\([^)]*\?:/.exec(declarations);
+  if (optional) throw new Error(`assembly/: export ${optional[1]} has a default parameter`);
   return [
     "/**",
     " * The kernel exports, generated from `assembly/`: signatures from asc's bindings,",
