@@ -15,16 +15,19 @@
  * samples/s is the best round; the 2-thread/1-thread ratio is best/best
  * with the range of the per-round ratios. This machine may be shared: the
  * CPU time of other processes is read from /proc/stat around every round,
- * and a reference GEMM (`bench/_peak.ts` `referenceGemm`, one thread, ~6 ms)
- * runs before and after every round. Only rounds during which other processes used
- * less than 0.1 core and whose reference ran (both times) at 0.93 or more of its best in
- * the run count (all rounds when none did; the table says how many did):
- * a neighbour on the host (invisible in /proc/stat) slowed the reference
- * by up to 2x on this project's VMs. The reference runs on the main thread
- * only: a neighbour on the other vCPU shows in the 2-thread ratios alone. The ceiling is peak GFLOP/s per
- * core x threads / GEMM FLOP per sample (`bench/_ceiling.ts`); the peak is
- * measured in this process (`bench/_peak.ts`) before the run and around every
- * round, the best reading counting, unless `--peak` gives it.
+ * and the peak probe (`bench/_peak.ts`, 4 calls) and a reference GEMM
+ * (`referenceGemm`, one thread, ~6 ms) run before and after every round.
+ * A round's share of the ceiling is of the peak probed around it (the
+ * higher of the two: this VM's core ran at 3.2-3.5 GHz within one run, so
+ * one peak for the run misstates rounds by up to 8%). Only rounds during
+ * which other processes used less than 0.1 core and whose reference (the
+ * slower run, as a share of the round's peak) reached 0.93 of its best in
+ * the run count (all rounds when none did; the table says how many did): a
+ * neighbour on the host, invisible in /proc/stat, slowed the reference by up
+ * to 2x on this project's VMs. The reference runs on the main thread only: a
+ * neighbour on the other vCPU shows in the 2-thread ratios alone. The
+ * ceiling is peak GFLOP/s per core x threads / GEMM FLOP per sample
+ * (`bench/_ceiling.ts`); `--peak` fixes the peak instead.
  *
  * The phase table is milliseconds per train step in the best round of each
  * thread count: weight packing, forward GEMMs, other forward kernels, loss,
@@ -56,6 +59,8 @@ interface Rates {
   others: number[];
   /** The reference GEMM's GFLOP/s around each round (the slower of before and after). */
   reference: number[];
+  /** This core's peak GFLOP/s around each round (the higher probe of before and after). */
+  peaks: number[];
   steps: number;
   profile: StepProfile | null;
 }
@@ -64,10 +69,10 @@ interface Rates {
 const QUIET = 0.1;
 /** A round whose reference GEMM ran below this share of its best in the run does not count. */
 const STEADY = 0.93;
-/** The reference GEMM's best GFLOP/s in this run so far. */
+/** The reference GEMM's best share of the peak around it in this run so far. */
 let bestReference = 0;
-/** Peak probe readings (GFLOP/s per core) before the run and around every round. */
-const peakReadings: number[] = [];
+/** `--peak`, or null: the probe then runs around every round. */
+let fixedPeak: number | null = null;
 
 function parseOptions(args: string[]) {
   const { values } = parseArgs({
@@ -125,20 +130,31 @@ function measure(
     for (let i = 0; i < options.warmup; i++) seconds = run(model, mode, batches, 1);
     const steps = Math.max(1, Math.ceil(options.roundMs / 1000 / seconds));
     model.profile();
-    return { threads: model.threads, rounds: [], others: [], reference: [], steps, profile: null };
+    return {
+      threads: model.threads,
+      rounds: [],
+      others: [],
+      reference: [],
+      peaks: [],
+      steps,
+      profile: null,
+    };
   });
   for (let r = 0; r < options.rounds; r++) {
     for (let i = 0; i < models.length; i++) {
       const m = (i + r) % models.length, rate = rates[m];
-      if (peakReadings.length > 0) peakReadings.push(measurePeak(undefined, 4));
+      const peakBefore = fixedPeak ?? measurePeak(undefined, 4);
       const referenceBefore = referenceGemm();
       const before = cpuSeconds();
       const seconds = run(models[m], mode, batches, rate.steps);
       const after = cpuSeconds();
-      // The slower of the reference runs around the round: contention often comes and goes.
+      // The slower of the reference runs around the round (contention comes and
+      // goes), against the higher of the probes (the core's clock does too).
       const reference = Math.min(referenceBefore, referenceGemm());
-      bestReference = Math.max(bestReference, referenceBefore, reference);
-      rate.reference.push(reference);
+      const peak = Math.max(peakBefore, fixedPeak ?? measurePeak(undefined, 4));
+      bestReference = Math.max(bestReference, reference / peak);
+      rate.reference.push(reference / peak);
+      rate.peaks.push(peak);
       rate.rounds.push(B * rate.steps / seconds);
       rate.others.push(Math.max(0, after.all - before.all - (after.ours - before.ours)) / seconds);
       // The phases of the best round, per step.
@@ -154,7 +170,10 @@ function measure(
   return rates;
 }
 
-/** Whether round i was quiet (other processes) and steady (the reference GEMM). */
+/**
+ * Whether round i was quiet (other processes) and steady (the reference
+ * GEMM, as a share of the peak around the round, near its best in the run).
+ */
 const steady = (r: Rates, i: number) =>
   r.others[i] < QUIET && r.reference[i] >= STEADY * bestReference;
 
@@ -170,6 +189,9 @@ function bestRound(r: Rates): number {
 }
 
 const best = (r: Rates) => r.rounds[bestRound(r)];
+
+/** The peak probed around the best round. */
+const bestPeak = (r: Rates) => r.peaks[bestRound(r)];
 
 /** `best / best (min-max of the ratios of the rounds both counted)`. */
 function ratio(a: Rates, b: Rates): string {
@@ -191,7 +213,7 @@ function quietness(r: Rates): string {
     `${Math.min(...values).toFixed(digits)}-${Math.max(...values).toFixed(digits)}`;
   return `${count}/${r.rounds.length} steady (others ${range(r.others, 2)} cores, reference ${
     range(r.reference.map((g) => g / bestReference), 2)
-  })`;
+  }, peak ${range(r.peaks, 1)})`;
 }
 
 const PHASE_NAMES: [keyof StepProfile, string][] = [
@@ -231,9 +253,7 @@ async function main(): Promise<void> {
   const loadBefore = Deno.loadavg();
   const cpuBefore = cpuSeconds(), wallBefore = performance.now();
   const peak = ceilingPeak(options.peak);
-  // A measured peak is probed again around every round and the best reading
-  // counts: a probe that ran while a neighbour held the core reads low.
-  if (options.peak === undefined) peakReadings.push(peak.gflops);
+  if (options.peak !== undefined) fixedPeak = peak.gflops;
   const config0 = resolveConfig(taobaoConfig(options.batches[0]));
   const flops = modelFlops(config0);
   console.log(
@@ -255,13 +275,12 @@ async function main(): Promise<void> {
     }
     for (const m of models) m.close();
   }
-  if (peakReadings.length > 0) {
-    peak.gflops = Math.max(...peakReadings);
-    peak.source = `best probe of the run (bench/_peak.ts), readings ${
-      Math.min(...peakReadings).toFixed(1)
-    }-${peak.gflops.toFixed(1)}`;
-  }
-  console.log(`peak ${peak.gflops.toFixed(1)} GFLOP/s per core (${peak.source})`);
+  const peaks = results.flatMap(({ rates }) => rates.flatMap((r) => r.peaks)).sort((a, b) => a - b);
+  console.log(
+    `peak ${peak.gflops.toFixed(1)} GFLOP/s per core before the run (${peak.source}); ` +
+      `${peaks[0].toFixed(1)}-${peaks.at(-1)!.toFixed(1)} around the rounds, each round's share ` +
+      `is of the peak probed around it`,
+  );
   console.log(
     `GEMM FLOP per sample: forward ${(flops.forward / 1e6).toFixed(2)} M, train ${
       (flops.train / 1e6).toFixed(2)
@@ -275,10 +294,9 @@ async function main(): Promise<void> {
 
   console.log(
     `\nsamples/s: best of ${options.rounds} alternating rounds (of the steady ones: other ` +
-      `processes below ${QUIET} cores, the reference GEMM at ${STEADY} or more of its best, ` +
-      `${bestReference.toFixed(1)} GFLOP/s = ${formatShare(bestReference / peak.gflops)} of ` +
-      `the peak); share of the ceiling (peak x threads); ratio to 1 thread best/best (range of ` +
-      `per-round ratios)`,
+      `processes below ${QUIET} cores, the reference GEMM at ${STEADY} or more of its best ` +
+      `share of the peak, ${formatShare(bestReference)}); share of the ceiling (the peak around ` +
+      `that round x threads); ratio to 1 thread best/best (range of per-round ratios)`,
   );
   const rows = [["mode", "batch", "threads", "samples/s", "share", "vs 1 thread", "rounds"]];
   for (const { batch, mode, rates } of results) {
@@ -290,7 +308,7 @@ async function main(): Promise<void> {
         String(batch),
         String(r.threads),
         best(r).toFixed(0),
-        formatShare(shareOfPeak(flop, best(r), peak.gflops, r.threads)),
+        formatShare(shareOfPeak(flop, best(r), bestPeak(r), r.threads)),
         one && r !== one ? ratio(r, one) : "",
         quietness(r),
       ]);
@@ -316,7 +334,7 @@ async function main(): Promise<void> {
       "GEMM share of ceiling",
       ...rates.map((r) => {
         const seconds = (r.profile!.forwardGemm + r.profile!.backwardGemm) / 1000;
-        return formatShare(flops.train * batch / seconds / (peak.gflops * 1e9 * r.threads));
+        return formatShare(flops.train * batch / seconds / (bestPeak(r) * 1e9 * r.threads));
       }),
     ]);
     phaseRows.push([
