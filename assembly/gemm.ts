@@ -84,17 +84,17 @@ const KC: i32 = 64;
 const KS: i32 = 256;
 /** Rows of an A block (192 x KC floats, 48 KiB; 96 rows measured 1-2% slower: more region copies). */
 const MC: i32 = 192;
-/** Byte address of slot 0's B region (KC x 16 floats, 4 KiB). */
+/** Byte address of slot 0's B region (KC x 24 floats, 6 KiB). */
 const REGION_BASE: i32 = 1024;
 /** Bytes between two slots' regions. */
-const REGION_STRIDE: i32 = 4096;
+const REGION_STRIDE: i32 = 6144;
 /** Regions, so generated tile copies, in a shared-memory build (one per thread). */
 const REGION_SLOTS: i32 = 8;
 /**
  * Byte address of the few-rows kernels' A region (KC x ROWS_MAX floats),
  * after the B regions; slot 0 only.
  */
-const ROWS_REGION: i32 = 34816;
+const ROWS_REGION: i32 = 50176;
 /** Most rows of one few-rows tile (generated kernels r2 .. r5). */
 const ROWS_MAX: i32 = 5;
 /**
@@ -143,6 +143,32 @@ declare function tiles6(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: 
 // @ts-ignore: decorator
 @external("tiles", "t7")
 declare function tiles7(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+// w<slot>: the same with 2x24 tiles (12 chains: on Zen 4/5 cores the 2x16
+// tile's 8 chains cover only ~0.93 of the FMA rate, the addend's latency).
+// @ts-ignore: decorator
+@external("tiles", "w0")
+declare function wide0(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+// @ts-ignore: decorator
+@external("tiles", "w1")
+declare function wide1(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+// @ts-ignore: decorator
+@external("tiles", "w2")
+declare function wide2(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+// @ts-ignore: decorator
+@external("tiles", "w3")
+declare function wide3(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+// @ts-ignore: decorator
+@external("tiles", "w4")
+declare function wide4(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+// @ts-ignore: decorator
+@external("tiles", "w5")
+declare function wide5(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+// @ts-ignore: decorator
+@external("tiles", "w6")
+declare function wide6(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+// @ts-ignore: decorator
+@external("tiles", "w7")
+declare function wide7(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 
 // The few-rows kernels r<rows> (scripts/gemm_tiles.ts): `count` steps of
 // full 8-wide panels from pb (two panels a step for r2, one for r3-r5), A
@@ -195,6 +221,45 @@ function sweep(slot: i32, c: usize, ldc: usize, pa: usize, aRow: usize, paStride
     default: tiles7(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
     }
   }
+}
+
+/** `sweep` with the generated 2x24 tiles (slot's region holds 24 columns). */
+function sweepWide(slot: i32, c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void {
+  if (!ASC_FEATURE_THREADS) {
+    wide0(c, ldc, pa, aRow, paStride, count, skip, bias, flags);
+  } else {
+    switch (slot) {
+    case 0: wide0(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    case 1: wide1(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    case 2: wide2(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    case 3: wide3(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    case 4: wide4(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    case 5: wide5(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    case 6: wide6(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    default: wide7(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
+    }
+  }
+}
+
+/**
+ * Full 24-column chunks the generated tiles run when op(B) is N wide: as
+ * many as leave a multiple of 16 (2x16 chunks) plus fewer than 8 columns
+ * for the AssemblyScript tiles (512 = 20 x 24 + 2 x 16, 128 = 4 x 24 + 2 x 16).
+ */
+// @ts-ignore: decorator
+@inline
+function wideChunks(N: i32): i32 {
+  let wide = N / 24;
+  if (wide > 0 && ((N - wide * 24) & 15) >= 8) wide--;
+  return wide;
+}
+
+/** Panels (of 8 columns) the generated tiles cover, wide then narrow chunks. */
+// @ts-ignore: decorator
+@inline
+function generatedPanels(N: i32): i32 {
+  const wide = wideChunks(N);
+  return wide * 3 + ((N - wide * 24) >> 4) * 2;
 }
 
 // @ts-ignore: decorator
@@ -279,7 +344,7 @@ export function gemm(
   // (An odd last row and a slot without a region run the AssemblyScript tiles on every panel.)
   const direct = !transB && M >= FEW_ROWS && M <= MC && (M & 1) == 0 &&
     (!ASC_FEATURE_THREADS || threadSlot < REGION_SLOTS);
-  const firstPanel = direct ? (N >> 4) << 1 : 0;
+  const firstPanel = direct ? generatedPanels(N) : 0;
   for (let ks = 0; ks < K; ks += KS) {
     const ksc = min(KS, K - ks);
     for (let k0 = ks; k0 < ks + ksc; k0 += KC) {
@@ -400,13 +465,19 @@ function gemmBlock(
   const biasOn: usize = last ? bias : 0;
   const reluOn = last && relu;
   const flags = (loadC ? 1 : 0) | (reluOn ? 2 : 0);
-  const chunks = N >> 4; // full 16-column chunks: the generated tiles
-  const tailCols = N - (chunks << 4);
   const slot = ASC_FEATURE_THREADS ? threadSlot : 0;
   const generated = slot < REGION_SLOTS;
+  // Full 24-column chunks (generated 2x24 tiles), then full 16-column chunks
+  // (generated 2x16, or the AssemblyScript 2x16 without a region), then the tail.
+  const wide = generated ? wideChunks(N) : 0;
+  const wideCols = wide * 24;
+  const chunks = (N - wideCols) >> 4;
+  const tailCols = N - wideCols - (chunks << 4);
   // A k-block shorter than KC fills the region's last kc rows and skips the first steps.
   const skip = KC - kc;
-  const region = <usize> (REGION_BASE + slot * REGION_STRIDE) + ((<usize> skip << 6));
+  const regionBase = <usize> (REGION_BASE + slot * REGION_STRIDE);
+  const region = regionBase + ((<usize> skip << 6));
+  const regionWide = regionBase + <usize> skip * 96;
   {
     const pairs = mc >> 1;
     // A tile reads its two rows of op(A) (k contiguous) at `aPairs + t *
@@ -424,13 +495,22 @@ function gemmBlock(
     const pairStride = aRow << 1;
     const cBlock = c + <usize> i0 * ldc;
     if (pairs > 0) {
+      for (let q = 0; q < wide; q++) {
+        const col = <usize> q * 96; // bytes
+        const cp = cBlock + col;
+        const bp: usize = biasOn != 0 ? biasOn + col : 0;
+        if (bRows != 0) copyRows(regionWide, bRows + col, <usize> ldb << 2, kc, true);
+        else copyChunk(regionWide, panels + <usize> (q * 3) * panelBytes, panelBytes, kc, true);
+        sweepWide(slot, cp, ldc, aPairs, aRow, pairStride, pairs, skip, bp, flags);
+      }
       for (let q = 0; q < chunks; q++) {
-        const pb = panels + <usize> (q << 1) * panelBytes;
-        const cp = cBlock + (<usize> q << 6);
-        const bp: usize = biasOn != 0 ? biasOn + (<usize> q << 6) : 0;
+        const pb = panels + <usize> (wide * 3 + (q << 1)) * panelBytes;
+        const col = <usize> wideCols * 4 + (<usize> q << 6); // bytes
+        const cp = cBlock + col;
+        const bp: usize = biasOn != 0 ? biasOn + col : 0;
         if (generated) {
-          if (bRows != 0) copyRows(region, bRows + (<usize> q << 6), <usize> ldb << 2, kc);
-          else copyChunk(region, pb, panelBytes, kc);
+          if (bRows != 0) copyRows(region, bRows + col, <usize> ldb << 2, kc, false);
+          else copyChunk(region, pb, panelBytes, kc, false);
           sweep(slot, cp, ldc, aPairs, aRow, pairStride, pairs, skip, bp, flags);
         } else {
           for (let t = 0; t < pairs; t++) {
@@ -439,7 +519,7 @@ function gemmBlock(
         }
       }
       if (tailCols > 0) {
-        const p = chunks << 1;
+        const p = wide * 3 + (chunks << 1);
         const pb = panels + <usize> p * panelBytes;
         const cp = cBlock + (<usize> p << 5);
         const bp: usize = biasOn != 0 ? biasOn + (<usize> p << 5) : 0;
@@ -554,29 +634,45 @@ function packRows(dst: usize, a: usize, i0: i32, rows: i32, k0: i32, kc: i32, ld
 }
 
 /**
- * Copies the two 8-wide panels at `pb` and `pb + panelBytes` ([k][8] each,
- * kc rows) into a region as [k][16].
+ * Copies the two 8-wide panels at `pb`, `pb + panelBytes` (and a third
+ * when `wide`) ([k][8] each, kc rows) into a region as [k][16] ([k][24]).
  */
-function copyChunk(region: usize, pb: usize, panelBytes: usize, kc: i32): void {
+function copyChunk(region: usize, pb: usize, panelBytes: usize, kc: i32, wide: bool): void {
   const end = pb + ((<usize> kc * NR) << 2);
   let out = region;
+  const third = pb + (panelBytes << 1);
   for (let b = pb; b < end; b += NR << 2) {
     v128.store(out, v128.load(b));
     v128.store(out, v128.load(b, 16), 16);
     v128.store(out, v128.load(b + panelBytes), 32);
     v128.store(out, v128.load(b + panelBytes, 16), 48);
-    out += 64;
+    if (wide) {
+      const t = third + (b - pb);
+      v128.store(out, v128.load(t), 64);
+      v128.store(out, v128.load(t, 16), 80);
+      out += 96;
+    } else {
+      out += 64;
+    }
   }
 }
 
-/** Copies 16 columns of kc rows of a row-major B (rows `ldb` bytes apart) into a region as [k][16]. */
-function copyRows(region: usize, b: usize, ldb: usize, kc: i32): void {
-  const end = region + ((<usize> kc << 6));
-  for (let out = region; out < end; out += 64) {
+/**
+ * Copies 16 (24 when `wide`) columns of kc rows of a row-major B (rows
+ * `ldb` bytes apart) into a region as [k][16] ([k][24]).
+ */
+function copyRows(region: usize, b: usize, ldb: usize, kc: i32, wide: bool): void {
+  const rowBytes: usize = wide ? 96 : 64;
+  const end = region + <usize> kc * rowBytes;
+  for (let out = region; out < end; out += rowBytes) {
     v128.store(out, v128.load(b));
     v128.store(out, v128.load(b, 16), 16);
     v128.store(out, v128.load(b, 32), 32);
     v128.store(out, v128.load(b, 48), 48);
+    if (wide) {
+      v128.store(out, v128.load(b, 64), 64);
+      v128.store(out, v128.load(b, 80), 80);
+    }
     b += ldb;
   }
 }

@@ -70,7 +70,7 @@ export function tileGeometry(gemmSource: string): TileGeometry {
     rowsBase: value("ROWS_REGION"),
     rowsMax: value("ROWS_MAX"),
   };
-  const regionBytes = geometry.kc * 16 * 4;
+  const regionBytes = geometry.kc * WIDE_VECTORS * 4 * 4;
   if (regionBytes > geometry.stride) {
     throw new Error(`a region of ${regionBytes} bytes does not fit REGION_STRIDE`);
   }
@@ -97,10 +97,13 @@ export interface TilesOptions {
 export function tilesText(geometry: TileGeometry, options: TilesOptions): string {
   const copies = options.shared ? geometry.slots : 1;
   const memory = options.shared ? "(memory 1 65536 shared)" : "(memory 1)";
-  const functions = Array.from(
-    { length: copies },
-    (_, slot) => tileFunction(slot, geometry.base + slot * geometry.stride, geometry.kc, options),
-  );
+  const functions: string[] = [];
+  for (const [name, vectors] of [["t", NARROW_VECTORS], ["w", WIDE_VECTORS]] as const) {
+    for (let slot = 0; slot < copies; slot++) {
+      const region = geometry.base + slot * geometry.stride;
+      functions.push(tileFunction(name, vectors, slot, region, geometry.kc, options));
+    }
+  }
   for (let rows = 2; rows <= geometry.rowsMax; rows++) {
     functions.push(rowsFunction(rows, geometry.rowsBase, geometry.kc, options));
   }
@@ -123,7 +126,10 @@ export function buildTiles(geometry: TileGeometry, options: TilesOptions): Uint8
 }
 
 const ROWS = 2;
-const VECTORS = 4; // 16 columns
+/** The 2x16 tiles ("t<slot>"): 8 chains. */
+const NARROW_VECTORS = 4;
+/** The 2x24 tiles ("w<slot>"): 12 chains, 15 of V8's XMM registers with A and B. */
+const WIDE_VECTORS = 6;
 
 function acc(row: number, vector: number): string {
   return `$c${row}${vector}`;
@@ -133,14 +139,19 @@ function fma(relaxed: boolean, a: string, b: string, c: string): string {
   return relaxed ? `(f32x4.relaxed_madd ${a} ${b} ${c})` : `(f32x4.add (f32x4.mul ${a} ${b}) ${c})`;
 }
 
-/** One k step s: two broadcasts of A (checked, one per row), four loads of B (constant addresses). */
-function step(s: number, region: number, relaxed: boolean): string {
+/**
+ * One k step s: two broadcasts of A (checked, one per row), `vectors` loads
+ * of B (constant addresses), each used by both rows before the next.
+ */
+function step(s: number, vectors: number, region: number, relaxed: boolean): string {
   const lines = [
     `(local.set $a0 (v128.load32_splat offset=${4 * s} (local.get $p)))`,
     `(local.set $a1 (v128.load32_splat offset=${4 * s} (local.get $p1)))`,
   ];
-  for (let j = 0; j < VECTORS; j++) {
-    lines.push(`(local.set $b (v128.load offset=${region + 64 * s + 16 * j} (i32.const 0)))`);
+  for (let j = 0; j < vectors; j++) {
+    lines.push(
+      `(local.set $b (v128.load offset=${region + 16 * vectors * s + 16 * j} (i32.const 0)))`,
+    );
     for (let r = 0; r < ROWS; r++) {
       lines.push(
         `(local.set ${acc(r, j)} ${
@@ -203,13 +214,20 @@ function epilogue(rows: number, vectors: number, rowAddress: (r: number) => stri
   ].join("\n");
 }
 
-function tileFunction(slot: number, region: number, kc: number, options: TilesOptions): string {
+function tileFunction(
+  name: string,
+  vectors: number,
+  slot: number,
+  region: number,
+  kc: number,
+  options: TilesOptions,
+): string {
   const accs: string[] = [];
-  for (let r = 0; r < ROWS; r++) for (let j = 0; j < VECTORS; j++) accs.push(acc(r, j));
-  const steps = writtenOut(kc, (s) => step(s, region, options.relaxed));
+  for (let r = 0; r < ROWS; r++) for (let j = 0; j < vectors; j++) accs.push(acc(r, j));
+  const steps = writtenOut(kc, (s) => step(s, vectors, region, options.relaxed));
   const rowAddress = (r: number) => (r === 0 ? "(local.get $c)" : "(local.get $c1)");
-  const finish = epilogue(ROWS, VECTORS, rowAddress);
-  return `(func $t${slot} (export "t${slot}")
+  const finish = epilogue(ROWS, vectors, rowAddress);
+  return `(func $${name}${slot} (export "${name}${slot}")
  (param $c i32) (param $ldc i32) (param $pa i32) (param $aRow i32) (param $paStride i32)
  (param $count i32) (param $skip i32) (param $bias i32) (param $flags i32)
  (local $p i32) (local $p1 i32) (local $c1 i32) (local $a0 v128) (local $a1 v128) (local $b v128)

@@ -22,9 +22,10 @@ const BUILDS: Build[] = VARIANTS.flatMap((variant) => [
 const memoryOf = (build: Build, megabytes: number) =>
   new TestMemory(build.variant, megabytes, build.shared);
 
-// Tile edges (assembly/gemm.ts): the main tile is a row pair by 16 columns
-// (two 8-wide B panels), run by the generated tiles module over a copy of
-// the panels in a fixed region; columns past the last full 16 run 2x16 or
+// Tile edges (assembly/gemm.ts): the main tiles are a row pair by 24 or 16
+// columns (three or two 8-wide B panels), run by the generated tiles module
+// over a copy of the panels in a fixed region (24-column chunks while they
+// leave a multiple of 16 plus under 8); columns past the last full 16 run 2x16 or
 // 2x8 tiles (4x8 for two pairs at once when 8 or fewer are left), the
 // last of an odd row count 1x32 and 1x8 tiles. k runs in
 // blocks of 64 (KC: a shorter block enters the written-out loop part way),
@@ -93,6 +94,13 @@ const SHAPES: [number, number, number][] = [
   [64, 90, 41],
   [96, 300, 20],
   [130, 70, 7],
+  [96, 65, 72],
+  // 24-column chunks, then 16-column ones, then a tail: 24 + 16 + 1, 24 + 2 x 16
+  // (not 2 x 24 + 8), 3 x 24 over two row blocks and a short k-block.
+  [30, 130, 41],
+  [66, 64, 56],
+  [200, 70, 72],
+  [38, 129, 24],
   // N = 1: a dot product per row (row-major A), four rows as lanes (A^T).
   [8, 4, 1],
   [9, 7, 1],
@@ -371,37 +379,46 @@ for (const build of BUILDS) {
   });
 
   test(`gemm ${variant}: the main tile runs from its thread slot's region in the reserved bytes`, () => {
-    // The generated 2x16 tile reads B's 16-column chunks from a fixed region
-    // per thread slot (1024 + 4096 x slot, KC = 64 rows of 16 floats): after a
-    // call, the region holds the last chunk of the last k-block.
-    const [M, K, N] = [20, 64, 32]; // 16 rows or more: the 2x16 tiles, not the few-rows kernels
-    const mem = memoryOf(build, 2);
-    const B = mem.f32(K * N, Array.from({ length: K * N }, (_, i) => i + 1));
-    const A = mem.f32(M * K), C = mem.f32(M * N);
-    const work = mem.alloc(mem.k.gemmWorkspaceBytes(K, N));
-    const memory = mem.instance.memory;
-    const region = (slot: number) => new Float32Array(memory.buffer, 1024 + 4096 * slot, K * 16);
-    const lastChunk = Array.from({ length: K * 16 }, (_, i) => {
-      const [k, j] = [Math.floor(i / 16), i % 16];
-      return k * N + 16 + j + 1; // B[k, 16 + j]
-    });
-    for (const slot of build.shared ? [0, 1, 7] : [0]) {
-      for (const s of [0, 1, 7]) region(s).fill(0);
-      const k = instantiateKernels(memory, build.variant).exports;
-      k.setThreadSlot(slot);
-      k.gemm(C.ptr, A.ptr, B.ptr, 0, work, M, K, N, K, N, N, false, false, false, false);
-      assert.deepEqual(Array.from(region(slot)), lastChunk, `slot ${slot}'s region`);
-      for (const other of [0, 1, 7].filter((s) => s !== slot)) {
-        assert.ok(region(other).every((v) => v === 0), `slot ${slot} wrote slot ${other}'s region`);
+    // The generated tiles read B's 16- or 24-column chunks from a fixed region
+    // per thread slot (1024 + 6144 x slot, KC = 64 rows of 16 or 24 floats):
+    // after a call, the region holds the last chunk of the last k-block. 32
+    // columns run as two 16-column chunks, 48 as two 24-column ones.
+    const M = 20, K = 64; // 16 rows or more: the 2-row tiles, not the few-rows kernels
+    for (const [N, chunk] of [[32, 16], [48, 24]]) {
+      const mem = memoryOf(build, 2);
+      const B = mem.f32(K * N, Array.from({ length: K * N }, (_, i) => i + 1));
+      const A = mem.f32(M * K), C = mem.f32(M * N);
+      const work = mem.alloc(mem.k.gemmWorkspaceBytes(K, N));
+      const memory = mem.instance.memory;
+      const region = (slot: number) =>
+        new Float32Array(memory.buffer, 1024 + 6144 * slot, K * chunk);
+      const lastChunk = Array.from({ length: K * chunk }, (_, i) => {
+        const [k, j] = [Math.floor(i / chunk), i % chunk];
+        return k * N + N - chunk + j + 1; // B[k, N - chunk + j]
+      });
+      const call = (k: Kernels) =>
+        k.gemm(C.ptr, A.ptr, B.ptr, 0, work, M, K, N, K, N, N, false, false, false, false);
+      for (const slot of build.shared ? [0, 1, 7] : [0]) {
+        for (const s of [0, 1, 7]) region(s).fill(0);
+        const k = instantiateKernels(memory, build.variant).exports;
+        k.setThreadSlot(slot);
+        call(k);
+        assert.deepEqual(Array.from(region(slot)), lastChunk, `N ${N}: slot ${slot}'s region`);
+        for (const other of [0, 1, 7].filter((s) => s !== slot)) {
+          assert.ok(
+            region(other).every((v) => v === 0),
+            `slot ${slot} wrote slot ${other}'s region`,
+          );
+        }
       }
-    }
-    // An unshared build has one region, whatever slot it is told.
-    if (!build.shared) {
-      region(0).fill(0);
-      const k = instantiateKernels(memory, build.variant).exports;
-      k.setThreadSlot(3);
-      k.gemm(C.ptr, A.ptr, B.ptr, 0, work, M, K, N, K, N, N, false, false, false, false);
-      assert.deepEqual(Array.from(region(0)), lastChunk);
+      // An unshared build has one region, whatever slot it is told.
+      if (!build.shared) {
+        region(0).fill(0);
+        const k = instantiateKernels(memory, build.variant).exports;
+        k.setThreadSlot(3);
+        call(k);
+        assert.deepEqual(Array.from(region(0)), lastChunk);
+      }
     }
   });
 
