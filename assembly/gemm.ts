@@ -23,22 +23,29 @@
 // rows of op(A) k-contiguous: a row-major A (NN, NT) as it is stored, no
 // copy; an A^T (TN) packed per MC-row block into row pairs [pair][2][kc + 4].
 //
-// The main tile is 2x16 and it is not written here: it lives in a generated
+// The main tiles are 2x24 and 2x16 and they are not written here: they live in a generated
 // module (scripts/gemm_tiles.ts, imported as "tiles"), because Deno's V8 runs
 // Wasm with explicit bounds checks (no trap handler), a compare and a branch
 // on every load from a computed address, except a load from a constant
-// address below the declared minimum memory. Each 16 columns of the packed
+// address below the declared minimum memory. Each 24 (or 16) columns of the packed
 // op(B) k-block are copied into a fixed region of the first 64 KiB (the
 // kernels' reserved bytes, KERNEL_RESERVED_BYTES in src/kernels/kernels.ts)
 // and the generated kernel runs the whole k-block written out, every B load
-// at a constant address: per k two checked broadcasts of A, four unchecked
-// loads of B, eight FMAs. Measured on Zen 3: ~0.95 of the FMA peak for the
-// micro-kernel, where the 5x8 AssemblyScript loop this replaces (4 checked
-// loads and 4 shuffles per 10 FMAs) ran at ~0.85 and a 6x8 at ~0.73. Worker
+// at a constant address: per k two checked broadcasts of A, six (four)
+// unchecked loads of B, twelve (eight) FMAs. Measured on Zen 3: ~0.95 of the
+// FMA peak for the 2x16 micro-kernel, where the 5x8 AssemblyScript loop it
+// replaced (4 checked loads and 4 shuffles per 10 FMAs) ran at ~0.85 and a
+// 6x8 at ~0.73. On a Zen 4/5 core at 3.5+ GHz the 2x16 tile's 8 chains of
+// FMAs into the accumulator reach only ~0.93 (a register-only loop of 8 such
+// chains does too; 12 reach the peak), so full 24-column chunks run 2x24
+// tiles: 12 chains, 15 of the 16 XMM registers with the two A broadcasts and
+// one B vector (a 2x16 GEMM in L1 0.88 of peak there, 2x24 0.94). Chunks of
+// 24 are taken while they leave a multiple of 16 plus under 8 columns
+// (`wideChunks`), so the AssemblyScript tail tiles never get more. Worker
 // threads share the memory, so a shared-memory build holds one copy of the
 // tile per thread slot (REGION_SLOTS), each with its own region;
-// `setThreadSlot` tells an instance its slot. A slot past the last region,
-// the columns after the last full 16 and the last odd row run the
+// `setThreadSlot` tells an instance its slot. A slot past the last region
+// (16-column chunks only), the columns after the last full chunk and the last odd row run the
 // AssemblyScript tiles below (2x16, 4x8, 2x8, 1x32, 1x8: dynamic loads, same
 // arithmetic). A call with 2-15 rows (serving a few candidates) runs the
 // generated few-rows kernels instead (slot 0): there A is copied to a fixed
@@ -244,11 +251,15 @@ function sweepWide(slot: i32, c: usize, ldc: usize, pa: usize, aRow: usize, paSt
 /**
  * Full 24-column chunks the generated tiles run when op(B) is N wide: as
  * many as leave a multiple of 16 (2x16 chunks) plus fewer than 8 columns
- * for the AssemblyScript tiles (512 = 20 x 24 + 2 x 16, 128 = 4 x 24 + 2 x 16).
+ * for the AssemblyScript tiles (512 = 20 x 24 + 2 x 16, 128 = 4 x 24 + 2 x 16);
+ * none in the plain simd build.
  */
 // @ts-ignore: decorator
 @inline
 function wideChunks(N: i32): i32 {
+  // The plain simd build multiplies and adds in two instructions: its 2x24
+  // tile would need a 16th register for the product (and spills: 0.55 of peak).
+  if (!ASC_FEATURE_RELAXED_SIMD) return 0;
   let wide = N / 24;
   if (wide > 0 && ((N - wide * 24) & 15) >= 8) wide--;
   return wide;

@@ -8,7 +8,7 @@
  * (no trap handler, denoland/deno#35658): every load from a computed address
  * costs a compare and a branch, and the AssemblyScript 5x8 loop topped out at
  * ~0.85 of the FMA peak. A load from a constant address below the module's
- * declared minimum memory needs no check at all. So the 16 columns of op(B)
+ * declared minimum memory needs no check at all. So the 16 (24) columns of op(B)
  * a tile sweep uses are copied into a fixed region, and the k loop is
  * written out in full (64 steps, the k-block KC), every B load at a constant
  * address: per k a 2x16 tile does 2 checked broadcasts of A, 4 unchecked
@@ -17,10 +17,15 @@
  * constant loads and nests the FMA chains into one expression per
  * accumulator (spilling everything), so the text below is assembled as is.
  *
- * A call runs `count` 2x16 tiles down one region: tile t reads its two
+ * Two tile widths: t<slot> runs 2x16 tiles (8 accumulator chains), w<slot>
+ * 2x24 (12 chains: on Zen 4/5 cores the FMA into an accumulator needs more
+ * than 8 chains in flight to reach the peak; 12 accumulators, two A
+ * broadcasts and one B vector are 15 of the 16 XMM registers V8 allocates).
+ *
+ * A call runs `count` tiles down one region: tile t reads its two
  * rows of op(A), k contiguous, at `pa + t * paStride` and `aRow` bytes
  * after it (a packed pair panel [2][kc + 4], or A itself when it is not
- * transposed: no copy) and writes C rows 2t and 2t+1, 16 columns from
+ * transposed: no copy) and writes C rows 2t and 2t+1, 16 (24) columns from
  * `c`. A k-block shorter than KC enters the written-out loop part way
  * (`skip` = KC - kc steps, a `br_table`), with B copied into the region's
  * last kc rows, so every chain is acc = fma(a, b, acc) over k ascending
@@ -98,11 +103,20 @@ export function tilesText(geometry: TileGeometry, options: TilesOptions): string
   const copies = options.shared ? geometry.slots : 1;
   const memory = options.shared ? "(memory 1 65536 shared)" : "(memory 1)";
   const functions: string[] = [];
-  for (const [name, vectors] of [["t", NARROW_VECTORS], ["w", WIDE_VECTORS]] as const) {
-    for (let slot = 0; slot < copies; slot++) {
-      const region = geometry.base + slot * geometry.stride;
-      functions.push(tileFunction(name, vectors, slot, region, geometry.kc, options));
-    }
+  for (let slot = 0; slot < copies; slot++) {
+    const region = geometry.base + slot * geometry.stride;
+    functions.push(tileFunction("t", NARROW_VECTORS, slot, region, geometry.kc, options));
+  }
+  for (let slot = 0; slot < copies; slot++) {
+    const region = geometry.base + slot * geometry.stride;
+    // The plain simd build runs no wide tiles (mul then add needs a 16th
+    // register for the product: 12 accumulators would spill), but its
+    // kernel module still imports them: there they trap.
+    functions.push(
+      options.relaxed
+        ? tileFunction("w", WIDE_VECTORS, slot, region, geometry.kc, options)
+        : `(func $w${slot} (export "w${slot}") (param i32 i32 i32 i32 i32 i32 i32 i32 i32) unreachable)`,
+    );
   }
   for (let rows = 2; rows <= geometry.rowsMax; rows++) {
     functions.push(rowsFunction(rows, geometry.rowsBase, geometry.kc, options));

@@ -47,7 +47,7 @@ export type { Kernels };
 
 /**
  * Bytes at the start of a kernel memory that belong to the kernels: the
- * GEMM copies each 16 columns of op(B) into a fixed region there (one per
+ * GEMM copies each 16 or 24 columns of op(B) into a fixed region there (one per
  * thread slot), so its micro-kernel loads B from constant addresses, which
  * V8 does not bounds-check (assembly/gemm.ts). Callers place their data
  * from this offset on; `ArenaLayout` starts there.
@@ -126,7 +126,7 @@ export function kernelModule(variant: KernelVariant, shared = false): WebAssembl
 
 /**
  * The GEMM tiles module the kernel module of `variant` imports ("tiles"):
- * the generated 2x16 micro-kernel (scripts/gemm_tiles.ts), one copy per
+ * the generated 2x24 and 2x16 micro-kernels (scripts/gemm_tiles.ts), one copy per
  * thread slot in the shared build.
  */
 function tilesModule(variant: KernelVariant, shared: boolean): WebAssembly.Module {
