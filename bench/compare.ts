@@ -541,8 +541,14 @@ async function torchSide(
   try {
     info = await ask({ model: torchModelSpec(config), threads, seed: 1 });
   } catch (error) {
-    child.kill();
+    // A python without torch has exited already (kill would throw).
+    try {
+      child.kill();
+    } catch {
+      // already exited
+    }
     await child.status;
+    await writer.close().catch(() => {});
     return (error as Error).message;
   }
   const side: Side = {
