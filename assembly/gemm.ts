@@ -124,58 +124,18 @@ function checkReserved(c: usize, a: usize, b: usize, work: usize): void {
   if (c < RESERVED || a < RESERVED || b < RESERVED || work < RESERVED) unreachable();
 }
 
-// The generated tiles (scripts/gemm_tiles.ts): t<slot> runs `count` 2x16
-// tiles over slot's region; see there for the arguments.
+// The generated tiles (scripts/gemm_tiles.ts): t runs `count` 2x16 tiles
+// over `slot`'s region (the last region's copy for a slot past it); see
+// there for the arguments. w does the same with 2x24 tiles (12 chains: on
+// Zen 4/5 cores the 2x16 tile's 8 chains of FMAs into the accumulator cover
+// only ~0.93 of the FMA rate, the addend's latency); the plain simd build's
+// w traps (never called: `wideChunks` is 0 there).
 // @ts-ignore: decorator
-@external("tiles", "t0")
-declare function tiles0(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+@external("tiles", "t")
+declare function tiles(slot: i32, c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 // @ts-ignore: decorator
-@external("tiles", "t1")
-declare function tiles1(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
-// @ts-ignore: decorator
-@external("tiles", "t2")
-declare function tiles2(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
-// @ts-ignore: decorator
-@external("tiles", "t3")
-declare function tiles3(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
-// @ts-ignore: decorator
-@external("tiles", "t4")
-declare function tiles4(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
-// @ts-ignore: decorator
-@external("tiles", "t5")
-declare function tiles5(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
-// @ts-ignore: decorator
-@external("tiles", "t6")
-declare function tiles6(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
-// @ts-ignore: decorator
-@external("tiles", "t7")
-declare function tiles7(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
-// w<slot>: the same with 2x24 tiles (12 chains: on Zen 4/5 cores the 2x16
-// tile's 8 chains cover only ~0.93 of the FMA rate, the addend's latency).
-// @ts-ignore: decorator
-@external("tiles", "w0")
-declare function wide0(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
-// @ts-ignore: decorator
-@external("tiles", "w1")
-declare function wide1(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
-// @ts-ignore: decorator
-@external("tiles", "w2")
-declare function wide2(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
-// @ts-ignore: decorator
-@external("tiles", "w3")
-declare function wide3(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
-// @ts-ignore: decorator
-@external("tiles", "w4")
-declare function wide4(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
-// @ts-ignore: decorator
-@external("tiles", "w5")
-declare function wide5(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
-// @ts-ignore: decorator
-@external("tiles", "w6")
-declare function wide6(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
-// @ts-ignore: decorator
-@external("tiles", "w7")
-declare function wide7(c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
+@external("tiles", "w")
+declare function wideTiles(slot: i32, c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void;
 
 // The few-rows kernels r<rows> (scripts/gemm_tiles.ts): `count` steps of
 // full 8-wide panels from pb (two panels a step for r2, one for r3-r5), A
@@ -207,45 +167,6 @@ let threadSlot: i32 = 0;
  */
 export function setThreadSlot(slot: i32): void {
   threadSlot = slot;
-}
-
-/**
- * Runs `count` generated 2x16 tiles on `slot`'s region (slot < REGION_SLOTS;
- * always slot 0 in an unshared build).
- */
-function sweep(slot: i32, c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void {
-  if (!ASC_FEATURE_THREADS) {
-    tiles0(c, ldc, pa, aRow, paStride, count, skip, bias, flags);
-  } else {
-    switch (slot) {
-    case 0: tiles0(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
-    case 1: tiles1(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
-    case 2: tiles2(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
-    case 3: tiles3(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
-    case 4: tiles4(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
-    case 5: tiles5(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
-    case 6: tiles6(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
-    default: tiles7(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
-    }
-  }
-}
-
-/** `sweep` with the generated 2x24 tiles (slot's region holds 24 columns). */
-function sweepWide(slot: i32, c: usize, ldc: usize, pa: usize, aRow: usize, paStride: usize, count: i32, skip: i32, bias: usize, flags: i32): void {
-  if (!ASC_FEATURE_THREADS) {
-    wide0(c, ldc, pa, aRow, paStride, count, skip, bias, flags);
-  } else {
-    switch (slot) {
-    case 0: wide0(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
-    case 1: wide1(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
-    case 2: wide2(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
-    case 3: wide3(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
-    case 4: wide4(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
-    case 5: wide5(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
-    case 6: wide6(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
-    default: wide7(c, ldc, pa, aRow, paStride, count, skip, bias, flags); break;
-    }
-  }
 }
 
 /**
@@ -512,7 +433,7 @@ function gemmBlock(
         const bp: usize = biasOn != 0 ? biasOn + col : 0;
         if (bRows != 0) copyRows(regionWide, bRows + col, <usize> ldb << 2, kc, true);
         else copyChunk(regionWide, panels + <usize> (q * 3) * panelBytes, panelBytes, kc, true);
-        sweepWide(slot, cp, ldc, aPairs, aRow, pairStride, pairs, skip, bp, flags);
+        wideTiles(slot, cp, ldc, aPairs, aRow, pairStride, pairs, skip, bp, flags);
       }
       for (let q = 0; q < chunks; q++) {
         const pb = panels + <usize> (wide * 3 + (q << 1)) * panelBytes;
@@ -522,7 +443,7 @@ function gemmBlock(
         if (generated) {
           if (bRows != 0) copyRows(region, bRows + col, <usize> ldb << 2, kc, false);
           else copyChunk(region, pb, panelBytes, kc, false);
-          sweep(slot, cp, ldc, aPairs, aRow, pairStride, pairs, skip, bp, flags);
+          tiles(slot, cp, ldc, aPairs, aRow, pairStride, pairs, skip, bp, flags);
         } else {
           for (let t = 0; t < pairs; t++) {
             tile2x16(cp + <usize> t * (ldc << 1), ldc, aPairs + <usize> t * pairStride, aRow, pb, panelBytes, kc, 16, bp, loadC, reluOn);

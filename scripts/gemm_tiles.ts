@@ -103,20 +103,21 @@ export function tilesText(geometry: TileGeometry, options: TilesOptions): string
   const copies = options.shared ? geometry.slots : 1;
   const memory = options.shared ? "(memory 1 65536 shared)" : "(memory 1)";
   const functions: string[] = [];
-  for (let slot = 0; slot < copies; slot++) {
-    const region = geometry.base + slot * geometry.stride;
-    functions.push(tileFunction("t", NARROW_VECTORS, slot, region, geometry.kc, options));
+  // The plain simd build runs no wide tiles (mul then add needs a 16th
+  // register for the product: 12 accumulators would spill), but its kernel
+  // module still imports "w": there it traps.
+  const widths = options.relaxed
+    ? [["t", NARROW_VECTORS], ["w", WIDE_VECTORS]] as const
+    : [["t", NARROW_VECTORS]] as const;
+  for (const [name, vectors] of widths) {
+    for (let slot = 0; slot < copies; slot++) {
+      const region = geometry.base + slot * geometry.stride;
+      functions.push(tileFunction(name, vectors, slot, region, geometry.kc, options));
+    }
+    functions.push(dispatcher(name, copies));
   }
-  for (let slot = 0; slot < copies; slot++) {
-    const region = geometry.base + slot * geometry.stride;
-    // The plain simd build runs no wide tiles (mul then add needs a 16th
-    // register for the product: 12 accumulators would spill), but its
-    // kernel module still imports them: there they trap.
-    functions.push(
-      options.relaxed
-        ? tileFunction("w", WIDE_VECTORS, slot, region, geometry.kc, options)
-        : `(func $w${slot} (export "w${slot}") (param i32 i32 i32 i32 i32 i32 i32 i32 i32) unreachable)`,
-    );
+  if (!options.relaxed) {
+    functions.push(`(func $w (export "w") (param ${"i32 ".repeat(DISPATCH_PARAMS)}) unreachable)`);
   }
   for (let rows = 2; rows <= geometry.rowsMax; rows++) {
     functions.push(rowsFunction(rows, geometry.rowsBase, geometry.kc, options));
@@ -140,6 +141,25 @@ export function buildTiles(geometry: TileGeometry, options: TilesOptions): Uint8
 }
 
 const ROWS = 2;
+/** Parameters of a dispatcher: the slot, then the tile function's nine. */
+const DISPATCH_PARAMS = 10;
+
+/**
+ * The export `name` (slot, c, ldc, pa, aRow, paStride, count, skip, bias,
+ * flags): calls `name<slot>`, the copy on that slot's region (the last copy
+ * for a slot past it, as an unshared build's one copy for any slot).
+ */
+function dispatcher(name: string, copies: number): string {
+  const args = Array.from({ length: DISPATCH_PARAMS - 1 }, (_, i) => `(local.get ${i + 1})`)
+    .join(" ");
+  const labels = Array.from({ length: copies }, (_, slot) => `$d${slot}`);
+  let body = `(block $d0 (br_table ${labels.join(" ")} (local.get 0)))`;
+  for (let slot = 0; slot < copies; slot++) {
+    const call = `(return (call $${name}${slot} ${args}))`;
+    body = slot + 1 < copies ? `(block $d${slot + 1}\n${body}\n${call})` : `${body}\n${call}`;
+  }
+  return `(func $${name} (export "${name}") (param ${"i32 ".repeat(DISPATCH_PARAMS)})\n${body})`;
+}
 /** The 2x16 tiles ("t<slot>"): 8 chains. */
 const NARROW_VECTORS = 4;
 /** The 2x24 tiles ("w<slot>"): 12 chains, 15 of V8's XMM registers with A and B. */
@@ -241,7 +261,7 @@ function tileFunction(
   const steps = writtenOut(kc, (s) => step(s, vectors, region, options.relaxed));
   const rowAddress = (r: number) => (r === 0 ? "(local.get $c)" : "(local.get $c1)");
   const finish = epilogue(ROWS, vectors, rowAddress);
-  return `(func $${name}${slot} (export "${name}${slot}")
+  return `(func $${name}${slot}
  (param $c i32) (param $ldc i32) (param $pa i32) (param $aRow i32) (param $paStride i32)
  (param $count i32) (param $skip i32) (param $bias i32) (param $flags i32)
  (local $p i32) (local $p1 i32) (local $c1 i32) (local $a0 v128) (local $a1 v128) (local $b v128)
