@@ -89,8 +89,14 @@ const KC: i32 = 64;
  * L2 (k-blocks outermost sent C through L3 once per 64 k: ~5% slower).
  */
 const KS: i32 = 256;
-/** Rows of an A block (192 x KC floats, 48 KiB; 96 rows measured 1-2% slower: more region copies). */
-const MC: i32 = 192;
+/**
+ * Rows of an A block (256 x KC floats, 64 KiB). Fewer rows mean more region
+ * copies per FMA (96 measured 1-2% slower than 192); 256 splits 1024 rows
+ * into 4 even blocks (192 left a 64-row block) and lets a 256-row weight
+ * gradient read B in place (one row block): TN 256x1024x512 +2-3%, the
+ * other MMoE shapes within 0.5% (384 and 512 lost 1-2% on NN).
+ */
+const MC: i32 = 256;
 /** Byte address of slot 0's B region (KC x 24 floats, 6 KiB). */
 const REGION_BASE: i32 = 1024;
 /** Bytes between two slots' regions. */

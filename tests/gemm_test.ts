@@ -29,7 +29,7 @@ const memoryOf = (build: Build, megabytes: number) =>
 // 2x8 tiles (4x8 for two pairs at once when 8 or fewer are left), the
 // last of an odd row count 1x32 and 1x8 tiles. k runs in
 // blocks of 64 (KC: a shorter block enters the written-out loop part way),
-// 256 at a time (KS), rows in blocks of 192 (MC). N = 1 runs 8 rows
+// 256 at a time (KS), rows in blocks of 256 (MC). N = 1 runs 8 rows
 // (row-major A) or 4 (A^T) at a time.
 const SHAPES: [number, number, number][] = [
   [1, 1, 1],
@@ -78,23 +78,25 @@ const SHAPES: [number, number, number][] = [
   [11, 130, 24],
   [15, 64, 17],
   [14, 300, 8],
-  // Row blocks (MC 192) and k superblocks (KS 256).
+  // Row blocks (MC 256) and k superblocks (KS 256).
   [191, 20, 16],
-  [192, 70, 16],
-  [193, 70, 33],
-  [385, 16, 16],
+  [255, 20, 16],
+  [256, 70, 16],
+  [257, 70, 33],
+  [513, 16, 16],
   [40, 257, 48],
   // Even rows past the few-rows kernels, whole 16-column chunks only.
   [16, 5, 16],
   [64, 300, 32],
   [386, 70, 64],
   [200, 1030, 48],
-  // One even row block (16-192 rows) with B row-major: the region copies read
+  // One even row block (16-256 rows) with B row-major: the region copies read
   // B's rows in place, only the columns past the last full 16 are packed.
   [64, 90, 41],
   [96, 300, 20],
   [130, 70, 7],
   [96, 65, 72],
+  [256, 70, 40],
   // 24-column chunks, then 16-column ones, then a tail: 24 + 16 + 1, 24 + 2 x 16
   // (not 2 x 24 + 8), 3 x 24 over two row blocks and a short k-block.
   [30, 130, 41],
@@ -536,7 +538,7 @@ for (const build of BUILDS) {
 // those rows of the full call bit for bit, whichever tiles cover them (the
 // threaded GEMM, src/kernels/threads.ts, relies on it). Compared: one call,
 // the pool's split (chunks of 12), odd chunks crossing the row pairs and
-// MC = 192, and one call per row; per call and pre-packed; across KC = 64
+// MC = 256, and one call per row; per call and pre-packed; across KC = 64
 // and KS = 256.
 function rowSplitCase(
   k: Kernels,
@@ -606,6 +608,7 @@ for (const build of BUILDS) {
         [213, 300, 1],
         [101, 260, 270],
         [213, 70, 48],
+        [300, 70, 48],
       ];
       for (const shape of shapes) {
         rowSplitCase(mem.k, mem, shape, transA, transB, false);
