@@ -5,7 +5,7 @@
  * (native, `tools/torch_bench.py`) when `/usr/bin/python3` has torch.
  *
  *   deno run -A bench/compare.ts [--peak 50] [--batches 1024,8192] [--rounds 5]
- *       [--warmup 2] [--round-ms 1000] [--vocab-cap ROWS] [--no-torch]
+ *       [--warmup 2] [--round-ms 3000] [--vocab-cap ROWS] [--no-torch]
  *       [--torch-blas DIR] [--python /usr/bin/python3] [--threads N]
  *
  * Every line gives samples/s (best of `--rounds` rounds), the share of the
@@ -20,15 +20,15 @@
  * How it is measured: for each (mode, batch) every side first runs
  * `--warmup` steps (default 2; TF.js's first step includes its kernel set-up
  * and is never timed), which also sizes a round (enough steps for
- * `--round-ms`, at least 1); then `--rounds` rounds (default 5) in which the
- * sides take turns, the order rotating each round, so a slow moment of this
- * shared machine hits every side alike. The 2-thread run also times our
+ * `--round-ms` (default 3000), at least 1); then `--rounds` rounds
+ * (default 5) in which the sides take turns, the order rotating each round,
+ * so a slow moment of this shared machine hits every side alike. The 2-thread run also times our
  * model on 1 thread in the same rounds: the 2-threads/1-thread ratio comes
  * from one process. Without `--threads` the script runs itself once per
  * thread count (1, then 2) and prints one table: XNNPACK's pool is created
  * once when the tfjs wasm backend initialises, so each thread count needs a
  * fresh process. The default run (batch 1024, full vocabularies) takes about
- * 5 minutes; batch 8192 adds about 10 (TF.js trains at ~40 s a step there).
+ * 10 minutes; batch 8192 adds about 15 (TF.js trains at ~40 s a step there).
  *
  * The model (all sides): 16 features, embedding dim 16 (the Taobao
  * vocabularies, 3.14M rows, or `--vocab-cap`), concat to F = 256; 3
@@ -140,7 +140,10 @@ function parseOptions(args: string[]): Options {
       batches: { type: "string", default: "1024" },
       rounds: { type: "string", default: "5" },
       warmup: { type: "string", default: "2" },
-      "round-ms": { type: "string", default: "1000" },
+      // Rounds of 1 s held ours at 79% of the ceiling where 3 s read 88%
+      // (TF.js 390 vs 423 samples/s): the first step after the other side's
+      // turn runs on caches it evicted, and a short round is mostly that step.
+      "round-ms": { type: "string", default: "3000" },
       "vocab-cap": { type: "string" },
       peak: { type: "string" },
       "no-torch": { type: "boolean", default: false },
