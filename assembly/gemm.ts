@@ -175,18 +175,40 @@ export function setThreadSlot(slot: i32): void {
   threadSlot = slot;
 }
 
+/** Whether full 24-column chunks may run the 2x24 tiles (`setGemmWideTiles`). */
+let wideTilesOn: bool = true;
+
+/**
+ * Lets full 24-column chunks run the generated 2x24 tiles (`on`, the
+ * default) or keeps every chunk on the 2x16 tiles. Results are the same bit
+ * for bit either way; the host picks the faster for its engine: V8 holds the
+ * 2x24 tile's 15 vectors in registers (0.88 -> 0.94 of the peak), while
+ * JavaScriptCore (Bun 1.4.5) spills them (28-33 GFLOP/s against 43 with the
+ * 2x16 tile). The plain simd build never runs 2x24 tiles.
+ *
+ * @param on `bool`
+ */
+export function setGemmWideTiles(on: bool): void {
+  wideTilesOn = on;
+}
+
+/** 1 when this instance runs 2x24 tiles (a relaxed-simd build with `setGemmWideTiles(true)`), else 0. */
+export function gemmWideTiles(): i32 {
+  return ASC_FEATURE_RELAXED_SIMD && wideTilesOn ? 1 : 0;
+}
+
 /**
  * Full 24-column chunks the generated tiles run when op(B) is N wide: as
  * many as leave a multiple of 16 (2x16 chunks) plus fewer than 8 columns
  * for the AssemblyScript tiles (512 = 20 x 24 + 2 x 16, 128 = 4 x 24 + 2 x 16);
- * none in the plain simd build.
+ * none in the plain simd build or after `setGemmWideTiles(false)`.
  */
 // @ts-ignore: decorator
 @inline
 function wideChunks(N: i32): i32 {
   // The plain simd build multiplies and adds in two instructions: its 2x24
   // tile would need a 16th register for the product (and spills: 0.55 of peak).
-  if (!ASC_FEATURE_RELAXED_SIMD) return 0;
+  if (!ASC_FEATURE_RELAXED_SIMD || !wideTilesOn) return 0;
   let wide = N / 24;
   if (wide > 0 && ((N - wide * 24) & 15) >= 8) wide--;
   return wide;

@@ -4,7 +4,9 @@ export {
   gemmPackB,
   gemmPacked,
   gemmPackedBBytes,
+  gemmWideTiles,
   gemmWorkspaceBytes,
+  setGemmWideTiles,
   setThreadSlot,
 } from "./gemm";
 export { peakProbe } from "./probe";

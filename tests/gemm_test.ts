@@ -385,9 +385,9 @@ for (const build of BUILDS) {
     // per thread slot (1024 + 6144 x slot, KC = 64 rows of 16 or 24 floats):
     // after a call, the region holds the last chunk of the last k-block. 32
     // columns run as two 16-column chunks, 48 as two 24-column ones (three
-    // 16-column ones in the plain simd build, which has no 2x24 tile).
+    // 16-column ones where the 2x24 tile is off: the plain simd build, Bun).
     const M = 20, K = 64; // 16 rows or more: the 2-row tiles, not the few-rows kernels
-    const wide = build.variant === "relaxed-simd" ? 24 : 16;
+    const wide = memoryOf(build, 1).k.gemmWideTiles() === 1 ? 24 : 16;
     for (const [N, chunk] of [[32, 16], [48, wide]]) {
       const mem = memoryOf(build, 2);
       const B = mem.f32(K * N, Array.from({ length: K * N }, (_, i) => i + 1));
@@ -424,6 +424,35 @@ for (const build of BUILDS) {
         assert.deepEqual(Array.from(region(0)), lastChunk);
       }
     }
+  });
+
+  test(`gemm ${variant}: 2x24 tiles run where the engine holds them in registers; off, the same bits`, () => {
+    // V8 (Deno) runs them in the relaxed-simd builds; Bun's JavaScriptCore
+    // spills their 15 vectors (kernels.ts turns them off there); the plain
+    // simd build has none.
+    const mem = memoryOf(build, 4);
+    const bun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
+    const engineDefault = mem.k.gemmWideTiles() === 1;
+    assert.equal(engineDefault, build.variant === "relaxed-simd" && !bun);
+    for (const [M, K, N] of [[64, 130, 72], [30, 64, 56], [300, 70, 41]]) {
+      const next = rng(31);
+      const A = mem.f32(M * K, randomArray(M * K, next));
+      const B = mem.f32(K * N, randomArray(K * N, next));
+      const bias = mem.f32(N, randomArray(N, next));
+      const c0 = randomArray(M * N, next);
+      const C = mem.f32(M * N);
+      const work = mem.alloc(mem.k.gemmWorkspaceBytes(K, N));
+      const run = (wide: boolean) => {
+        mem.k.setGemmWideTiles(wide);
+        assert.equal(mem.k.gemmWideTiles() === 1, wide && build.variant === "relaxed-simd");
+        C.view.set(c0);
+        mem.k.gemm(C.ptr, A.ptr, B.ptr, bias.ptr, work, M, K, N, K, N, N, false, false, true, true);
+        return C.view.slice();
+      };
+      const i = firstBitDifference(run(false), run(true));
+      assert.equal(i, -1, `${M}x${K}x${N}: C[${i}] differs between 2x16 and 2x24 tiles`);
+    }
+    mem.k.setGemmWideTiles(engineDefault);
   });
 
   test(`gemm ${variant}: an operand in the reserved first 64 KiB traps instead of being overwritten`, () => {

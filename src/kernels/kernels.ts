@@ -125,6 +125,18 @@ export function kernelModule(variant: KernelVariant, shared = false): WebAssembl
 }
 
 /**
+ * Whether this engine runs the GEMM's 2x24 tiles faster than its 2x16 ones
+ * (`Kernels.setGemmWideTiles`): V8 (Deno, Node.js, Chromium) keeps the
+ * tile's 15 vectors in registers; JavaScriptCore (Bun 1.4.5) spilled them
+ * (28-33 vs 43 GFLOP/s on the MMoE shapes), and engines not measured keep
+ * the 2x16 tile, the one every engine ran before.
+ */
+function engineKeepsWideTiles(): boolean {
+  const agent = globalThis.navigator?.userAgent ?? "";
+  return /\b(Deno|Node\.js|Chrome|Chromium)\//.test(agent) && !/\bBun\//.test(agent);
+}
+
+/**
  * The GEMM tiles module the kernel module of `variant` imports ("tiles"):
  * the generated 2x24 and 2x16 micro-kernels (scripts/gemm_tiles.ts), one copy per
  * thread slot in the shared build.
@@ -202,7 +214,9 @@ export function instantiateKernels(
   const env = { memory };
   const tiles = new WebAssembly.Instance(tilesModule(variant, shared), { env }).exports;
   const instance = new WebAssembly.Instance(kernelModule(variant, shared), { env, tiles });
-  return { exports: instance.exports as unknown as Kernels, memory, variant, shared };
+  const exports = instance.exports as unknown as Kernels;
+  exports.setGemmWideTiles(engineKeepsWideTiles());
+  return { exports, memory, variant, shared };
 }
 
 /**
