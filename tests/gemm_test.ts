@@ -111,6 +111,42 @@ const SHAPES: [number, number, number][] = [
   [1003, 64, 1],
 ];
 
+/**
+ * Random A (M x K), B (K x N floats, read as op(B) = B or B^T), bias and a
+ * start for C in `mem`, drawn from `seed`; the returned call runs C = c0 +
+ * A op(B) + bias, ReLU on kernels `k` and returns C.
+ */
+function randomGemm(mem: TestMemory, M: number, K: number, N: number, seed: number) {
+  const next = rng(seed);
+  const A = mem.f32(M * K, randomArray(M * K, next));
+  const B = mem.f32(K * N, randomArray(K * N, next));
+  const bias = mem.f32(N, randomArray(N, next));
+  const c0 = randomArray(M * N, next);
+  const C = mem.f32(M * N);
+  const work = mem.alloc(mem.k.gemmWorkspaceBytes(K, N));
+  return (k: Kernels, transB: boolean): Float32Array => {
+    C.view.set(c0);
+    k.gemm(
+      C.ptr,
+      A.ptr,
+      B.ptr,
+      bias.ptr,
+      work,
+      M,
+      K,
+      N,
+      K,
+      transB ? K : N,
+      N,
+      false,
+      transB,
+      true,
+      true,
+    );
+    return C.view.slice();
+  };
+}
+
 interface Operands {
   a: Float32Array;
   b: Float32Array;
@@ -356,18 +392,8 @@ for (const build of BUILDS) {
     // slot 0 has (slots 1-9 run 7 rows as pairs).
     for (const [M, K, N] of [[37, 150, 48], [7, 150, 45], [13, 70, 40]]) {
       const mem = memoryOf(build, 4);
-      const next = rng(21);
-      const A = mem.f32(M * K, randomArray(M * K, next));
-      const B = mem.f32(K * N, randomArray(K * N, next));
-      const bias = mem.f32(N, randomArray(N, next));
-      const c0 = randomArray(M * N, next);
-      const C = mem.f32(M * N);
-      const work = mem.alloc(mem.k.gemmWorkspaceBytes(K, N));
-      const run = (k: Kernels) => {
-        C.view.set(c0);
-        k.gemm(C.ptr, A.ptr, B.ptr, bias.ptr, work, M, K, N, K, K, N, false, true, true, true);
-        return C.view.slice();
-      };
+      const gemmNT = randomGemm(mem, M, K, N, 21);
+      const run = (k: Kernels) => gemmNT(k, true);
       const expected = run(mem.k);
       // Slots 1-7 have regions of their own in the shared build, 8 and 9 run
       // without the generated tiles; an unshared build has one region.
@@ -435,19 +461,11 @@ for (const build of BUILDS) {
     const engineDefault = mem.k.gemmWideTiles() === 1;
     assert.equal(engineDefault, build.variant === "relaxed-simd" && !bun);
     for (const [M, K, N] of [[64, 130, 72], [30, 64, 56], [300, 70, 41]]) {
-      const next = rng(31);
-      const A = mem.f32(M * K, randomArray(M * K, next));
-      const B = mem.f32(K * N, randomArray(K * N, next));
-      const bias = mem.f32(N, randomArray(N, next));
-      const c0 = randomArray(M * N, next);
-      const C = mem.f32(M * N);
-      const work = mem.alloc(mem.k.gemmWorkspaceBytes(K, N));
+      const gemmNN = randomGemm(mem, M, K, N, 31);
       const run = (wide: boolean) => {
         mem.k.setGemmWideTiles(wide);
         assert.equal(mem.k.gemmWideTiles() === 1, wide && build.variant === "relaxed-simd");
-        C.view.set(c0);
-        mem.k.gemm(C.ptr, A.ptr, B.ptr, bias.ptr, work, M, K, N, K, N, N, false, false, true, true);
-        return C.view.slice();
+        return gemmNN(mem.k, false);
       };
       const i = firstBitDifference(run(false), run(true));
       assert.equal(i, -1, `${M}x${K}x${N}: C[${i}] differs between 2x16 and 2x24 tiles`);
