@@ -35,8 +35,9 @@
  *
  * The region's address must be a constant in the code, so a module shared by
  * worker threads (same memory) holds one copy of the function per thread
- * slot, each with its own region; `assembly/gemm.ts` picks the copy of the
- * instance's slot. Region geometry (base, stride, slots, KC) is read from
+ * slot, each with its own region; the exports `t` and `w` take the slot
+ * first and branch (`br_table`) to that slot's copy. Region geometry (base,
+ * stride, slots, KC) is read from
  * `assembly/gemm.ts`, the one place it is stated.
  *
  * @module
